@@ -1,0 +1,251 @@
+"""The `aifb` command line: validate recipes, run benchmarks through Snakemake, rebuild
+summaries and reports from files, show and clean up.
+
+    aifb validate RECIPE...                 check recipes against the schema
+    aifb run RECIPE [--set a.b=c] [--profile local|slurm]
+    aifb run --rerun ID | aifb rerun ID     re-run a benchmark from its run.json
+    aifb sweep [NAME...]                    build sweeps from config/config.yaml
+    aifb index                              rebuild the dataset index
+    aifb summarize RUN_DIR / aifb report RUN_DIR REPORT_DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from . import __version__, registry
+from .errors import AifbError
+from .jsonio import read_json
+from .paths import code_root, work_root
+from .recipe import load_recipe
+
+
+def _err(msg: str) -> None:
+    print(f"aifb: {msg}", file=sys.stderr)
+
+
+def cmd_validate(args) -> int:
+    from .services import available_kinds
+
+    bad = 0
+    for path in args.recipes:
+        try:
+            recipe = load_recipe(path, args.set)
+        except AifbError as exc:
+            _err(str(exc))
+            bad += 1
+            continue
+        kind = recipe["service"]["kind"]
+        note = "" if kind in available_kinds() else f" (service kind {kind!r} is not implemented yet)"
+        print(f"{path}: valid{note}")
+    return 1 if bad else 0
+
+
+def snakemake_argv(targets: list[str], profile: str, extra: list[str] | None = None) -> list[str]:
+    return [sys.executable, "-m", "snakemake", "--snakefile", str(code_root() / "Snakefile"),
+            "--directory", str(work_root()), "--profile", str(code_root() / "profiles" / profile),
+            *(extra or []), *targets]
+
+
+def run_snakemake(targets: list[str], profile: str, extra: list[str] | None = None,
+                  dry_run: bool = False) -> int:
+    argv = snakemake_argv(targets, profile, [*(extra or []), *(["--dry-run"] if dry_run else [])])
+    print("aifb: " + shlex.join(argv[2:]), file=sys.stderr)
+    env = dict(os.environ, AIFB_INVOCATION=shlex.join(sys.argv))
+    proc = subprocess.Popen(argv, cwd=work_root(), env=env)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        # The terminal sent SIGINT to Snakemake too; let it stop its jobs (and their services).
+        try:
+            return proc.wait(timeout=60)
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):
+            proc.send_signal(signal.SIGTERM)
+            return proc.wait()
+
+
+def _finish(benchmark_ids: list[str]) -> int:
+    worst = 0
+    for bid in benchmark_ids:
+        run_path = work_root() / "results" / bid / "run.json"
+        if not run_path.is_file():
+            _err(f"{bid}: no run.json was written (see the Snakemake output above)")
+            worst = 1
+            continue
+        run = read_json(run_path)
+        report = work_root() / "reports" / bid / "report.md"
+        status = run.get("status")
+        line = f"{bid}: {status}"
+        if run.get("reason"):
+            line += f" - {run['reason']}"
+        print(line)
+        if report.is_file():
+            print(f"report: {report}")
+        if status != "completed":
+            worst = 1
+    return worst
+
+
+def cmd_run(args) -> int:
+    from .services import get_service
+
+    if args.rerun:
+        from .rerun import prepare_rerun
+        bid, _ = prepare_rerun(args.rerun, strict=args.strict, root=work_root(), log=_err)
+    else:
+        if not args.recipe:
+            _err("run: give a RECIPE file, or --rerun ID")
+            return 2
+        recipe = load_recipe(args.recipe, args.set)
+        get_service(recipe["service"]["kind"])  # not implemented -> clear error, nothing started
+        if args.dry_run:
+            nxt = registry.predict_next(1, work_root())[0]
+            print(f"dry run: would register {nxt} for {args.recipe}")
+            return 0
+        path = Path(args.recipe).resolve()
+        rel = str(path.relative_to(work_root())) if path.is_relative_to(work_root()) else str(path)
+        bid = registry.allocate(registry.make_entry(recipe, recipe_path=rel, overrides=args.set),
+                                work_root())
+    print(f"benchmark id: {bid}", flush=True)
+    rc = run_snakemake([f"reports/{bid}/report.md"], args.profile, args.snakemake_args)
+    result = _finish([bid])
+    if args.rerun:
+        from .rerun import compare_and_report
+        verdict = compare_and_report(bid, root=work_root())
+        print(verdict["line"])
+    return rc or result
+
+
+def cmd_rerun(args) -> int:
+    args.rerun, args.recipe, args.set, args.dry_run = args.benchmark_id, None, [], False
+    return cmd_run(args)
+
+
+def cmd_sweep(args) -> int:
+    extra = list(args.snakemake_args or [])
+    if args.names:
+        extra += ["--config", f"only={args.names[0]}" if len(args.names) == 1 else
+                  "only=[" + ",".join(args.names) + "]"]
+    if args.remeasure:
+        extra += ["--config", "remeasure=true"]
+    rc = run_snakemake(["sweep_all"], args.profile, extra, dry_run=args.dry_run)
+    if rc == 0 and not args.dry_run:
+        rc = run_snakemake(["index"], args.profile, ["--forcerun", "index"])
+    return rc
+
+
+def cmd_index(args) -> int:
+    return run_snakemake(["index"], args.profile, ["--forcerun", "index", *(args.snakemake_args or [])])
+
+
+def cmd_summarize(args) -> int:
+    from .summary import write_summary
+    run_dir = Path(args.run_dir)
+    out = Path(args.output) if args.output else run_dir / "summary.json"
+    write_summary(run_dir, out)
+    print(out)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import build_report
+    build_report(Path(args.run_dir), Path(args.report_dir))
+    print(Path(args.report_dir) / "report.md")
+    return 0
+
+
+def cmd_show(args) -> int:
+    entry = registry.get(args.benchmark_id, work_root())
+    run_path = work_root() / "results" / args.benchmark_id / "run.json"
+    print(f"{args.benchmark_id}: {entry['recipe']['name']} ({entry.get('recipe_path')})")
+    if run_path.is_file():
+        run = read_json(run_path)
+        print(f"status: {run.get('status')}" + (f" - {run['reason']}" if run.get("reason") else ""))
+    else:
+        print("status: registered, not run")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="aifb", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"aifb {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    v = sub.add_parser("validate", help="check recipes against the recipe schema")
+    v.add_argument("recipes", nargs="+", metavar="RECIPE")
+    v.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                   help="override a field by its dotted path (repeatable)")
+    v.set_defaults(func=cmd_validate)
+
+    def add_run_opts(sp):
+        sp.add_argument("--profile", default="local", choices=["local", "slurm"],
+                        help="Snakemake profile under profiles/ (default: local)")
+        sp.add_argument("--strict", action="store_true",
+                        help="rerun: a recipe hash or git commit mismatch is an error, not a warning")
+        sp.add_argument("--snakemake-args", nargs=argparse.REMAINDER, default=[],
+                        help="everything after this is passed to Snakemake")
+
+    r = sub.add_parser("run", help="register a benchmark ID for a recipe and run it to its report")
+    r.add_argument("recipe", nargs="?", metavar="RECIPE")
+    r.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                   help="override a recipe field by its dotted path (repeatable), "
+                        "e.g. --set load.concurrency=32 --set load.duration=5s")
+    r.add_argument("--rerun", metavar="ID", help="re-run a benchmark from its results/<id>/run.json")
+    r.add_argument("-n", "--dry-run", action="store_true", help="validate and show, change nothing")
+    add_run_opts(r)
+    r.set_defaults(func=cmd_run)
+
+    rr = sub.add_parser("rerun", help="re-run a benchmark from its run.json and compare")
+    rr.add_argument("benchmark_id", metavar="ID")
+    add_run_opts(rr)
+    rr.set_defaults(func=cmd_rerun)
+
+    s = sub.add_parser("sweep", help="build sweeps declared in config/config.yaml (default: all)")
+    s.add_argument("names", nargs="*", metavar="NAME")
+    s.add_argument("--remeasure", action="store_true",
+                   help="allocate new IDs and measure every point again")
+    s.add_argument("-n", "--dry-run", action="store_true", help="show the DAG, change nothing")
+    add_run_opts(s)
+    s.set_defaults(func=cmd_sweep)
+
+    i = sub.add_parser("index", help="rebuild the dataset index from the files on disk")
+    add_run_opts(i)
+    i.set_defaults(func=cmd_index)
+
+    sm = sub.add_parser("summarize", help="(re)compute summary.json from a run directory")
+    sm.add_argument("run_dir")
+    sm.add_argument("-o", "--output")
+    sm.set_defaults(func=cmd_summarize)
+
+    rp = sub.add_parser("report", help="(re)build a report from a run directory")
+    rp.add_argument("run_dir")
+    rp.add_argument("report_dir")
+    rp.set_defaults(func=cmd_report)
+
+    sh = sub.add_parser("show", help="what a benchmark ID is and where it stands")
+    sh.add_argument("benchmark_id", metavar="ID")
+    sh.set_defaults(func=cmd_show)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except AifbError as exc:
+        _err(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Starting and stopping local service processes so that none outlives its benchmark.
+
+A service is started in its own session (so a terminal's Ctrl-C reaches the harness, which
+then stops it in order) with PR_SET_PDEATHSIG=SIGTERM, so that even if the harness is killed
+with SIGKILL the kernel stops the service. Stopping is SIGTERM, a grace period, then SIGKILL
+of the whole process group.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from .errors import ServiceError
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            return exc.errno in (errno.EADDRINUSE, errno.EACCES)
+    return False
+
+
+def spawn(argv: list[str], log_path: Path, *, cwd: Path | None = None,
+          env: dict | None = None) -> subprocess.Popen:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "ab")
+    try:
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=cwd, env=env, start_new_session=True,
+                                preexec_fn=_die_with_parent)
+    except OSError as exc:
+        raise ServiceError(f"cannot start {argv[0]}: {exc.strerror}") from None
+    finally:
+        log.close()
+
+
+def stop(proc: subprocess.Popen, grace_s: float = 5.0) -> int | None:
+    """SIGTERM the process group, wait up to grace_s, then SIGKILL it. Returns the exit code."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+    try:  # children the server forked (none for redis, some for others) go too
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        return proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def log_tail(path: Path, lines: int = 20, max_bytes: int = 16384) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - max_bytes))
+            data = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(data.splitlines()[-lines:])
+
+
+def wall_iso(t: float | None = None) -> str:
+    import datetime as dt
+    return dt.datetime.fromtimestamp(t if t is not None else time.time(), dt.timezone.utc).isoformat(
+        timespec="milliseconds")

@@ -1,0 +1,42 @@
+"""Service kinds: how to deploy, probe and stop each one, registered by `kind`.
+
+A new kind is one module here that decorates its class with `@register("kind")`, plus its
+client in aifb.clients, a schema fragment and recipes.
+"""
+
+from __future__ import annotations
+
+from ..errors import NotImplementedKind
+from .base import Service, ServiceInfo
+
+_REGISTRY: dict[str, type] = {}
+
+
+def register(kind: str):
+    def deco(cls):
+        _REGISTRY[kind] = cls
+        cls.kind = kind
+        return cls
+    return deco
+
+
+def get_service(kind: str) -> type:
+    _load_builtin()
+    try:
+        return _REGISTRY[kind]
+    except KeyError:
+        raise NotImplementedKind(
+            f"service kind {kind!r} is not implemented yet (implemented: "
+            f"{', '.join(sorted(_REGISTRY))})") from None
+
+
+def available_kinds() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def _load_builtin() -> None:
+    from . import redis  # noqa: F401  (registers itself)
+
+
+__all__ = ["Service", "ServiceInfo", "register", "get_service", "available_kinds"]

@@ -1,0 +1,160 @@
+"""The service lifecycle every kind implements, and the shared local-process implementation.
+
+    deploy()    start the server (or submit its job) and return once a real request answers
+    alive()     is it still running (checked after the load, to tell `partial` from `completed`)
+    describe()  facts for run.json: pid/job_id, host, port, binary/image, version, times
+    teardown()  stop it; idempotent; called on success, failure and interruption alike
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from .. import launch
+from ..errors import ServiceError
+from ..units import parse_duration
+
+
+@dataclass
+class ServiceInfo:
+    kind: str
+    name: str
+    managed: bool                      # deployed by us (False: an existing endpoint)
+    endpoint: str | None = None
+    host: str | None = None
+    port: int | None = None
+    pid: int | None = None
+    job_id: str | None = None
+    node: str | None = None
+    binary: str | None = None
+    image: str | None = None
+    version: str | None = None
+    command: list[str] | None = None
+    log: str | None = None
+    started_at: str | None = None
+    ready_at: str | None = None
+    ready_s: float | None = None
+    stopped_at: str | None = None
+    exit_code: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@runtime_checkable
+class Service(Protocol):
+    kind: str
+    info: ServiceInfo
+
+    async def deploy(self) -> str: ...
+    def alive(self) -> bool: ...
+    def describe(self) -> dict: ...
+    async def teardown(self) -> None: ...
+
+
+class LocalProcessService:
+    """A server started as a local child process bound to 127.0.0.1 on a free port.
+
+    Subclasses set `binary_name`, and implement `argv(binary, host, port, workdir)`,
+    `version(binary)` and `endpoint_for(host, port)`; readiness uses the kind's client probe.
+    """
+
+    kind = "?"
+    binary_name = "?"
+    install_hint = ""
+
+    def __init__(self, spec: dict, workdir: Path, log_path: Path):
+        self.spec = spec
+        self.workdir = Path(workdir)
+        self.log_path = Path(log_path)
+        self.proc: subprocess.Popen | None = None
+        self.info = ServiceInfo(kind=self.kind, name=spec.get("name", self.kind), managed=True,
+                                log=str(log_path))
+
+    # -- to implement ---------------------------------------------------------------
+    def argv(self, binary: str, host: str, port: int, workdir: Path) -> list[str]:
+        raise NotImplementedError
+
+    def version(self, binary: str) -> str | None:
+        raise NotImplementedError
+
+    def endpoint_for(self, host: str, port: int) -> str:
+        raise NotImplementedError
+
+    async def probe(self, endpoint: str, timeout_s: float) -> None:
+        from ..clients import get_client
+        await get_client(self.kind).probe(endpoint, timeout_s)
+
+    # -- shared lifecycle ---------------------------------------------------------------
+    def resolve_binary(self) -> str:
+        wanted = self.spec.get("binary") or self.binary_name
+        found = shutil.which(wanted)
+        if not found:
+            raise ServiceError(
+                f"{wanted} not found on PATH: {self.install_hint} Or set service.binary to its "
+                f"path, or point service.endpoint at a running {self.kind}.")
+        return found
+
+    async def deploy(self) -> str:
+        binary = self.resolve_binary()
+        host = self.spec.get("host", "127.0.0.1")
+        port = self.spec.get("port")
+        if port is not None and launch.port_in_use(host, port):
+            raise ServiceError(f"port {port} on {host} is in use: cannot deploy {self.kind} there "
+                               "(choose another service.port, or omit it to use a free one)")
+        port = port or launch.free_port(host)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        argv = self.argv(binary, host, port, self.workdir)
+        self.info.binary, self.info.host, self.info.port = binary, host, port
+        self.info.version = self.version(binary)
+        self.info.command = argv
+        self.info.endpoint = self.endpoint_for(host, port)
+        self.info.started_at = launch.wall_iso()
+        t0 = time.monotonic()
+        self.proc = launch.spawn(argv, self.log_path, cwd=self.workdir)
+        self.info.pid = self.proc.pid
+        timeout = parse_duration(self.spec.get("ready_timeout", "30s"))
+        await self._wait_ready(timeout)
+        self.info.ready_s = round(time.monotonic() - t0, 6)
+        self.info.ready_at = launch.wall_iso()
+        return self.info.endpoint
+
+    async def _wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServiceError(
+                    f"{self.kind} exited with code {self.proc.returncode} before it was ready "
+                    f"(log: {self.log_path})", log_tail=launch.log_tail(self.log_path))
+            try:
+                await self.probe(self.info.endpoint, min(1.0, deadline - time.monotonic()))
+                return
+            except ServiceError as exc:
+                last = exc
+            await asyncio.sleep(0.05)
+        raise ServiceError(f"{self.kind} did not answer a readiness probe within {timeout_s:g} s "
+                           f"({last}); log: {self.log_path}", log_tail=launch.log_tail(self.log_path))
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def describe(self) -> dict:
+        return self.info.to_dict()
+
+    async def teardown(self) -> None:
+        if self.proc is None or self.info.stopped_at:
+            return
+        died_before = self.proc.poll() is not None
+        code = await asyncio.to_thread(launch.stop, self.proc)
+        self.info.exit_code = code
+        self.info.stopped_at = launch.wall_iso()
+        if died_before:
+            self.info.extra["died_before_teardown"] = True

@@ -1,0 +1,101 @@
+# Validation of config and recipes at parse time, and the input functions the rules share.
+# No rules here.
+
+import sys
+from pathlib import Path
+
+from snakemake.utils import validate
+
+from aifb import registry, sweep as aifb_sweep
+from aifb.errors import AifbError
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+WORKDIR = Path.cwd()
+# Same language as registry.ID_PATTERN, without {m,n} braces, which wildcard constraints can't hold.
+ID_REGEX = r"BM-\d\d\d\d\d\d\d\d-\d\d\d+"
+
+
+wildcard_constraints:
+    id=ID_REGEX,
+    first=ID_REGEX,
+    last=ID_REGEX,
+
+
+def _allocating():
+    # A dry run, a lint or a job re-parsing the workflow must not mint IDs.
+    return workflow.is_main_process and aifb_sweep.invocation_allocates()
+
+
+def _resolve_sweeps():
+    try:
+        return aifb_sweep.resolve_all(
+            config,
+            root=WORKDIR,
+            allocate=_allocating(),
+            only=config.get("only"),
+            remeasure=config.get("remeasure", False),
+            log=lambda msg: print(msg, file=sys.stderr),
+        )
+    except AifbError as exc:
+        raise WorkflowError(str(exc))
+
+
+SWEEPS = _resolve_sweeps()
+# IDs a dry run shows for sweep points that a real run would register (nothing is written).
+PREDICTED = {p.benchmark_id for s in SWEEPS for p in s.points if p.predicted}
+
+
+def registered_entry(wildcards):
+    """The registry file of a benchmark ID (a clear error when it is not registered)."""
+    path = registry.entry_path(wildcards.id, WORKDIR)
+    if wildcards.id in PREDICTED:
+        return []
+    if not path.is_file():
+        raise WorkflowError(
+            f"{wildcards.id} is not registered: create it with `aifb run RECIPE` "
+            "(or build a sweep from config/config.yaml)"
+        )
+    return str(path.relative_to(WORKDIR))
+
+
+def all_run_reports(wildcards):
+    return [f"reports/{e['benchmark_id']}/report.md" for e in registry.all_entries(WORKDIR)]
+
+
+def all_sweep_reports(wildcards):
+    return [f"{s.report_dir}/report.md" for s in SWEEPS if s.runnable]
+
+
+def sweep_of(wildcards):
+    for s in SWEEPS:
+        if s.first_id == wildcards.first and s.last_id == wildcards.last:
+            return s
+    raise WorkflowError(
+        f"no sweep in the configuration spans {wildcards.first} .. {wildcards.last}"
+    )
+
+
+def sweep_summaries(wildcards):
+    return [f"results/{bid}/summary.json" for bid in sweep_of(wildcards).ids]
+
+
+def benchmark_runtime_min(wildcards):
+    """Wall-time limit for one benchmark job (Slurm): load time plus deploy/preload margin."""
+    try:
+        recipe = registry.get(wildcards.id, WORKDIR)["recipe"]
+    except AifbError:
+        return 30
+    return aifb_sweep.runtime_minutes(recipe)
+
+
+def existing_run_files(wildcards):
+    """run.json and summary.json of every run on disk: the index is rebuilt when any changes."""
+    files = []
+    for entry in registry.all_entries(WORKDIR):
+        bid = entry["benchmark_id"]
+        for name in ("run.json", "summary.json"):
+            if (WORKDIR / "results" / bid / name).is_file():
+                files.append(f"results/{bid}/{name}")
+    return files
