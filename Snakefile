@@ -23,11 +23,12 @@ include: "workflow/rules/sweep.smk"
 include: "workflow/rules/index.smk"
 
 
+# Every registered run and every implemented sweep. The index reads what is on disk, so it is
+# its own target, built after these (`aifb sweep` does both).
 rule all:
     input:
         all_run_reports,
         all_sweep_reports,
-        config["index"]["markdown"],
     default_target: True
 
 

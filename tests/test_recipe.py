@@ -106,3 +106,9 @@ def test_hash_is_canonical_and_covers_overrides():
     assert recipe_hash(a) == recipe_hash(b)
     assert recipe_hash(apply_overrides(a, ["load.concurrency=8"])) != recipe_hash(a)
     assert recipe_hash(a).startswith("sha256:") and len(recipe_hash(a)) == 7 + 64
+
+
+def test_a_password_in_the_endpoint_is_refused(tmp_path):
+    with pytest.raises(RecipeError, match="service.endpoint: holds a password") as exc:
+        load_recipe(write(tmp_path, GOOD), ["service.endpoint=redis://:hunter2@10.0.0.5:6379"])
+    assert "hunter2" not in str(exc.value)

@@ -50,7 +50,7 @@ def cmd_validate(args) -> int:
 def snakemake_argv(targets: list[str], profile: str, extra: list[str] | None = None) -> list[str]:
     return [sys.executable, "-m", "snakemake", "--snakefile", str(code_root() / "Snakefile"),
             "--directory", str(work_root()), "--profile", str(code_root() / "profiles" / profile),
-            *(extra or []), *targets]
+            *targets, *(extra or [])]
 
 
 def run_snakemake(targets: list[str], profile: str, extra: list[str] | None = None,
@@ -115,10 +115,9 @@ def cmd_run(args) -> int:
     print(f"benchmark id: {bid}", flush=True)
     rc = run_snakemake([f"reports/{bid}/report.md"], args.profile, args.snakemake_args)
     result = _finish([bid])
-    if args.rerun:
-        from .rerun import compare_and_report
-        verdict = compare_and_report(bid, root=work_root())
-        print(verdict["line"])
+    comparison = work_root() / "reports" / bid / "comparison.json"
+    if args.rerun and comparison.is_file():
+        print(read_json(comparison)["line"])
     return rc or result
 
 
@@ -129,15 +128,43 @@ def cmd_rerun(args) -> int:
 
 def cmd_sweep(args) -> int:
     extra = list(args.snakemake_args or [])
+    config = []  # one --config flag: a second one would replace the first
     if args.names:
-        extra += ["--config", f"only={args.names[0]}" if len(args.names) == 1 else
-                  "only=[" + ",".join(args.names) + "]"]
+        config.append(f"only={args.names[0]}" if len(args.names) == 1 else
+                      "only=[" + ",".join(args.names) + "]")
     if args.remeasure:
-        extra += ["--config", "remeasure=true"]
+        config.append("remeasure=true")
+    if config:
+        extra += ["--config", *config]
     rc = run_snakemake(["sweep_all"], args.profile, extra, dry_run=args.dry_run)
-    if rc == 0 and not args.dry_run:
-        rc = run_snakemake(["index"], args.profile, ["--forcerun", "index"])
+    if args.dry_run:
+        return rc
+    rc = run_snakemake(["index"], args.profile, ["--forcerun", "index"]) or rc
+    _print_sweep_outcomes(args.names)
     return rc
+
+
+def _print_sweep_outcomes(names: list[str]) -> None:
+    import yaml
+
+    from .sweep import resolve_all
+
+    config = yaml.safe_load((work_root() / "config" / "config.yaml").read_text(encoding="utf-8"))
+    for sw in resolve_all(config, root=work_root(), allocate=False, only=names or None):
+        if not sw.runnable:
+            print(f"{sw.name}: not built ({sw.skip_reason})")
+            continue
+        report = work_root() / sw.report_dir / "report.json"
+        if not report.is_file():
+            print(f"{sw.name}: no sweep report (see the Snakemake output above)")
+            continue
+        print(f"{sw.name}: {read_json(report).get('headline', '')}")
+        print(f"  sweep report: {report.with_name('report.md')}")
+        for bid in sw.ids:
+            print(f"  {bid}: {work_root() / 'reports' / bid / 'report.md'}")
+    index = work_root() / "reports" / "dataset_index.md"
+    if index.is_file():
+        print(f"dataset index: {index}")
 
 
 def cmd_index(args) -> int:

@@ -74,6 +74,26 @@ def _gpus() -> list[dict]:
     return gpus
 
 
+def parent_command(match: str = "snakemake") -> list[str] | None:
+    """argv of the nearest ancestor process whose command line mentions `match` (the Snakemake
+    invocation that ran this job), read from /proc; None when there is none."""
+    pid = os.getppid()
+    for _ in range(8):
+        if pid <= 1:
+            return None
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                argv = [a.decode("utf-8", "replace") for a in fh.read().split(b"\0") if a]
+            with open(f"/proc/{pid}/stat", encoding="utf-8") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return None
+        if any(match in a for a in argv[:3]):
+            return argv
+        pid = ppid
+    return None
+
+
 def package_versions(names=KEY_PACKAGES) -> dict:
     out = {}
     for name in names:

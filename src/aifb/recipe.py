@@ -12,6 +12,7 @@ import hashlib
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -84,6 +85,10 @@ def validate(recipe: Any, source: str = "recipe") -> dict:
     ops = wl.get("ops")
     if isinstance(ops, dict) and ops and sum(ops.values()) <= 0:
         problems.append("workload.ops: the weights sum to zero; give at least one positive weight")
+    endpoint = recipe["service"].get("endpoint")
+    if isinstance(endpoint, str) and urlsplit(endpoint).password:
+        problems.append("service.endpoint: holds a password; recipes are embedded in run.json, so "
+                        "give it through service.password_env or service.password_file instead")
     try:
         for key in ("duration", "warmup", "cooldown", "timeout"):
             if key in recipe["load"]:

@@ -46,7 +46,6 @@ def prepare_rerun(original_id: str, *, strict: bool, root: Path, log) -> tuple[s
 
 def compare_and_report(new_id: str, *, root: Path) -> dict:
     from .compare import compare_runs, write_comparison
-    from .stats import relative_spread  # noqa: F401  (the repeat spread, when a sweep has repeats)
 
     entry = registry.get(new_id, root)
     original_id = entry["rerun_of"]

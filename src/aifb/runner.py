@@ -133,6 +133,7 @@ def initial_run_record(benchmark_id: str, entry: dict, clock: RunClock) -> dict:
             "hosts": [socket.gethostname()],
             "pids": [os.getpid()],
             "command": [sys.executable, *sys.argv],
+            "workflow_command": provenance.parent_command("snakemake"),
             "invocation": os.environ.get("AIFB_INVOCATION"),
             "implementation": None,
         },

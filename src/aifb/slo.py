@@ -68,17 +68,21 @@ def parse_rules(texts: list[str] | None) -> list[SloRule]:
 
 def measured_value(metric: str, summary: dict) -> tuple[float | None, str | None]:
     """The summary's value for a metric, or None with the reason it is not available."""
-    req = summary.get("requests", {})
+    req = summary.get("requests") or {}
     if metric == "error_rate":
         total = req.get("total", 0)
         if not total:
             return None, "no requests in the measurement window"
         return req.get("errors", 0) / total, None
     if metric == "rps":
-        return summary.get("throughput", {}).get("rps"), None
+        rps = (summary.get("throughput") or {}).get("rps")
+        return (None, "rps not in the summary (no measurement window)") if rps is None else (float(rps), None)
     family, _, stat = metric.rpartition("_")
-    block = summary.get("latency_s", {}) if not family else summary.get("llm", {}).get(f"{family}_s", {})
-    n = block.get("n", 0)
+    block = (summary.get("latency_s") if not family
+             else (summary.get("llm") or {}).get(f"{family}_s")) or {}
+    if family and not block:
+        return None, f"no {family} statistics in the summary (summary.llm.{family}_s)"
+    n = block.get("n") or 0
     if not n:
         return None, "no successful requests to measure"
     if stat == "p999" and n < P999_MIN_N:

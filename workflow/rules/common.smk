@@ -81,6 +81,19 @@ def sweep_summaries(wildcards):
     return [f"results/{bid}/summary.json" for bid in sweep_of(wildcards).ids]
 
 
+def sweep_point_reports(wildcards):
+    return [f"reports/{bid}/report.md" for bid in sweep_of(wildcards).ids]
+
+
+def rerun_original_summary(wildcards):
+    """A rerun's report compares it with the original, so it needs the original's summary."""
+    try:
+        original = registry.get(wildcards.id, WORKDIR).get("rerun_of")
+    except AifbError:
+        return []
+    return [f"results/{original}/summary.json"] if original else []
+
+
 def benchmark_runtime_min(wildcards):
     """Wall-time limit for one benchmark job (Slurm): load time plus deploy/preload margin."""
     try:

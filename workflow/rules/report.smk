@@ -6,6 +6,7 @@ rule report:
         run="results/{id}/run.json",
         records="results/{id}/requests.jsonl",
         summary="results/{id}/summary.json",
+        original=rerun_original_summary,
     output:
         md="reports/{id}/report.md",
         json="reports/{id}/report.json",

@@ -4,7 +4,8 @@
 
 rule sweep_report:
     input:
-        sweep_summaries,
+        summaries=sweep_summaries,
+        reports=sweep_point_reports,
     output:
         md="reports/sweep_{first}_{last}/report.md",
         json="reports/sweep_{first}_{last}/report.json",

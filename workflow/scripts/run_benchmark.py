@@ -1,14 +1,18 @@
-"""Snakemake shim: run one registered benchmark (aifb.runner) into results/<id>/."""
+"""Snakemake shim: run one registered benchmark (aifb.runner) into results/<id>/.
+
+Progress goes to the job's log and to the terminal (Snakemake passes a local job's stderr on)."""
 
 import sys
 from pathlib import Path
 
 from aifb.runner import run_benchmark
 
+terminal = sys.stderr
 with open(snakemake.log[0], "a", encoding="utf-8") as log:
     sys.stderr = log
-    run_benchmark(
-        snakemake.wildcards.id,
-        root=Path.cwd(),
-        log=lambda msg: print(msg, file=log, flush=True),
-    )
+
+    def say(msg):
+        print(msg, file=log, flush=True)
+        print(f"[{snakemake.wildcards.id}] {msg}", file=terminal, flush=True)
+
+    run_benchmark(snakemake.wildcards.id, root=Path.cwd(), log=say)

@@ -9,6 +9,6 @@ with open(snakemake.log[0], "w", encoding="utf-8") as log:
     sys.stderr = log
     build_sweep_report(
         snakemake.params.sweep,
-        [Path(p).parent for p in snakemake.input],
+        [Path(p).parent for p in snakemake.input.summaries],
         Path(snakemake.output.md).parent,
     )

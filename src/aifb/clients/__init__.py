@@ -1,0 +1,43 @@
+"""Protocol clients the load engine drives, one module per protocol, registered by `kind`.
+
+A new kind is one module here whose class is decorated with `@register("kind")` and follows
+`aifb.clients.base.Client`, plus its entry in `_load_builtin`.
+"""
+
+from __future__ import annotations
+
+from ..errors import NotImplementedKind
+from .base import Client, CoroutineClient, RequestError, Result
+
+_REGISTRY: dict[str, type] = {}
+
+
+def register(kind: str):
+    def deco(cls):
+        _REGISTRY[kind] = cls
+        cls.kind = kind
+        return cls
+    return deco
+
+
+def get_client(kind: str) -> type[Client]:
+    _load_builtin()
+    try:
+        return _REGISTRY[kind]
+    except KeyError:
+        raise NotImplementedKind(
+            f"service kind {kind!r} is not implemented yet (clients exist for: "
+            f"{', '.join(sorted(_REGISTRY))})") from None
+
+
+def available_kinds() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def _load_builtin() -> None:
+    from . import redis  # noqa: F401  (registers itself)
+
+
+__all__ = ["Client", "CoroutineClient", "RequestError", "Result", "register", "get_client",
+           "available_kinds"]

@@ -1,0 +1,150 @@
+"""The client contract the load engine drives: one class per protocol, registered by `kind`.
+
+Lifecycle (all async, called by the engine in this order):
+
+    c = Client(endpoint, workload, seed, secrets)   # parse only; no I/O, no password in str()
+    await c.startup(connections)     # open `connections` connections (worker i owns connection i)
+    await c.validate()               # a real request; ServiceError naming the endpoint on failure
+    await c.prepare()                # preload data (called on one client only)
+    ... c.start(worker, done) ...    # the per-request path, see below
+    await c.shutdown()               # close everything; idempotent, never raises
+
+The per-request path is callback based, so that a fast client costs no coroutine, task or
+future per request:
+
+    c.start(worker, done)   send one request on `worker`'s connection and return at once; later,
+                            from the event loop (never synchronously inside start()), call
+                            done(result) exactly once, unless abort(worker) came first.
+    c.abort(worker)         give up on the in-flight request (the engine records the timeout);
+                            done must not be called for it afterwards; the connection may close.
+                            Returns the op name of the aborted request (None if none).
+    c.connected(worker)     False once the worker's connection is known to be broken.
+    await c.reconnect(worker)   replace the worker's connection; raise RequestError (or OSError,
+                            TimeoutError) on failure - the engine records it and backs off.
+
+`result` is a plain tuple (cheaper than any object), in this order (see the R_* indices):
+
+    (op, ok, error_type, error_message, bytes_out, bytes_in, t_first_ns, t_end_ns)
+
+op is the operation name ("get"); error_type/error_message are None when ok; bytes_* count
+payload bytes (None where meaningless); t_first_ns is the first byte/token time or None;
+t_end_ns is `aifb.clock.now_ns()` taken when the response was complete (or the error seen).
+Service-level failures (error replies, a lost connection) are results with ok=False, never
+exceptions. Messages are short and never contain secrets.
+
+Coroutine-style clients (aiohttp and friends) subclass `CoroutineClient` and implement only
+`async request(worker) -> result`; it provides start/abort/connected/reconnect on top.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from typing import Any, Callable, ClassVar, Protocol, runtime_checkable
+
+from ..clock import now_ns
+
+# Result tuple layout.
+R_OP, R_OK, R_ERR_TYPE, R_ERR_MSG, R_BYTES_OUT, R_BYTES_IN, R_T_FIRST, R_T_END = range(8)
+
+Result = tuple  # (op, ok, err_type, err_msg, bytes_out, bytes_in, t_first_ns, t_end_ns)
+Done = Callable[[Result], None]
+
+
+class RequestError(Exception):
+    """A failed request or connection attempt, as it goes into a record: error type + message."""
+
+    def __init__(self, type_: str, message: str):
+        super().__init__(message)
+        self.type = type_
+        self.message = message
+
+
+@runtime_checkable
+class Client(Protocol):
+    kind: ClassVar[str]
+
+    def __init__(self, endpoint: str, workload: dict, seed: int,
+                 secrets: dict | None = None) -> None: ...
+
+    async def startup(self, connections: int) -> None: ...
+    async def validate(self) -> None: ...
+    async def prepare(self) -> None: ...
+    async def shutdown(self) -> None: ...
+
+    @classmethod
+    async def probe(cls, endpoint: str, timeout_s: float) -> None: ...
+
+    def describe(self) -> dict: ...
+
+    def start(self, worker: int, done: Done) -> None: ...
+    def abort(self, worker: int) -> str | None: ...
+    def connected(self, worker: int) -> bool: ...
+    async def reconnect(self, worker: int) -> None: ...
+
+
+def error_result(op: str, type_: str, message: str, t_end_ns: int | None = None,
+                 bytes_out: int | None = None) -> Result:
+    return (op, False, type_, message, bytes_out, None, None,
+            now_ns() if t_end_ns is None else t_end_ns)
+
+
+class CoroutineClient:
+    """Adapter for clients written as `async def request(self, worker) -> result`.
+
+    Costs one task per request, which is fine for services whose requests take milliseconds
+    (LLM, HTTP object stores, vector search). Subclasses implement the lifecycle methods and
+    `request`; `reconnect` defaults to a no-op (pooled HTTP clients reconnect by themselves).
+    """
+
+    kind: ClassVar[str] = "?"
+
+    def __init__(self, endpoint: str, workload: dict, seed: int, secrets: dict | None = None):
+        self.endpoint = endpoint
+        self.workload = workload
+        self.seed = seed
+        self._tasks: dict[int, asyncio.Task] = {}
+
+    async def request(self, worker: int) -> Result:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _op_name(self, worker: int) -> str:
+        return "request"
+
+    def start(self, worker: int, done: Done) -> None:
+        task = asyncio.get_running_loop().create_task(self.request(worker))
+        self._tasks[worker] = task
+
+        def finished(t: asyncio.Task, worker=worker) -> None:
+            if self._tasks.get(worker) is t:
+                del self._tasks[worker]
+            if t.cancelled():
+                return  # aborted: the engine already recorded it
+            exc = t.exception()
+            if exc is None:
+                done(t.result())
+            elif isinstance(exc, RequestError):
+                done(error_result(self._op_name(worker), exc.type, exc.message))
+            else:
+                done(error_result(self._op_name(worker), type(exc).__name__, str(exc)[:200]))
+
+        task.add_done_callback(finished)
+
+    def abort(self, worker: int) -> str | None:
+        task = self._tasks.pop(worker, None)
+        if task is not None:
+            task.cancel()
+            return self._op_name(worker)
+        return None
+
+    def connected(self, worker: int) -> bool:
+        return True
+
+    async def reconnect(self, worker: int) -> None:
+        return None
+
+
+async def maybe_await(value: Any) -> Any:
+    if inspect.isawaitable(value):
+        return await value
+    return value

@@ -1,0 +1,213 @@
+"""requests.jsonl: the fast append-only writer the engine uses, and tolerant readers.
+
+The engine keeps each completed request as a plain tuple (a "row"; no dict on the hot path):
+
+    (client, worker, seq, t_sched_ns | None, t_start_ns, result)
+
+with `result` the client's tuple (op, ok, err_type, err_msg, bytes_out, bytes_in, t_first_ns,
+t_end_ns) - see aifb.clients.base. `RecordWriter.write_rows` turns a batch of rows into JSON
+lines (fields and order as in workflow/schemas/request.schema.yaml; times as seconds since the
+clock's t0 with exactly 9 decimals, the same text as aifb.clock.ns_to_s_text) and appends them
+with one write() per batch of whole lines, so a crash leaves a valid prefix (at worst a last
+line cut short, which the readers drop and report).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Iterator
+
+from .clock import ns_to_s_text
+
+log = logging.getLogger("aifb.records")
+
+FIELDS = ("client", "worker", "seq", "op", "t_sched", "t_start", "t_first", "t_end", "ok",
+          "error", "bytes_out", "bytes_in", "phase")
+PHASES = ("warmup", "measure", "cooldown")
+
+_OP_JSON: dict[str, str] = {}
+
+
+def _op_json(op: str) -> str:
+    s = _OP_JSON.get(op)
+    if s is None:
+        s = _OP_JSON[op] = json.dumps(op, ensure_ascii=False)
+    return s
+
+
+def _t(ns: int | None, t0: int) -> str:
+    return "null" if ns is None else ns_to_s_text(ns - t0)
+
+
+def _n(v) -> str:
+    return "null" if v is None else str(int(v))
+
+
+def encode_row(row: tuple, phase: str, t0_ns: int) -> str:
+    """One record line (with its newline), the general path: any None, errors, negatives."""
+    ci, wi, seq, ts, t_start, (op, ok, et, em, bo, bi, tf, te) = row
+    err = "null" if et is None else json.dumps({"type": et, "message": em or ""}, ensure_ascii=False)
+    return (f'{{"client":{ci},"worker":{wi},"seq":{seq},"op":{_op_json(op)},'
+            f'"t_sched":{_t(ts, t0_ns)},"t_start":{_t(t_start, t0_ns)},'
+            f'"t_first":{_t(tf, t0_ns)},"t_end":{_t(te, t0_ns)},'
+            f'"ok":{"true" if ok else "false"},"error":{err},"bytes_out":{_n(bo)},'
+            f'"bytes_in":{_n(bi)},"phase":"{phase}"}}\n')
+
+
+def encode_rows(rows: list, phases: list, t0_ns: int) -> str:
+    """Many lines at once. The common case (ok, no t_sched/t_first, integer byte counts, times
+    after t0) is formatted inline - same text as encode_row, a few times faster."""
+    out = []
+    append = out.append
+    G = 1_000_000_000
+    for row, phase in zip(rows, phases):
+        ci, wi, seq, ts, t_start, res = row
+        op, ok, et, em, bo, bi, tf, te = res
+        if (ok and ts is None and tf is None and bo is not None and bi is not None
+                and t_start >= t0_ns):
+            a = t_start - t0_ns
+            b = te - t0_ns
+            append(f'{{"client":{ci},"worker":{wi},"seq":{seq},"op":{_OP_JSON.get(op) or _op_json(op)},'
+                   f'"t_sched":null,"t_start":{a // G}.{a % G:09d},"t_first":null,'
+                   f'"t_end":{b // G}.{b % G:09d},"ok":true,"error":null,"bytes_out":{bo},'
+                   f'"bytes_in":{bi},"phase":"{phase}"}}\n')
+        else:
+            append(encode_row(row, phase, t0_ns))
+    return "".join(out)
+
+
+class RecordWriter:
+    """Append-only JSONL file; every write() carries whole lines. Opening truncates.
+
+    With background=True (what the engine uses) the write() system calls happen on a helper
+    thread, so a slow disk (ext4 journal commits, dirty-page throttling can block a write for
+    tens of ms) never stalls the event loop that times requests; formatting stays on the
+    caller's thread. Each batch is still one write() of whole lines, issued as soon as it is
+    queued; close() waits until everything queued is on disk (in the page cache, fsynced).
+    """
+
+    def __init__(self, path: str | Path, t0_ns: int, *, truncate: bool = True,
+                 background: bool = False):
+        self.path = Path(path)
+        self.t0_ns = t0_ns
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if truncate else 0)
+        self._fd = os.open(self.path, flags, 0o644)
+        self.lines = 0
+        self.bytes = 0
+        self._error: BaseException | None = None
+        self._queue = None
+        self._thread = None
+        if background:
+            import queue
+            import threading
+
+            self._queue = queue.SimpleQueue()
+            self._thread = threading.Thread(target=self._drain, name="aifb-records", daemon=True)
+            self._thread.start()
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+
+    def _drain(self) -> None:
+        while True:
+            data = self._queue.get()
+            if data is None:
+                return
+            if self._error is None:
+                try:
+                    self._write_all(data)
+                except BaseException as exc:  # disk full, ...: raised on the caller's side
+                    self._error = exc
+
+    def _check(self) -> None:
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+
+    def write_text(self, text: str, nlines: int) -> None:
+        if not text:
+            return
+        if self._fd is None:
+            raise ValueError(f"{self.path}: the record writer is closed")
+        self._check()
+        data = text.encode("utf-8")
+        if self._queue is not None:
+            self._queue.put(data)
+        else:
+            self._write_all(data)
+        self.lines += nlines
+        self.bytes += len(data)
+
+    def write_rows(self, rows: list, phases: list) -> None:
+        if rows:
+            self.write_text(encode_rows(rows, phases, self.t0_ns), len(rows))
+
+    def close(self) -> None:
+        """Write out everything queued, fsync, close. Idempotent."""
+        if self._fd is None:
+            return
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        try:
+            os.fsync(self._fd)
+        except OSError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+        self._check()
+
+    @property
+    def closed(self) -> bool:
+        return self._fd is None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Records(list):
+    """A list of record dicts that also says how many trailing lines were dropped."""
+
+    dropped_lines: int = 0
+
+
+def iter_records(path: str | Path, report: dict | None = None) -> Iterator[dict]:
+    """Yield each record of a requests.jsonl. A last line cut short by a crash (no newline and
+    not valid JSON) is dropped, logged, and counted in report["dropped_lines"]; a bad line
+    anywhere else is corruption and raises ValueError naming the line."""
+    if report is not None:
+        report.setdefault("dropped_lines", 0)
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            try:
+                rec = json.loads(raw)
+                if not isinstance(rec, dict):
+                    raise ValueError("not an object")
+            except ValueError as exc:
+                if not raw.endswith(b"\n"):  # only the last line can lack its newline
+                    log.warning("%s: dropped a truncated last line (%d bytes)", path, len(raw))
+                    if report is not None:
+                        report["dropped_lines"] += 1
+                    return
+                raise ValueError(f"{path}:{lineno}: not a JSON record ({exc})") from None
+            yield rec
+
+
+def read_records(path: str | Path) -> Records:
+    report: dict = {}
+    out = Records(iter_records(path, report))
+    out.dropped_lines = report.get("dropped_lines", 0)
+    return out

@@ -1,0 +1,92 @@
+"""Helpers shared by the workflow and fault tests: a scratch workspace and process checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+
+def make_workspace(tmp_path: Path, sweeps: dict | None = None) -> Path:
+    """A directory with config/ and recipes/ like the repository's, for AIFB_ROOT."""
+    ws = tmp_path / "ws"
+    (ws / "config").mkdir(parents=True)
+    shutil.copytree(REPO / "recipes", ws / "recipes")
+    shutil.copy(REPO / "config" / "targets.yaml", ws / "config" / "targets.yaml")
+    cfg = {"index": {"markdown": "reports/dataset_index.md", "json": "reports/index.json"},
+           "sweeps": sweeps or {}}
+    (ws / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return ws
+
+
+def aifb(ws: Path, *args: str, timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess:
+    env = dict(os.environ, AIFB_ROOT=str(ws))
+    proc = subprocess.run([str(VENV_BIN / "aifb"), *args], cwd=ws, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"aifb {' '.join(args)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def snakemake(ws: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, AIFB_ROOT=str(ws))
+    return subprocess.run([str(VENV_BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"),
+                           "--directory", str(ws), "--profile", str(REPO / "profiles" / "local"),
+                           *args], cwd=ws, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def benchmark_id_from(output: str) -> str:
+    for line in output.splitlines():
+        if line.startswith("benchmark id: "):
+            return line.split(": ", 1)[1].strip()
+    raise AssertionError(f"no benchmark id in output:\n{output}")
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead for our purposes
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def redis_servers_under(path: Path) -> list[int]:
+    """PIDs of redis-server processes whose working directory is inside `path`."""
+    pids = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            if "redis-server" not in (p / "comm").read_text():
+                continue
+            if str(path) in os.readlink(p / "cwd"):
+                pids.append(int(p.name))
+        except OSError:
+            continue
+    return pids
+
+
+def tree(path: Path) -> dict[str, float]:
+    """Every file under path (except Snakemake's own metadata) with its mtime."""
+    return {str(p.relative_to(path)): p.stat().st_mtime for p in path.rglob("*")
+            if p.is_file() and ".snakemake" not in p.parts}

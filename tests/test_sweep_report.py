@@ -1,0 +1,273 @@
+"""Sweep reports (aifb.sweep_report): the optimal level under the sweep's SLO, failed levels,
+repeats with confidence intervals, and the files (report.md, report.json, three PNGs)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from aifb.sweep_report import build_sweep_report, choose_optimal
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def write_point(root: Path, bid: str, level, *, rps=None, p50=0.01, p95=0.02, p99=0.05,
+                total=1000, errors=0, status="completed", reason=None, recipe_slo=None,
+                summary=True) -> Path:
+    d = root / "results" / bid
+    d.mkdir(parents=True, exist_ok=True)
+    recipe = {"name": f"redis_{level}client", "category": "storage", "service": {"kind": "redis"},
+              "load": {"clients": level}, "slo": recipe_slo or []}
+    (d / "run.json").write_text(json.dumps({
+        "benchmark_id": bid, "status": status, "reason": reason, "recipe": recipe,
+        "created_at": "2026-01-09T10:00:00+00:00"}))
+    if summary:
+        ok = total - errors
+        (d / "summary.json").write_text(json.dumps({
+            "benchmark_id": bid, "status": status, "reason": reason, "window_s": 10.0,
+            "requests": {"total": total, "ok": ok, "errors": errors, "errors_by_type": {}},
+            "throughput": {"rps": rps if rps is not None else 0.0},
+            "latency_s": {"n": ok, "mean": p50, "min": p50 / 2, "p50": p50, "p90": p95,
+                          "p95": p95, "p99": p99, "p999": None, "max": p99 * 2},
+            # the recipe's own verdict, which the sweep report must NOT use
+            "slo": {"rules": [], "passed": False},
+            "validity": {"warnings": [f"{bid}: only a short run"]}}))
+    return d
+
+
+def sweep_spec(points, slo=("p99 < 100ms",), repeats=1, levels=None):
+    return {"name": "redis_sweep", "param": "load.clients",
+            "levels": levels or list(dict.fromkeys(p["level"] for p in points)),
+            "repeats": repeats, "version": 1, "slo": list(slo), "service": "Redis",
+            "purpose": "Find optimal concurrency", "mode": "grid", "points": points}
+
+
+def make_sweep(root, rows, slo=("p99 < 100ms",), repeats=1):
+    """rows: (level, kwargs) in point order -> (sweep dict, run_dirs)."""
+    points, dirs = [], []
+    seen = {}
+    for i, (level, kw) in enumerate(rows, start=1):
+        bid = f"BM-20260109-{i:03d}"
+        rep = seen.get(level, 0)
+        seen[level] = rep + 1
+        dirs.append(write_point(root, bid, level, **kw))
+        points.append({"level": level, "repeat": rep, "benchmark_id": bid,
+                       "recipe_path": f"recipes/recipe_redis_{level}client.yaml"})
+    return sweep_spec(points, slo, repeats), dirs
+
+
+def assert_files(out: Path):
+    for name in ("report.md", "report.json", "plots/throughput_vs_level.png",
+                 "plots/latency_vs_level.png", "plots/error_rate_vs_level.png"):
+        assert (out / name).is_file(), name
+    for png in (out / "plots").glob("*.png"):
+        assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000
+
+
+# ----------------------------------------------------------------------------- choose_optimal
+
+def lvl(level, thr, passed=True, status="completed"):
+    return {"level": level, "throughput": thr, "passed": passed, "status": status}
+
+
+def test_choose_optimal_highest_passing_throughput():
+    levels = [lvl(1, 3.4), lvl(2, 6.5), lvl(4, 12.8, passed=False), lvl(8, 11.0)]
+    assert choose_optimal(levels)["level"] == 8
+
+
+def test_choose_optimal_tie_goes_to_the_lower_level():
+    levels = [lvl(8, 10.0), lvl(4, 10.0), lvl(2, 6.0)]  # list order is not level order
+    assert choose_optimal(levels)["level"] == 4
+    assert choose_optimal([lvl("b", 5.0), lvl("a", 5.0)])["level"] == "b"  # non-numeric: first
+
+
+def test_choose_optimal_none_passing():
+    assert choose_optimal([lvl(1, 3.0, passed=False), lvl(2, 6.0, passed=False)]) is None
+    assert choose_optimal([]) is None
+
+
+def test_choose_optimal_failed_levels_never_win():
+    levels = [lvl(1, 3.0), lvl(2, 50.0, status="failed"), lvl(4, 60.0, status="partial"),
+              lvl(8, None)]
+    assert choose_optimal(levels)["level"] == 1
+
+
+# ----------------------------------------------------------------------------- full reports
+
+def test_single_repeat_report(tmp_path):
+    sweep, dirs = make_sweep(tmp_path, [
+        (1, dict(rps=3.37, p99=0.050)),
+        (2, dict(rps=6.51, p99=0.080)),
+        (4, dict(rps=12.80, p99=0.370)),
+        (8, dict(status="failed", reason="redis-server exited: port 6379 in use", summary=False)),
+    ])
+    out = tmp_path / "reports" / "sweep_BM-20260109-001_BM-20260109-004"
+    rep = build_sweep_report(sweep, dirs, out)
+    assert_files(out)
+    assert rep["optimal"]["level"] == 2
+    assert rep["headline"] == ("**Optimal load.clients: 2** (highest throughput that meets "
+                               "p99 < 100ms: 6.51 RPS, p99 = 80 ms)")
+    md = (out / "report.md").read_text()
+    lines = md.splitlines()
+    assert lines[0] == "# Sweep report: redis_sweep"
+    assert lines[2] == rep["headline"]  # the answer comes first
+    assert "| Level | Runs | Status | Throughput (RPS) | p50 | p95 | p99 | Error rate | " \
+           "p99 < 100ms | Verdict |" in md
+    assert "| 4 | BM-20260109-003 | ✅ completed | 12.80 | 10 ms | 20 ms | 0.37 s | 0% | 0.37 s " \
+           "| ❌ fail: p99 < 100ms: 0.37 s |" in md
+    row8 = next(l for l in lines if l.startswith("| 8 |"))
+    assert "❌ failed run" in row8 and "port 6379 in use" in row8
+    by = {l["level"]: l for l in rep["levels"]}
+    assert [by[k]["passed"] for k in (1, 2, 4, 8)] == [True, True, False, False]
+    assert by[8]["status"] == "failed" and by[8]["verdict"] == "failed run"
+    assert by[1]["ci"] is None
+    on_disk = json.loads((out / "report.json").read_text())
+    assert {"sweep", "param", "levels", "optimal", "verdict_rule", "slo", "plots",
+            "headline"} <= on_disk.keys()
+    assert on_disk["slo"] == ["p99 < 100ms"]
+    assert set(on_disk["levels"][0]) >= {"level", "ids", "status", "throughput", "latency",
+                                         "error_rate", "slo", "passed", "ci"}
+    assert on_disk["plots"]["latency"] == "plots/latency_vs_level.png"
+    assert "Failed, partial" in on_disk["verdict_rule"] or "never pass" in on_disk["verdict_rule"]
+
+
+def test_sweep_slo_is_used_not_the_recipes(tmp_path):
+    # the recipe's SLO (p99 < 1ms) would fail every level; the sweep's (p99 < 1s) passes
+    sweep, dirs = make_sweep(tmp_path, [(1, dict(rps=5.0, p99=0.2, recipe_slo=["p99 < 1ms"])),
+                                        (2, dict(rps=9.0, p99=0.3, recipe_slo=["p99 < 1ms"]))],
+                             slo=("p99 < 1s",))
+    rep = build_sweep_report(sweep, dirs, tmp_path / "out")
+    assert [l["passed"] for l in rep["levels"]] == [True, True]
+    assert rep["optimal"]["level"] == 2
+
+
+def test_no_level_meets_the_slo_names_the_closest(tmp_path):
+    sweep, dirs = make_sweep(tmp_path, [(1, dict(rps=3.0, p99=0.12)), (2, dict(rps=6.0, p99=0.3)),
+                                        (4, dict(rps=9.0, p99=0.9))])
+    rep = build_sweep_report(sweep, dirs, tmp_path / "out")
+    assert rep["optimal"] is None
+    assert rep["headline"].startswith("No level met the SLO (p99 < 100ms); the closest was "
+                                      "load.clients = 1 (p99 = 0.12 s")
+    assert rep["closest"]["level"] == 1
+    assert "No level met the SLO" in (tmp_path / "out" / "report.md").read_text().splitlines()[2]
+
+
+def test_every_level_failed_still_writes_all_plots(tmp_path):
+    sweep, dirs = make_sweep(tmp_path, [
+        (1, dict(status="failed", reason="service did not become ready", summary=False)),
+        (2, dict(status="failed", reason="service did not become ready", summary=False)),
+    ])
+    out = tmp_path / "out"
+    rep = build_sweep_report(sweep, dirs, out)
+    assert_files(out)
+    assert rep["optimal"] is None and rep["closest"] is None
+    assert rep["headline"].startswith("No level met the SLO (p99 < 100ms); no level has a completed run")
+    assert "service did not become ready" in rep["headline"]
+
+
+def test_missing_run_directory(tmp_path):
+    sweep, dirs = make_sweep(tmp_path, [(1, dict(rps=3.0)), (2, dict(rps=6.0))])
+    sweep["points"].append({"level": 4, "repeat": 0, "benchmark_id": "BM-20260109-009",
+                            "recipe_path": "recipes/x.yaml"})
+    sweep["levels"].append(4)
+    rep = build_sweep_report(sweep, dirs, tmp_path / "out")
+    by = {l["level"]: l for l in rep["levels"]}
+    assert by[4]["status"] == "missing" and not by[4]["passed"]
+    assert rep["optimal"]["level"] == 2
+
+
+def test_partial_run_never_passes(tmp_path):
+    sweep, dirs = make_sweep(tmp_path, [
+        (1, dict(rps=3.0)),
+        (2, dict(rps=60.0, status="partial", reason="interrupted (SIGINT)")),
+    ])
+    rep = build_sweep_report(sweep, dirs, tmp_path / "out")
+    by = {l["level"]: l for l in rep["levels"]}
+    assert by[2]["status"] == "partial" and by[2]["passed"] is False
+    assert by[2]["throughput"] == 60.0  # shown, but not eligible
+    assert rep["optimal"]["level"] == 1
+
+
+def test_tie_goes_to_the_lower_level_in_the_report(tmp_path):
+    sweep, dirs = make_sweep(tmp_path, [(1, dict(rps=3.0)), (2, dict(rps=8.0)), (4, dict(rps=8.0))])
+    assert build_sweep_report(sweep, dirs, tmp_path / "out")["optimal"]["level"] == 2
+
+
+def test_error_rate_rule(tmp_path):
+    sweep, dirs = make_sweep(tmp_path, [(1, dict(rps=3.0)), (2, dict(rps=6.0, errors=20))],
+                             slo=("p99 < 100ms", "error_rate < 1%"))
+    rep = build_sweep_report(sweep, dirs, tmp_path / "out")
+    by = {l["level"]: l for l in rep["levels"]}
+    assert by[2]["error_rate"] == pytest.approx(0.02) and not by[2]["passed"]
+    assert rep["optimal"]["level"] == 1
+
+
+def test_repeats_use_the_pessimistic_end_of_the_interval(tmp_path):
+    # level 2: p99 mean 90 ms < 100 ms, but the 95 % upper bound is above 100 ms -> fail
+    # level 1: tight p99 well below the threshold -> pass
+    rows = [(1, dict(rps=r, p99=p)) for r, p in ((3.0, 0.040), (3.1, 0.041), (2.9, 0.039))]
+    rows += [(2, dict(rps=r, p99=p)) for r, p in ((6.0, 0.080), (6.2, 0.100), (5.8, 0.090))]
+    sweep, dirs = make_sweep(tmp_path, rows, repeats=3)
+    out = tmp_path / "out"
+    rep = build_sweep_report(sweep, dirs, out)
+    assert_files(out)
+    by = {l["level"]: l for l in rep["levels"]}
+    rule = by[2]["slo"][0]
+    assert rule["mean"] == pytest.approx(0.090)
+    assert rule["bound"] == "upper" and rule["value"] == pytest.approx(rule["ci_high"])
+    # t(2) = 4.303, std = 0.01, n = 3
+    assert rule["ci_high"] == pytest.approx(0.090 + 4.302652730 * 0.01 / 3 ** 0.5)
+    assert by[2]["passed"] is False and by[1]["passed"] is True
+    assert rep["optimal"]["level"] == 1
+    assert by[2]["ci"]["rps"]["n"] == 3 and by[2]["ci"]["rps"]["low"] < 6.0 < by[2]["ci"]["rps"]["high"]
+    assert by[2]["ids"] == ["BM-20260109-004", "BM-20260109-005", "BM-20260109-006"]
+    assert "upper bound for `<`/`<=` rules" in rep["verdict_rule"]
+    md = out.joinpath("report.md").read_text()
+    assert "upper bound for `<`/`<=` rules" in md
+    assert "6.00 ± " in md  # mean ± half-width
+    assert "mean of 3 runs" in rep["headline"]
+
+
+def test_repeats_lower_bound_for_greater_than_rules(tmp_path):
+    rows = [(1, dict(rps=r)) for r in (100.0, 110.0, 90.0)]  # mean 100, lower bound ~75
+    sweep, dirs = make_sweep(tmp_path, rows, slo=("rps >= 95",), repeats=3)
+    rep = build_sweep_report(sweep, dirs, tmp_path / "out")
+    rule = rep["levels"][0]["slo"][0]
+    assert rule["bound"] == "lower" and rule["value"] == pytest.approx(rule["ci_low"])
+    assert rule["value"] < 95 and rep["levels"][0]["passed"] is False
+
+
+def test_a_failed_repeat_fails_the_level(tmp_path):
+    rows = [(1, dict(rps=3.0)), (1, dict(rps=3.1)),
+            (1, dict(status="failed", reason="timeout", summary=False)),
+            (2, dict(rps=6.0)), (2, dict(rps=6.1)), (2, dict(rps=5.9))]
+    sweep, dirs = make_sweep(tmp_path, rows, repeats=3)
+    rep = build_sweep_report(sweep, dirs, tmp_path / "out")
+    by = {l["level"]: l for l in rep["levels"]}
+    assert by[1]["status"] == "failed" and not by[1]["passed"]
+    assert by[1]["throughput"] == pytest.approx(3.05)  # from the completed repeats
+    assert rep["optimal"]["level"] == 2
+
+
+def test_number_formats():
+    from aifb.sweep_report import fmt_metric, fmt_seconds
+    assert fmt_seconds(0.37) == "0.37 s"
+    assert fmt_seconds(0.0123) == "12.3 ms"
+    assert fmt_seconds(0.000183) == "183 µs"
+    assert fmt_seconds(None) == "n/a"
+    assert fmt_metric("rps", 12.8) == "12.80 RPS"
+    assert fmt_metric("error_rate", 0.005) == "0.5%"
+
+
+def test_wide_intervals_on_a_log_axis_still_plot(tmp_path):
+    # two repeats (t = 12.7) with very different p99s: the CI reaches below zero
+    rows = [(1, dict(rps=100.0, p50=1e-5, p95=3e-5, p99=5e-5)),
+            (1, dict(rps=140.0, p50=2e-5, p95=4e-5, p99=9e-4)),
+            (2, dict(rps=180.0, p50=3e-5, p95=5e-5, p99=6e-4)),
+            (2, dict(rps=200.0, p50=3e-5, p95=5e-5, p99=2e-3))]
+    sweep, dirs = make_sweep(tmp_path, rows, repeats=2)
+    out = tmp_path / "out"
+    rep = build_sweep_report(sweep, dirs, out)
+    assert_files(out)
+    assert rep["levels"][0]["ci"]["p99"]["low"] < 0
+    assert rep["optimal"]["level"] == 2
