@@ -413,3 +413,49 @@ def test_readers_drop_a_truncated_last_line_only(tmp_path):
     p.write_text('{"client":0}\n{"cli\n{"client":1}\n')
     with pytest.raises(ValueError, match=":2: not a JSON record"):
         read_records(p)
+
+
+# --------------------------------------------------------------------------- other clients
+def test_coroutine_clients_run_through_the_same_engine(tmp_path):
+    """A client written as `async def request()` (the CoroutineClient adapter), including a
+    request that never returns: the engine cancels it at the timeout and records it."""
+    from aifb import clients
+    from aifb.clients.base import CoroutineClient
+    from aifb.clock import now_ns
+
+    class SleepyClient(CoroutineClient):
+        async def startup(self, connections):
+            self.n = 0
+
+        async def validate(self):
+            pass
+
+        async def prepare(self):
+            pass
+
+        async def shutdown(self):
+            pass
+
+        def describe(self):
+            return {"protocol": "none"}
+
+        def _op_name(self, worker):
+            return "nap"
+
+        async def request(self, worker):
+            self.n += 1
+            await asyncio.sleep(3600 if self.n == 5 else 0.005)
+            return ("nap", True, None, None, 1, 2, None, now_ns())
+
+    clients.register("sleepy_test")(SleepyClient)
+    try:
+        stats = run_load_sync(kind="sleepy_test", endpoint="none://", workload={},
+                              load=load(concurrency=3, duration_s=0.4, timeout_s=0.1), seed=1,
+                              records_path=tmp_path / "s.jsonl", clock=RunClock(), log=quiet)
+    finally:
+        del clients._REGISTRY["sleepy_test"]
+    recs = check_records(tmp_path / "s.jsonl", stats)
+    assert stats["errors_by_type"] == {"Timeout": 1}
+    (t,) = [r for r in recs if not r["ok"]]
+    assert t["op"] == "nap" and 0.1 <= t["t_end"] - t["t_start"] < 0.2
+    assert 100 <= sum(r["ok"] for r in recs) <= 250

@@ -403,7 +403,6 @@ class _Engine:
         self.n_by_phase = {"warmup": [0, 0], "measure": [0, 0], "cooldown": [0, 0]}  # [ok, err]
         self.errors_by_type: dict[str, int] = {}
         self.sched_lags: list[int] = []
-        self.arrivals_in_window = 0
         self.streak_start: int | None = None
         self.last_rate_mark = (0, 0)
         # windows
@@ -500,7 +499,7 @@ class _Engine:
             self._write(batch)
 
     def check_unreachable(self) -> None:
-        if (self.streak_start is not None and self.running
+        if (self.streak_start is not None and self.running and self.stopped_by is None
                 and now_ns() - self.streak_start >= self.unreachable_ns):
             self.log(f"every request has failed for {self.unreachable_ns / G:g} s: "
                      "stopping the load (service unreachable)")
@@ -543,7 +542,7 @@ class _Engine:
         err = sum(v[1] for v in self.n_by_phase.values())
         done = ok + err
         t_prev, n_prev = self.last_rate_mark
-        rate = (done - n_prev) / ((now - t_prev) / G) if t_prev else 0.0
+        rate = (done - n_prev) / ((now - t_prev) / G) if now > t_prev else 0.0
         self.last_rate_mark = (now, done)
         phase = ("warmup" if now < self.warmup_end_ns else
                  "measure" if self.measure_end_ns is None or now <= self.measure_end_ns else
@@ -583,6 +582,7 @@ class _Engine:
         gc.collect()
         gc.freeze()
         self.t_load_start = now_ns()
+        self.last_rate_mark = (self.t_load_start, 0)
         self.warmup_end_ns = self.t_load_start + int(self.warmup_s * G)
         if self.duration_s is not None:
             self.measure_end_ns = self.warmup_end_ns + int(self.duration_s * G)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from .errors import RecipeError
+from .paths import schema_dir
 from .schemas import validation_errors
 from .units import parse_duration, parse_size
 
@@ -77,6 +79,12 @@ def validate(recipe: Any, source: str = "recipe") -> dict:
     if not isinstance(recipe, dict):
         raise RecipeError(f"{source}: a recipe is a mapping, got {type(recipe).__name__}")
     errors = validation_errors(recipe, SCHEMA)
+    # Each service kind brings its own workload schema (a new kind touches no shared file).
+    kind = (recipe.get("service") or {}).get("kind") if isinstance(recipe.get("service"), dict) else None
+    if isinstance(kind, str) and re.fullmatch(r"[a-z0-9_]+", kind):
+        kind_schema = f"workloads/{kind}.schema.yaml"
+        if (schema_dir() / kind_schema).is_file() and isinstance(recipe.get("workload", {}), dict):
+            errors += validation_errors(recipe.get("workload") or {}, kind_schema, prefix="workload")
     if errors:
         raise RecipeError(f"{source}: invalid recipe:\n  " + "\n  ".join(errors))
     # Semantic checks the schema cannot express.

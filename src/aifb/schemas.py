@@ -39,7 +39,9 @@ def _leaf_errors(error: jsonschema.ValidationError):
         return
     if error.context:
         # Prefer the branch that got furthest (deepest path), as jsonschema's best_match does.
-        best = jsonschema.exceptions.best_match(error.context)
+        # A branch that failed on the value (minimum, pattern) says more than one of another type.
+        relevant = [e for e in error.context if e.validator != "type"] or error.context
+        best = jsonschema.exceptions.best_match(relevant)
         if best is not None and best is not error:
             yield from _leaf_errors(best)
             return
@@ -65,14 +67,19 @@ def _message(error: jsonschema.ValidationError) -> str:
     return f"{where}: {msg}"
 
 
-def validation_errors(instance, schema_name: str) -> list[str]:
-    """All problems found, one message each, sorted by field path; empty when valid."""
+def validation_errors(instance, schema_name: str, prefix: str = "") -> list[str]:
+    """All problems found, one message each, sorted by field path; empty when valid.
+    `prefix` names where `instance` sits in a larger document (e.g. "workload")."""
     schema = load_schema(schema_name)
     validator = jsonschema.Draft202012Validator(schema)
     messages = []
     for err in validator.iter_errors(instance):
         for leaf in _leaf_errors(err):
-            messages.append(_message(leaf))
+            msg = _message(leaf)
+            if prefix:
+                msg = prefix + ("" if msg.startswith("(top level)") or msg.startswith("[") else ".") + msg
+                msg = msg.replace(".(top level)", "").replace("(top level)", "")
+            messages.append(msg)
     return sorted(set(messages))
 
 

@@ -36,7 +36,14 @@ def available_kinds() -> list[str]:
 
 
 def _load_builtin() -> None:
-    from . import redis  # noqa: F401  (registers itself)
+    """Import every module of this package once; each registers its kind (a new kind is a new
+    module, nothing else to edit)."""
+    import importlib
+    import pkgutil
+
+    for mod in pkgutil.iter_modules(__path__):
+        if mod.name != "base":
+            importlib.import_module(f"{__name__}.{mod.name}")
 
 
 __all__ = ["Service", "ServiceInfo", "register", "get_service", "available_kinds"]
