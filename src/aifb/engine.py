@@ -15,7 +15,9 @@ client.start(worker, done); the client stamps t_end when the reply is complete a
 with a result tuple; done appends one row tuple to a list and (closed loop) starts the next
 request at once. No coroutine, task, future or dict per request. A flusher task turns rows
 into JSON lines every `flush_interval_s` (0.25 s; at most 0.5 s is ever unwritten), in chunks
-so that the event loop is never blocked for long, each chunk one write() of whole lines.
+of FLUSH_CHUNK rows so that the event loop is never blocked for long; each chunk is one write()
+of whole lines, issued by the RecordWriter's helper thread so a slow disk cannot stall the loop.
+Objects that exist before the load are frozen out of the cyclic GC (gc.freeze) for its length.
 
 Phases go by completion time t_end: < warmup_end -> warmup; <= measure_end -> measure; later
 -> cooldown. Duration mode: measure_end = warmup_end + duration_s, new requests stop at

@@ -1,7 +1,7 @@
 """Protocol clients the load engine drives, one module per protocol, registered by `kind`.
 
 A new kind is one module here whose class is decorated with `@register("kind")` and follows
-`aifb.clients.base.Client`, plus its entry in `_load_builtin`.
+`aifb.clients.base.Client`; modules are discovered, nothing else to edit.
 """
 
 from __future__ import annotations
@@ -36,7 +36,13 @@ def available_kinds() -> list[str]:
 
 
 def _load_builtin() -> None:
-    from . import redis  # noqa: F401  (registers itself)
+    """Import every module of this package once; each registers its kind."""
+    import importlib
+    import pkgutil
+
+    for mod in pkgutil.iter_modules(__path__):
+        if mod.name != "base":
+            importlib.import_module(f"{__name__}.{mod.name}")
 
 
 __all__ = ["Client", "CoroutineClient", "RequestError", "Result", "register", "get_client",

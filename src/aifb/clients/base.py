@@ -39,8 +39,7 @@ Coroutine-style clients (aiohttp and friends) subclass `CoroutineClient` and imp
 from __future__ import annotations
 
 import asyncio
-import inspect
-from typing import Any, Callable, ClassVar, Protocol, runtime_checkable
+from typing import Callable, ClassVar, Protocol, runtime_checkable
 
 from ..clock import now_ns
 
@@ -142,9 +141,3 @@ class CoroutineClient:
 
     async def reconnect(self, worker: int) -> None:
         return None
-
-
-async def maybe_await(value: Any) -> Any:
-    if inspect.isawaitable(value):
-        return await value
-    return value
