@@ -459,3 +459,17 @@ def test_coroutine_clients_run_through_the_same_engine(tmp_path):
     (t,) = [r for r in recs if not r["ok"]]
     assert t["op"] == "nap" and 0.1 <= t["t_end"] - t["t_start"] < 0.2
     assert 100 <= sum(r["ok"] for r in recs) <= 250
+
+
+def test_service_specific_fields_are_written_into_the_record():
+    """A result's optional 9th element (LLM tokens, recall, ...) lands in the record; chunk times
+    are clock ns converted to seconds since t0 like every other time."""
+    import json as _json
+
+    from aifb.records import encode_rows
+
+    res = ("chat", True, None, None, 10, 20, 1_600_000_000, 1_900_000_000,
+           {"output_tokens": 5, "token_source": "server", "chunk_times": [1_600_000_000, 1_700_000_001]})
+    rec = _json.loads(encode_rows([(0, 1, 2, None, 1_500_000_000, res)], ["measure"], 1_000_000_000))
+    assert rec["output_tokens"] == 5 and rec["token_source"] == "server"
+    assert rec["chunk_times"] == [0.6, 0.700000001] and rec["t_first"] == 0.6

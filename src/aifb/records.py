@@ -47,14 +47,30 @@ def _n(v) -> str:
 
 
 def encode_row(row: tuple, phase: str, t0_ns: int) -> str:
-    """One record line (with its newline), the general path: any None, errors, negatives."""
-    ci, wi, seq, ts, t_start, (op, ok, et, em, bo, bi, tf, te) = row
+    """One record line (with its newline), the general path: any None, errors, negatives, and
+    the service-specific fields of a result's optional 9th element (see _extra_json)."""
+    ci, wi, seq, ts, t_start, res = row
+    op, ok, et, em, bo, bi, tf, te = res[:8]
     err = "null" if et is None else json.dumps({"type": et, "message": em or ""}, ensure_ascii=False)
+    extra = _extra_json(res[8], t0_ns) if len(res) > 8 and res[8] else ""
     return (f'{{"client":{ci},"worker":{wi},"seq":{seq},"op":{_op_json(op)},'
             f'"t_sched":{_t(ts, t0_ns)},"t_start":{_t(t_start, t0_ns)},'
             f'"t_first":{_t(tf, t0_ns)},"t_end":{_t(te, t0_ns)},'
             f'"ok":{"true" if ok else "false"},"error":{err},"bytes_out":{_n(bo)},'
-            f'"bytes_in":{_n(bi)},"phase":"{phase}"}}\n')
+            f'"bytes_in":{_n(bi)},"phase":"{phase}"{extra}}}\n')
+
+
+def _extra_json(extra: dict, t0_ns: int) -> str:
+    """Service-specific fields (LLM tokens, vector recall, ...) appended to the record.
+    `chunk_times` is a list of clock ns values, written as seconds since t0 like every time."""
+    parts = []
+    for key, value in extra.items():
+        if key == "chunk_times":
+            text = "[" + ",".join(_t(v, t0_ns) for v in value) + "]"
+        else:
+            text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        parts.append(f',"{key}":{text}')
+    return "".join(parts)
 
 
 def encode_rows(rows: list, phases: list, t0_ns: int) -> str:
@@ -65,6 +81,9 @@ def encode_rows(rows: list, phases: list, t0_ns: int) -> str:
     G = 1_000_000_000
     for row, phase in zip(rows, phases):
         ci, wi, seq, ts, t_start, res = row
+        if len(res) > 8:
+            append(encode_row(row, phase, t0_ns))
+            continue
         op, ok, et, em, bo, bi, tf, te = res
         if (ok and ts is None and tf is None and bo is not None and bi is not None
                 and t_start >= t0_ns):

@@ -26,6 +26,10 @@ future per request:
 
     (op, ok, error_type, error_message, bytes_out, bytes_in, t_first_ns, t_end_ns)
 
+An optional 9th element is a dict of service-specific record fields (LLM prompt_tokens,
+output_tokens, token_source; vector-search recall; ...) written into the record as they are,
+except `chunk_times`: a list of now_ns() values, written as seconds since t0.
+
 op is the operation name ("get"); error_type/error_message are None when ok; bytes_* count
 payload bytes (None where meaningless); t_first_ns is the first byte/token time or None;
 t_end_ns is `aifb.clock.now_ns()` taken when the response was complete (or the error seen).
