@@ -19,6 +19,7 @@ import numpy as np
 import polars as pl
 import vl_convert as vlc
 
+from .metrics import extensions
 from .slo import LATENCY_STATS
 from .summary import SCAN_SCHEMA, latency_expr, scan_records
 
@@ -317,4 +318,7 @@ def write_plots(records: Path, run: dict, summary: dict, plots_dir: Path) -> lis
     for name, title, chart, caption in items:
         save_png(chart, plots_dir / name)
         out.append({"path": f"plots/{name}", "title": title, "caption": caption})
+    for ext in extensions(run):  # service-specific plots (TTFT/TPOT, recall vs QPS, ...)
+        if hasattr(ext, "plots"):
+            out += ext.plots(records, run, summary, plots_dir)
     return out

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .errors import AifbError
 from .jsonio import read_json, write_json
+from .metrics import extensions
 from .plots import write_plots
 from .summary import PERCENTILES, RECORDS, SUMMARY_VERSION, summarize
 from .units import format_seconds
@@ -250,6 +251,8 @@ def build_report(run_dir: Path, report_dir: Path, comparison: dict | None = None
         "plots": plots,
         "metric_definitions": summary.get("metric_definitions") or {},
         "reproducibility": comparison,
+        "sections": [line for ext in extensions(run) if hasattr(ext, "markdown")
+                     for line in ext.markdown(summary)],
         "generated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -424,6 +427,7 @@ def render_markdown(report: dict, summary: dict) -> str:
     else:
         lines += ["No requests in the measurement window.", ""]
 
+    lines += list(r.get("sections") or [])
     lines += ["## Plots", ""]
     for p in r["plots"]:
         lines += [f"![{p['title']}]({p['path']})", "", f"*{p['caption']}*", ""]

@@ -22,6 +22,7 @@ import numpy as np
 import polars as pl
 
 from .errors import AifbError
+from .metrics import extensions
 from .jsonio import read_json, write_json
 from .slo import P999_MIN_N, evaluate, parse_rules
 
@@ -490,6 +491,12 @@ def summarize(run_dir: Path) -> dict:
     if n_ok and ok["ttfb"].null_count() < n_ok:
         summary["ttfb_s"] = {**stats_of(ok["ttfb"]), "definition": "t_first - t_start"}
     del ok, lag
+    ext_defs = {}
+    for ext in extensions(run):  # service-specific blocks (llm, recall, ...) before the SLO check
+        if hasattr(ext, "summarize"):
+            summary.update(ext.summarize(run, records, window) or {})
+        if hasattr(ext, "definitions"):
+            ext_defs.update(ext.definitions())
     try:
         rules = parse_rules(recipe.get("slo"))
     except ValueError as exc:
@@ -500,6 +507,7 @@ def summarize(run_dir: Path) -> dict:
     if "ttfb_s" in summary:
         defs["ttfb_s"] = ("Time to first byte = t_first - t_start, over the ok requests of the "
                           "measurement window that recorded t_first.")
+    defs.update(ext_defs)
     summary["metric_definitions"] = defs
     return summary
 
