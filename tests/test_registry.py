@@ -70,3 +70,11 @@ def test_more_than_999_per_day(tmp_path):
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "BM-20260109-999").mkdir()
     assert registry.allocate(ENTRY, tmp_path, day="20260109") == "BM-20260109-1000"
+
+
+def test_unknown_service_kind_is_not_implemented():
+    from aifb.errors import NotImplementedKind
+    from aifb.services import get_service
+
+    with pytest.raises(NotImplementedKind, match="service kind 'mysql' is not implemented yet"):
+        get_service("mysql")

@@ -22,13 +22,7 @@ SWEEPS = {
                    "recipes/recipe_redis_4client.yaml"],
         "slo": ["p99 < 100ms"],
         "set": ["load.duration=1.5s", "load.warmup=0.3s"],
-    },
-    "chroma_sweep": {
-        "service": "ChromaDB", "purpose": "Find optimal concurrency for vector search under SLO",
-        "param": "load.clients",
-        "points": ["recipes/recipe_chroma_1client.yaml", "recipes/recipe_chroma_2client.yaml"],
-        "slo": ["p99 < 500ms"],
-    },
+    }
 }
 
 
@@ -54,7 +48,6 @@ def test_dry_run_showed_the_whole_dag(swept):
     _, _, dry = swept
     out = dry.stdout + dry.stderr
     assert re.search(r"run_benchmark\s+3", out) and re.search(r"sweep_report\s+1", out)
-    assert "chroma_sweep will not be built: service kind 'chroma' is not implemented yet" in out
 
 
 def test_each_point_has_its_own_completed_run(swept):

@@ -120,11 +120,10 @@ def test_lint_is_clean():
     assert proc.returncode == 0 and "Congratulations" in proc.stdout + proc.stderr, proc.stdout
 
 
-def test_unimplemented_kind_stops_before_anything(tmp_path):
+def test_unknown_kind_stops_before_anything(tmp_path):
     ws = make_workspace(tmp_path)
-    proc = aifb(ws, "run", "recipes/recipe_ollama_1client.yaml")
-    assert proc.returncode == 2
-    assert "service kind 'ollama' is not implemented yet" in proc.stderr
+    proc = aifb(ws, "run", "recipes/recipe_redis_1client.yaml", "--set", "service.kind=mysql")
+    assert proc.returncode == 2 and "service.kind: 'mysql' is not one of" in proc.stderr
     assert not (ws / "results" / "registry").exists()
 
 
