@@ -1,0 +1,207 @@
+"""Faults and bad input: nothing lost, nothing orphaned, no secret leaked.
+
+Real redis-server processes throughout; the faults are injected by killing processes, filling
+a small tmpfs, and generating malformed recipes with hypothesis."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from aifb.errors import RecipeError
+from aifb.recipe import load_recipe, validate
+from support import (VENV_BIN, aifb, benchmark_id_from, make_workspace, pid_alive, read_json,
+                     redis_servers_under)
+
+BASE = yaml.safe_load((Path(__file__).parents[1] / "recipes" / "recipe_redis_1client.yaml").read_text())
+
+# ---------------------------------------------------------------- malformed recipes (hypothesis)
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6),
+                    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12))
+values = st.recursive(scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    max_leaves=8)
+PATHS = ["name", "category", "service", "service.kind", "service.port", "service.endpoint",
+         "service.args", "workload", "workload.ops", "workload.ops.get", "workload.value_size",
+         "workload.keyspace", "load", "load.clients", "load.concurrency", "load.duration",
+         "load.requests", "load.warmup", "load.rate", "slo", "seed", "bogus"]
+
+
+def _mutate(recipe: dict, path: str, value, delete: bool) -> dict:
+    out = json.loads(json.dumps(recipe))
+    node = out
+    parts = path.split(".")
+    for p in parts[:-1]:
+        if not isinstance(node.get(p), dict):
+            node[p] = {}
+        node = node[p]
+    if delete:
+        node.pop(parts[-1], None)
+    else:
+        node[parts[-1]] = value
+    return out
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutations=st.lists(st.tuples(st.sampled_from(PATHS), values, st.booleans()),
+                          min_size=1, max_size=4))
+def test_malformed_recipes_always_get_a_named_field_error(mutations):
+    recipe = BASE
+    for path, value, delete in mutations:
+        recipe = _mutate(recipe, path, value, delete)
+    try:
+        validate(recipe)
+    except RecipeError as exc:
+        lines = str(exc).splitlines()[1:]
+        assert lines, str(exc)
+        for line in lines:  # every problem names where it is: "field.path: what is wrong"
+            assert ": " in line and line.strip().split(":")[0], line
+
+
+@settings(max_examples=100, deadline=None)
+@given(text=st.text(max_size=200))
+def test_any_yaml_text_is_refused_cleanly_or_accepted(tmp_path_factory, text):
+    p = tmp_path_factory.mktemp("y") / "r.yaml"
+    p.write_text(text)
+    try:
+        load_recipe(p)
+    except RecipeError as exc:
+        assert str(exc).startswith(str(p))
+
+
+# ---------------------------------------------------------------- concurrent invocations
+def test_four_runs_at_once_get_unique_ids_and_an_intact_registry(tmp_path):
+    ws = make_workspace(tmp_path)
+    args = ["run", "recipes/recipe_redis_1client.yaml", "--set", "load.duration=1s",
+            "--set", "load.warmup=0s"]
+    with ThreadPoolExecutor(4) as pool:
+        procs = list(pool.map(lambda _: aifb(ws, *args, timeout=600), range(4)))
+    ids = [benchmark_id_from(p.stdout) for p in procs]
+    assert len(set(ids)) == 4, ids
+    for p, bid in zip(procs, ids):
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert read_json(ws / "results" / bid / "run.json")["status"] == "completed"
+    entries = sorted((ws / "results" / "registry").glob("BM-*.json"))
+    assert [e.stem for e in entries] == sorted(ids)
+    for e in entries:
+        json.loads(e.read_text())  # none half-written
+    proc = aifb(ws, "index")
+    assert proc.returncode == 0, proc.stderr
+    index = read_json(ws / "reports" / "index.json")
+    assert sorted(r["benchmark_id"] for r in index["runs"]) == sorted(ids)
+
+
+# ---------------------------------------------------------------- the service dies mid-run
+def test_service_dying_mid_run_gives_a_partial_run_with_records(tmp_path):
+    ws = make_workspace(tmp_path)
+    env = dict(os.environ, AIFB_ROOT=str(ws))
+    proc = subprocess.Popen([str(VENV_BIN / "aifb"), "run", "recipes/recipe_redis_1client.yaml",
+                             "--set", "load.duration=8s", "--set", "load.warmup=0s"],
+                            cwd=ws, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pid, deadline = None, time.time() + 60
+    while time.time() < deadline and pid is None:
+        for rj in (ws / "results").glob("BM-*/run.json"):
+            run = json.loads(rj.read_text())
+            recs = rj.parent / "requests.jsonl"
+            if run["service"].get("pid") and recs.exists() and recs.stat().st_size > 20000:
+                pid = run["service"]["pid"]
+        time.sleep(0.1)
+    assert pid, "the benchmark never got going"
+    os.kill(pid, signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out + err
+    bid = benchmark_id_from(out)
+    run = read_json(ws / "results" / bid / "run.json")
+    assert run["status"] == "partial", run["reason"]
+    assert "died" in run["reason"] or "unreachable" in run["reason"]
+    lines = (ws / "results" / bid / "requests.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert sum(r["ok"] for r in records) > 1000 and any(not r["ok"] for r in records)
+    md = (ws / "reports" / bid / "report.md").read_text()
+    assert "partial" in md.lower() and run["reason"][:40] in md
+    assert redis_servers_under(ws) == []
+
+
+# ---------------------------------------------------------------- secrets
+@pytest.mark.parametrize("how", ["password_env", "password_file"])
+def test_a_password_reaches_no_artefact(tmp_path, how):
+    """A Redis that requires a password; the recipe names where the password is, the run
+    uses it, and then every file the run wrote (and its output) is scanned for it."""
+    secret = "s3cr3t-Hunter2-" + os.urandom(4).hex()
+    with __import__("socket").socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                               "--save", "", "--appendonly", "no", "--requirepass", secret,
+                               "--dir", str(tmp_path)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        ws = make_workspace(tmp_path)
+        pwfile = tmp_path / "pw"
+        pwfile.write_text(secret + "\n")
+        where = ("service.password_env=AIFB_TEST_REDIS_PW" if how == "password_env"
+                 else f"service.password_file={pwfile}")
+        time.sleep(0.3)
+        env = dict(os.environ, AIFB_ROOT=str(ws), AIFB_TEST_REDIS_PW=secret)
+        proc = subprocess.run(
+            [str(VENV_BIN / "aifb"), "run", "recipes/recipe_redis_1client.yaml",
+             "--set", "load.duration=1s", "--set", "load.warmup=0s",
+             "--set", f"service.endpoint=redis://127.0.0.1:{port}", "--set", where],
+            cwd=ws, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        bid = benchmark_id_from(proc.stdout)
+        assert read_json(ws / "results" / bid / "run.json")["status"] == "completed"
+        files = [p for p in ws.rglob("*") if p.is_file()]
+        assert len(files) > 10
+        leaked = [str(p) for p in files if secret.encode() in p.read_bytes()]
+        assert leaked == []
+        assert secret not in proc.stdout + proc.stderr
+        # and without it the run fails clearly, before measuring
+        env.pop("AIFB_TEST_REDIS_PW")
+        proc = subprocess.run(
+            [str(VENV_BIN / "aifb"), "run", "recipes/recipe_redis_1client.yaml",
+             "--set", f"service.endpoint=redis://127.0.0.1:{port}"],
+            cwd=ws, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 1
+        run = read_json(ws / "results" / benchmark_id_from(proc.stdout) / "run.json")
+        assert run["status"] == "failed"
+        assert "credentials" in run["reason"] or "NOAUTH" in run["reason"], run["reason"]
+    finally:
+        server.kill()
+        server.wait()
+
+
+# ---------------------------------------------------------------- disk full
+def test_disk_full_while_writing_records_keeps_a_valid_prefix(tmp_path):
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("needs root to mount a small tmpfs")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)]).returncode:
+        pytest.skip("cannot mount tmpfs here")
+    try:
+        from aifb.records import RecordWriter, read_records
+
+        path = mnt / "requests.jsonl"
+        w = RecordWriter(path, t0_ns=0)
+        row = (0, 0, 0, None, 1_000, ("get", True, None, None, 10, 128, None, 2_000))
+        with pytest.raises(OSError) as exc:
+            for i in range(200_000):
+                w.write_rows([row] * 100, ["measure"] * 100)
+        assert "No space left" in str(exc.value)
+        records = read_records(path)
+        assert len(records) > 1000
+        assert all(r["phase"] == "measure" for r in records)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)])
