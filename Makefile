@@ -9,7 +9,10 @@ install:
 demo: install
 	.venv/bin/aifb sweep redis_sweep
 
-test: install
+# Installs every server the tests use (PostgreSQL, ChromaDB, SeaweedFS, llama.cpp: the first
+# run builds llama.cpp, ~7 min), then runs the whole suite against real servers.
+test:
+	@scripts/install.sh --all
 	.venv/bin/python -m pytest -q
 
 lint: install

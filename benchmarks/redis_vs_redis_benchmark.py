@@ -13,7 +13,18 @@ wrote (requests.jsonl, measure phase only): ops/s = measured completions / windo
 nearest-rank median of t_end - t_start pooled over all workers. redis-benchmark's p50 is its
 own (HDR histogram, 1 µs resolution in --csv).
 
+--processes 1 2 runs aifb with load.processes = 1 and 2 (clients = processes, concurrency =
+C / processes: the same C connections, spread over the worker processes).
+
+--open-loop adds, per concurrency and process count, an aifb open-loop run at a rate of
+--rate-fraction (0.9) x redis-benchmark's closed-loop ops/s of that concurrency (constant
+arrivals, C connections as the in-flight cap) and reports the achieved rate, the latency from
+t_sched (includes queueing: no coordinated omission), the service time t_end - t_start and the
+scheduling lag. Near saturation, latency from t_sched exceeds the closed-loop latency: the
+closed loop stops sending while it waits, the open loop does not.
+
     .venv/bin/python benchmarks/redis_vs_redis_benchmark.py [--seconds 3] [--repeat 1] [--check]
+        [--processes 1 2] [--open-loop [--rate-fraction 0.9]]
 
 --check exits 1 unless: ops/s ratio >= 0.8 at concurrency 32, and aifb's p50 at concurrency 1
 is <= 2x redis-benchmark's. The server is stopped at the end, also on error or Ctrl-C.
@@ -55,31 +66,53 @@ def redis_benchmark(port: int, c: int, n: int, keyspace: int, size: int) -> dict
             "p99_s": float(r["p99_latency_ms"]) / 1e3, "cmd": " ".join(cmd)}
 
 
-def aifb_run(port: int, c: int, seconds: float, keyspace: int, size: int, workdir: Path) -> dict:
-    path = workdir / f"requests_c{c}.jsonl"
-    stats = run_load_sync(
+def aifb_run(port: int, c: int, seconds: float, keyspace: int, size: int, workdir: Path,
+             processes: int = 1, rate: float | None = None) -> dict:
+    path = workdir / f"requests_c{c}_p{processes}_{'open' if rate else 'closed'}.jsonl"
+    logs: list[str] = []
+    try:
+        stats = _run(path, port, c, seconds, keyspace, size, processes, rate, logs.append)
+    except Exception:
+        print("\n".join(logs), file=sys.stderr)
+        raise
+    return _figures(path, stats, rate)
+
+
+def _run(path, port, c, seconds, keyspace, size, processes, rate, log) -> dict:
+    return run_load_sync(
         kind="redis", endpoint=f"redis://127.0.0.1:{port}",
         workload={"ops": {"get": 1}, "keyspace": keyspace, "value_size": size,
                   "key_prefix": "key:", "preload": False},
-        load={"clients": 1, "concurrency": c, "rate": None, "arrival": "poisson",
-              "duration_s": seconds, "requests": None, "warmup_s": 0.5, "cooldown_s": 0.0,
-              "timeout_s": 5.0},
-        seed=42, records_path=path, clock=RunClock(), log=lambda m: None)
-    lat = []
-    n_err = 0
-    for r in iter_records(path):
-        if r["phase"] == "measure":
-            if r["ok"]:
-                lat.append(r["t_end"] - r["t_start"])
-            else:
-                n_err += 1
-    lat.sort()
-    n = len(lat) + n_err
-    def p(q: float) -> float:  # nearest rank
-        return lat[max(0, math.ceil(q * len(lat)) - 1)] if lat else float("nan")
+        load={"clients": processes, "concurrency": max(1, c // processes), "rate": rate,
+              "arrival": "constant", "duration_s": seconds, "requests": None, "warmup_s": 0.5,
+              "cooldown_s": 0.0, "timeout_s": 5.0, "processes": processes},
+        seed=42, records_path=path, clock=RunClock(), log=log)
 
-    return {"ops_s": n / stats["window_s"], "p50_s": p(0.5), "p99_s": p(0.99), "errors": n_err,
-            "cpu": (stats["client_cpu"] or {}).get("util_of_one_core"), "n": n}
+
+def _figures(path: Path, stats: dict, rate: float | None) -> dict:
+    import polars as pl
+
+    df = pl.read_ndjson(path, schema={"t_sched": pl.Float64, "t_start": pl.Float64,
+                                      "t_end": pl.Float64, "ok": pl.Boolean, "phase": pl.String})
+    path.unlink()
+    m = df.filter(pl.col("phase") == "measure")
+    ok = m.filter(pl.col("ok"))
+    n_err = m.height - ok.height
+    svc = (ok["t_end"] - ok["t_start"]).sort().to_list()
+    lat = (ok["t_end"] - ok["t_sched"]).sort().to_list() if rate else svc
+    lag = (m["t_start"] - m["t_sched"]).sort().to_list() if rate else []
+
+    def p(xs: list, q: float) -> float:  # nearest rank
+        return xs[max(0, math.ceil(q * len(xs)) - 1)] if xs else float("nan")
+
+    return {"ops_s": m.height / stats["window_s"], "p50_s": p(lat, 0.5), "p99_s": p(lat, 0.99),
+            "svc_p50_s": p(svc, 0.5), "svc_p99_s": p(svc, 0.99),
+            "sched_lag_p99_s": p(lag, 0.99) if rate else None, "errors": n_err,
+            "cpu": (stats["client_cpu"] or {}).get("util_of_one_core"),
+            "cpu_all": (stats["client_cpu"] or {}).get("util_all_processes",
+                                                        (stats["client_cpu"] or {}).get("util_of_one_core")),
+            "lag_p99_s": (stats.get("loop_lag_s") or {}).get("p99"),
+            "offered": rate, "n": m.height, "processes": stats.get("processes", 1)}
 
 
 def preload(port: int, keyspace: int, size: int) -> None:
@@ -111,6 +144,14 @@ def main() -> int:
                     help="pairs of runs per tool and concurrency, interleaved A-B-B-A")
     ap.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--processes", type=int, nargs="+", default=[1],
+                    help="load.processes values to run aifb with (e.g. 1 2)")
+    ap.add_argument("--open-loop", action="store_true",
+                    help="also run aifb open loop at --rate-fraction x redis-benchmark's ops/s")
+    ap.add_argument("--rate-fraction", type=float, default=0.9)
+    ap.add_argument("--open-min-concurrency", type=int, default=8,
+                    help="open loop only at concurrencies >= this (one connection cannot carry "
+                         "an open-loop rate near its closed-loop throughput without queueing)")
     args = ap.parse_args()
     for b in ("redis-server", "redis-benchmark"):
         if not shutil.which(b):
@@ -123,8 +164,12 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_term)
     workdir = Path(tempfile.mkdtemp(prefix="aifb-rvrb-"))
     port = launch.free_port()
+    # maxclients above the largest concurrency (redis-benchmark and aifb each open C, plus the
+    # preload connection); redis lowers it by itself when its `ulimit -n` does not allow it.
+    maxclients = max(10000, max(args.concurrency) + 100)
     proc = launch.spawn(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                         "--appendonly", "no", "--dir", str(workdir)], workdir / "redis.log")
+                         "--appendonly", "no", "--maxclients", str(maxclients),
+                         "--dir", str(workdir)], workdir / "redis.log")
     results = {}
     try:
         deadline = time.monotonic() + 10
@@ -143,50 +188,91 @@ def main() -> int:
         for c in args.concurrency:
             est = redis_benchmark(port, c, 20000, args.keyspace, args.size)  # warm-up + sizing
             n = max(10000, int(est["ops_s"] * args.seconds))
-            rb, ours = [], []
-            for _ in range(args.repeat):
+            rb = []
+            ours: dict[tuple, list] = {}
+            modes = [("closed", P) for P in args.processes]
+            if args.open_loop and c >= args.open_min_concurrency:
+                modes += [("open", P) for P in args.processes]
+
+            def ours_once():
+                for mode, P in modes:
+                    ref = (sum(x["ops_s"] for x in rb) / len(rb)) if rb else est["ops_s"]
+                    rate = args.rate_fraction * ref if mode == "open" else None
+                    ours.setdefault((mode, P), []).append(
+                        aifb_run(port, c, args.seconds, args.keyspace, args.size, workdir, P, rate))
+
+            for _ in range(args.repeat):   # A-B-B-A: redis-benchmark, aifb x2, redis-benchmark
                 rb.append(redis_benchmark(port, c, n, args.keyspace, args.size))
-                ours.append(aifb_run(port, c, args.seconds, args.keyspace, args.size, workdir))
-                ours.append(aifb_run(port, c, args.seconds, args.keyspace, args.size, workdir))
+                ours_once()
+                ours_once()
                 rb.append(redis_benchmark(port, c, n, args.keyspace, args.size))
             mean = lambda xs, k: sum(x[k] for x in xs) / len(xs)  # noqa: E731
-            results[c] = {
-                "redis_benchmark": {"ops_s": mean(rb, "ops_s"), "p50_s": mean(rb, "p50_s"),
-                                    "p99_s": mean(rb, "p99_s"), "runs": rb},
-                "aifb": {"ops_s": mean(ours, "ops_s"), "p50_s": mean(ours, "p50_s"),
-                         "p99_s": mean(ours, "p99_s"), "errors": sum(o["errors"] for o in ours),
-                         "client_cpu": mean(ours, "cpu"), "runs": ours},
-            }
-            print(f"  c={c}: redis-benchmark {[round(x['ops_s']) for x in rb]} ops/s, "
-                  f"aifb {[round(x['ops_s']) for x in ours]} ops/s", flush=True)
+            entry = {"redis_benchmark": {"ops_s": mean(rb, "ops_s"), "p50_s": mean(rb, "p50_s"),
+                                         "p99_s": mean(rb, "p99_s"), "runs": rb}}
+            for (mode, P), runs in ours.items():
+                entry[f"aifb_{mode}_p{P}"] = {
+                    k: (mean(runs, k) if runs[0][k] is not None else None)
+                    for k in ("ops_s", "p50_s", "p99_s", "svc_p50_s", "svc_p99_s",
+                              "sched_lag_p99_s", "cpu", "cpu_all", "lag_p99_s")}
+                entry[f"aifb_{mode}_p{P}"].update(
+                    {"errors": sum(o["errors"] for o in runs), "offered": runs[0]["offered"],
+                     "runs": runs})
+            results[c] = entry
+            print(f"  c={c}: redis-benchmark {[round(x['ops_s']) for x in rb]} ops/s; "
+                  + "; ".join(f"aifb {m} P={P} {[round(x['ops_s']) for x in r]}"
+                              for (m, P), r in ours.items()), flush=True)
     finally:
         launch.stop(proc)
         shutil.rmtree(workdir, ignore_errors=True)
 
     print()
-    print(f"{'conc':>4} | {'rb ops/s':>10} | {'aifb ops/s':>10} | {'ratio':>5} | "
+    print("closed loop (latency = t_end - t_start); ratio = aifb / redis-benchmark")
+    print(f"{'conc':>4} {'P':>2} | {'rb ops/s':>10} | {'aifb ops/s':>10} | {'ratio':>5} | "
           f"{'rb p50 ms':>9} | {'aifb p50 ms':>11} | {'p50 ratio':>9} | {'rb p99 ms':>9} | "
-          f"{'aifb p99 ms':>11} | {'aifb cpu':>8}")
-    print("-" * 112)
+          f"{'aifb p99 ms':>11} | {'cpu max':>7} | {'cpu sum':>7} | {'lag99 ms':>8}")
+    print("-" * 135)
     for c, r in results.items():
-        rb, ou = r["redis_benchmark"], r["aifb"]
-        print(f"{c:>4} | {rb['ops_s']:>10,.0f} | {ou['ops_s']:>10,.0f} | "
-              f"{ou['ops_s'] / rb['ops_s']:>5.2f} | {rb['p50_s'] * 1e3:>9.3f} | "
-              f"{ou['p50_s'] * 1e3:>11.3f} | {ou['p50_s'] / rb['p50_s']:>9.2f} | "
-              f"{rb['p99_s'] * 1e3:>9.3f} | {ou['p99_s'] * 1e3:>11.3f} | {ou['client_cpu']:>8.2f}")
+        rb = r["redis_benchmark"]
+        for P in args.processes:
+            ou = r[f"aifb_closed_p{P}"]
+            print(f"{c:>4} {P:>2} | {rb['ops_s']:>10,.0f} | {ou['ops_s']:>10,.0f} | "
+                  f"{ou['ops_s'] / rb['ops_s']:>5.2f} | {rb['p50_s'] * 1e3:>9.3f} | "
+                  f"{ou['p50_s'] * 1e3:>11.3f} | {ou['p50_s'] / rb['p50_s']:>9.2f} | "
+                  f"{rb['p99_s'] * 1e3:>9.3f} | {ou['p99_s'] * 1e3:>11.3f} | {ou['cpu']:>7.2f} | "
+                  f"{ou['cpu_all']:>7.2f} | {(ou['lag_p99_s'] or 0) * 1e3:>8.2f}")
+    if args.open_loop:
+        print()
+        print(f"open loop at {args.rate_fraction:g} x redis-benchmark's ops/s (constant arrivals; "
+              "latency = t_end - t_sched, service = t_end - t_start)")
+        print(f"{'conc':>4} {'P':>2} | {'offered/s':>10} | {'achieved/s':>10} | {'ach/off':>7} | "
+              f"{'lat p50 ms':>10} | {'lat p99 ms':>10} | {'svc p50 ms':>10} | {'svc p99 ms':>10} | "
+              f"{'sched lag p99':>13} | {'rb p50/p99 ms':>13} | {'cpu sum':>7}")
+        print("-" * 140)
+        for c, r in results.items():
+            rb = r["redis_benchmark"]
+            for P in args.processes:
+                ou = r.get(f"aifb_open_p{P}")
+                if ou is None:
+                    continue
+                print(f"{c:>4} {P:>2} | {ou['offered']:>10,.0f} | {ou['ops_s']:>10,.0f} | "
+                      f"{ou['ops_s'] / ou['offered']:>7.2f} | {ou['p50_s'] * 1e3:>10.3f} | "
+                      f"{ou['p99_s'] * 1e3:>10.3f} | {ou['svc_p50_s'] * 1e3:>10.3f} | "
+                      f"{ou['svc_p99_s'] * 1e3:>10.3f} | {ou['sched_lag_p99_s'] * 1e3:>10.3f} ms | "
+                      f"{rb['p50_s'] * 1e3:>5.3f}/{rb['p99_s'] * 1e3:<7.3f} | {ou['cpu_all']:>7.2f}")
     if args.json:
         args.json.write_text(json.dumps({str(k): v for k, v in results.items()}, indent=2))
 
     failures = []
+    P0 = args.processes[0]
     if 32 in results:
-        ratio = results[32]["aifb"]["ops_s"] / results[32]["redis_benchmark"]["ops_s"]
+        ratio = results[32][f"aifb_closed_p{P0}"]["ops_s"] / results[32]["redis_benchmark"]["ops_s"]
         if ratio < 0.8:
             failures.append(f"ops/s ratio at concurrency 32 is {ratio:.2f} < 0.8")
     if 1 in results:
-        ratio = results[1]["aifb"]["p50_s"] / results[1]["redis_benchmark"]["p50_s"]
+        ratio = results[1][f"aifb_closed_p{P0}"]["p50_s"] / results[1]["redis_benchmark"]["p50_s"]
         if ratio > 2.0:
             failures.append(f"p50 at concurrency 1 is {ratio:.2f}x redis-benchmark's > 2x")
-    if any(r["aifb"]["errors"] for r in results.values()):
+    if any(v["errors"] for r in results.values() for k, v in r.items() if k.startswith("aifb")):
         failures.append("aifb recorded errors")
     print()
     if failures:

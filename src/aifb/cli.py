@@ -7,6 +7,7 @@ summaries and reports from files, show and clean up.
     aifb sweep [NAME...]                    build sweeps from config/config.yaml
     aifb index                              rebuild the dataset index
     aifb summarize RUN_DIR / aifb report RUN_DIR REPORT_DIR
+    aifb cleanup [--dry-run] [--all]        cancel Slurm jobs of this workflow left behind
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ def cmd_run(args) -> int:
             return 2
         recipe = load_recipe(args.recipe, args.set)
         get_service(recipe["service"]["kind"])  # not implemented -> clear error, nothing started
+        _check_target(recipe, args.profile)
         if args.dry_run:
             nxt = registry.predict_next(1, work_root())[0]
             print(f"dry run: would register {nxt} for {args.recipe}")
@@ -119,6 +121,29 @@ def cmd_run(args) -> int:
     if args.rerun and comparison.is_file():
         print(read_json(comparison)["line"])
     return rc or result
+
+
+def _check_target(recipe: dict, profile: str) -> None:
+    """An unknown target is an error before anything is registered; a Slurm target without a
+    Slurm client here is one too."""
+    from .launch_slurm import get_target, slurm_available
+
+    target = get_target(recipe.get("target", "local"), work_root())
+    if target["executor"] == "slurm" and not recipe["service"].get("endpoint") and not slurm_available():
+        raise AifbError(f"target {target['name']!r} runs services as Slurm jobs, but sbatch/squeue/"
+                        "scancel are not on PATH here")
+    if profile == "slurm" and not slurm_available():
+        raise AifbError("--profile slurm needs a Slurm client (sbatch, squeue) on PATH")
+
+
+def cmd_cleanup(args) -> int:
+    from .cleanup import cleanup
+
+    n = cleanup(dry_run=args.dry_run, everything=args.all,
+                snakemake_root=work_root() if args.snakemake else None)
+    if n and args.dry_run:
+        print(f"{n} job(s) would be cancelled (run without --dry-run to cancel them)")
+    return 0
 
 
 def cmd_rerun(args) -> int:
@@ -255,6 +280,16 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("run_dir")
     rp.add_argument("report_dir")
     rp.set_defaults(func=cmd_report)
+
+    c = sub.add_parser("cleanup", help="cancel Slurm jobs this workflow left behind "
+                                       "(job name aifb-*, comment aifb:*)")
+    c.add_argument("-n", "--dry-run", action="store_true", help="say what would be cancelled")
+    c.add_argument("--all", action="store_true",
+                   help="also cancel jobs of benchmarks still in progress")
+    c.add_argument("--snakemake", action="store_true",
+                   help="also cancel Snakemake's own jobs for this work root (only when no "
+                        "Snakemake runs here)")
+    c.set_defaults(func=cmd_cleanup)
 
     sh = sub.add_parser("show", help="what a benchmark ID is and where it stands")
     sh.add_argument("benchmark_id", metavar="ID")

@@ -39,6 +39,15 @@ a broken connection is re-opened with backoff (10 ms doubling to 1 s; reset afte
 good reply), each failed attempt recorded as op "connect"; when every completion has failed
 for `unreachable_after_s` (5 s) the run stops with stopped_by="service_unreachable".
 Cancellation writes every completed record, closes connections and re-raises.
+
+Processes (`load.processes: P`, default 1): P worker processes each run this engine over a
+contiguous block of the clients, started at one common instant on the parent's clock, all
+appending whole lines to the one requests.jsonl; load_stats then sums the counts, pools the
+scheduling lags, and reports the busiest process's client_cpu and loop_lag_s (every process's
+in process_stats). See run_load_processes below. The engine raises its own RLIMIT_NOFILE when
+the connections need it. Above ~1,000 busy connections in one process uvloop runs timers and
+tasks late (libuv handles up to 48 x 1024 ready events per poll): the engine says so, the
+flusher then writes whole batches when it gets a turn, and loop_lag_s shows it.
 """
 
 from __future__ import annotations
@@ -50,6 +59,7 @@ import hashlib
 import inspect
 import random
 import resource
+import signal
 import sys
 import time
 from pathlib import Path
@@ -62,6 +72,11 @@ from .records import RecordWriter, encode_rows
 
 G = 1_000_000_000
 FLUSH_CHUNK = 128  # rows formatted per step of the flusher (~0.15 ms), then the loop runs
+STARVED_NS = 20_000_000  # a flusher step that waited longer than this for its turn: loop starved
+# Busy connections per process beyond which uvloop's batching delays timers and tasks (libuv
+# reads up to 48 x 1024 ready events per poll phase; measured here: 1,000 connections -> loop
+# lag p99 18 ms, 2,000 -> 0.77 s). Above it the engine says so and suggests load.processes.
+CONNECTIONS_PER_PROCESS = 1000
 
 
 def _stderr(msg: str) -> None:
@@ -141,7 +156,7 @@ class _Arrivals:
     def __init__(self, eng: "_Engine", cs: "_ClientState"):
         self.eng = eng
         self.cs = cs
-        rate_c = eng.rate / eng.n_clients
+        rate_c = eng.rate / eng.n_clients_total   # the rate is over all clients of all processes
         mean_ns = G / rate_c
         if eng.arrival == "poisson":
             rng = random.Random(f"aifb-arrivals:{eng.seed}:{cs.ci}")
@@ -156,7 +171,7 @@ class _Arrivals:
             def gap() -> int:  # exact on average: the n-th arrival at int(n * mean)
                 k[0] += 1
                 return int(mean_ns * k[0]) - int(mean_ns * (k[0] - 1))
-            self.t = eng.t_load_start + int(mean_ns * cs.ci / eng.n_clients)
+            self.t = eng.t_load_start + int(mean_ns * cs.ci / eng.n_clients_total)
         self.gap = gap
         self.timer = None
 
@@ -355,10 +370,16 @@ class _Slot:
 class _Engine:
     def __init__(self, clients: list, load: dict, seed: int, writer: RecordWriter,
                  clock: RunClock, log, unreachable_after_s: float, flush_interval_s: float,
-                 progress_interval_s: float):
+                 progress_interval_s: float, client_ids: list[int] | None = None,
+                 n_clients_total: int | None = None, progress_cb=None):
         self.loop = asyncio.get_running_loop()
         self.clients = clients
         self.n_clients = len(clients)
+        # A worker process drives a share of the clients: their global indices (for records,
+        # seeds and open-loop schedules) and the total (the rate is split over all clients).
+        self.client_ids = list(client_ids) if client_ids is not None else list(range(len(clients)))
+        self.n_clients_total = n_clients_total or len(clients)
+        self.progress_cb = progress_cb
         self.conc = int(load.get("concurrency", 1))
         self.rate = load.get("rate")
         self.open_loop = self.rate is not None
@@ -390,7 +411,7 @@ class _Engine:
         self.stopped_by: str | None = None
         self.stop_event = asyncio.Event()
 
-        self.states = [_ClientState(ci, c) for ci, c in enumerate(clients)]
+        self.states = [_ClientState(ci, c) for ci, c in zip(self.client_ids, clients)]
         self.slots: list[_Slot] = []
         for cs in self.states:
             for wi in range(self.conc):
@@ -481,13 +502,20 @@ class _Engine:
         self.rows.clear()
         self._pending, self._pending_pos = batch, 0
         n = len(batch)
+        step = FLUSH_CHUNK
         while self._pending_pos < n:
             i = self._pending_pos
-            j = min(n, i + FLUSH_CHUNK)
+            j = min(n, i + step)
             self._write(batch[i:j])
             self._pending_pos = j
             if j < n:
+                t = now_ns()
                 await asyncio.sleep(0)
+                if now_ns() - t > STARVED_NS:
+                    # A starved loop: libuv handles up to 48 x 1024 ready I/O events before it
+                    # returns to tasks (with > ~1000 busy connections in one process), so this
+                    # task gets a turn rarely; write the rest at once or the rows pile up.
+                    step = n
         self._pending = None
 
     def flush_sync(self) -> None:
@@ -549,6 +577,9 @@ class _Engine:
         phase = ("warmup" if now < self.warmup_end_ns else
                  "measure" if self.measure_end_ns is None or now <= self.measure_end_ns else
                  "cooldown")
+        if self.progress_cb is not None:  # a worker process: the parent logs the totals
+            self.progress_cb(now, ok, err, phase)
+            return
         self.log(f"[{(now - self.t_load_start) / G:7.1f} s] {phase:8s} {ok} ok, {err} errors, "
                  f"{rate:,.0f} ops/s")
 
@@ -575,7 +606,9 @@ class _Engine:
             self.cpu_end = self._cpu_sample()
 
     # -- the run --------------------------------------------------------------------------
-    async def run(self, stats_out: dict | None) -> dict:
+    async def run(self, stats_out: dict | None, t_load_start_ns: int | None = None) -> dict:
+        """Run the load. `t_load_start_ns` (worker processes): start at this planned instant,
+        shared by all processes, so that their warmup/measure/stop instants are identical."""
         loop = self.loop
         # Everything allocated so far (modules, clients, pre-encoded commands) goes to the
         # permanent generation: full collections during the load then scan only what the load
@@ -583,7 +616,26 @@ class _Engine:
         thawed = gc.get_freeze_count() == 0
         gc.collect()
         gc.freeze()
-        self.t_load_start = now_ns()
+        if t_load_start_ns is not None:
+            try:
+                wait = t_load_start_ns - now_ns() - 2_000_000
+                if wait > 0:
+                    await asyncio.sleep(wait / G)
+                while now_ns() < t_load_start_ns:   # the last <= 2 ms: yield until due
+                    await asyncio.sleep(0)
+            except BaseException:
+                self.running = False
+                self.stopped_by = "cancelled"
+                self.t_load_start = self.warmup_end_ns = t_load_start_ns
+                self.writer.close()
+                if thawed:
+                    gc.unfreeze()
+                if stats_out is not None:
+                    stats_out.update(self.stats(now_ns()))
+                raise
+            self.t_load_start = t_load_start_ns
+        else:
+            self.t_load_start = now_ns()
         self.last_rate_mark = (self.t_load_start, 0)
         self.warmup_end_ns = self.t_load_start + int(self.warmup_s * G)
         if self.duration_s is not None:
@@ -690,6 +742,7 @@ class _Engine:
             "window_s": round(window_s, 9),
             "mode": "open" if self.open_loop else "closed",
             "clients": self.n_clients,
+            "processes": 1,
             "concurrency": self.conc,
             "connections": len(self.slots),
             "requests_issued": sum(cs.seq for cs in self.states),
@@ -714,6 +767,49 @@ class _Engine:
         return out
 
 
+FD_MARGIN = 64  # descriptors beside the connections: files, pipes, epoll, timerfds, sockets
+
+
+def raise_nofile_limit(connections: int) -> tuple[int, int]:
+    """Make sure this process may hold `connections` sockets (plus a margin): raise the soft
+    RLIMIT_NOFILE up to the hard limit, and - as root - the hard limit too (up to
+    /proc/sys/fs/nr_open). Returns the (soft, hard) limits in force. Raises ServiceError naming
+    `ulimit -n` when the limit cannot be raised far enough."""
+    want = connections + FD_MARGIN
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    inf = resource.RLIM_INFINITY
+    if soft == inf or want <= soft:
+        return soft, hard
+    try:
+        if hard != inf and want > hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))  # needs CAP_SYS_RESOURCE
+        else:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ValueError, OSError):
+        if hard != inf and hard > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != inf and want > soft:
+        raise ServiceError(
+            f"{connections} connections in one client process need about {want} open files, "
+            f"but `ulimit -n` is {soft} (hard limit {hard}) and cannot be raised here: raise the "
+            "limit, or spread the connections over more processes (load.processes) or client jobs")
+    return soft, hard
+
+
+def _note_connections(n: int, log) -> None:
+    if n > CONNECTIONS_PER_PROCESS:
+        log(f"note: {n} connections in one process; above ~{CONNECTIONS_PER_PROCESS} busy "
+            "connections per process the event loop runs its timers late (see loop_lag_s): "
+            f"use load.processes >= {-(-n // CONNECTIONS_PER_PROCESS)} where the cores allow")
+
+
+def _connections_needed(load: dict, n_clients: int) -> int:
+    conc = int(load.get("concurrency", 1))
+    timers = n_clients if load.get("rate") is not None else 0  # one timerfd per open-loop client
+    return n_clients * conc + timers
+
+
 async def run_load(*, kind: str, endpoint: str, workload: dict, load: dict, seed: int,
                    records_path: Path, clock: RunClock, secrets: dict | None = None,
                    log=_stderr, on_ready=None, stats_out: dict | None = None,
@@ -726,10 +822,25 @@ async def run_load(*, kind: str, endpoint: str, workload: dict, load: dict, seed
     (if given) filled with stopped_by="cancelled", and CancelledError re-raised.
     `on_ready(info)` (sync or async) is called after prepare, just before the load starts,
     with {"client": describe(), "prepare_s": ..., "t_ready": seconds since t0}.
+
+    `load["processes"]` (default 1) > 1 spreads the clients over that many worker processes
+    (see run_load_processes); the contract above holds unchanged.
     """
+    processes = int(load.get("processes") or 1)
+    if processes > 1 and int(load["clients"]) > 1:
+        return await run_load_processes(
+            kind=kind, endpoint=endpoint, workload=workload, load=load, seed=seed,
+            records_path=records_path, clock=clock, secrets=secrets, log=log, on_ready=on_ready,
+            stats_out=stats_out, unreachable_after_s=unreachable_after_s,
+            flush_interval_s=flush_interval_s, progress_interval_s=progress_interval_s,
+            processes=processes)
+    if processes > 1:
+        log("load.processes > 1 with a single client: one process drives it")
     cls = get_client(kind)
     n_clients = int(load["clients"])
     conc = int(load.get("concurrency", 1))
+    raise_nofile_limit(_connections_needed(load, n_clients))
+    _note_connections(n_clients * conc, log)
     clients = [cls(endpoint, workload, client_seed(seed, ci), secrets) for ci in range(n_clients)]
     started = []
     try:
@@ -777,3 +888,583 @@ def run_load_sync(**kw) -> dict:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(run_load(**kw))
+
+
+# --------------------------------------------------------------------------- processes
+#
+# `load.processes: P` (> 1): P worker processes, each a full engine on its own uvloop driving a
+# contiguous block of the clients (global client indices, seeds and open-loop schedules are
+# those of the one-process run). The parent only coordinates:
+#
+#   spawn P workers (`python -c "...engine._worker_main(FD)"`, a socketpair for messages)
+#   -> each: startup + validate its clients -> "ready" (or "error": ServiceError in the parent,
+#      before the records file is even opened)
+#   -> worker 0 (which holds client 0): prepare -> "prepared"; on_ready(info)
+#   -> parent truncates requests.jsonl and sends every worker "go" with one start instant
+#      t_load_start (now + START_DELAY), so warmup_end / measure_end / stop are the same
+#      CLOCK_MONOTONIC instants in every process (perf_counter_ns is CLOCK_MONOTONIC, one
+#      clock for all processes of a host; t0 is the parent's)
+#   -> each worker appends its records to the same requests.jsonl (O_APPEND, one write() of
+#      whole lines per batch: the kernel serialises O_APPEND writes on a local file system, so
+#      batches of different processes never interleave inside a line) and sends "done" with
+#      its load_stats and raw samples; the parent merges them.
+#
+# Requests mode (`requests: N`): each process measures its share of N (split in proportion to
+# its clients; exactly N measured records in all); the window ends at the latest process's end.
+# Stopping: cancellation of run_load (SIGINT/SIGTERM in the runner) sends "stop" to every
+# worker, which cancels its engine (completed records are written) and reports; a worker that
+# does not finish in time gets SIGTERM, then SIGKILL. A worker also stops on SIGTERM, when its
+# socket to the parent closes (parent gone) and - PR_SET_PDEATHSIG - when the parent dies.
+
+START_DELAY_NS = 100_000_000     # "go" -> the common start instant
+WORKER_GRACE_S = 5.0             # after "stop": time to write records and report
+
+
+def _split(n: int, parts: int) -> list[tuple[int, int]]:
+    """Contiguous, near-equal [lo, hi) blocks of range(n)."""
+    return [(n * k // parts, n * (k + 1) // parts) for k in range(parts)]
+
+
+def _die_with_parent() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class _Channel:
+    """Pickled messages between the parent and a worker over one socket (8-byte length +
+    pickle), read by the event loop as bytes arrive. The event loop makes the socket
+    non-blocking (libuv does), so frames are reassembled here; a send switches the socket to
+    blocking for the length of one frame (messages from the parent are small; a worker's final
+    report may be megabytes, which the parent's reader drains as it comes). Messages go to
+    `handler(msg)` when it returns True, else to the queue as (tag, msg); EOF (the peer is gone)
+    is the message ("eof",)."""
+
+    def __init__(self, fd: int, loop, queue: asyncio.Queue, tag=None, handler=None):
+        self.fd, self.loop, self.queue, self.tag, self.handler = fd, loop, queue, tag, handler
+        self.closed = False
+        self.buf = bytearray()
+        loop.add_reader(fd, self._readable)
+
+    def _deliver(self, msg) -> None:
+        if self.handler is None or not self.handler(msg):
+            self.queue.put_nowait((self.tag, msg))
+
+    def _readable(self) -> None:
+        import os
+        import pickle
+
+        eof = False
+        while True:
+            try:
+                data = os.read(self.fd, 1 << 20)
+            except BlockingIOError:
+                break
+            except OSError:
+                eof = True
+                break
+            if not data:
+                eof = True
+                break
+            self.buf += data
+        buf = self.buf
+        while len(buf) >= 8:
+            n = int.from_bytes(buf[:8], "little")
+            if len(buf) < 8 + n:
+                break
+            msg = pickle.loads(bytes(buf[8:8 + n]))
+            del buf[:8 + n]
+            self._deliver(msg)
+        if eof:
+            self._stop_reading()
+            self._deliver(("eof",))
+
+    def _stop_reading(self) -> None:
+        if not self.closed:
+            self.closed = True
+            try:
+                self.loop.remove_reader(self.fd)
+            except (ValueError, OSError):
+                pass
+
+    def send(self, *msg) -> bool:
+        import os
+        import pickle
+
+        data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+        frame = memoryview(len(data).to_bytes(8, "little") + data)
+        try:
+            blocking = os.get_blocking(self.fd)
+            os.set_blocking(self.fd, True)
+            try:
+                while frame:
+                    frame = frame[os.write(self.fd, frame):]
+            finally:
+                os.set_blocking(self.fd, blocking)
+            return True
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        import os
+
+        self._stop_reading()
+        if self.fd >= 0:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = -1
+
+
+def _pool_lags(raw_parts: list[bytes]) -> list[int]:
+    import array
+
+    out = array.array("q")
+    for b in raw_parts:
+        out.frombytes(b)
+    return sorted(out)
+
+
+def _worst(items: list[tuple[int, dict | None]], key: str) -> dict | None:
+    best = None
+    for k, d in items:
+        if d and d.get(key) is not None and (best is None or d[key] > best[key]):
+            best = {**d, "process": k}
+    return best
+
+
+_STOP_RANK = {None: 0, "duration": 1, "requests": 1, "service_unreachable": 2,
+              "client_process_failed": 3, "cancelled": 4}
+
+
+def merge_stats(parts: list, *, blocks: list, pids: list, load: dict, lost: list) -> dict:
+    """One load_stats from the workers' (stats, raw) parts (None for a worker that reported
+    nothing). Counts are summed, the window is the common one (latest end in requests mode),
+    sched_lag percentiles are over the pooled samples, and client_cpu / loop_lag_s are those of
+    the busiest process, with every process's in `process_stats`."""
+    got = [(k, p[0], p[1]) for k, p in enumerate(parts) if p is not None]
+    if not got:
+        raise RuntimeError("no client process reported any statistics")
+    sts = [s for _, s, _ in got]
+    open_loop = load.get("rate") is not None
+    warmup_end = min(s["warmup_end"] for s in sts)
+    measure_end = max(s["measure_end"] for s in sts)
+    window_s = round(max(0.0, measure_end - warmup_end), 9)
+    ok_m = sum(s["measured"]["ok"] for s in sts)
+    err_m = sum(s["measured"]["errors"] for s in sts)
+    by_phase = {ph: sum(s["records_by_phase"].get(ph, 0) for s in sts)
+                for ph in ("warmup", "measure", "cooldown")}
+    errors: dict[str, int] = {}
+    for s in sts:
+        for t, c in s["errors_by_type"].items():
+            errors[t] = errors.get(t, 0) + c
+    stopped = max((s["stopped_by"] for s in sts), key=lambda v: _STOP_RANK.get(v, 2))
+    if lost and _STOP_RANK.get(stopped, 2) < _STOP_RANK["client_process_failed"]:
+        stopped = "client_process_failed"
+    per = []
+    for k, s, _ in got:
+        cpu = s.get("client_cpu")
+        per.append({"process": k, "pid": pids[k], "clients": list(blocks[k]),
+                    "connections": s["connections"], "records_written": s["records_written"],
+                    "measured": s["measured"], "stopped_by": s["stopped_by"],
+                    "client_cpu": cpu, "loop_lag_s": s["loop_lag_s"]})
+    cpu_worst = _worst([(p["process"], p["client_cpu"]) for p in per], "util_of_one_core")
+    if cpu_worst is not None:
+        cpus = [p["client_cpu"] for p in per if p["client_cpu"]]
+        cpu_worst["cpu_s_all_processes"] = round(sum(c["cpu_s"] for c in cpus), 6)
+        cpu_worst["util_all_processes"] = round(sum(c["util_of_one_core"] for c in cpus), 4)
+    lag_worst = _worst([(p["process"], p["loop_lag_s"]) for p in per], "p99")
+    if lag_worst is None:
+        lag_worst = {**sts[0]["loop_lag_s"], "process": got[0][0]}
+    out = {
+        "t_load_start": min(s["t_load_start"] for s in sts),
+        "warmup_end": warmup_end,
+        "measure_end": measure_end,
+        "t_load_end": max(s["t_load_end"] for s in sts),
+        "window_s": window_s,
+        "mode": "open" if open_loop else "closed",
+        "clients": int(load["clients"]),
+        "processes": len(parts),
+        "concurrency": int(load.get("concurrency", 1)),
+        "connections": sum(s["connections"] for s in sts),
+        "requests_issued": sum(s["requests_issued"] for s in sts),
+        "records_written": sum(s["records_written"] for s in sts),
+        "records_by_phase": by_phase,
+        "measured": {"ok": ok_m, "errors": err_m},
+        "errors_by_type": dict(sorted(errors.items())),
+        "stopped_by": stopped,
+        "client_cpu": cpu_worst,
+        "loop_lag_s": lag_worst,
+        "process_stats": per,
+    }
+    if lost:
+        out["lost_processes"] = lost
+    if open_loop:
+        sl = _pool_lags([raw["sched_lags"] for _, _, raw in got])
+        out["offered_rate"] = load.get("rate")
+        out["arrival"] = load.get("arrival") or "poisson"
+        out["achieved_rate"] = round((ok_m + err_m) / window_s, 3) if window_s else None
+        out["sched_lag_s"] = {"n": len(sl), "p50": _s(_pct(sl, 0.5)), "p90": _s(_pct(sl, 0.9)),
+                              "p99": _s(_pct(sl, 0.99)), "max": _s(sl[-1] if sl else None),
+                              "mean": round(sum(sl) / len(sl) / G, 9) if sl else None}
+    return out
+
+
+def _worker_argv(fd: int) -> list[str]:
+    return [sys.executable, "-c",
+            "import sys; from aifb.engine import _worker_main; sys.exit(_worker_main(int(sys.argv[1])))",
+            str(fd)]
+
+
+async def run_load_processes(*, kind: str, endpoint: str, workload: dict, load: dict, seed: int,
+                             records_path: Path, clock: RunClock, secrets: dict | None, log,
+                             on_ready, stats_out: dict | None, unreachable_after_s: float,
+                             flush_interval_s: float, progress_interval_s: float,
+                             processes: int) -> dict:
+    """run_load over `processes` worker processes (see the comment above)."""
+    import os
+    import socket
+    import subprocess
+
+    get_client(kind)  # an unknown kind fails here, before any process starts
+    n_clients = int(load["clients"])
+    conc = int(load.get("concurrency", 1))
+    n_proc = min(processes, n_clients)
+    if n_proc < processes:
+        log(f"load.processes={processes} but only {n_clients} clients: using {n_proc} processes")
+    blocks = _split(n_clients, n_proc)
+    loads = [dict(load) for _ in blocks]
+    if load.get("requests") is not None:
+        n_req = int(load["requests"])
+        shares = [n_req * hi // n_clients - n_req * lo // n_clients for lo, hi in blocks]
+        if min(shares) < 1:
+            raise ValueError(f"load.requests={n_req} is too few to share between {n_proc} processes")
+        for ld, share in zip(loads, shares):
+            ld["requests"] = share
+
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+    procs: list[subprocess.Popen] = []
+    chans: list[_Channel] = []
+    parts: list = [None] * n_proc
+    finished = [False] * n_proc
+    lost: list[dict] = []
+    ticks: dict[int, dict] = {}
+    last_mark = [None]
+    t_go = None
+
+    def progress(k: int, msg) -> None:
+        _, tick, now, ok, err, phase = msg
+        row = ticks.setdefault(tick, {})
+        row[k] = (now, ok, err, phase)
+        if len(row) < n_proc:
+            return
+        del ticks[tick]
+        now = max(v[0] for v in row.values())
+        ok = sum(v[1] for v in row.values())
+        err = sum(v[2] for v in row.values())
+        phase = max((v[3] for v in row.values()), key=("warmup", "measure", "cooldown").index)
+        prev = last_mark[0] or (t_go or now, 0)
+        rate = (ok + err - prev[1]) / ((now - prev[0]) / G) if now > prev[0] else 0.0
+        last_mark[0] = (now, ok + err)
+        log(f"[{(now - (t_go or now)) / G:7.1f} s] {phase:8s} {ok} ok, {err} errors, "
+            f"{rate:,.0f} ops/s ({n_proc} processes)")
+
+    def handler_for(k: int):
+        def handle(msg) -> bool:
+            if msg[0] == "log":
+                log(f"[process {k}] {msg[1]}")
+                return True
+            if msg[0] == "progress":
+                progress(k, msg)
+                return True
+            return False
+        return handle
+
+    env = dict(os.environ)
+    src = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+
+    pending_other: list = []
+
+    async def next_msg(k: int):
+        for i, (tag, msg) in enumerate(pending_other):
+            if tag == k:
+                del pending_other[i]
+                return msg
+        while True:
+            tag, msg = await queue.get()
+            if tag == k:
+                return msg
+            pending_other.append((tag, msg))
+
+    async def expect(k: int, what: str):
+        """The next message of worker k, which must be `what`; ServiceError on its error or exit."""
+        msg = await next_msg(k)
+        if msg[0] == what:
+            return msg
+        if msg[0] == "error":
+            raise ServiceError(msg[1])
+        if msg[0] == "eof":
+            finished[k] = True
+            await asyncio.sleep(0.05)
+            rc = procs[k].poll()
+            raise ServiceError(f"client process {k} (pid {procs[k].pid}) exited before the "
+                               f"load started (exit code {rc}); see its messages above")
+        if msg[0] == "failed":
+            raise RuntimeError(f"client process {k} failed: {msg[1]}")
+        raise RuntimeError(f"client process {k}: unexpected message {msg[0]!r}")
+
+    def take(tag, msg) -> None:
+        """A message that arrives once the load runs: done, failed, eof."""
+        if msg[0] == "done":
+            parts[tag] = (msg[1], msg[2])
+        elif msg[0] == "failed":
+            log(f"[process {tag}] failed: {msg[1]}")
+        elif msg[0] == "error":
+            log(f"[process {tag}] {msg[1]}")
+        elif msg[0] == "eof":
+            if not finished[tag]:
+                finished[tag] = True
+                if parts[tag] is None:
+                    rc = procs[tag].poll()
+                    lost.append({"process": tag, "pid": procs[tag].pid, "exit_code": rc})
+                    log(f"client process {tag} (pid {procs[tag].pid}) ended without reporting "
+                        f"(exit code {rc}): stopping the others")
+                    for ch in chans:
+                        ch.send("stop")
+
+    async def collect(deadline_s: float | None) -> None:
+        for tag, msg in pending_other:
+            take(tag, msg)
+        pending_other.clear()
+        end = None if deadline_s is None else loop.time() + deadline_s
+        while not all(finished):
+            timeout = None if end is None else end - loop.time()
+            if timeout is not None and timeout <= 0:
+                return
+            if timeout is None:
+                tag, msg = await queue.get()
+            else:
+                getter = loop.create_task(queue.get())
+                done, _ = await asyncio.wait({getter}, timeout=timeout)
+                if not done:
+                    getter.cancel()
+                    return
+                tag, msg = getter.result()
+            take(tag, msg)
+
+    started = False
+    cancelled = False
+    try:
+        for k, (lo, hi) in enumerate(blocks):
+            mine, theirs = socket.socketpair()
+            try:
+                proc = subprocess.Popen(_worker_argv(theirs.fileno()), pass_fds=(theirs.fileno(),),
+                                        stdin=subprocess.DEVNULL, env=env)
+            finally:
+                theirs.close()
+            procs.append(proc)
+            ch = _Channel(mine.detach(), loop, queue, tag=k, handler=handler_for(k))
+            chans.append(ch)
+            ch.send("init", {
+                "index": k, "kind": kind, "endpoint": endpoint, "workload": workload,
+                "load": loads[k], "seed": seed, "records_path": str(records_path),
+                "t0_ns": clock.t0_ns, "t0_unix_ns": clock.t0_unix_ns, "clients": (lo, hi),
+                "n_clients_total": n_clients, "secrets": secrets,
+                "unreachable_after_s": unreachable_after_s, "flush_interval_s": flush_interval_s,
+                "progress_interval_s": progress_interval_s})
+        pids = [p.pid for p in procs]
+        for k in range(n_proc):
+            await expect(k, "ready")
+        chans[0].send("prepare")
+        _, info = await expect(0, "prepared")
+        info["t_ready"] = _s(now_ns() - clock.t0_ns)
+        log(f"{kind}: {n_clients} client(s) x {conc} connection(s) ready in {n_proc} processes "
+            f"(pids {', '.join(map(str, pids))})"
+            + (f", preloaded in {info['prepare_s']:.2f} s" if info["prepare_s"] > 0.01 else ""))
+        if on_ready is not None:
+            r = on_ready(info)
+            if inspect.isawaitable(r):
+                await r
+        RecordWriter(records_path, clock.t0_ns).close()  # create / truncate; workers append
+        t_go = now_ns() + START_DELAY_NS
+        for ch in chans:
+            ch.send("go", t_go)
+        started = True
+        await collect(None)
+    except asyncio.CancelledError:
+        cancelled = True
+        raise
+    finally:
+        for ch, done in zip(chans, finished):
+            if not done:
+                ch.send("stop")
+        if started:
+            try:
+                await collect(float(load.get("timeout_s") or 30.0) + WORKER_GRACE_S if cancelled
+                              else WORKER_GRACE_S)
+            except asyncio.CancelledError:
+                pass
+        _reap(procs)
+        for ch in chans:
+            ch.close()
+        if started and any(p is not None for p in parts):
+            merged = merge_stats(parts, blocks=blocks, pids=[p.pid for p in procs], load=load,
+                                 lost=lost)
+            if cancelled:
+                merged["stopped_by"] = "cancelled"
+            if stats_out is not None:
+                stats_out.update(merged)
+            if cancelled:
+                log(f"load cancelled: {merged['records_written']} records written")
+    if not any(p is not None for p in parts):
+        raise RuntimeError("no client process reported its statistics (see the log above)")
+    stats = merged
+    stats["client"] = info["client"]
+    stats["prepare_s"] = info["prepare_s"]
+    log(f"load done ({stats['stopped_by']}): {stats['records_written']} records, "
+        f"{stats['measured']['ok']} ok / {stats['measured']['errors']} errors in the "
+        f"{stats['window_s']:.3f} s window ({n_proc} processes)")
+    return stats
+
+
+def _reap(procs: list, grace_s: float = WORKER_GRACE_S) -> None:
+    """Wait for the workers to exit; SIGTERM, then SIGKILL the ones that do not. None is left."""
+    import subprocess
+
+    deadline = time.monotonic() + grace_s
+    for sig in (None, signal.SIGTERM, signal.SIGKILL):
+        for p in procs:
+            if sig is not None and p.poll() is None:
+                try:
+                    p.send_signal(sig)
+                except ProcessLookupError:
+                    pass
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        if all(p.poll() is not None for p in procs):
+            return
+        deadline = time.monotonic() + grace_s
+
+
+def _worker_main(fd: int) -> int:
+    """Entry point of a worker process (see run_load_processes)."""
+    import os
+
+    import uvloop
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C: the parent coordinates
+    _die_with_parent()
+    if os.getppid() == 1:
+        return 1
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(_worker(fd))
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        return 0
+
+
+async def _worker(fd: int) -> int:
+    import array
+    import os
+    import traceback
+
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+    main = asyncio.current_task()
+    stopper = [main.cancel]
+    stop_msgs = ("stop", "eof")
+
+    def handle(msg) -> bool:
+        if msg[0] in stop_msgs:
+            stopper[0]()
+            return True
+        return False
+
+    ch = _Channel(fd, loop, queue, handler=handle)
+    loop.add_signal_handler(signal.SIGTERM, lambda: stopper[0]())
+    _, (_, p) = await queue.get()
+    k = p["index"]
+    lo, hi = p["clients"]
+    load = p["load"]
+
+    def log(msg: str) -> None:
+        ch.send("log", msg)
+
+    clients, started = [], []
+    try:
+        try:
+            raise_nofile_limit(_connections_needed(load, hi - lo))
+            cls = get_client(p["kind"])
+            conc = int(load.get("concurrency", 1))
+            _note_connections((hi - lo) * conc, log)
+            clients = [cls(p["endpoint"], p["workload"], client_seed(p["seed"], ci), p["secrets"])
+                       for ci in range(lo, hi)]
+            for c in clients:
+                started.append(c)
+                await c.startup(conc)
+            for c in clients:
+                await c.validate()
+        except ServiceError as exc:
+            ch.send("error", str(exc))
+            return 0
+        ch.send("ready", {"pid": os.getpid()})
+        _, msg = await queue.get()
+        if msg[0] == "prepare":
+            t_prep = now_ns()
+            try:
+                await clients[0].prepare()
+            except ServiceError as exc:
+                ch.send("error", str(exc))
+                return 0
+            prepare_s = (now_ns() - t_prep) / G
+            ch.send("prepared", {"client": clients[0].describe(), "prepare_s": round(prepare_s, 6)})
+            _, msg = await queue.get()
+        if msg[0] != "go":
+            return 0
+        clock = RunClock(t0_ns=p["t0_ns"], t0_unix_ns=p["t0_unix_ns"])
+        writer = RecordWriter(p["records_path"], clock.t0_ns, truncate=False, background=True)
+        interval = p["progress_interval_s"]
+
+        def progress_cb(now, ok, err, phase):
+            ch.send("progress", round((now - msg[1]) / G / interval), now, ok, err, phase)
+
+        try:
+            eng = _Engine(clients, load, p["seed"], writer, clock, log, p["unreachable_after_s"],
+                          p["flush_interval_s"], interval, client_ids=range(lo, hi),
+                          n_clients_total=p["n_clients_total"], progress_cb=progress_cb)
+        except BaseException:
+            writer.close()
+            raise
+        stats_out: dict = {}
+        run = loop.create_task(eng.run(stats_out, t_load_start_ns=msg[1]))
+        stopper[0] = run.cancel
+        try:
+            stats = await run
+        except asyncio.CancelledError:
+            if main.cancelling():
+                raise
+            stats = stats_out
+        raw = {"sched_lags": array.array("q", eng.sched_lags).tobytes()}
+        ch.send("done", stats, raw)
+        return 0
+    except asyncio.CancelledError:
+        return 0
+    except BaseException as exc:
+        ch.send("failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+        return 1
+    finally:
+        for c in started:
+            try:
+                await c.shutdown()
+            except Exception:
+                pass
+        ch.close()

@@ -27,7 +27,8 @@ from .jsonio import read_json, write_json
 from .paths import work_root
 from .recipe import load_settings, recipe_hash
 
-RUN_FILES = ("run.json", "requests.jsonl", "summary.json", "service.log")
+RUN_FILES = ("run.json", "requests.jsonl", "summary.json", "service.log", "service.json",
+             "service-job.json")
 
 
 def redact_url(url: str | None) -> str | None:
@@ -43,19 +44,20 @@ def redact_url(url: str | None) -> str | None:
 
 
 def load_secrets(service: dict) -> dict:
-    """Secrets come from the environment or a file the recipe names, never from the recipe."""
+    """Secrets come from the environment or a file the recipe names, never from the recipe:
+    service.password_env / password_file -> "password", api_key_env / api_key_file -> "api_key"."""
     secrets = {}
-    env = service.get("password_env")
-    if env:
-        if env not in os.environ:
-            raise ServiceError(f"service.password_env names {env}, which is not set in the environment")
-        secrets["password"] = os.environ[env]
-    path = service.get("password_file")
-    if path:
-        try:
-            secrets["password"] = Path(path).expanduser().read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ServiceError(f"service.password_file {path}: {exc.strerror}") from None
+    for field, key in (("password_env", "password"), ("api_key_env", "api_key")):
+        if env := service.get(field):
+            if env not in os.environ:
+                raise ServiceError(f"service.{field} names {env}, which is not set in the environment")
+            secrets[key] = os.environ[env]
+    for field, key in (("password_file", "password"), ("api_key_file", "api_key")):
+        if path := service.get(field):
+            try:
+                secrets[key] = Path(path).expanduser().read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ServiceError(f"service.{field} {path}: {exc.strerror}") from None
     return secrets
 
 
@@ -70,25 +72,49 @@ def _next_attempt_dir(run_dir: Path) -> Path:
     return run_dir / "attempts" / str(n)
 
 
+# A second hard link to requests.jsonl for as long as the run writes it. On Slurm, a cancelled
+# job's Snakemake (inside the job) removes the job's outputs at once, while the runner is still
+# writing and stopping; through this link the records survive for keep_attempt().
+INFLIGHT = ".requests.jsonl.inflight"
+
+
+def _records_size(run_dir: Path) -> int:
+    for name in ("requests.jsonl", INFLIGHT):
+        try:
+            return (run_dir / name).stat().st_size
+        except OSError:
+            continue
+    return 0
+
+
 def keep_attempt(run_dir: Path) -> Path | None:
     """Hard-link this attempt's files into attempts/<n>/ so that Snakemake, which deletes the
     outputs of an interrupted job, cannot take the records with it."""
     present = [f for f in RUN_FILES if (run_dir / f).exists()]
+    shadow = run_dir / INFLIGHT
+    if "requests.jsonl" not in present and shadow.exists():
+        present.append(INFLIGHT)
     if not present:
         return None
     dest = _next_attempt_dir(run_dir)
     dest.mkdir(parents=True)
     for f in present:
+        name = "requests.jsonl" if f == INFLIGHT else f
         try:
-            os.link(run_dir / f, dest / f)
+            os.link(run_dir / f, dest / name)
         except OSError:
-            shutil.copy2(run_dir / f, dest / f)
+            shutil.copy2(run_dir / f, dest / name)
     return dest
 
 
 def archive_previous_attempt(run_dir: Path) -> Path | None:
     """Files left by an earlier attempt are moved to attempts/<n>/, never overwritten (files
     that keep_attempt already linked there are just unlinked here)."""
+    shadow = run_dir / INFLIGHT
+    if shadow.exists():  # an attempt that was killed outright
+        if not (run_dir / "requests.jsonl").exists():
+            os.link(shadow, run_dir / "requests.jsonl")
+        shadow.unlink()
     present = [f for f in RUN_FILES if (run_dir / f).exists()]
     if not present:
         return None
@@ -131,6 +157,7 @@ def initial_run_record(benchmark_id: str, entry: dict, clock: RunClock) -> dict:
             "mode": "open" if load.get("rate") else "closed",
             "job_ids": [os.environ["SLURM_JOB_ID"]] if os.environ.get("SLURM_JOB_ID") else [],
             "hosts": [socket.gethostname()],
+            "nodes": [os.environ["SLURMD_NODENAME"]] if os.environ.get("SLURMD_NODENAME") else [],
             "pids": [os.getpid()],
             "command": [sys.executable, *sys.argv],
             "workflow_command": provenance.parent_command("snakemake"),
@@ -147,8 +174,16 @@ class _Interrupted(Exception):
     pass
 
 
-async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log) -> None:
+def _target_record(target: dict) -> dict:
+    """What run.json keeps of the target (its name is `target`): executor and site settings."""
+    keep = ("executor", "description", "partitions", "slurm", "bind", "shared_dir", "scratch_dir",
+            "service_margin", "queue_timeout", "clients")
+    return {k: target[k] for k in keep if k in target}
+
+
+async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path | None = None) -> None:
     from .engine import run_load
+    from .launch_slurm import get_target
     from .services import get_service
 
     recipe = run["recipe"]
@@ -156,40 +191,76 @@ async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log) -> None:
     records_path = run_dir / "requests.jsonl"
     records_path.touch()
     run_json = run_dir / "run.json"
-    service = None
+    service = client_jobs = None
     try:
         service_cls = get_service(spec["kind"])  # an unimplemented kind stops here, clearly
+        target = get_target(run["target"], root)  # an unknown target too
+        run["target_config"] = _target_record(target)
         secrets = load_secrets(spec)
+        kind_secrets = getattr(service_cls, "secrets", None)  # e.g. S3 access/secret keys
+        if callable(kind_secrets):
+            secrets.update(kind_secrets(spec))
         endpoint = spec.get("endpoint")
         if not endpoint:
-            service = service_cls(spec, run_dir / "service", run_dir / "service.log")
+            if target["executor"] == "slurm":
+                from .launch_slurm import SlurmServiceLauncher
+
+                def checkpoint():  # the job ID is in run.json before we wait for the job
+                    run["service"].update(service.describe())
+                    write_json(run_json, run)
+
+                service = SlurmServiceLauncher(spec, run_dir, target, benchmark_id=run["benchmark_id"],
+                                               recipe=recipe, log=log, on_submit=checkpoint)
+            else:
+                service = service_cls(spec, run_dir / "service", run_dir / "service.log")
             log(f"deploying {spec['kind']} ...")
             try:
                 endpoint = await service.deploy()
             finally:
                 run["service"].update(service.describe())
                 write_json(run_json, run)
+            where = (f"Slurm job {service.info.job_id} on {service.info.node}, "
+                     if service.info.job_id else "")
             log(f"{spec['kind']} ready at {endpoint} after {service.info.ready_s:.2f} s "
-                f"(pid {service.info.pid}, version {service.info.version})")
+                f"({where}pid {service.info.pid}, version {service.info.version})")
         settings = load_settings(recipe)
         log(f"load: {settings['clients']} client(s) x {settings['concurrency']} in flight, "
             + (f"{settings['duration_s']:g} s" if settings["duration_s"] else f"{settings['requests']} requests")
             + f" after {settings['warmup_s']:g} s warmup")
+        load0, on_ready = settings, None
+        if target["executor"] == "slurm":
+            from .launch_slurm import ClientJobs, client_job_count
+
+            if client_job_count(settings, target) > 1:
+                client_jobs = ClientJobs(run=run, run_dir=run_dir, target=target, endpoint=endpoint,
+                                         settings=settings, recipe=recipe, clock=clock, log=log)
+                await client_jobs.start()
+                run["clients"].update(client_jobs.describe())
+                write_json(run_json, run)
+                load0, on_ready = client_jobs.load_for(0), client_jobs.barrier
         stats = await run_load(kind=spec["kind"], endpoint=endpoint, workload=recipe.get("workload") or {},
-                               load=settings, seed=recipe.get("seed", 42), records_path=records_path,
-                               clock=clock, secrets=secrets, log=log)
+                               load=load0, seed=recipe.get("seed", 42), records_path=records_path,
+                               clock=clock, secrets=secrets, log=log, on_ready=on_ready)
+        if client_jobs is not None:
+            stats = await client_jobs.finish(stats)
+            run["clients"].update(client_jobs.describe())
         run["load_stats"] = stats
         run["clients"]["implementation"] = stats.get("client")
-        if service is not None and not service.alive():
-            run["status"], run["reason"] = "partial", (
-                f"the {spec['kind']} service died during the run (exit code "
-                f"{service.proc.returncode}); records up to then are kept")
+        if client_jobs is not None and client_jobs.problems:
+            run["status"], run["reason"] = "partial", "; ".join(client_jobs.problems)
+        elif service is not None and not service.alive():
+            if hasattr(service, "death_reason"):
+                died = service.death_reason()
+            else:
+                died = (f"the {spec['kind']} service died during the run (exit code "
+                        f"{service.proc.returncode})")
+            run["status"], run["reason"] = "partial", f"{died}; records up to then are kept"
         elif stats.get("stopped_by") not in ("duration", "requests"):
             run["status"], run["reason"] = "partial", f"load stopped early: {stats.get('stopped_by')}"
         else:
             run["status"] = "completed"
     except asyncio.CancelledError:
-        run["status"] = "partial" if records_path.stat().st_size else "failed"
+        run["status"] = "partial" if _records_size(run_dir) else "failed"
         run["reason"] = f"interrupted by {run.get('_signal', 'cancellation')}; records up to then are kept"
         raise
     except AifbError as exc:
@@ -201,6 +272,12 @@ async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log) -> None:
         run["status"], run["reason"] = "failed", f"internal error: {type(exc).__name__}: {exc}"
         log(traceback.format_exc())
     finally:
+        if client_jobs is not None:
+            try:
+                await asyncio.shield(client_jobs.close())
+            except Exception:
+                log(traceback.format_exc())
+            run["clients"].update(client_jobs.describe())
         if service is not None:
             try:
                 await asyncio.shield(service.teardown())
@@ -224,6 +301,11 @@ def run_benchmark(benchmark_id: str, *, root: Path | None = None, log=None) -> d
     run = initial_run_record(benchmark_id, entry, clock)
     write_json(run_dir / "run.json", run)
     log(f"{benchmark_id}: {entry['recipe']['name']} -> {run_dir}")
+    (run_dir / "requests.jsonl").touch()
+    try:
+        os.link(run_dir / "requests.jsonl", run_dir / INFLIGHT)
+    except OSError:
+        pass  # a filesystem without hard links: keep_attempt copies what is there
 
     async def main():
         task = asyncio.current_task()
@@ -233,7 +315,7 @@ def run_benchmark(benchmark_id: str, *, root: Path | None = None, log=None) -> d
                 run["_signal"] = signal.Signals(sig).name
                 task.cancel()
             loop.add_signal_handler(sig, on_signal)
-        await _benchmark(run, run_dir, clock, log)
+        await _benchmark(run, run_dir, clock, log, root)
 
     interrupted = None
     try:
@@ -251,6 +333,7 @@ def run_benchmark(benchmark_id: str, *, root: Path | None = None, log=None) -> d
         if interrupted or sys.exc_info()[0] is not None:
             kept = keep_attempt(run_dir)
             log(f"this attempt's files are kept in {kept}")
+        (run_dir / INFLIGHT).unlink(missing_ok=True)
     if interrupted:
         raise KeyboardInterrupt(interrupted)
     return run

@@ -177,6 +177,10 @@ def resolve_all(config: dict, *, root: Path, allocate: bool, only=None, remeasur
         if kind not in kinds:
             sweep.runnable = False
             sweep.skip_reason = f"service kind {kind!r} is not implemented yet"
+        else:
+            sweep.skip_reason = missing_locally(sweep.points[0].recipe)
+            sweep.runnable = sweep.skip_reason is None
+        if not sweep.runnable:
             log(f"aifb: sweep {name} will not be built: {sweep.skip_reason}")
         for point in sweep.points:
             key = _key(sweep, point, 0)
@@ -201,6 +205,27 @@ def resolve_all(config: dict, *, root: Path, allocate: bool, only=None, remeasur
         point.benchmark_id, point.predicted = bid, True
     # A sweep not yet runnable and never measured has no IDs; keep it for the index only.
     return [s for s in sweeps if all(p.benchmark_id for p in s.points) or not s.runnable]
+
+
+def missing_locally(recipe: dict) -> str | None:
+    """Why a recipe's service cannot be deployed on this machine (its server is not installed
+    here), or None. Only for the local target without an endpoint: on a cluster the service runs
+    from the target's images or modules, and an endpoint needs nothing deployed."""
+    import tempfile
+
+    from .errors import AifbError
+    from .services import get_service
+
+    service = recipe["service"]
+    if service.get("endpoint") or recipe.get("target", "local") != "local":
+        return None
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            cls = get_service(service["kind"])
+            cls(dict(service, name=recipe["name"]), Path(tmp), Path(tmp) / "log").resolve_binary()
+    except AifbError as exc:
+        return f"its server is not available on this machine ({str(exc).split(':')[0]})"
+    return None
 
 
 def runtime_minutes(recipe: dict) -> int:

@@ -577,6 +577,7 @@ def _render_md(report: dict, rules: list[SloRule]) -> str:
                    "repeats; the SLO columns show the pessimistic bound that was checked.")
         out.append("")
 
+    out += list(report.get("sections") or [])
     out += ["## How the verdict is made", "", report["verdict_rule"], "",
             "Throughput = successful requests / measurement window (warmup excluded). Latency "
             "percentiles are over the pooled per-request samples of all clients, successful "
@@ -666,10 +667,34 @@ def build_sweep_report(sweep: dict, run_dirs: list[Path], out_dir: Path) -> dict
         "points": [{k: v for k, v in r.items() if k != "rule_values"} for r in records],
     }
     out_dir.mkdir(parents=True, exist_ok=True)
+    report["sections"], report["extra_plots"] = _extension_sections(records, by_name, param, out_dir)
     write_json(out_dir / "report.json", report)
     (out_dir / "report.md").write_text(_render_md(report, rules), encoding="utf-8")
     _plots(out_dir, param, sweep.get("name") or "sweep", levels, rules, optimal)
     return report
+
+
+def _extension_sections(records: list[dict], by_name: dict, param: str, out_dir: Path):
+    """Service-specific sweep sections (LLM tokens/s and TTFT/TPOT, vector recall vs QPS) from
+    the aifb.metrics modules that apply to the sweep's runs."""
+    from .metrics import extensions
+
+    points, first_run = [], None
+    for r in records:
+        d = by_name.get(r.get("benchmark_id") or "")
+        if d is None or not (d / "summary.json").is_file():
+            continue
+        if first_run is None and (d / "run.json").is_file():
+            first_run = read_json(d / "run.json")
+        points.append({"level": r["level"], "benchmark_id": r["benchmark_id"],
+                       "summary": read_json(d / "summary.json")})
+    lines, plots = [], []
+    for ext in extensions(first_run or {}):
+        if hasattr(ext, "sweep_section"):
+            section = ext.sweep_section(points, param, out_dir)
+            lines += section.get("lines") or []
+            plots += section.get("plots") or []
+    return lines, plots
 
 
 def _summary_of(level: dict | None) -> dict | None:

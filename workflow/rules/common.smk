@@ -6,13 +6,31 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+import yaml
+
 from aifb import registry, sweep as aifb_sweep
 from aifb.errors import AifbError
+from aifb.launch_slurm import BUILTIN_LOCAL, DEFAULT_QUEUE_TIMEOUT_S, validate_targets
 
 
 validate(config, schema="../schemas/config.schema.yaml")
 
 WORKDIR = Path.cwd()
+
+
+def _load_targets():
+    """config/targets.yaml (or the file config names), validated: clusters recipes may name."""
+    path = WORKDIR / config.get("targets", "config/targets.yaml")
+    if not path.is_file():
+        return {"local": dict(BUILTIN_LOCAL)}
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:  # against workflow/schemas/targets.schema.yaml, with messages that name the field
+        return validate_targets(data, str(path))
+    except AifbError as exc:
+        raise WorkflowError(str(exc))
+
+
+TARGETS = _load_targets()
 # Same language as registry.ID_PATTERN, without {m,n} braces, which wildcard constraints can't hold.
 ID_REGEX = r"BM-\d\d\d\d\d\d\d\d-\d\d\d+"
 
@@ -43,6 +61,14 @@ def _resolve_sweeps():
 
 
 SWEEPS = _resolve_sweeps()
+for _sweep in SWEEPS:
+    for _point in _sweep.points:
+        _name = _point.recipe.get("target", "local")
+        if _name not in TARGETS:
+            raise WorkflowError(
+                f"sweep {_sweep.name}: {_point.recipe_path} names target {_name!r}, which "
+                f"config/targets.yaml does not define (defined: {', '.join(sorted(TARGETS))})"
+            )
 # IDs a dry run shows for sweep points that a real run would register (nothing is written).
 PREDICTED = {p.benchmark_id for s in SWEEPS for p in s.points if p.predicted}
 
@@ -95,12 +121,18 @@ def rerun_original_summary(wildcards):
 
 
 def benchmark_runtime_min(wildcards):
-    """Wall-time limit for one benchmark job (Slurm): load time plus deploy/preload margin."""
+    """Wall-time limit for one benchmark job (Slurm): load time plus deploy/preload margin,
+    plus, when the service is a Slurm job of its own, the time it may wait in the queue."""
     try:
         recipe = registry.get(wildcards.id, WORKDIR)["recipe"]
     except AifbError:
         return 30
-    return aifb_sweep.runtime_minutes(recipe)
+    minutes = aifb_sweep.runtime_minutes(recipe)
+    target = TARGETS.get(recipe.get("target", "local")) or {}
+    if target.get("executor") == "slurm":
+        queue_s = aifb_sweep.parse_duration(target.get("queue_timeout", DEFAULT_QUEUE_TIMEOUT_S))
+        minutes += int(-(-queue_s // 60))
+    return minutes
 
 
 def existing_run_files(wildcards):

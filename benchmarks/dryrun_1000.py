@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""How long does Snakemake take to plan the workflow with 1,000 registered benchmarks?
+
+Builds a scratch workspace like tests/support.make_workspace (config/ with no sweeps, recipes/),
+registers --ids benchmark IDs with aifb.registry.allocate (the redis recipe, one override each so
+the entries differ), then times, --repeat times each and interleaved:
+
+    snakemake -n all                                   (every registered run's report: 4 jobs/ID)
+    snakemake -n reports/<id>/report.md x N            (the same targets named on the command line)
+
+and, to find the cost, a cProfile of one `snakemake -n all` (aifb functions called by
+common.smk at parse time and by the input functions: the registry reads).
+
+    .venv/bin/python benchmarks/dryrun_1000.py [--ids 1000] [--repeat 2] [--check] [--keep]
+
+--check exits 1 when the slowest dry run takes more than --max-seconds (10).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+VENV_BIN = Path(sys.executable).parent
+
+
+def make_workspace(base: Path) -> Path:
+    ws = base / "ws"
+    (ws / "config").mkdir(parents=True)
+    shutil.copytree(ROOT / "recipes", ws / "recipes")
+    shutil.copy(ROOT / "config" / "targets.yaml", ws / "config" / "targets.yaml")
+    cfg = {"index": {"markdown": "reports/dataset_index.md", "json": "reports/index.json"},
+           "sweeps": {}}
+    (ws / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return ws
+
+
+def register(ws: Path, n: int) -> list[str]:
+    from aifb import registry
+    from aifb.recipe import load_recipe
+
+    ids = []
+    for i in range(n):
+        over = [f"load.duration={1 + i % 50}s"]
+        recipe = load_recipe(ws / "recipes" / "recipe_redis_1client.yaml", over)
+        entry = registry.make_entry(recipe, recipe_path="recipes/recipe_redis_1client.yaml",
+                                    overrides=over)
+        ids.append(registry.allocate(entry, ws))
+    return ids
+
+
+def snakemake(ws: Path, *args: str) -> tuple[float, subprocess.CompletedProcess]:
+    env = dict(os.environ, AIFB_ROOT=str(ws))
+    t = time.perf_counter()
+    proc = subprocess.run([str(VENV_BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"),
+                           "--directory", str(ws), "--profile", str(ROOT / "profiles" / "local"),
+                           *args], cwd=ws, env=env, capture_output=True, text=True, timeout=900)
+    return time.perf_counter() - t, proc
+
+
+def jobs_line(out: str) -> str:
+    for line in out.splitlines():
+        if line.strip().startswith("total"):
+            return line.strip()
+    return "?"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ids", type=int, default=1000)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--max-seconds", type=float, default=10.0)
+    ap.add_argument("--check", action="store_true")
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--no-profile", action="store_true", help="skip the --profile-parse run")
+    args = ap.parse_args()
+
+    base = Path(tempfile.mkdtemp(prefix="aifb-dry-"))
+    try:
+        ws = make_workspace(base)
+        t = time.perf_counter()
+        ids = register(ws, args.ids)
+        print(f"# registered {len(ids)} IDs ({ids[0]} .. {ids[-1]}) in "
+              f"{time.perf_counter() - t:.1f} s; workspace {ws}")
+        print(f"# load average {os.getloadavg()[0]:.2f} at start", flush=True)
+        targets = [f"reports/{i}/report.md" for i in ids]
+        results: dict[str, list[float]] = {"all": [], "targets": []}
+        for r in range(args.repeat):
+            for name, argv in (("all", ["-n", "all"]), ("targets", ["-n", *targets])):
+                dt, proc = snakemake(ws, *argv)
+                if proc.returncode != 0:
+                    print(proc.stdout[-3000:], proc.stderr[-3000:])
+                    raise SystemExit(f"snakemake {name} failed ({proc.returncode})")
+                results[name].append(dt)
+                print(f"run {r + 1}: snakemake -n {name if name == 'all' else f'<{len(ids)} report targets>'}: "
+                      f"{dt:.2f} s ({jobs_line(proc.stdout + proc.stderr)})", flush=True)
+        if not args.no_profile:
+            profile_parse(ws)
+        worst = max(max(v) for v in results.values())
+        print(f"worst: {worst:.2f} s (limit {args.max_seconds:g}); load average now "
+              f"{os.getloadavg()[0]:.2f}")
+        failed = worst > args.max_seconds
+        print("LIMIT MISSED" if failed else "limit met")
+        return 1 if (failed and args.check) else 0
+    finally:
+        if args.keep:
+            print(f"# kept {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def profile_parse(ws: Path) -> None:
+    """Where the planning time goes: cProfile of `snakemake -n all` in a child process."""
+    code = (
+        "import cProfile, pstats, sys, io\n"
+        "from snakemake.cli import main\n"
+        "pr = cProfile.Profile(); pr.enable()\n"
+        "try:\n"
+        "    main(sys.argv[1:])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "pr.disable()\n"
+        "s = io.StringIO(); st = pstats.Stats(pr, stream=s)\n"
+        "st.sort_stats('cumulative').print_stats(r'aifb|common.smk', 8)\n"
+        "st.sort_stats('tottime').print_stats(10)\n"
+        "print(s.getvalue(), file=sys.stderr)\n")
+    env = dict(os.environ, AIFB_ROOT=str(ws))
+    proc = subprocess.run([sys.executable, "-c", code, "--snakefile", str(ROOT / "Snakefile"),
+                           "--directory", str(ws), "--profile", str(ROOT / "profiles" / "local"),
+                           "-n", "all", "--quiet"], cwd=ws, env=env, capture_output=True,
+                          text=True, timeout=900)
+    err = proc.stderr
+    k = err.find("function calls")
+    text = err[err.rfind("\n", 0, k) + 1:] if k >= 0 else err[-4000:]
+    print("# cProfile of `snakemake -n all` in one process (under the profiler: slower than above):")
+    print("#   first the aifb / common.smk functions by cumulative time, then the top 10 by own time")
+    for ln in text.splitlines():
+        if ln.strip() and not ln.startswith("   Ordered by") and "List reduced" not in ln:
+            print("#   " + ln.strip()[:160])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

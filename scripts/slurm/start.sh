@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# A real single-node Slurm on this machine, for tests and for trying profiles/slurm:
+# munged + slurmctld + slurmd started directly (no systemd), partitions `cpu` (default) and
+# `gpu` (same node, no GPUs). Idempotent: installs the Debian packages when missing (as root),
+# rewrites /etc/slurm/slurm.conf only when it changed, starts only what is not running, and
+# returns once `sinfo` shows the node idle.
+#   scripts/slurm/start.sh          (SLURM_CPUS=8 SLURM_MEM_MB=16000 to size the node)
+#   scripts/slurm/stop.sh           stops the daemons (keeps packages and config)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+cd "$here"
+t_start=$(date +%s.%N)
+say() { echo "slurm: $*" >&2; }
+
+if [[ $(id -u) -ne 0 ]]; then
+  say "must run as root (it installs packages and starts daemons)"; exit 1
+fi
+
+need=()
+for pair in slurmctld:slurmctld slurmd:slurmd sinfo:slurm-client munged:munge; do
+  command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
+done
+if ((${#need[@]})); then
+  say "apt-get install ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # policy-rc.d: the packages' postinst must not try to start services (no systemd/init here)
+  had_policy=0; [[ -e /usr/sbin/policy-rc.d ]] && had_policy=1
+  ((had_policy)) || { printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  ((had_policy)) || rm -f /usr/sbin/policy-rc.d
+fi
+
+host=$(hostname -s)
+cpus=${SLURM_CPUS:-8}
+mem_mb=${SLURM_MEM_MB:-$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 * 3 / 4 ))}
+mkdir -p /etc/slurm /var/lib/slurm/slurmctld /var/lib/slurm/slurmd /var/log/slurm /run/slurm /run/munge
+conf=$(sed -e "s/@HOST@/$host/g" -e "s/@CPUS@/$cpus/g" -e "s/@MEM_MB@/$mem_mb/g" slurm.conf.in)
+reconfigure=0
+if [[ ! -f /etc/slurm/slurm.conf ]] || [[ "$conf" != "$(cat /etc/slurm/slurm.conf)" ]]; then
+  printf '%s\n' "$conf" >/etc/slurm/slurm.conf
+  reconfigure=1
+  say "wrote /etc/slurm/slurm.conf (node $host, $cpus CPUs, $mem_mb MB)"
+fi
+
+# munge: a key, then the daemon
+if [[ ! -s /etc/munge/munge.key ]]; then
+  mkdir -p /etc/munge
+  dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key status=none
+  say "created /etc/munge/munge.key"
+fi
+chown -R munge:munge /etc/munge /run/munge /var/lib/munge /var/log/munge 2>/dev/null || true
+chmod 0700 /etc/munge; chmod 0400 /etc/munge/munge.key
+running() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+if ! running /run/munge/munged.pid; then
+  su -s /bin/sh munge -c "/usr/sbin/munged --pid-file=/run/munge/munged.pid" 2>/dev/null \
+    || /usr/sbin/munged --force --pid-file=/run/munge/munged.pid
+  say "started munged"
+fi
+for _ in $(seq 50); do munge -n </dev/null | unmunge >/dev/null 2>&1 && break; sleep 0.1; done
+munge -n </dev/null | unmunge >/dev/null || { say "munge does not work"; exit 1; }
+
+if running /run/slurm/slurmctld.pid && ((reconfigure)); then
+  say "configuration changed: restarting the daemons"
+  "$here/stop.sh" --quiet --keep-munge
+fi
+if ! running /run/slurm/slurmctld.pid; then
+  /usr/sbin/slurmctld
+  say "started slurmctld"
+fi
+if ! running /run/slurm/slurmd.pid; then
+  /usr/sbin/slurmd
+  say "started slurmd"
+fi
+
+state=""
+for _ in $(seq 150); do
+  state=$(sinfo -h -n "$host" -o %t 2>/dev/null | head -1 || true)
+  [[ "$state" == idle || "$state" == mix || "$state" == alloc ]] && break
+  if [[ "$state" == down* || "$state" == drain* ]]; then
+    scontrol update nodename="$host" state=resume 2>/dev/null || true
+  fi
+  sleep 0.2
+done
+if [[ "$state" != idle && "$state" != mix && "$state" != alloc ]]; then
+  say "node $host is not up (state '${state:-none}'); see /var/log/slurm/slurmctld.log and slurmd.log"
+  exit 1
+fi
+sinfo >&2
+say "ready in $(awk -v a="$t_start" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}') s"

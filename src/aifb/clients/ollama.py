@@ -1,0 +1,305 @@
+"""Ollama: its native API (`/api/generate`, `/api/chat`, NDJSON streaming) or its
+OpenAI-compatible `/v1` API, chosen by `workload.api`:
+
+    ollama-generate | ollama-chat        -> OllamaNativeClient (this module)
+    openai-chat | openai-completions     -> OllamaOpenAIClient (aifb.clients.openai's client)
+
+`OllamaClient`, registered for the kind `ollama`, is only the dispatch: constructing it returns
+an instance of one of the two, so the engine drives either through the same Client contract.
+
+Native records carry the server's own counters beside the client's timings, as Ollama reports
+them on the final (`done: true`) line: eval_count (output tokens), prompt_eval_count,
+eval_duration, prompt_eval_duration, load_duration, total_duration (nanoseconds). output_tokens
+= eval_count (token_source "server"), prompt_tokens = prompt_eval_count. t_first is the first
+line with `done: false`; chunk_times are those lines (one token each in practice).
+
+Before measuring: validate() checks the model is present (/api/tags; a model is never pulled on
+an endpoint we did not deploy: the error says to `ollama pull` it), prepare() loads it into
+memory with an empty generate request and keep_alive, so no model load falls into the
+measurement window. A managed Ollama (aifb.services.ollama) pulls and loads it at deploy time.
+"""
+
+from __future__ import annotations
+
+import json
+
+import aiohttp
+
+from ..clock import now_ns
+from ..errors import ServiceError
+from . import register
+from .base import CoroutineClient, RequestError
+from .openai import (CONTROL_TIMEOUT_S, OLLAMA_APIS, OPENAI_APIS, ChunkAccumulator,
+                     LineSplitter, LLMWorkload, OpenAIClient, Prompt, PromptSource, _short,
+                     choose_model, connection_error_message, error_text, get_json,
+                     http_error_type, make_session, normalize_base)
+
+LABEL = "Ollama"
+DEFAULT_KEEP_ALIVE = "30m"
+LOAD_TIMEOUT_S = 600.0   # loading a large model from disk
+
+
+async def ollama_models(session: aiohttp.ClientSession, base: str, headers: dict | None = None,
+                        timeout_s: float = CONTROL_TIMEOUT_S) -> list[str]:
+    status, body = await get_json(session, base + "/api/tags", label=LABEL, base=base,
+                                  headers=headers, timeout_s=timeout_s)
+    if status in (401, 403):
+        raise ServiceError(f"{LABEL} at {base} rejected the request with HTTP {status}: check "
+                           "the API key (service.api_key_env / api_key_file)")
+    if status != 200 or not isinstance(body, dict) or not isinstance(body.get("models"), list):
+        text = body if isinstance(body, str) else json.dumps(body)
+        raise ServiceError(f"{LABEL} at {base}: GET /api/tags answered HTTP {status} "
+                           f"({_short(text or '', 120)}); is it an Ollama server?")
+    return [str(m.get("name") or m.get("model")) for m in body["models"]
+            if isinstance(m, dict) and (m.get("name") or m.get("model"))]
+
+
+async def ollama_load(session: aiohttp.ClientSession, base: str, model: str,
+                      keep_alive: str | None, headers: dict | None = None,
+                      timeout_s: float = LOAD_TIMEOUT_S) -> float:
+    """Load `model` into memory (an empty generate request); returns the seconds it took."""
+    t0 = now_ns()
+    status, body = await get_json(session, base + "/api/generate", label=LABEL, base=base,
+                                  headers=headers, timeout_s=timeout_s, method="POST",
+                                  body={"model": model, "prompt": "", "stream": False,
+                                        "keep_alive": keep_alive or DEFAULT_KEEP_ALIVE})
+    if status != 200:
+        text = body if isinstance(body, str) else json.dumps(body)
+        raise ServiceError(f"{LABEL} at {base} could not load model {model!r} (HTTP {status}: "
+                           f"{error_text(text.encode())})")
+    return (now_ns() - t0) / 1e9
+
+
+def missing_model_message(model: str, served: list[str], base: str) -> str:
+    shown = ", ".join(served) if served else "none"
+    return (f"model {model!r} is not present on {LABEL} at {base} (models present: {shown}); "
+            f"pull it first (`ollama pull {model}`) or let aifb deploy Ollama (it pulls "
+            "service.model before measuring)")
+
+
+class OllamaOpenAIClient(OpenAIClient):
+    """Ollama through its OpenAI-compatible /v1 API (no ignore_eos, no /tokenize)."""
+
+    kind = "ollama"
+    label = LABEL
+    supports_ignore_eos = False
+    tokenize_style = None
+
+    async def validate(self) -> None:
+        try:
+            await super().validate()
+        except ServiceError as exc:
+            if self.wl.model and "is not served" in str(exc):
+                raise ServiceError(missing_model_message(self.wl.model, self.served, self.base)) from None
+            raise
+
+    async def prepare(self) -> None:
+        await ollama_load(self._session, self.base, self.model, self.wl.keep_alive)
+        await super().prepare()
+
+
+class OllamaNativeClient(CoroutineClient):
+    """Ollama's native /api/generate and /api/chat (NDJSON streaming)."""
+
+    kind = "ollama"
+    label = LABEL
+
+    def __init__(self, endpoint: str, workload: dict, seed: int, secrets: dict | None = None):
+        super().__init__(endpoint, workload, seed, secrets)
+        self.base = normalize_base(endpoint)
+        self.wl = LLMWorkload.parse(workload, self.kind, OPENAI_APIS + OLLAMA_APIS)
+        secrets = secrets or {}
+        self._api_key = secrets.get("api_key") or secrets.get("password") or None
+        self.prompts = PromptSource(self.wl, seed)
+        self.model = self.wl.model
+        self.served: list[str] = []
+        self._session: aiohttp.ClientSession | None = None
+        self._url = self.base + ("/api/chat" if self.wl.chat else "/api/generate")
+        self._op = "chat" if self.wl.chat else "generate"
+        self.load_s: float | None = None
+        self._notes = []
+        if self.wl.ignore_eos:
+            self._notes.append("ignore_eos requested but Ollama does not support it: not sent "
+                               "(responses may end before max_tokens)")
+
+    def _headers(self) -> dict:
+        h = {"Content-Type": "application/json"}
+        if self._api_key:
+            h["Authorization"] = f"Bearer {self._api_key}"
+        return h
+
+    async def startup(self, connections: int) -> None:
+        self.prompts.load()
+        self._session = make_session(connections, False, self._headers())
+
+    async def shutdown(self) -> None:
+        if self._session is not None and not self._session.closed:
+            try:
+                await self._session.close()
+            except Exception:
+                pass
+
+    async def validate(self) -> None:
+        self.served = await ollama_models(self._session, self.base)
+        if self.wl.model:
+            try:
+                self.model = choose_model(self.wl.model, self.served, LABEL, self.base)
+            except ServiceError:
+                raise ServiceError(missing_model_message(self.wl.model, self.served, self.base)) from None
+        else:
+            self.model = await self._only_model()
+
+    async def _only_model(self) -> str:
+        """No workload.model: the one model present, else the one model loaded (/api/ps)."""
+        if len(self.served) == 1:
+            return self.served[0]
+        status, body = await get_json(self._session, self.base + "/api/ps", label=LABEL,
+                                      base=self.base)
+        loaded = [m.get("name") or m.get("model") for m in (body or {}).get("models", [])
+                  if isinstance(m, dict)] if status == 200 and isinstance(body, dict) else []
+        if len(loaded) == 1:
+            return loaded[0]
+        return choose_model(None, self.served, LABEL, self.base)
+
+    async def prepare(self) -> None:
+        self.load_s = await ollama_load(self._session, self.base, self.model, self.wl.keep_alive)
+
+    @classmethod
+    async def probe(cls, endpoint: str, timeout_s: float, secrets: dict | None = None) -> None:
+        base = normalize_base(endpoint)
+        async with make_session(1) as session:
+            status, body = await get_json(session, base + "/api/version", label=LABEL, base=base,
+                                          timeout_s=timeout_s)
+        if status != 200 or not isinstance(body, dict) or "version" not in body:
+            raise ServiceError(f"{LABEL} at {base}: GET /api/version answered HTTP {status}; "
+                               "is it an Ollama server?")
+
+    def describe(self) -> dict:
+        out = {
+            "kind": "ollama",
+            "protocol": f"Ollama native API ({self._url.removeprefix(self.base)}, NDJSON)",
+            "implementation": "aifb aiohttp client: NDJSON parsed from raw reads (no line-length cap)",
+            "endpoint": self.base,
+            "api": self.wl.api,
+            "model": self.model,
+            "models_present": self.served,
+            "stream": self.wl.stream,
+            "temperature": self.wl.temperature,
+            "keep_alive": self.wl.keep_alive or DEFAULT_KEEP_ALIVE,
+            "model_load_s": self.load_s,
+            "extra_body": self.wl.extra_body,
+            "prompts": self.prompts.describe(),
+            "token_count": "eval_count from the server (the final NDJSON line)",
+            "api_key": "sent (from secrets)" if self._api_key else "none",
+        }
+        if self.prompts.dataset:
+            out["dataset_sha256"] = self.prompts.dataset["sha256"]
+        if self.wl.goodput:
+            out["goodput"] = self.wl.goodput
+        if self._notes:
+            out["notes"] = list(self._notes)
+        return out
+
+    def _op_name(self, worker: int) -> str:
+        return self._op
+
+    def _body(self, prompt: Prompt) -> bytes:
+        wl = self.wl
+        body: dict = {"model": self.model}
+        if wl.chat:
+            body["messages"] = [{"role": "user", "content": prompt.text}]
+        else:
+            body["prompt"] = prompt.text
+        body["stream"] = wl.stream
+        body["options"] = {"num_predict": prompt.max_tokens, "temperature": wl.temperature}
+        body["keep_alive"] = wl.keep_alive or DEFAULT_KEEP_ALIVE
+        for k, v in wl.extra_body.items():
+            if k == "options" and isinstance(v, dict):
+                body["options"].update(v)
+            else:
+                body[k] = v
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+    async def request(self, worker: int) -> tuple:
+        prompt = self.prompts.next(worker)
+        body = self._body(prompt)
+        stream = self.wl.stream
+        acc = ChunkAccumulator(chat=self.wl.chat)
+        op = self._op
+        nbytes = 0
+        try:
+            async with self._session.post(self._url, data=body) as resp:
+                if resp.status != 200:
+                    raw = await resp.read()
+                    return (op, False, http_error_type(resp.status),
+                            f"HTTP {resp.status}: {error_text(raw)}", len(body), len(raw), None,
+                            now_ns())
+                if stream:
+                    split = LineSplitter()
+                    feed = acc.feed_ollama_line
+                    async for data in resp.content.iter_any():
+                        t = now_ns()
+                        nbytes += len(data)
+                        for line in split.feed(data):
+                            feed(line, t)
+                    t_end = now_ns()
+                    rest = split.rest()
+                    if rest:
+                        feed(rest, t_end)
+                else:
+                    raw = await resp.read()
+                    t_end = now_ns()
+                    nbytes = len(raw)
+                    try:
+                        obj = json.loads(raw)
+                    except ValueError:
+                        obj = None
+                    if not isinstance(obj, dict):
+                        return (op, False, "ProtocolError", "the response body is not a JSON object",
+                                len(body), nbytes, None, t_end)
+                    acc.feed_ollama_obj(obj, t_end, streamed=False)
+        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
+            t_end = now_ns()
+            extra = acc.extra(prompt.max_tokens, True, *acc.output_tokens())
+            return (op, False, "ConnectionError",
+                    f"the response was cut off after {len(acc.chunk_times)} chunk(s): "
+                    f"{_short(str(exc), 120) or type(exc).__name__}", len(body), nbytes,
+                    acc.t_first, t_end, extra)
+        except (aiohttp.ClientError, OSError) as exc:
+            raise RequestError("ConnectionError",
+                               connection_error_message(LABEL, self.base, exc)) from None
+        bad = None
+        if acc.error is not None:
+            bad = acc.error
+        elif not acc.done:
+            bad = ("IncompleteStream", f"the response ended after {len(acc.chunk_times)} "
+                   "line(s) without a done line")
+        elif stream and acc.t_first is None and not acc.server:
+            bad = ("EmptyResponse", "the stream carried no token")
+        tokens, source = acc.output_tokens()
+        extra = acc.extra(prompt.max_tokens, stream, tokens, source)
+        if bad:
+            return (op, False, bad[0], bad[1], len(body), nbytes, acc.t_first, t_end, extra)
+        return (op, True, None, None, len(body), nbytes, acc.t_first, t_end, extra)
+
+
+@register("ollama")
+class OllamaClient:
+    """Dispatch for the kind `ollama`: OllamaNativeClient for workload.api ollama-*,
+    OllamaOpenAIClient for openai-*."""
+
+    kind = "ollama"
+    label = LABEL
+
+    def __new__(cls, endpoint: str, workload: dict, seed: int, secrets: dict | None = None):
+        api = (workload or {}).get("api", "openai-chat")
+        impl = OllamaNativeClient if api in OLLAMA_APIS else OllamaOpenAIClient
+        return impl(endpoint, workload, seed, secrets)
+
+    @classmethod
+    async def probe(cls, endpoint: str, timeout_s: float, secrets: dict | None = None) -> None:
+        await OllamaNativeClient.probe(endpoint, timeout_s, secrets)
+
+
+__all__ = ["OllamaClient", "OllamaNativeClient", "OllamaOpenAIClient", "ollama_models",
+           "ollama_load", "PromptSource"]

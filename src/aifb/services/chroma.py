@@ -1,0 +1,114 @@
+"""ChromaDB as a local process: `chroma run --path DIR --host 127.0.0.1 --port P` (pip chromadb).
+
+The data directory is <workdir>/chroma-data (results/<id>/service/chroma-data) and is removed at
+teardown unless service.keep_data is true (it is a copy of seeded data, not a result).
+Telemetry is off (ANONYMIZED_TELEMETRY=False). Readiness is a real GET /api/v2/heartbeat.
+On clusters the `chromadb/chroma` image runs the same server (recorded as cluster_image).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from . import register
+from .base import LocalProcessService
+
+CLUSTER_IMAGE = "docker.io/chromadb/chroma"
+
+
+@contextlib.contextmanager
+def extra_environment(env: dict):
+    """Set variables for the child process the base class spawns (it inherits os.environ),
+    and restore the previous values afterwards."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def package_version(binary: str, package: str) -> str | None:
+    """The pip version of `package` in the environment whose interpreter runs `binary` (a
+    console script), read from its shebang; None when that cannot be told."""
+    try:
+        with open(binary, "rb") as fh:
+            first = fh.readline(512).decode("utf-8", "replace").strip()
+    except OSError:
+        return None
+    if not first.startswith("#!") or "python" not in first:
+        return None
+    interp = first[2:].strip().split()[0]
+    try:
+        out = subprocess.run([interp, "-c", "import importlib.metadata as m, sys; "
+                              f"print(m.version({package!r}))"],
+                             capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
+
+
+@register("chroma")
+class ChromaService(LocalProcessService):
+    binary_name = "chroma"
+    install_hint = ("install it with `pip install chromadb` (the `chroma` command comes with it; "
+                    "on clusters use the chromadb/chroma image).")
+    environment = {"ANONYMIZED_TELEMETRY": "False"}
+
+    def resolve_binary(self) -> str:
+        """service.binary, else `chroma` on PATH, else the one installed beside this Python
+        (the harness's own environment, where `pip install chromadb` puts it)."""
+        if not self.spec.get("binary") and not shutil.which(self.binary_name):
+            beside = Path(sys.executable).parent / self.binary_name
+            if beside.is_file() and os.access(beside, os.X_OK):
+                return str(beside)
+        return super().resolve_binary()
+
+    def argv(self, binary: str, host: str, port: int, workdir: Path) -> list[str]:
+        self.data_dir = workdir / "chroma-data"
+        return [binary, "run", "--path", str(self.data_dir), "--host", host, "--port", str(port),
+                *self.spec.get("args", [])]
+
+    def version(self, binary: str) -> str | None:
+        pkg = package_version(binary, "chromadb")
+        try:
+            out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=20,
+                                 env={**os.environ, **self.environment})
+            m = re.search(r"(\d+\.\d+\.\d+\S*)", out.stdout)
+            cli = m.group(1) if m else None
+        except (OSError, subprocess.TimeoutExpired):
+            cli = None
+        self.info.extra.update({"package": "chromadb", "package_version": pkg,
+                                "cli_version": cli, "cluster_image": self.cluster_image()})
+        return pkg or cli
+
+    def cluster_image(self) -> str:
+        return self.spec.get("image") or (
+            f"{CLUSTER_IMAGE}:{self.spec['version']}" if self.spec.get("version") else CLUSTER_IMAGE)
+
+    def endpoint_for(self, host: str, port: int) -> str:
+        return f"http://{host}:{port}"
+
+    async def deploy(self) -> str:
+        with extra_environment(self.environment):
+            endpoint = await super().deploy()
+        self.info.extra["data_dir"] = str(self.data_dir)
+        self.info.extra["telemetry"] = "off (ANONYMIZED_TELEMETRY=False)"
+        return endpoint
+
+    async def teardown(self) -> None:
+        await super().teardown()
+        data = getattr(self, "data_dir", None)
+        if data is not None and not self.spec.get("keep_data") and data.is_dir():
+            shutil.rmtree(data, ignore_errors=True)
+            self.info.extra["data_dir_removed"] = True

@@ -1,0 +1,120 @@
+"""Qdrant as a local process: the `qdrant` binary (when on PATH or service.binary), configured
+through its environment variables, bound to 127.0.0.1.
+
+    QDRANT__SERVICE__HOST=127.0.0.1  QDRANT__SERVICE__HTTP_PORT=P  QDRANT__SERVICE__GRPC_PORT=G
+    QDRANT__STORAGE__STORAGE_PATH=<workdir>/storage  QDRANT__STORAGE__SNAPSHOTS_PATH=<workdir>/snapshots
+    QDRANT__TELEMETRY_DISABLED=true  [QDRANT__SERVICE__API_KEY=<from service.api_key_env/_file>]
+    qdrant --disable-telemetry [service.args...]
+
+The API key travels only in the child's environment (never in argv, run.json or a log line).
+Readiness is a real GET /readyz. Qdrant cannot be installed on every machine (there is no pip or
+Debian package): without the binary, deploy fails with a message saying what to do. On clusters
+the `qdrant/qdrant` image runs the same server (recorded as cluster_image).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from .. import launch
+from ..errors import ServiceError
+from . import register
+from .base import LocalProcessService
+from .chroma import extra_environment
+
+CLUSTER_IMAGE = "docker.io/qdrant/qdrant"
+
+
+def api_key_from_spec(spec: dict) -> str | None:
+    """The API key a recipe names (service.api_key_env / api_key_file; password_env and
+    password_file work too). Never the key itself in the recipe."""
+    for env_field in ("api_key_env", "password_env"):
+        name = spec.get(env_field)
+        if name:
+            if name not in os.environ:
+                raise ServiceError(f"service.{env_field} names {name}, which is not set in the "
+                                   "environment")
+            return os.environ[name]
+    for file_field in ("api_key_file", "password_file"):
+        path = spec.get(file_field)
+        if path:
+            try:
+                return Path(path).expanduser().read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ServiceError(f"service.{file_field} {path}: {exc.strerror}") from None
+    return None
+
+
+@register("qdrant")
+class QdrantService(LocalProcessService):
+    binary_name = "qdrant"
+    install_hint = ("Qdrant has no pip or Debian package: download the `qdrant` release binary "
+                    "(github.com/qdrant/qdrant/releases) onto PATH, or run the qdrant/qdrant "
+                    "container (on clusters: Apptainer `docker://qdrant/qdrant`).")
+
+    def argv(self, binary: str, host: str, port: int, workdir: Path) -> list[str]:
+        return [binary, "--disable-telemetry", *self.spec.get("args", [])]
+
+    def environment(self, host: str, port: int) -> dict:
+        grpc_port = self.spec.get("grpc_port") or launch.free_port(host)
+        while grpc_port == port:
+            grpc_port = launch.free_port(host)
+        env = {
+            "QDRANT__SERVICE__HOST": host,
+            "QDRANT__SERVICE__HTTP_PORT": str(port),
+            "QDRANT__SERVICE__GRPC_PORT": str(grpc_port),
+            "QDRANT__STORAGE__STORAGE_PATH": str(self.workdir / "storage"),
+            "QDRANT__STORAGE__SNAPSHOTS_PATH": str(self.workdir / "snapshots"),
+            "QDRANT__TELEMETRY_DISABLED": "true",
+        }
+        self.info.extra.update({"grpc_port": grpc_port, "storage": env["QDRANT__STORAGE__STORAGE_PATH"],
+                                "telemetry": "disabled", "config_env": sorted(env)})
+        return env
+
+    def version(self, binary: str) -> str | None:
+        self.info.extra["cluster_image"] = self.cluster_image()
+        try:
+            out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        m = re.search(r"(\d+\.\d+\.\d+\S*)", out.stdout)
+        return m.group(1) if m else (out.stdout.strip() or None)
+
+    def cluster_image(self) -> str:
+        return self.spec.get("image") or (
+            f"{CLUSTER_IMAGE}:v{self.spec['version'].lstrip('v')}" if self.spec.get("version")
+            else CLUSTER_IMAGE)
+
+    def endpoint_for(self, host: str, port: int) -> str:
+        return f"http://{host}:{port}"
+
+    async def probe(self, endpoint: str, timeout_s: float) -> None:
+        from ..clients.qdrant import QdrantClient
+        key = getattr(self, "_key", None)
+        await QdrantClient.probe(endpoint, timeout_s, {"api_key": key} if key else None)
+
+    async def deploy(self) -> str:
+        key = self._key = api_key_from_spec(self.spec)
+        self.resolve_binary()  # fail with the install hint before anything else
+        host = self.spec.get("host", "127.0.0.1")
+        if self.spec.get("port") is None:  # the port goes into the environment: choose it here
+            self.spec = {**self.spec, "port": launch.free_port(host)}
+        env = self.environment(host, int(self.spec["port"]))
+        if key:
+            env["QDRANT__SERVICE__API_KEY"] = key
+        # The base class spawns the server with the harness's environment: add ours for that.
+        with extra_environment(env):
+            endpoint = await super().deploy()
+        self.info.extra["api_key"] = "set (through the environment)" if key else None
+        return endpoint
+
+    async def teardown(self) -> None:
+        await super().teardown()
+        storage = self.workdir / "storage"
+        if not self.spec.get("keep_data") and self.info.extra.get("storage") and storage.is_dir():
+            shutil.rmtree(storage, ignore_errors=True)
+            self.info.extra["storage_removed"] = True

@@ -1,0 +1,1 @@
+"""Fake servers for protocols whose real server cannot be installed here (named as fakes)."""

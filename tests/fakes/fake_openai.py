@@ -1,0 +1,326 @@
+"""FAKE OpenAI-compatible LLM server (vLLM-flavoured) with exactly known timings. Not a model.
+
+For what a real server cannot show: exact time to first token and inter-token gaps (to check
+the harness's TTFT/TPOT/ITL to the millisecond), injected faults, API keys, and vLLM itself
+(whose wheel is CUDA-only, so no real vLLM runs on these machines). It follows the documented
+OpenAI API as vLLM serves it:
+
+    GET  /health                 200 (vLLM)
+    GET  /version                {"version": "0.0.0-fake"}
+    GET  /v1/models              {"object": "list", "data": [{"id": ..., "object": "model"}]}
+    POST /v1/chat/completions    chat; stream=true: SSE `data: {...}` chunks, `data: [DONE]`
+    POST /v1/completions         completions; same
+    POST /tokenize               vLLM's: {"count", "tokens", "max_model_len"} (1 token per word)
+
+Streams as vLLM does: the first chunk (role "assistant", content "") and the first token's
+chunk together at TTFT, one chunk per token, finish_reason on the last token's chunk, then -
+when stream_options.include_usage - a chunk with `choices: []` and `usage`, then [DONE].
+Unknown models get vLLM's 404 NotFoundError; with an API key (--api-key or VLLM_API_KEY) a
+request without the right `Authorization: Bearer` gets 401 {"error": "Unauthorized"}.
+
+Timing: the request's arrival is t0; token i (0-based) is written at t0 + ttft + i * itl,
+scheduled on absolute times (no drift). Output length = max_tokens (as with ignore_eos).
+
+Faults and variants, per request through extra body fields (workload.extra_body):
+    fake_error_after: k      after k tokens, an error event (vLLM's mid-stream error) and end
+    fake_drop_after: k       after k tokens, drop the connection mid-response
+    fake_no_usage: true      no usage (neither in the stream nor in a non-streamed body)
+    fake_tokens_per_chunk: m m tokens per chunk (usage counts tokens, so chunks != tokens)
+    fake_ttft_ms, fake_itl_ms override the server's timings for this request
+
+Command line (also accepts vLLM's: `fake_openai.py serve MODEL --host H --port P
+[--served-model-name N] [--api-key K]`):
+
+    python tests/fakes/fake_openai.py serve fake-model --port 8000 --ttft-ms 50 --itl-ms 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+
+from aiohttp import web
+
+VERSION = "0.0.0-fake"
+
+
+class Config:
+    def __init__(self, models=("fake-model",), ttft_ms=20.0, itl_ms=5.0, api_key=None,
+                 usage=True, owned_by="vllm"):
+        self.models = list(models)
+        self.ttft_ms = float(ttft_ms)
+        self.itl_ms = float(itl_ms)
+        self.api_key = api_key
+        self.usage = usage
+        self.owned_by = owned_by
+
+
+def count_words(text: str) -> int:
+    return len(text.split())
+
+
+def prompt_of(body: dict) -> str:
+    if "messages" in body:
+        return " ".join(str(m.get("content") or "") for m in body["messages"] if isinstance(m, dict))
+    p = body.get("prompt", "")
+    return p if isinstance(p, str) else " ".join(map(str, p))
+
+
+def error_json(message: str, type_: str, code: int) -> dict:
+    return {"object": "error", "message": message, "type": type_, "param": None, "code": code}
+
+
+def authorized(request: web.Request, cfg: Config) -> bool:
+    if not cfg.api_key:
+        return True
+    return request.headers.get("Authorization", "") == f"Bearer {cfg.api_key}"
+
+
+async def sleep_until(loop, t: float) -> None:
+    delay = t - loop.time()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+async def write_tokens(request, resp, n_tokens: int, ttft_s: float, itl_s: float, t0: float,
+                       make_chunks, per_chunk: int = 1, stop_after: int | None = None) -> int:
+    """Write n_tokens at t0 + ttft + i * itl (absolute), grouping per_chunk tokens per chunk;
+    `make_chunks(i, k, last)` returns the bytes for tokens i..i+k-1. Returns tokens written."""
+    loop = asyncio.get_running_loop()
+    i = 0
+    while i < n_tokens:
+        if stop_after is not None and i >= stop_after:
+            break
+        k = min(per_chunk, n_tokens - i)
+        await sleep_until(loop, t0 + ttft_s + (i + k - 1) * itl_s)
+        if i == 0:
+            request["fake_first_write_ns"] = time.perf_counter_ns()
+        await resp.write(make_chunks(i, k, i + k >= n_tokens))
+        i += k
+    return i
+
+
+def sse(obj) -> bytes:
+    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+
+def token_text(i: int) -> str:
+    return f" tok{i}"
+
+
+class FakeOpenAI:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.requests = 0
+
+    def routes(self, app: web.Application, prefix_models=True) -> None:
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/version", self.version)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/completions", self.completions)
+        app.router.add_post("/tokenize", self.tokenize)
+
+    async def health(self, request):
+        return web.Response(status=200)
+
+    async def version(self, request):
+        return web.json_response({"version": VERSION})
+
+    async def models(self, request):
+        if not authorized(request, self.cfg):
+            return web.json_response({"error": "Unauthorized"}, status=401)
+        return web.json_response({"object": "list", "data": [
+            {"id": m, "object": "model", "created": 0, "owned_by": self.cfg.owned_by, "root": m}
+            for m in self.cfg.models]})
+
+    async def tokenize(self, request):
+        if not authorized(request, self.cfg):
+            return web.json_response({"error": "Unauthorized"}, status=401)
+        body = await request.json()
+        n = count_words(body.get("prompt") or prompt_of(body))
+        return web.json_response({"count": n, "tokens": list(range(n)), "max_model_len": 4096})
+
+    def served(self, model) -> bool:
+        return model in self.cfg.models
+
+    async def chat(self, request):
+        return await self._generate(request, chat=True)
+
+    async def completions(self, request):
+        return await self._generate(request, chat=False)
+
+    async def _generate(self, request: web.Request, chat: bool):
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        arrival_ns = time.perf_counter_ns()
+        self.requests += 1
+        if not authorized(request, self.cfg):
+            return web.json_response({"error": "Unauthorized"}, status=401)
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response(error_json("invalid JSON body", "BadRequestError", 400), status=400)
+        model = body.get("model")
+        if not self.served(model):
+            return web.json_response(error_json(f"The model `{model}` does not exist.",
+                                                "NotFoundError", 404), status=404)
+        if (chat and not body.get("messages")) or (not chat and "prompt" not in body):
+            return web.json_response(error_json("messages or prompt missing", "BadRequestError", 400),
+                                     status=400)
+        stream = bool(body.get("stream", False))
+        if body.get("stream_options") and not stream:
+            return web.json_response(error_json("Stream options can only be defined when `stream=True`.",
+                                                "BadRequestError", 400), status=400)
+        n = int(body.get("max_tokens") or body.get("max_completion_tokens") or 16)
+        ttft = float(body.get("fake_ttft_ms", self.cfg.ttft_ms)) / 1e3
+        itl = float(body.get("fake_itl_ms", self.cfg.itl_ms)) / 1e3
+        usage_on = self.cfg.usage and not body.get("fake_no_usage")
+        prompt_tokens = count_words(prompt_of(body))
+        rid = f"{'chatcmpl' if chat else 'cmpl'}-fake{self.requests}"
+        created = int(time.time())
+        obj_name = "chat.completion.chunk" if chat else "text_completion"
+
+        def usage(k):
+            return {"prompt_tokens": prompt_tokens, "completion_tokens": k,
+                    "total_tokens": prompt_tokens + k}
+
+        if not stream:
+            await sleep_until(loop, t0 + ttft + (n - 1) * itl)
+            text = "".join(token_text(i) for i in range(n))
+            choice = ({"index": 0, "message": {"role": "assistant", "content": text},
+                       "finish_reason": "length"} if chat else
+                      {"index": 0, "text": text, "finish_reason": "length", "logprobs": None})
+            out = {"id": rid, "object": "chat.completion" if chat else "text_completion",
+                   "created": created, "model": model, "choices": [choice]}
+            if usage_on:
+                out["usage"] = usage(n)
+            return web.json_response(out)
+
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                           "Cache-Control": "no-cache",
+                                           "X-Fake-Arrival-Ns": str(arrival_ns)})
+        await resp.prepare(request)
+        include_usage = usage_on and bool((body.get("stream_options") or {}).get("include_usage"))
+
+        def chunk(delta_or_text, finish=None):
+            if chat:
+                choice = {"index": 0, "delta": delta_or_text, "logprobs": None,
+                          "finish_reason": finish}
+            else:
+                choice = {"index": 0, "text": delta_or_text, "logprobs": None,
+                          "finish_reason": finish}
+            return sse({"id": rid, "object": obj_name, "created": created, "model": model,
+                        "choices": [choice]})
+
+        def make_chunks(i, k, last):
+            text = "".join(token_text(j) for j in range(i, i + k))
+            out = b""
+            if i == 0 and chat:
+                out += chunk({"role": "assistant", "content": ""})
+            out += chunk({"content": text} if chat else text, "length" if last else None)
+            return out
+
+        per_chunk = int(body.get("fake_tokens_per_chunk", 1))
+        err_after = body.get("fake_error_after")
+        drop_after = body.get("fake_drop_after")
+        stop = err_after if err_after is not None else drop_after
+        written = await write_tokens(request, resp, n, ttft, itl, t0, make_chunks, per_chunk,
+                                     stop_after=stop)
+        if drop_after is not None and written < n:
+            request.transport.close()   # mid-response: no terminating chunk
+            return resp
+        if err_after is not None and written < n:
+            await resp.write(sse({"error": error_json("fake: the engine failed mid-stream",
+                                                      "InternalServerError", 500)}))
+            await resp.write(b"data: [DONE]\n\n")
+            await resp.write_eof()
+            return resp
+        if include_usage:
+            await resp.write(sse({"id": rid, "object": obj_name, "created": created,
+                                  "model": model, "choices": [], "usage": usage(written),
+                                  "fake_timing": {"arrival_ns": arrival_ns,
+                                                  "first_write_ns": request.get("fake_first_write_ns")}}))
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+
+def spawn(script: str, args: list[str], port: int, env: dict | None = None,
+          health: str = "/health", timeout_s: float = 15.0):
+    """Start a fake (this file or fake_ollama.py) as a subprocess and wait until `health`
+    answers 200; returns the Popen (the caller kills it). For tests."""
+    import subprocess
+    import tempfile
+    import urllib.request
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent / script
+    errors = tempfile.TemporaryFile()
+    proc = subprocess.Popen([sys.executable, str(path), *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=errors, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{health}", timeout=1) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            errors.seek(0)
+            err = errors.read().decode(errors="replace")[-2000:]
+            raise RuntimeError(f"{script} did not start on port {port}: {err}")
+        time.sleep(0.05)
+
+
+def make_app(cfg: Config) -> web.Application:
+    app = web.Application()
+    FakeOpenAI(cfg).routes(app)
+    return app
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("cmd", nargs="?", default="serve", help="serve (as `vllm serve`)")
+    p.add_argument("model", nargs="?", default=None)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--served-model-name", default=None)
+    p.add_argument("--models", default=None, help="comma-separated model names to serve")
+    p.add_argument("--api-key", default=os.environ.get("VLLM_API_KEY"))
+    p.add_argument("--ttft-ms", type=float, default=20.0)
+    p.add_argument("--itl-ms", type=float, default=5.0)
+    p.add_argument("--no-usage", action="store_true")
+    p.add_argument("--version", action="store_true")
+    args, _unknown = p.parse_known_args(argv)   # vLLM engine args are accepted and ignored
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.version or args.cmd == "--version":
+        print(VERSION)
+        return 0
+    models = (args.models.split(",") if args.models else
+              [args.served_model_name or args.model or "fake-model"])
+    cfg = Config(models=models, ttft_ms=args.ttft_ms, itl_ms=args.itl_ms, api_key=args.api_key,
+                 usage=not args.no_usage)
+    try:
+        import uvloop
+        uvloop.install()
+    except (ImportError, AttributeError):
+        pass
+    web.run_app(make_app(cfg), host=args.host, port=args.port, print=None, access_log=None,
+                handle_signals=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
