@@ -55,3 +55,17 @@ def redis_server(tmp_path_factory):
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+# -- CI: a skip is a failure ------------------------------------------------------------------
+# .ci/run installs and starts every server the suite uses, so in CI a test that skips because
+# its server is missing would hide a broken install; it fails instead.
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if (os.environ.get("CI", "").lower() in ("1", "true", "yes") and report.skipped
+            and not hasattr(report, "wasxfail")):
+        report.outcome = "failed"
+        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.longrepr = f"CI: skipped tests fail here (a server the test needs is missing): {reason}"
