@@ -16,8 +16,9 @@ own (HDR histogram, 1 µs resolution in --csv).
 --processes 1 2 runs aifb with load.processes = 1 and 2 (clients = processes, concurrency =
 C / processes: the same C connections, spread over the worker processes).
 
---open-loop adds, per concurrency and process count, an aifb open-loop run at a rate of
---rate-fraction (0.9) x redis-benchmark's closed-loop ops/s of that concurrency (constant
+--open-loop adds, per concurrency and process count, aifb open-loop runs at rates of
+--rate-fraction (0.9; several allowed) x redis-benchmark's closed-loop ops/s of that concurrency
+(its first measured run; constant
 arrivals, C connections as the in-flight cap) and reports the achieved rate, the latency from
 t_sched (includes queueing: no coordinated omission), the service time t_end - t_start and the
 scheduling lag. Near saturation, latency from t_sched exceeds the closed-loop latency: the
@@ -148,7 +149,9 @@ def main() -> int:
                     help="load.processes values to run aifb with (e.g. 1 2)")
     ap.add_argument("--open-loop", action="store_true",
                     help="also run aifb open loop at --rate-fraction x redis-benchmark's ops/s")
-    ap.add_argument("--rate-fraction", type=float, default=0.9)
+    ap.add_argument("--rate-fraction", type=float, nargs="+", default=[0.9],
+                    help="open-loop rates as fractions of redis-benchmark's ops/s (first run of "
+                         "that concurrency), e.g. 0.3 0.6 0.9")
     ap.add_argument("--open-min-concurrency", type=int, default=8,
                     help="open loop only at concurrencies >= this (one connection cannot carry "
                          "an open-loop rate near its closed-loop throughput without queueing)")
@@ -192,12 +195,12 @@ def main() -> int:
             ours: dict[tuple, list] = {}
             modes = [("closed", P) for P in args.processes]
             if args.open_loop and c >= args.open_min_concurrency:
-                modes += [("open", P) for P in args.processes]
+                modes += [(f"open{f:g}", P) for f in args.rate_fraction for P in args.processes]
 
             def ours_once():
                 for mode, P in modes:
-                    ref = (sum(x["ops_s"] for x in rb) / len(rb)) if rb else est["ops_s"]
-                    rate = args.rate_fraction * ref if mode == "open" else None
+                    ref = rb[0]["ops_s"] if rb else est["ops_s"]
+                    rate = float(mode[4:]) * ref if mode.startswith("open") else None
                     ours.setdefault((mode, P), []).append(
                         aifb_run(port, c, args.seconds, args.keyspace, args.size, workdir, P, rate))
 
@@ -242,19 +245,19 @@ def main() -> int:
                   f"{ou['cpu_all']:>7.2f} | {(ou['lag_p99_s'] or 0) * 1e3:>8.2f}")
     if args.open_loop:
         print()
-        print(f"open loop at {args.rate_fraction:g} x redis-benchmark's ops/s (constant arrivals; "
-              "latency = t_end - t_sched, service = t_end - t_start)")
-        print(f"{'conc':>4} {'P':>2} | {'offered/s':>10} | {'achieved/s':>10} | {'ach/off':>7} | "
+        print("open loop at a fraction of redis-benchmark's ops/s (its first run at that "
+              "concurrency; constant arrivals; latency = t_end - t_sched, service = t_end - t_start)")
+        print(f"{'conc':>4} {'P':>2} {'frac':>4} | {'offered/s':>10} | {'achieved/s':>10} | {'ach/off':>7} | "
               f"{'lat p50 ms':>10} | {'lat p99 ms':>10} | {'svc p50 ms':>10} | {'svc p99 ms':>10} | "
               f"{'sched lag p99':>13} | {'rb p50/p99 ms':>13} | {'cpu sum':>7}")
         print("-" * 140)
         for c, r in results.items():
             rb = r["redis_benchmark"]
-            for P in args.processes:
-                ou = r.get(f"aifb_open_p{P}")
+            for f, P in [(f, P) for f in args.rate_fraction for P in args.processes]:
+                ou = r.get(f"aifb_open{f:g}_p{P}")
                 if ou is None:
                     continue
-                print(f"{c:>4} {P:>2} | {ou['offered']:>10,.0f} | {ou['ops_s']:>10,.0f} | "
+                print(f"{c:>4} {P:>2} {f:>4g} | {ou['offered']:>10,.0f} | {ou['ops_s']:>10,.0f} | "
                       f"{ou['ops_s'] / ou['offered']:>7.2f} | {ou['p50_s'] * 1e3:>10.3f} | "
                       f"{ou['p99_s'] * 1e3:>10.3f} | {ou['svc_p50_s'] * 1e3:>10.3f} | "
                       f"{ou['svc_p99_s'] * 1e3:>10.3f} | {ou['sched_lag_p99_s'] * 1e3:>10.3f} ms | "

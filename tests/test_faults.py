@@ -205,3 +205,51 @@ def test_disk_full_while_writing_records_keeps_a_valid_prefix(tmp_path):
         assert all(r["phase"] == "measure" for r in records)
     finally:
         subprocess.run(["umount", "-l", str(mnt)])
+
+
+# ---------------------------------------------------------------- the client is SIGKILLed
+def _benchmark_process(ws: Path) -> int | None:
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                cmd = (p / "cmdline").read_bytes()
+                if b"run_benchmark.py" in cmd and str(ws).encode() in os.readlink(p / "cwd").encode():
+                    return int(p.name)
+            except OSError:
+                continue
+    return None
+
+
+def test_sigkilled_client_leaves_a_valid_prefix_and_a_partial_attempt(tmp_path):
+    from support import snakemake
+
+    ws = make_workspace(tmp_path)
+    env = dict(os.environ, AIFB_ROOT=str(ws))
+    proc = subprocess.Popen([str(VENV_BIN / "aifb"), "run", "recipes/recipe_redis_1client.yaml",
+                             "--set", "load.duration=4s", "--set", "load.warmup=0s"],
+                            cwd=ws, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline, victim = time.time() + 60, None
+    while time.time() < deadline and victim is None:
+        recs = list((ws / "results").glob("BM-*/requests.jsonl"))
+        if recs and recs[0].stat().st_size > 20000:
+            victim = _benchmark_process(ws)
+        time.sleep(0.05)
+    assert victim, "the benchmark never got going"
+    run_dir = recs[0].parent
+    service_pid = read_json(run_dir / "run.json")["service"]["pid"]
+    os.kill(victim, signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    time.sleep(0.5)
+    assert not pid_alive(service_pid) and redis_servers_under(ws) == []  # PR_SET_PDEATHSIG
+    # Snakemake removed the failed job's outputs; the in-flight links kept them.
+    kept = (run_dir / ".requests.jsonl.inflight").read_text().splitlines()
+    assert len(kept) > 100 and all(json.loads(line) for line in kept[:-1])
+    # The next build of the same ID keeps that attempt, marked partial, and measures again.
+    again = snakemake(ws, f"reports/{run_dir.name}/report.md")
+    assert again.returncode == 0, again.stderr[-2000:]
+    old = read_json(run_dir / "attempts" / "1" / "run.json")
+    assert old["status"] == "partial" and "killed" in old["reason"]
+    old_lines = (run_dir / "attempts" / "1" / "requests.jsonl").read_text().splitlines()
+    assert len(old_lines) >= len(kept) - 1
+    assert read_json(run_dir / "run.json")["status"] == "completed"

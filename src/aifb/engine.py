@@ -203,10 +203,11 @@ class _Arrivals:
         return None
 
     def on_timer(self) -> None:
-        self.timer.clear()
         if self.eng.running:
             self.dispatch_due()
-            self.timer.arm(self.t)
+            self.timer.arm(self.t)  # re-arming also resets the expiration count: no read needed
+        else:
+            self.timer.clear()
 
     def stop(self, loop) -> None:
         if self.timer is not None:

@@ -76,6 +76,14 @@ def _next_attempt_dir(run_dir: Path) -> Path:
 # job's Snakemake (inside the job) removes the job's outputs at once, while the runner is still
 # writing and stopping; through this link the records survive for keep_attempt().
 INFLIGHT = ".requests.jsonl.inflight"
+# Likewise the latest run.json (a copy: run.json is replaced by rename, which a link can't
+# follow), so that an attempt killed outright (SIGKILL, OOM) can still say what it was.
+INFLIGHT_RUN = ".run.json.inflight"
+
+
+def save_run(run_dir: Path, run: dict) -> None:
+    write_json(run_dir / "run.json", run)
+    write_json(run_dir / INFLIGHT_RUN, run)
 
 
 def _records_size(run_dir: Path) -> int:
@@ -115,6 +123,16 @@ def archive_previous_attempt(run_dir: Path) -> Path | None:
         if not (run_dir / "requests.jsonl").exists():
             os.link(shadow, run_dir / "requests.jsonl")
         shadow.unlink()
+    shadow_run = run_dir / INFLIGHT_RUN
+    if shadow_run.exists():
+        if not (run_dir / "run.json").exists():
+            last = read_json(shadow_run)
+            if last.get("status") == "running":  # it never wrote its final status
+                last["status"] = "partial" if _records_size(run_dir) else "failed"
+                last["reason"] = ("the benchmark process was killed before it finished (no final "
+                                  "status was written); the records up to then are kept")
+            write_json(run_dir / "run.json", last)
+        shadow_run.unlink()
     present = [f for f in RUN_FILES if (run_dir / f).exists()]
     if not present:
         return None
@@ -190,7 +208,6 @@ async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path 
     spec = dict(recipe["service"], name=recipe["name"])
     records_path = run_dir / "requests.jsonl"
     records_path.touch()
-    run_json = run_dir / "run.json"
     service = client_jobs = None
     try:
         service_cls = get_service(spec["kind"])  # an unimplemented kind stops here, clearly
@@ -207,7 +224,7 @@ async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path 
 
                 def checkpoint():  # the job ID is in run.json before we wait for the job
                     run["service"].update(service.describe())
-                    write_json(run_json, run)
+                    save_run(run_dir, run)
 
                 service = SlurmServiceLauncher(spec, run_dir, target, benchmark_id=run["benchmark_id"],
                                                recipe=recipe, log=log, on_submit=checkpoint)
@@ -218,7 +235,7 @@ async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path 
                 endpoint = await service.deploy()
             finally:
                 run["service"].update(service.describe())
-                write_json(run_json, run)
+                save_run(run_dir, run)
             where = (f"Slurm job {service.info.job_id} on {service.info.node}, "
                      if service.info.job_id else "")
             log(f"{spec['kind']} ready at {endpoint} after {service.info.ready_s:.2f} s "
@@ -236,7 +253,7 @@ async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path 
                                          settings=settings, recipe=recipe, clock=clock, log=log)
                 await client_jobs.start()
                 run["clients"].update(client_jobs.describe())
-                write_json(run_json, run)
+                save_run(run_dir, run)
                 load0, on_ready = client_jobs.load_for(0), client_jobs.barrier
         stats = await run_load(kind=spec["kind"], endpoint=endpoint, workload=recipe.get("workload") or {},
                                load=load0, seed=recipe.get("seed", 42), records_path=records_path,
@@ -299,7 +316,7 @@ def run_benchmark(benchmark_id: str, *, root: Path | None = None, log=None) -> d
         log(f"an earlier attempt's files were kept in {moved}")
     clock = RunClock()
     run = initial_run_record(benchmark_id, entry, clock)
-    write_json(run_dir / "run.json", run)
+    save_run(run_dir, run)
     log(f"{benchmark_id}: {entry['recipe']['name']} -> {run_dir}")
     (run_dir / "requests.jsonl").touch()
     try:
@@ -329,6 +346,7 @@ def run_benchmark(benchmark_id: str, *, root: Path | None = None, log=None) -> d
         if run["status"] == "running":
             run["status"], run["reason"] = "failed", run["reason"] or "the harness stopped unexpectedly"
         write_json(run_dir / "run.json", run)
+        (run_dir / INFLIGHT_RUN).unlink(missing_ok=True)
         log(f"{benchmark_id}: {run['status']}" + (f" ({run['reason']})" if run["reason"] else ""))
         if interrupted or sys.exc_info()[0] is not None:
             kept = keep_attempt(run_dir)
