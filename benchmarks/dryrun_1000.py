@@ -5,7 +5,7 @@ Builds a scratch workspace like tests/support.make_workspace (config/ with no sw
 registers --ids benchmark IDs with aifb.registry.allocate (the redis recipe, one override each so
 the entries differ), then times, --repeat times each and interleaved:
 
-    snakemake -n all                                   (every registered run's report: 4 jobs/ID)
+    snakemake -n all                                   (every registered run's report: 3 jobs/ID)
     snakemake -n reports/<id>/report.md x N            (the same targets named on the command line)
 
 and, to find the cost, a cProfile of one `snakemake -n all` (aifb functions called by

@@ -52,7 +52,6 @@ sys.path.insert(0, str(ROOT / "src"))
 from aifb import launch  # noqa: E402
 from aifb.clock import RunClock  # noqa: E402
 from aifb.engine import run_load_sync  # noqa: E402
-from aifb.records import iter_records  # noqa: E402
 
 
 def redis_benchmark(port: int, c: int, n: int, keyspace: int, size: int) -> dict:

@@ -144,24 +144,21 @@ def test_unknown_model_and_unreachable_endpoint(server):
 
 
 def test_managed_run_with_an_api_key(tmp_path):
-    """Deployed by the runner: the key reaches llama-server through its environment, the
-    client through secrets; a wrong key is refused before measuring; nothing is left running."""
+    """Deployed by the runner: the key reaches llama-server through its environment and the
+    client through secrets (service.api_key_env); nothing is left running and the key is in no
+    file. (A wrong key is refused before measuring: tests/test_llm_fakes.py.)"""
     os.environ["AIFB_TEST_LLAMA_KEY"] = "k-123456"
     try:
         def run(password_env):
             recipe = validate({
                 "name": "llama-key", "category": "inference",
                 "service": {"kind": "llamacpp", "model": MODEL, "parallel": 2, "threads": 1,
-                            "api_key_env": "AIFB_TEST_LLAMA_KEY", "password_env": password_env},
+                            "api_key_env": "AIFB_TEST_LLAMA_KEY"},
                 "workload": {"prompts": {"input_tokens": 8, "output_tokens": 4}, "ignore_eos": True},
                 "load": {"clients": 1, "requests": 2, "warmup": "0s"}})
             bid = registry.allocate(registry.make_entry(recipe), tmp_path)
             return bid, run_benchmark(bid, root=tmp_path, log=lambda m: None)
 
-        os.environ["AIFB_TEST_WRONG_KEY"] = "nope"
-        _, bad = run("AIFB_TEST_WRONG_KEY")
-        assert bad["status"] == "failed" and "the API key is wrong" in bad["reason"], bad["reason"]
-        assert not pid_alive(bad["service"]["pid"])
         bid, out = run("AIFB_TEST_LLAMA_KEY")
         assert out["status"] == "completed", out["reason"]
         assert "LLAMA_API_KEY" in out["service"]["extra"]["api_key"]

@@ -198,8 +198,8 @@ def test_endpoint_parsing_and_secrets_never_shown():
 def test_registry():
     assert get_client("redis") is RedisClient
     assert "redis" in available_kinds()
-    with pytest.raises(NotImplementedKind, match="service kind 'qdrant' is not implemented yet"):
-        get_client("qdrant")
+    with pytest.raises(NotImplementedKind, match="service kind 'mysql' is not implemented yet"):
+        get_client("mysql")
 
 
 def test_workload_defaults_and_key_format():

@@ -368,7 +368,9 @@ def test_server_gone_mid_run_is_recorded_with_backoff(tmp_path, monkeypatch):
     stats = run(main())
     recs = records(path)
     errors = [r for r in recs if not r["ok"]]
-    assert {r["error"]["type"] for r in errors} == {"ConnectionError"}
+    # refused connections; a server shutting down may also answer 500 InternalError first
+    assert "ConnectionError" in {r["error"]["type"] for r in errors}
+    assert {r["error"]["type"] for r in errors} <= {"ConnectionError", "InternalError"}
     connects = [r for r in errors if r["op"] == "connect"]
     assert connects and all("cannot reach S3" in r["error"]["message"] for r in connects)
     assert len(errors) < 200, len(errors)  # backoff (10 ms doubling to 1 s), no busy loop

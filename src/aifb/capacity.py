@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path

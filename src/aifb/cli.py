@@ -151,7 +151,45 @@ def cmd_rerun(args) -> int:
     return cmd_run(args)
 
 
+def _capacity_specs(names: list[str]) -> dict:
+    import yaml
+
+    config = yaml.safe_load((work_root() / "config" / "config.yaml").read_text(encoding="utf-8"))
+    sweeps = config.get("sweeps") or {}
+    unknown = [n for n in names if n not in sweeps]
+    if unknown:
+        raise AifbError(f"sweep: no sweep named {', '.join(unknown)} in config/config.yaml")
+    return {n: s for n, s in sweeps.items()
+            if s.get("mode") == "capacity" and (not names or n in names)}
+
+
 def cmd_sweep(args) -> int:
+    capacity = _capacity_specs(args.names)
+    grid_names = [n for n in args.names if n not in capacity]
+    rc = 0
+    if grid_names or not args.names:
+        rc = _grid_sweeps(args, grid_names)
+    if args.dry_run:
+        for name, spec in capacity.items():
+            print(f"{name}: capacity search of {spec['param']} from {spec['start']} to "
+                  f"{spec['max']} (steps are chosen as it runs; nothing to show in advance)")
+        return rc
+    from .capacity import run_capacity
+
+    for name, spec in capacity.items():
+        res = run_capacity(name, spec, root=work_root(), profile=args.profile, log=_err,
+                           remeasure=args.remeasure)
+        print(f"{name}: {res['headline']}")
+        print(f"  capacity report: {work_root() / res['report_dir'] / 'report.md'}")
+        for st in res["steps"]:
+            print(f"  step {st['step']}: {st['level']} -> {st['benchmark_id']} {st['verdict']}")
+    if capacity:
+        rc = run_snakemake(["index"], args.profile, ["--forcerun", "index"]) or rc
+    return rc
+
+
+def _grid_sweeps(args, names: list[str]) -> int:
+    args = argparse.Namespace(**{**vars(args), "names": names})
     extra = list(args.snakemake_args or [])
     config = []  # one --config flag: a second one would replace the first
     if args.names:

@@ -129,6 +129,7 @@ def load_settings(recipe: dict) -> dict:
     return {
         "clients": int(load["clients"]),
         "concurrency": int(load.get("concurrency", 1)),
+        "processes": int(load.get("processes", 1)),
         "rate": float(load["rate"]) if load.get("rate") is not None else None,
         "arrival": load.get("arrival", "poisson"),
         "duration_s": parse_duration(load["duration"]) if "duration" in load else None,

@@ -263,6 +263,8 @@ async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path 
             run["clients"].update(client_jobs.describe())
         run["load_stats"] = stats
         run["clients"]["implementation"] = stats.get("client")
+        run["clients"]["processes"] = stats.get("processes", 1)
+        run["clients"]["pids"] += [p["pid"] for p in stats.get("process_stats", [])]
         if client_jobs is not None and client_jobs.problems:
             run["status"], run["reason"] = "partial", "; ".join(client_jobs.problems)
         elif service is not None and not service.alive():

@@ -172,6 +172,8 @@ def resolve_all(config: dict, *, root: Path, allocate: bool, only=None, remeasur
     for name, spec in config.get("sweeps", {}).items():
         if wanted and name not in wanted:
             continue
+        if spec.get("mode") == "capacity":
+            continue  # a search, run step by step by `aifb sweep NAME` (aifb.capacity)
         sweep = expand(name, spec, root)
         kind = sweep.points[0].recipe["service"]["kind"]
         if kind not in kinds:

@@ -9,9 +9,10 @@ rule run_benchmark:
         records="results/{id}/requests.jsonl",
     log:
         "results/{id}/logs/benchmark.log",
-    # Two threads: the load generator and (locally) the service share them; on a 2-core machine
-    # this also keeps other jobs from running beside a measurement.
-    threads: 2
+    # At least two threads: the load generator and (locally) the service share them; on a 2-core
+    # machine this also keeps other jobs from running beside a measurement. With
+    # load.processes = P the client uses P cores (+ an idle coordinator): P + 1.
+    threads: benchmark_threads
     resources:
         runtime=benchmark_runtime_min,
         mem_mb=2048,

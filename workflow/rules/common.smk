@@ -120,6 +120,15 @@ def rerun_original_summary(wildcards):
     return [f"results/{original}/summary.json"] if original else []
 
 
+def benchmark_threads(wildcards):
+    """Cores for one benchmark job: 2, or load.processes + 1 (capped by --cores / Slurm)."""
+    try:
+        load = registry.get(wildcards.id, WORKDIR)["recipe"]["load"]
+    except AifbError:
+        return 2
+    return max(2, int(load.get("processes", 1)) + 1)
+
+
 def benchmark_runtime_min(wildcards):
     """Wall-time limit for one benchmark job (Slurm): load time plus deploy/preload margin,
     plus, when the service is a Slurm job of its own, the time it may wait in the queue."""
