@@ -253,3 +253,37 @@ def test_sigkilled_client_leaves_a_valid_prefix_and_a_partial_attempt(tmp_path):
     old_lines = (run_dir / "attempts" / "1" / "requests.jsonl").read_text().splitlines()
     assert len(old_lines) >= len(kept) - 1
     assert read_json(run_dir / "run.json")["status"] == "completed"
+
+
+# ---------------------------------------------------------------- Snakemake gets SIGTERM
+def test_sigterm_stops_the_service_and_a_later_run_picks_up(tmp_path):
+    """SIGTERM to the whole invocation (what a batch system or `timeout` sends): the service is
+    stopped, the attempt is kept as partial, and building the same ID again completes."""
+    from support import snakemake
+
+    ws = make_workspace(tmp_path)
+    env = dict(os.environ, AIFB_ROOT=str(ws))
+    proc = subprocess.Popen([str(VENV_BIN / "aifb"), "run", "recipes/recipe_redis_1client.yaml",
+                             "--set", "load.duration=3s", "--set", "load.warmup=0s"],
+                            cwd=ws, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    deadline, recs = time.time() + 60, []
+    while time.time() < deadline:
+        recs = [p for p in (ws / "results").glob("BM-*/requests.jsonl") if p.stat().st_size > 20000]
+        if recs:
+            break
+        time.sleep(0.05)
+    assert recs, "the benchmark never got going"
+    run_dir = recs[0].parent
+    service_pid = read_json(run_dir / "run.json")["service"]["pid"]
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert not pid_alive(service_pid) and redis_servers_under(ws) == []
+    kept = sorted(run_dir.glob("attempts/*/run.json"))
+    assert kept and read_json(kept[-1])["status"] == "partial"
+    assert "SIGTERM" in read_json(kept[-1])["reason"]
+    again = snakemake(ws, f"reports/{run_dir.name}/report.md")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert read_json(run_dir / "run.json")["status"] == "completed"
+    assert redis_servers_under(ws) == []
