@@ -253,6 +253,87 @@ def test_cancelled_benchmark_job_cancels_its_service_and_keeps_records(tmp_path)
     assert len(lines) > 1000 and all(json.loads(line) for line in lines)
 
 
+def _start_long_slurm_run(ws: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        ["timeout", "-k", "15", "400", str(VENV_BIN / "aifb"), "run", "recipes/recipe_redis_1client.yaml",
+         "--profile", "slurm", "--set", "load.duration=240s", "--set", "load.warmup=0s",
+         "--set", "target=slurm-local"],
+        cwd=ws, env=dict(os.environ, AIFB_ROOT=str(ws)), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+
+
+def _running_run_json(ws: Path, proc: subprocess.Popen) -> dict:
+    """run.json of the benchmark once its service is ready and records are flowing."""
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        recs = list((ws / "results").glob("BM-*/requests.jsonl"))
+        docs = list((ws / "results").glob("BM-*/service.json"))
+        if recs and docs and recs[0].stat().st_size > 20000 and \
+                read_json(docs[0]).get("status") == "ready":
+            doc = read_json(recs[0].parent / "run.json")
+            if doc["service"].get("job_id") and doc["clients"].get("job_ids"):
+                return doc
+        time.sleep(0.3)
+    raise AssertionError("the benchmark never got going")
+
+
+def _shorten_time_limit(job_id: str) -> None:
+    """Make a running job hit its time limit now-ish: Slurm limits are whole minutes, so the
+    limit becomes 1 minute and slurmctld ends the job within its ~30 s check interval after."""
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", "TimeLimit=1"], check=True,
+                   timeout=30, capture_output=True)
+
+
+def test_service_job_time_limit_mid_run_is_a_partial_run(tmp_path):
+    """The service job runs out of its --time: Slurm ends it (TIMEOUT); the run is partial with
+    that reason, the records so far are kept and reported, nothing stays in the queue."""
+    ws = make_workspace(tmp_path)
+    proc = _start_long_slurm_run(ws)
+    try:
+        doc = _running_run_json(ws, proc)
+        svc_job = doc["service"]["job_id"]
+        _shorten_time_limit(svc_job)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    bid = benchmark_id_from(out)
+    run_json = read_json(ws / "results" / bid / "run.json")
+    assert run_json["status"] == "partial", run_json["reason"]
+    assert f"service job {svc_job} ended during the run" in run_json["reason"]
+    assert "TIMEOUT" in run_json["reason"] and "time limit" in run_json["reason"]
+    lines = (ws / "results" / bid / "requests.jsonl").read_text().splitlines()
+    assert len(lines) > 1000 and all(json.loads(line) for line in lines)
+    assert "TIMEOUT" in (ws / "reports" / bid / "report.md").read_text()
+    assert_queue_empty(ws)
+
+
+def test_benchmark_job_time_limit_cancels_its_service_and_keeps_records(tmp_path):
+    """The benchmark (client) job runs out of its --time: Slurm sends it SIGTERM; it cancels its
+    service job and keeps its records as a partial attempt, as on scancel."""
+    ws = make_workspace(tmp_path)
+    proc = _start_long_slurm_run(ws)
+    try:
+        doc = _running_run_json(ws, proc)
+        client_job, svc_job = doc["clients"]["job_ids"][0], doc["service"]["job_id"]
+        _shorten_time_limit(client_job)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    bid = benchmark_id_from(out)
+    assert_queue_empty(ws)
+    assert job_state(svc_job) in ("CANCELLED", None)
+    assert job_state(client_job) in ("TIMEOUT", None)
+    kept = sorted((ws / "results" / bid).glob("attempts/*/run.json"))
+    assert kept, list((ws / "results" / bid).rglob("*"))
+    attempt = read_json(kept[-1])
+    assert attempt["status"] == "partial" and "SIGTERM" in attempt["reason"], attempt["reason"]
+    lines = (kept[-1].parent / "requests.jsonl").read_text().splitlines()
+    assert len(lines) > 1000 and all(json.loads(line) for line in lines)
+
+
 def test_service_that_cannot_start_fails_with_its_own_words(tmp_path):
     """Local profile, Slurm target: the service job reports the failure through service.json."""
     ws = make_workspace(tmp_path)

@@ -331,7 +331,16 @@ def run_benchmark(benchmark_id: str, *, root: Path | None = None, log=None) -> d
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             def on_signal(sig=sig):
-                run["_signal"] = signal.Signals(sig).name
+                # Only the first signal cancels. Further ones (Slurm's SIGTERM is often followed
+                # by Snakemake's SIGINT, and users press Ctrl-C twice) must not cancel the
+                # teardown that the first one started, or the service outlives the benchmark.
+                # The teardown is bounded; SIGKILL remains the last resort.
+                name = signal.Signals(sig).name
+                if "_signal" in run:
+                    log(f"{name} received while stopping after {run['_signal']}: "
+                        "finishing the teardown first")
+                    return
+                run["_signal"] = name
                 task.cancel()
             loop.add_signal_handler(sig, on_signal)
         await _benchmark(run, run_dir, clock, log, root)
