@@ -175,84 +175,6 @@ def test_two_level_sweep_through_the_slurm_profile(tmp_path):
 
 # --------------------------------------------------------------------------- faults
 
-def test_service_job_cancelled_mid_run_is_a_partial_run(tmp_path):
-    ws = make_workspace(tmp_path)
-    env = dict(os.environ, AIFB_ROOT=str(ws))
-    proc = subprocess.Popen(
-        ["timeout", "-k", "15", "300", str(VENV_BIN / "aifb"), "run", "recipes/recipe_redis_1client.yaml",
-         "--profile", "slurm", "--set", "load.duration=60s", "--set", "load.warmup=0s",
-         "--set", "target=slurm-local"],
-        cwd=ws, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 180
-        svc = None
-        while time.time() < deadline and proc.poll() is None:
-            docs = list((ws / "results").glob("BM-*/service.json"))
-            recs = list((ws / "results").glob("BM-*/requests.jsonl"))
-            if docs and recs and recs[0].stat().st_size > 20000:
-                svc = read_json(docs[0])
-                if svc.get("status") == "ready":
-                    break
-            time.sleep(0.3)
-        assert svc and svc["status"] == "ready", "the benchmark never got going"
-        subprocess.run(["scancel", svc["job_id"]], check=True, timeout=30)
-        out, err = proc.communicate(timeout=240)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    bid = benchmark_id_from(out)
-    run_json = read_json(ws / "results" / bid / "run.json")
-    assert run_json["status"] == "partial", run_json["reason"]
-    assert f"service job {svc['job_id']} ended during the run" in run_json["reason"]
-    assert "CANCELLED" in run_json["reason"]
-    assert run_json["load_stats"]["stopped_by"] == "service_unreachable"
-    lines = (ws / "results" / bid / "requests.jsonl").read_text().splitlines()
-    assert len(lines) > 1000 and all(json.loads(line) for line in lines[-100:])
-    assert (ws / "reports" / bid / "report.md").is_file()  # a partial run is still reported
-    assert f"{bid}: partial" in out
-    assert_queue_empty(ws)
-
-
-def test_cancelled_benchmark_job_cancels_its_service_and_keeps_records(tmp_path):
-    """What Snakemake does on Ctrl-C (and what a user's scancel does): the benchmark job gets
-    SIGTERM; the runner cancels the service job; the records survive the outputs' removal."""
-    ws = make_workspace(tmp_path)
-    env = dict(os.environ, AIFB_ROOT=str(ws))
-    proc = subprocess.Popen(
-        ["timeout", "-k", "15", "300", str(VENV_BIN / "aifb"), "run", "recipes/recipe_redis_1client.yaml",
-         "--profile", "slurm", "--set", "load.duration=60s", "--set", "load.warmup=0s",
-         "--set", "target=slurm-local"],
-        cwd=ws, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 180
-        run_json = None
-        while time.time() < deadline and proc.poll() is None:
-            recs = list((ws / "results").glob("BM-*/requests.jsonl"))
-            if recs and recs[0].stat().st_size > 20000:
-                run_json = read_json(recs[0].parent / "run.json")
-                if run_json["service"].get("job_id"):
-                    break
-            time.sleep(0.3)
-        assert run_json, "the benchmark never got going"
-        client_job, svc_job = run_json["clients"]["job_ids"][0], run_json["service"]["job_id"]
-        subprocess.run(["scancel", client_job], check=True, timeout=30)
-        out, err = proc.communicate(timeout=240)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode != 0
-    bid = benchmark_id_from(out)
-    assert_queue_empty(ws)
-    assert job_state(svc_job) in ("CANCELLED", None)
-    kept = sorted((ws / "results" / bid).glob("attempts/*/run.json"))
-    assert kept, list((ws / "results" / bid).rglob("*"))
-    attempt = read_json(kept[-1])
-    assert attempt["status"] == "partial" and "SIGTERM" in attempt["reason"], attempt["reason"]
-    assert attempt["service"]["extra"]["cancelled_by_teardown"]
-    lines = (kept[-1].parent / "requests.jsonl").read_text().splitlines()
-    assert len(lines) > 1000 and all(json.loads(line) for line in lines)
-
-
 def _start_long_slurm_run(ws: Path) -> subprocess.Popen:
     return subprocess.Popen(
         ["timeout", "-k", "15", "400", str(VENV_BIN / "aifb"), "run", "recipes/recipe_redis_1client.yaml",
@@ -282,6 +204,62 @@ def _shorten_time_limit(job_id: str) -> None:
     limit becomes 1 minute and slurmctld ends the job within its ~30 s check interval after."""
     subprocess.run(["scontrol", "update", f"JobId={job_id}", "TimeLimit=1"], check=True,
                    timeout=30, capture_output=True)
+
+
+def _assert_benchmark_job_stopped_cleanly(ws: Path, proc, out: str, svc_job: str) -> dict:
+    """The benchmark job was stopped by SIGTERM: it cancelled its service job itself and kept
+    its records as a partial attempt; nothing is left in the queue."""
+    assert proc.returncode != 0
+    bid = benchmark_id_from(out)
+    assert_queue_empty(ws)
+    assert job_state(svc_job) in ("CANCELLED", None)
+    kept = sorted((ws / "results" / bid).glob("attempts/*/run.json"))
+    assert kept, list((ws / "results" / bid).rglob("*"))
+    attempt = read_json(kept[-1])
+    assert attempt["status"] == "partial" and "SIGTERM" in attempt["reason"], attempt["reason"]
+    assert attempt["service"]["extra"]["cancelled_by_teardown"]
+    lines = (kept[-1].parent / "requests.jsonl").read_text().splitlines()
+    assert len(lines) > 1000 and all(json.loads(line) for line in lines)
+    return attempt
+
+
+def test_service_job_cancelled_mid_run_is_a_partial_run(tmp_path):
+    ws = make_workspace(tmp_path)
+    proc = _start_long_slurm_run(ws)
+    try:
+        svc_job = _running_run_json(ws, proc)["service"]["job_id"]
+        subprocess.run(["scancel", svc_job], check=True, timeout=30)
+        out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    bid = benchmark_id_from(out)
+    run_json = read_json(ws / "results" / bid / "run.json")
+    assert run_json["status"] == "partial", run_json["reason"]
+    assert f"service job {svc_job} ended during the run" in run_json["reason"]
+    assert "CANCELLED" in run_json["reason"]
+    assert run_json["load_stats"]["stopped_by"] == "service_unreachable"
+    lines = (ws / "results" / bid / "requests.jsonl").read_text().splitlines()
+    assert len(lines) > 1000 and all(json.loads(line) for line in lines[-100:])
+    assert (ws / "reports" / bid / "report.md").is_file()  # a partial run is still reported
+    assert f"{bid}: partial" in out
+    assert_queue_empty(ws)
+
+
+def test_cancelled_benchmark_job_cancels_its_service_and_keeps_records(tmp_path):
+    """What Snakemake does on Ctrl-C (and what a user's scancel does): the benchmark job gets
+    SIGTERM; the runner cancels the service job; the records survive the outputs' removal."""
+    ws = make_workspace(tmp_path)
+    proc = _start_long_slurm_run(ws)
+    try:
+        run_json = _running_run_json(ws, proc)
+        client_job, svc_job = run_json["clients"]["job_ids"][0], run_json["service"]["job_id"]
+        subprocess.run(["scancel", client_job], check=True, timeout=30)
+        out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    _assert_benchmark_job_stopped_cleanly(ws, proc, out, svc_job)
 
 
 def test_service_job_time_limit_mid_run_is_a_partial_run(tmp_path):
@@ -321,17 +299,8 @@ def test_benchmark_job_time_limit_cancels_its_service_and_keeps_records(tmp_path
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode != 0
-    bid = benchmark_id_from(out)
-    assert_queue_empty(ws)
-    assert job_state(svc_job) in ("CANCELLED", None)
     assert job_state(client_job) in ("TIMEOUT", None)
-    kept = sorted((ws / "results" / bid).glob("attempts/*/run.json"))
-    assert kept, list((ws / "results" / bid).rglob("*"))
-    attempt = read_json(kept[-1])
-    assert attempt["status"] == "partial" and "SIGTERM" in attempt["reason"], attempt["reason"]
-    lines = (kept[-1].parent / "requests.jsonl").read_text().splitlines()
-    assert len(lines) > 1000 and all(json.loads(line) for line in lines)
+    _assert_benchmark_job_stopped_cleanly(ws, proc, out, svc_job)
 
 
 def test_service_that_cannot_start_fails_with_its_own_words(tmp_path):

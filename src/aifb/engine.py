@@ -68,7 +68,7 @@ from .clients import get_client
 from .clients.base import RequestError
 from .clock import RunClock, now_ns
 from .errors import ServiceError
-from .records import RecordWriter, encode_rows
+from .records import RecordWriter
 
 G = 1_000_000_000
 FLUSH_CHUNK = 128  # rows formatted per step of the flusher (~0.15 ms), then the loop runs
@@ -1393,7 +1393,6 @@ async def _worker(fd: int) -> int:
     ch = _Channel(fd, loop, queue, handler=handle)
     loop.add_signal_handler(signal.SIGTERM, lambda: stopper[0]())
     _, (_, p) = await queue.get()
-    k = p["index"]
     lo, hi = p["clients"]
     load = p["load"]
 

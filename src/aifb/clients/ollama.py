@@ -28,11 +28,10 @@ import aiohttp
 from ..clock import now_ns
 from ..errors import ServiceError
 from . import register
-from .base import CoroutineClient, RequestError
+from .base import CoroutineClient
 from .openai import (CONTROL_TIMEOUT_S, OLLAMA_APIS, OPENAI_APIS, ChunkAccumulator,
-                     LineSplitter, LLMWorkload, OpenAIClient, Prompt, PromptSource, _short,
-                     choose_model, connection_error_message, error_text, get_json,
-                     http_error_type, make_session, normalize_base)
+                     LLMWorkload, OpenAIClient, Prompt, PromptSource, _short, choose_model,
+                     error_text, exchange, get_json, make_session, normalize_base)
 
 LABEL = "Ollama"
 DEFAULT_KEEP_ALIVE = "30m"
@@ -226,48 +225,12 @@ class OllamaNativeClient(CoroutineClient):
         stream = self.wl.stream
         acc = ChunkAccumulator(chat=self.wl.chat)
         op = self._op
-        nbytes = 0
-        try:
-            async with self._session.post(self._url, data=body) as resp:
-                if resp.status != 200:
-                    raw = await resp.read()
-                    return (op, False, http_error_type(resp.status),
-                            f"HTTP {resp.status}: {error_text(raw)}", len(body), len(raw), None,
-                            now_ns())
-                if stream:
-                    split = LineSplitter()
-                    feed = acc.feed_ollama_line
-                    async for data in resp.content.iter_any():
-                        t = now_ns()
-                        nbytes += len(data)
-                        for line in split.feed(data):
-                            feed(line, t)
-                    t_end = now_ns()
-                    rest = split.rest()
-                    if rest:
-                        feed(rest, t_end)
-                else:
-                    raw = await resp.read()
-                    t_end = now_ns()
-                    nbytes = len(raw)
-                    try:
-                        obj = json.loads(raw)
-                    except ValueError:
-                        obj = None
-                    if not isinstance(obj, dict):
-                        return (op, False, "ProtocolError", "the response body is not a JSON object",
-                                len(body), nbytes, None, t_end)
-                    acc.feed_ollama_obj(obj, t_end, streamed=False)
-        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
-            t_end = now_ns()
-            extra = acc.extra(prompt.max_tokens, True, *acc.output_tokens())
-            return (op, False, "ConnectionError",
-                    f"the response was cut off after {len(acc.chunk_times)} chunk(s): "
-                    f"{_short(str(exc), 120) or type(exc).__name__}", len(body), nbytes,
-                    acc.t_first, t_end, extra)
-        except (aiohttp.ClientError, OSError) as exc:
-            raise RequestError("ConnectionError",
-                               connection_error_message(LABEL, self.base, exc)) from None
+        failed, nbytes, t_end = await exchange(
+            self._session, self._url, body, acc, stream=stream, feed_line=acc.feed_ollama_line,
+            feed_obj=acc.feed_ollama_obj, op=op, max_tokens=prompt.max_tokens, label=LABEL,
+            base=self.base)
+        if failed:
+            return failed
         bad = None
         if acc.error is not None:
             bad = acc.error

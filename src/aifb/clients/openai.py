@@ -633,6 +633,75 @@ class ChunkAccumulator:
 
 # ----------------------------------------------------------------------------- the client
 
+def partial_record(acc: ChunkAccumulator, max_tokens: int, op: str, etype: str, msg: str,
+                   bytes_out: int, bytes_in: int, t_end: int) -> tuple:
+    """A failed request's record that keeps what the stream carried before it failed."""
+    extra = acc.extra(max_tokens, True, *acc.output_tokens())
+    return (op, False, etype, msg, bytes_out, bytes_in, acc.t_first, t_end, extra)
+
+
+async def exchange(session: aiohttp.ClientSession, url: str, body: bytes, acc: ChunkAccumulator,
+                   *, stream: bool, feed_line, feed_obj, op: str, max_tokens: int, label: str,
+                   base: str, reject_obj=None) -> tuple[tuple | None, int, int]:
+    """One generation request on the wire, for every LLM protocol: POST body, then feed each
+    streamed line (SSE or NDJSON, with its arrival time) or the one JSON object of a
+    non-streamed reply to acc. t_end is taken when the body has been read to its end.
+
+    Returns (None, bytes received, t_end) when the response was read to its end - the caller
+    judges what acc holds - or (a finished failure record, ...) for an HTTP error, a body that
+    is not a JSON object (or that reject_obj(obj, raw) turns down with (etype, message)), or a
+    response cut off mid-stream. Raises RequestError when no exchange happened at all."""
+    nbytes = 0
+    try:
+        async with session.post(url, data=body) as resp:
+            if resp.status != 200:
+                raw = await resp.read()
+                t_end = now_ns()
+                return ((op, False, http_error_type(resp.status),
+                         f"HTTP {resp.status}: {error_text(raw)}", len(body), len(raw), None,
+                         t_end), len(raw), t_end)
+            if stream:
+                split = LineSplitter()
+                async for data in resp.content.iter_any():
+                    t = now_ns()
+                    nbytes += len(data)
+                    for line in split.feed(data):
+                        feed_line(line, t)
+                t_end = now_ns()
+                rest = split.rest()
+                if rest:
+                    feed_line(rest, t_end)
+            else:
+                raw = await resp.read()
+                t_end = now_ns()
+                nbytes = len(raw)
+                try:
+                    obj = json.loads(raw)
+                except ValueError:
+                    obj = None
+                bad = (("ProtocolError", "the response body is not a JSON object")
+                       if not isinstance(obj, dict) else reject_obj(obj, raw) if reject_obj else None)
+                if bad:
+                    return ((op, False, bad[0], bad[1], len(body), nbytes, None, t_end), nbytes, t_end)
+                feed_obj(obj, t_end, streamed=False)
+    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
+        t_end = now_ns()
+        return (partial_record(acc, max_tokens, op, "ConnectionError",
+                               f"the response was cut off after {len(acc.chunk_times)} chunk(s): "
+                               f"{_short(str(exc), 120) or type(exc).__name__}",
+                               len(body), nbytes, t_end), nbytes, t_end)
+    except (aiohttp.ClientError, OSError) as exc:
+        raise RequestError("ConnectionError", connection_error_message(label, base, exc)) from None
+    return None, nbytes, t_end
+
+
+def _openai_error_obj(obj: dict, raw: bytes) -> tuple | None:
+    """A non-streamed reply that is an error object, not a completion."""
+    if obj.get("error") and not obj.get("choices"):
+        return ("ServerError", error_text(raw))
+    return None
+
+
 class OpenAIClient(CoroutineClient):
     """An OpenAI-compatible server; subclasses say what their server supports."""
 
@@ -823,56 +892,16 @@ class OpenAIClient(CoroutineClient):
         body = self._body(prompt)
         stream = self.wl.stream
         acc = ChunkAccumulator(chat=self.wl.chat)
-        op = self._op
-        nbytes = 0
-        try:
-            async with self._session.post(self._url, data=body) as resp:
-                if resp.status != 200:
-                    raw = await resp.read()
-                    return (op, False, http_error_type(resp.status),
-                            f"HTTP {resp.status}: {error_text(raw)}", len(body), len(raw), None,
-                            now_ns())
-                if stream:
-                    split = LineSplitter()
-                    feed = acc.feed_sse_line
-                    async for data in resp.content.iter_any():
-                        t = now_ns()
-                        nbytes += len(data)
-                        for line in split.feed(data):
-                            feed(line, t)
-                    t_end = now_ns()
-                    rest = split.rest()
-                    if rest:
-                        feed(rest, t_end)
-                else:
-                    raw = await resp.read()
-                    t_end = now_ns()
-                    nbytes = len(raw)
-                    try:
-                        obj = json.loads(raw)
-                    except ValueError:
-                        obj = None
-                    if not isinstance(obj, dict):
-                        return (op, False, "ProtocolError", "the response body is not a JSON object",
-                                len(body), nbytes, None, t_end)
-                    if obj.get("error") and not obj.get("choices"):
-                        return (op, False, "ServerError", error_text(raw), len(body), nbytes,
-                                None, t_end)
-                    acc.feed_openai_obj(obj, t_end, streamed=False)
-        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
-            t_end = now_ns()
-            return self._partial(acc, prompt, op, "ConnectionError",
-                                 f"the response was cut off after {len(acc.chunk_times)} chunk(s): "
-                                 f"{_short(str(exc), 120) or type(exc).__name__}",
-                                 len(body), nbytes, t_end)
-        except (aiohttp.ClientError, OSError) as exc:
-            raise RequestError("ConnectionError",
-                               connection_error_message(self.label, self.base, exc)) from None
-        return await self.finish(acc, prompt, op, stream, len(body), nbytes, t_end)
+        failed, nbytes, t_end = await exchange(
+            self._session, self._url, body, acc, stream=stream, feed_line=acc.feed_sse_line,
+            feed_obj=acc.feed_openai_obj, reject_obj=_openai_error_obj, op=self._op,
+            max_tokens=prompt.max_tokens, label=self.label, base=self.base)
+        if failed:
+            return failed
+        return await self.finish(acc, prompt, self._op, stream, len(body), nbytes, t_end)
 
     def _partial(self, acc, prompt, op, etype, msg, bytes_out, bytes_in, t_end) -> tuple:
-        extra = acc.extra(prompt.max_tokens, True, *acc.output_tokens())
-        return (op, False, etype, msg, bytes_out, bytes_in, acc.t_first, t_end, extra)
+        return partial_record(acc, prompt.max_tokens, op, etype, msg, bytes_out, bytes_in, t_end)
 
     async def finish(self, acc: ChunkAccumulator, prompt: Prompt, op: str, stream: bool,
                      bytes_out: int, bytes_in: int, t_end: int) -> tuple:

@@ -1,6 +1,6 @@
 """Qdrant: top-k vector search (with an optional payload filter) and inserts over Qdrant's REST
-API, spoken directly with aiohttp - the same workload, data set, exact top-k and recall as the
-Chroma client (aifb.clients.chroma).
+API, spoken directly with aiohttp on the request path the Chroma client uses, with the same
+workload, data set, exact top-k and recall (aifb.clients.vector).
 
 REST endpoints used (Qdrant's published OpenAPI, v1.x):
 
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import re
 import uuid
 
@@ -35,26 +34,13 @@ import numpy as np
 from ..clock import now_ns
 from ..errors import ServiceError
 from . import register
-from .base import CoroutineClient, RequestError
-from .chroma import (Dataset, RecallScorer, Scrubber, VectorWorkload, _aiohttp_error, _etype,
-                     connection_message, data_rows, dataset_for, f32_json, new_session,
-                     parse_http_endpoint, record_fields, secret_from)
+from .vector import (ADMIN_TIMEOUT_S, PREPARE_TIMEOUT_S, RecallScorer, VectorHttpClient,
+                     data_rows, dataset_for, f32_json)
 
 DEFAULT_PORT = 6333
-ADMIN_TIMEOUT_S = 30.0
-PREPARE_TIMEOUT_S = 300.0
 DISTANCES = {"cosine": "Cosine", "l2": "Euclid", "ip": "Dot"}
 QDRANT_INDEX_KEYS = ("indexing_threshold_kb", "full_scan_threshold_kb", "exact")
 QDRANT_EXTRA_KEYS = ("insert_wait", "index_wait_s")
-
-
-def _canonical(space: str):
-    """Qdrant scores -> canonical distances (l2: squared; cosine: 1 - cos; ip: -dot)."""
-    if space == "l2":
-        return lambda s: None if s is None else s * s
-    if space == "cosine":
-        return lambda s: None if s is None else 1.0 - s
-    return lambda s: None if s is None else -s
 
 
 def _version_tuple(v) -> tuple:
@@ -62,59 +48,49 @@ def _version_tuple(v) -> tuple:
     return tuple(int(x or 0) for x in m.groups()) if m else ()
 
 
-def _is_inserted(i) -> bool:
-    return isinstance(i, str)
-
-
 @register("qdrant")
-class QdrantClient(CoroutineClient):
+class QdrantClient(VectorHttpClient):
     kind = "qdrant"
+    default_port = DEFAULT_PORT
+    probe_path = "/readyz"
+    protocol = "Qdrant REST API (JSON over HTTP/1.1)"
+    library = "qdrant-client"
+    insert_ok = (200,)
 
     def __init__(self, endpoint: str, workload: dict, seed: int, secrets: dict | None = None):
-        super().__init__(endpoint, workload, seed, secrets)
-        self.base, self.label = parse_http_endpoint(endpoint, "qdrant", DEFAULT_PORT)
-        self.wl = VectorWorkload(workload, "qdrant", extra_index_keys=QDRANT_INDEX_KEYS,
-                                 extra_keys=QDRANT_EXTRA_KEYS)
+        super().__init__(endpoint, workload, seed, secrets, extra_index_keys=QDRANT_INDEX_KEYS,
+                         extra_keys=QDRANT_EXTRA_KEYS)
         self.insert_wait = bool(self.wl.extra.get("insert_wait", True))
         self.index_wait_s = float(self.wl.extra.get("index_wait_s", 120))
-        key = secret_from(secrets)
-        self._scrub = Scrubber(key)
-        self._headers = {"content-type": "application/json"}
-        if key:
-            self._headers["api-key"] = key
         self.coll_url = f"{self.base}/collections/{self.wl.collection}"
-        self._session = None
-        self._rnds: list = []
-        self._inflight: list = []
-        self._ins_rngs: list = []
-        self._server: dict = {}
-        self._to_canon = _canonical(self.wl.space)
         self._use_query_api = True
-        self.ds: Dataset | None = None
 
-    # -- HTTP helpers ---------------------------------------------------------------------
-    async def _call(self, method: str, url: str, body=None, timeout: float = ADMIN_TIMEOUT_S,
-                    what: str = "request"):
-        data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
-        try:
-            async with asyncio.timeout(timeout):
-                async with self._session.request(method, url, data=data) as resp:
-                    raw = await resp.read()
-                    status = resp.status
-        except (asyncio.TimeoutError, OSError, _aiohttp_error()) as exc:
-            if isinstance(exc, asyncio.TimeoutError):
-                raise ServiceError(f"qdrant at {self.label}: no answer to {what} within "
-                                   f"{timeout:g} s") from None
-            raise ServiceError(connection_message("qdrant", self.label, exc)) from None
-        try:
-            parsed = json.loads(raw) if raw else None
-        except ValueError:
-            parsed = raw.decode("utf-8", "replace")[:200]
-        if status in (401, 403):
-            why = ("an API key is required: set service.api_key_env (or api_key_file)"
-                   if not self._scrub.secret else "the API key was rejected")
-            raise ServiceError(f"qdrant at {self.label} refused {what} (HTTP {status}): {why}")
-        return status, parsed
+    # -- what differs from Chroma ------------------------------------------------------------
+    @staticmethod
+    def auth_headers(secret: str | None) -> dict:
+        # Qdrant exempts /readyz from the API key; the key is sent anyway when known, for
+        # servers or proxies that want it.
+        return {"api-key": secret} if secret else {}
+
+    @classmethod
+    def check_probe(cls, label: str, status: int, raw: bytes) -> None:
+        if status != 200:
+            raise ServiceError(f"qdrant at {label} is not ready: GET /readyz answered HTTP "
+                               f"{status} {raw[:80]!r}")
+
+    @staticmethod
+    def canonical(space: str):
+        """Qdrant scores -> canonical distances (l2: squared; cosine: 1 - cos; ip: -dot)."""
+        if space == "l2":
+            return lambda s: None if s is None else s * s
+        if space == "cosine":
+            return lambda s: None if s is None else 1.0 - s
+        return lambda s: None if s is None else -s
+
+    def _refused(self, status: int, what: str) -> str:
+        why = ("an API key is required: set service.api_key_env (or api_key_file)"
+               if not self._scrub.secret else "the API key was rejected")
+        return f"qdrant at {self.label} refused {what} (HTTP {status}): {why}"
 
     def _err(self, parsed) -> str:
         if isinstance(parsed, dict):
@@ -124,15 +100,32 @@ class QdrantClient(CoroutineClient):
             return self._scrub(json.dumps(parsed))[:300]
         return self._scrub(parsed or "no error message")[:300]
 
-    # -- lifecycle --------------------------------------------------------------------------
-    async def startup(self, connections: int) -> None:
-        self._session = new_session(connections, self._headers)
-        self._rnds = [random.Random(f"aifb-vector:{self.seed}:{w}").random
-                      for w in range(connections)]
-        self._inflight = ["query"] * connections
-        self._ins_rngs = [np.random.default_rng([self.seed & 0xFFFFFFFF, 0x1A5, w])
-                          for w in range(connections)]
+    def _error_type(self, status: int, parsed) -> str:
+        return {401: "AuthError", 403: "AuthError", 404: "NotFound", 429: "RateLimited"}.get(
+            status, f"HTTP{status}")
 
+    def _query_url(self) -> str:
+        return f"{self.coll_url}/points/{'query' if self._use_query_api else 'search'}"
+
+    def _parse_query(self, raw: bytes) -> tuple[list, list | None]:
+        result = json.loads(raw)["result"]
+        points = result["points"] if isinstance(result, dict) else result
+        return [p["id"] for p in points], [self._to_canon(p.get("score")) for p in points]
+
+    def _is_inserted(self, i) -> bool:
+        return isinstance(i, str)   # preloaded points are 0..N-1, inserted ones UUIDs
+
+    def _insert_request(self, worker: int, x: np.ndarray, cats) -> tuple[str, str, bytes]:
+        pts = []
+        for j in range(len(x)):
+            p = f'{{"id":"{uuid.uuid4()}","vector":{f32_json(x[j])}'
+            if cats is not None:
+                p += f',"payload":{{"{self.wl.filter_field}":{int(cats[j])}}}'
+            pts.append(p + "}")
+        url = f"{self.coll_url}/points?wait={'true' if self.insert_wait else 'false'}"
+        return "PUT", url, ('{"points":[' + ",".join(pts) + "]}").encode()
+
+    # -- lifecycle --------------------------------------------------------------------------
     async def validate(self) -> None:
         await self.probe(self.base, ADMIN_TIMEOUT_S, session=self._session)
         st, root = await self._call("GET", f"{self.base}/", what="GET /")
@@ -321,57 +314,15 @@ class QdrantClient(CoroutineClient):
                                    "(workload.index_wait_s)")
             await asyncio.sleep(0.2)
 
-    async def shutdown(self) -> None:
-        if self._session is not None:
-            s, self._session = self._session, None
-            try:
-                await s.close()
-            except Exception:
-                pass
-
-    @classmethod
-    async def probe(cls, endpoint: str, timeout_s: float, secrets: dict | None = None,
-                    session=None) -> None:
-        """A real readiness request: GET /readyz (Qdrant exempts it from the API key; the key is
-        sent anyway when known, for servers or proxies that want it)."""
-        base, label = parse_http_endpoint(endpoint, "qdrant", DEFAULT_PORT)
-        own = session is None
-        if own:
-            key = secret_from(secrets)
-            session = new_session(1, {"api-key": key} if key else None)
-        try:
-            try:
-                async with asyncio.timeout(timeout_s):
-                    async with session.get(f"{base}/readyz") as resp:
-                        raw = await resp.read()
-                        status = resp.status
-            except (asyncio.TimeoutError, OSError, _aiohttp_error()) as exc:
-                if isinstance(exc, asyncio.TimeoutError):
-                    raise ServiceError(f"qdrant at {label} did not answer GET /readyz within "
-                                       f"{timeout_s:g} s") from None
-                raise ServiceError(connection_message("qdrant", label, exc)) from None
-            if status != 200:
-                raise ServiceError(f"qdrant at {label} is not ready: GET /readyz answered HTTP "
-                                   f"{status} {raw[:80]!r}")
-        finally:
-            if own:
-                await session.close()
-
     def describe(self) -> dict:
         info = self._server.get("collection") or {}
         cfg = info.get("config") or {}
         hnsw = cfg.get("hnsw_config") or {}
         vp = self._vector_params(info) if info else {}
         return {
-            "kind": "qdrant",
-            "protocol": "Qdrant REST API (JSON over HTTP/1.1)",
-            "implementation": ("aifb aiohttp client (no qdrant-client): keep-alive pool of "
-                               "`concurrency` connections per client, pre-encoded query bodies, "
-                               "t_end when the response body is read, parsing after"),
-            "endpoint": self.base,
+            **super().describe(),
             "server_version": self._server.get("version"),
             "search_api": "POST /points/query" if self._use_query_api else "POST /points/search",
-            **self.wl.describe(),
             "index_reported": {"space": vp.get("distance"), "ef_search": self.wl.index.get("ef_search"),
                                "construction_ef": hnsw.get("ef_construct"), "M": hnsw.get("m"),
                                "full_scan_threshold_kb": hnsw.get("full_scan_threshold"),
@@ -382,82 +333,5 @@ class QdrantClient(CoroutineClient):
                                "status": info.get("status")},
             "dimension_reported": vp.get("size"),
             "insert_wait": self.insert_wait,
-            "load_s": self._server.get("load_s"),
-            "ground_truth": {"method": "brute force, numpy float64, same data, metric and filter",
-                             "seconds": round(self.ds.truth_s, 6) if self.ds else None},
-            "recall": ("|returned top-k ∩ exact top-k| / min(k, matching vectors) per query; a "
-                       "vector inserted during the load counts when its distance is within the "
-                       "exact k-th distance"),
-            "bytes": "HTTP request / response body sizes",
             "auth": "api-key" if self._scrub.secret else None,
         }
-
-    # -- per request --------------------------------------------------------------------------
-    def _op_name(self, worker: int) -> str:
-        return self._inflight[worker] if worker < len(self._inflight) else "query"
-
-    async def request(self, worker: int):
-        if self.wl.p_query >= 1.0 or self._rnds[worker]() < self.wl.p_query:
-            return await self._query(worker)
-        return await self._insert(worker)
-
-    async def _query(self, worker: int):
-        self._inflight[worker] = "query"
-        qi = int(self._rnds[worker]() * len(self._bodies))
-        body = self._bodies[qi]
-        url = f"{self.coll_url}/points/query" if self._use_query_api else f"{self.coll_url}/points/search"
-        try:
-            async with self._session.post(url, data=body) as resp:
-                raw = await resp.read()
-                t_end = now_ns()
-                status = resp.status
-        except _aiohttp_error() as exc:
-            raise RequestError(_etype(exc), connection_message("qdrant", self.label, exc)) from None
-        if status != 200:
-            return self._http_error("query", status, raw, len(body), t_end)
-        try:
-            result = json.loads(raw)["result"]
-            points = result["points"] if isinstance(result, dict) else result
-            ids = [p["id"] for p in points]
-            dists = [self._to_canon(p.get("score")) for p in points]
-        except (ValueError, KeyError, TypeError):
-            return ("query", False, "ProtocolError", "unexpected query reply from qdrant",
-                    len(body), len(raw), None, t_end)
-        recall, inserted = self._scorer.score(qi, ids, dists, _is_inserted)
-        return ("query", True, None, None, len(body), len(raw), None, t_end,
-                record_fields(qi, recall, inserted))
-
-    async def _insert(self, worker: int):
-        self._inflight[worker] = "insert"
-        wl = self.wl
-        rng = self._ins_rngs[worker]
-        x = rng.standard_normal((wl.insert_batch, wl.dimension), dtype=np.float32)
-        cats = rng.integers(0, wl.filter_values, wl.insert_batch) if wl.filter_values else None
-        pts = []
-        for j in range(wl.insert_batch):
-            p = f'{{"id":"{uuid.uuid4()}","vector":{f32_json(x[j])}'
-            if cats is not None:
-                p += f',"payload":{{"{wl.filter_field}":{int(cats[j])}}}'
-            pts.append(p + "}")
-        body = ('{"points":[' + ",".join(pts) + "]}").encode()
-        url = f"{self.coll_url}/points?wait={'true' if self.insert_wait else 'false'}"
-        try:
-            async with self._session.put(url, data=body) as resp:
-                raw = await resp.read()
-                t_end = now_ns()
-                status = resp.status
-        except _aiohttp_error() as exc:
-            raise RequestError(_etype(exc), connection_message("qdrant", self.label, exc)) from None
-        if status != 200:
-            return self._http_error("insert", status, raw, len(body), t_end)
-        return ("insert", True, None, None, len(body), len(raw), None, t_end)
-
-    def _http_error(self, op: str, status: int, raw: bytes, bytes_out: int, t_end: int):
-        try:
-            parsed = json.loads(raw)
-        except ValueError:
-            parsed = raw.decode("utf-8", "replace")[:120]
-        etype = {401: "AuthError", 403: "AuthError", 404: "NotFound", 429: "RateLimited"}.get(
-            status, f"HTTP{status}")
-        return (op, False, etype, f"HTTP {status}: {self._err(parsed)}"[:200], bytes_out, len(raw),
-                None, t_end)

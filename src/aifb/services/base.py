@@ -69,6 +69,9 @@ class LocalProcessService:
     kind = "?"
     binary_name = "?"
     install_hint = ""
+    default_ready_timeout = "30s"   # service.ready_timeout overrides it
+    probe_timeout_s = 1.0           # one readiness probe
+    probe_every_s = 0.05            # between readiness probes
 
     def __init__(self, spec: dict, workdir: Path, log_path: Path):
         self.spec = spec
@@ -92,6 +95,19 @@ class LocalProcessService:
         from ..clients import get_client
         await get_client(self.kind).probe(endpoint, timeout_s)
 
+    # -- may override ------------------------------------------------------------------
+    def before_deploy(self) -> None:
+        """Checks and secrets that must pass before anything starts (default: none)."""
+
+    def spawn_env(self, host: str, port: int) -> dict | None:
+        """The server process's whole environment; None: the harness's own. Called once the
+        port is chosen; record here what run.json should say about it."""
+        return None
+
+    def fatal_probe_error(self, exc: ServiceError) -> bool:
+        """A readiness-probe failure that waiting will not cure (default: none)."""
+        return False
+
     # -- shared lifecycle ---------------------------------------------------------------
     def resolve_binary(self) -> str:
         wanted = self.spec.get("binary") or self.binary_name
@@ -103,6 +119,7 @@ class LocalProcessService:
         return found
 
     async def deploy(self) -> str:
+        self.before_deploy()
         binary = self.resolve_binary()
         host = self.spec.get("host", "127.0.0.1")
         port = self.spec.get("port")
@@ -116,11 +133,12 @@ class LocalProcessService:
         self.info.version = self.version(binary)
         self.info.command = argv
         self.info.endpoint = self.endpoint_for(host, port)
+        env = self.spawn_env(host, port)
         self.info.started_at = launch.wall_iso()
         t0 = time.monotonic()
-        self.proc = launch.spawn(argv, self.log_path, cwd=self.workdir)
+        self.proc = launch.spawn(argv, self.log_path, cwd=self.workdir, env=env)
         self.info.pid = self.proc.pid
-        timeout = parse_duration(self.spec.get("ready_timeout", "30s"))
+        timeout = parse_duration(self.spec.get("ready_timeout", self.default_ready_timeout))
         await self._wait_ready(timeout)
         self.info.ready_s = round(time.monotonic() - t0, 6)
         self.info.ready_at = launch.wall_iso()
@@ -135,11 +153,14 @@ class LocalProcessService:
                     f"{self.kind} exited with code {self.proc.returncode} before it was ready "
                     f"(log: {self.log_path})", log_tail=launch.log_tail(self.log_path))
             try:
-                await self.probe(self.info.endpoint, min(1.0, deadline - time.monotonic()))
+                await self.probe(self.info.endpoint,
+                                 min(self.probe_timeout_s, deadline - time.monotonic()))
                 return
             except ServiceError as exc:
+                if self.fatal_probe_error(exc):
+                    raise
                 last = exc
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(self.probe_every_s)
         raise ServiceError(f"{self.kind} did not answer a readiness probe within {timeout_s:g} s "
                            f"({last}); log: {self.log_path}", log_tail=launch.log_tail(self.log_path))
 

@@ -8,7 +8,6 @@ On clusters the `chromadb/chroma` image runs the same server (recorded as cluste
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
@@ -20,22 +19,6 @@ from . import register
 from .base import LocalProcessService
 
 CLUSTER_IMAGE = "docker.io/chromadb/chroma"
-
-
-@contextlib.contextmanager
-def extra_environment(env: dict):
-    """Set variables for the child process the base class spawns (it inherits os.environ),
-    and restore the previous values afterwards."""
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def package_version(binary: str, package: str) -> str | None:
@@ -99,12 +82,10 @@ class ChromaService(LocalProcessService):
     def endpoint_for(self, host: str, port: int) -> str:
         return f"http://{host}:{port}"
 
-    async def deploy(self) -> str:
-        with extra_environment(self.environment):
-            endpoint = await super().deploy()
+    def spawn_env(self, host: str, port: int) -> dict:
         self.info.extra["data_dir"] = str(self.data_dir)
         self.info.extra["telemetry"] = "off (ANONYMIZED_TELEMETRY=False)"
-        return endpoint
+        return {**os.environ, **self.environment}
 
     async def teardown(self) -> None:
         await super().teardown()

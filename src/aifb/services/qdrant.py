@@ -24,7 +24,6 @@ from .. import launch
 from ..errors import ServiceError
 from . import register
 from .base import LocalProcessService
-from .chroma import extra_environment
 
 CLUSTER_IMAGE = "docker.io/qdrant/qdrant"
 
@@ -97,20 +96,15 @@ class QdrantService(LocalProcessService):
         key = getattr(self, "_key", None)
         await QdrantClient.probe(endpoint, timeout_s, {"api_key": key} if key else None)
 
-    async def deploy(self) -> str:
-        key = self._key = api_key_from_spec(self.spec)
-        self.resolve_binary()  # fail with the install hint before anything else
-        host = self.spec.get("host", "127.0.0.1")
-        if self.spec.get("port") is None:  # the port goes into the environment: choose it here
-            self.spec = {**self.spec, "port": launch.free_port(host)}
-        env = self.environment(host, int(self.spec["port"]))
-        if key:
-            env["QDRANT__SERVICE__API_KEY"] = key
-        # The base class spawns the server with the harness's environment: add ours for that.
-        with extra_environment(env):
-            endpoint = await super().deploy()
-        self.info.extra["api_key"] = "set (through the environment)" if key else None
-        return endpoint
+    def before_deploy(self) -> None:
+        self._key = api_key_from_spec(self.spec)
+
+    def spawn_env(self, host: str, port: int) -> dict:
+        env = self.environment(host, port)
+        if self._key:
+            env["QDRANT__SERVICE__API_KEY"] = self._key   # only in the child's environment
+        self.info.extra["api_key"] = "set (through the environment)" if self._key else None
+        return {**os.environ, **env}
 
     async def teardown(self) -> None:
         await super().teardown()

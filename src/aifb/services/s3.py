@@ -34,12 +34,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from .. import launch
 from ..errors import ServiceError
-from ..units import parse_duration
 from . import register
 from .base import LocalProcessService
 
@@ -119,38 +117,23 @@ class LocalS3Service(LocalProcessService):
                                "path, or point service.endpoint at a running S3 server.")
         return found
 
-    async def deploy(self) -> str:
+    default_ready_timeout = "60s"
+
+    def before_deploy(self) -> None:
         self.check_credentials()
-        binary = self.resolve_binary()
         host = self.spec.get("host", "127.0.0.1")
         if host not in ("127.0.0.1", "::1", "localhost") and self._secrets.get("local"):
             raise ServiceError(f"{self.kind} on {host} (not loopback) needs credentials: set "
                                "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or service."
                                "access_key_env / secret_key_env (placeholders are only used on "
                                "127.0.0.1)")
-        port = self.spec.get("port")
-        if port is not None and launch.port_in_use(host, port):
-            raise ServiceError(f"port {port} on {host} is in use: cannot deploy {self.kind} there "
-                               "(choose another service.port, or omit it to use a free one)")
-        port = port or launch.free_port(host)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        argv = self.argv(binary, host, port, self.workdir)
-        self.info.binary, self.info.host, self.info.port = binary, host, port
-        self.info.version = self.version(binary)
-        self.info.command = argv
-        self.info.endpoint = self.endpoint_for(host, port)
+
+    def spawn_env(self, host: str, port: int) -> dict:
+        # The harness's own AWS keys never reach the server: it gets those of server_env().
         self.info.extra["credentials"] = self._secrets.get("source")
-        self.info.started_at = launch.wall_iso()
-        t0 = time.monotonic()
         env = {k: v for k, v in os.environ.items()
                if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-        self.proc = launch.spawn(argv, self.log_path, cwd=self.workdir,
-                                 env={**env, **self.server_env()})
-        self.info.pid = self.proc.pid
-        await self._wait_ready(parse_duration(self.spec.get("ready_timeout", "60s")))
-        self.info.ready_s = round(time.monotonic() - t0, 6)
-        self.info.ready_at = launch.wall_iso()
-        return self.info.endpoint
+        return {**env, **self.server_env()}
 
     async def teardown(self) -> None:
         try:

@@ -23,7 +23,6 @@ engine arguments and the environment are recorded in run.json (service.extra).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import shutil
@@ -31,9 +30,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .. import launch
 from ..errors import ServiceError
-from ..units import parse_duration
 from . import register
 from .base import LocalProcessService
 
@@ -95,6 +92,8 @@ class HttpServerService(LocalProcessService):
 
     label = "server"
     default_ready_timeout = "60s"
+    probe_timeout_s = 2.0
+    probe_every_s = 0.1
     api_key_env_var: str | None = None     # how the server takes its API key
 
     def __init__(self, spec: dict, workdir: Path, log_path: Path):
@@ -139,43 +138,28 @@ class HttpServerService(LocalProcessService):
         return [self.container, "exec", *(["--nv"] if gpus or self.kind == "vllm" else []), ref]
 
     # -- lifecycle ------------------------------------------------------------------
-    async def deploy(self) -> str:
+    def before_deploy(self) -> None:
         self.api_key = read_api_key(self.spec)
-        binary = self.resolve_binary()
-        host = self.spec.get("host", "127.0.0.1")
-        port = self.spec.get("port")
-        if port is not None and launch.port_in_use(host, port):
-            raise ServiceError(f"port {port} on {host} is in use: cannot deploy {self.kind} there "
-                               "(choose another service.port, or omit it to use a free one)")
-        port = port or launch.free_port(host)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        argv = self.argv(binary, host, port, self.workdir)
+
+    def spawn_env(self, host: str, port: int) -> dict:
         recorded = self.child_env(host, port)
         env = dict(os.environ, **recorded)
         if self.api_key and self.api_key_env_var:
             env[self.api_key_env_var] = self.api_key
-        self.info.binary, self.info.host, self.info.port = binary, host, port
-        self.info.version = self.version(binary)
-        self.info.command = argv
-        self.info.endpoint = self.endpoint_for(host, port)
         self.info.extra["env"] = recorded
         if self.container:
             self.info.image = self.spec.get("image")
             self.info.extra["container_runtime"] = self.container
         if self.api_key:
             self.info.extra["api_key"] = f"from {self._key_source()} (passed as {self.api_key_env_var})"
-        self.info.started_at = launch.wall_iso()
-        t0 = time.monotonic()
-        self.proc = launch.spawn(argv, self.log_path, cwd=self.workdir, env=env)
-        self.info.pid = self.proc.pid
-        timeout = parse_duration(self.spec.get("ready_timeout", self.default_ready_timeout))
-        await self._wait_ready(timeout)
-        self.info.ready_s = round(time.monotonic() - t0, 6)
-        self.info.ready_at = launch.wall_iso()
+        return env
+
+    async def deploy(self) -> str:
+        endpoint = await super().deploy()
         t1 = time.monotonic()
         await self.after_ready()
         self.info.extra["after_ready_s"] = round(time.monotonic() - t1, 6)
-        return self.info.endpoint
+        return endpoint
 
     def _key_source(self) -> str:
         if self.spec.get("api_key_env"):
@@ -202,24 +186,8 @@ class HttpServerService(LocalProcessService):
             raise ServiceError(f"{self.label} at {endpoint} lists no model yet")
         self.info.extra["models_served"] = models
 
-    async def _wait_ready(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise ServiceError(
-                    f"{self.kind} exited with code {self.proc.returncode} before it was ready "
-                    f"(log: {self.log_path})", log_tail=launch.log_tail(self.log_path))
-            try:
-                await self.probe(self.info.endpoint, min(2.0, deadline - time.monotonic()))
-                return
-            except ServiceError as exc:
-                if "rejected the request" in str(exc):
-                    raise
-                last = exc
-            await asyncio.sleep(0.1)
-        raise ServiceError(f"{self.kind} did not answer a readiness probe within {timeout_s:g} s "
-                           f"({last}); log: {self.log_path}", log_tail=launch.log_tail(self.log_path))
+    def fatal_probe_error(self, exc: ServiceError) -> bool:
+        return "rejected the request" in str(exc)   # a wrong API key: waiting will not help
 
 
 @register("vllm")
