@@ -46,6 +46,7 @@ import asyncio
 from typing import Callable, ClassVar, Protocol, runtime_checkable
 
 from ..clock import now_ns
+from ..errors import ServiceError
 
 # Result tuple layout.
 R_OP, R_OK, R_ERR_TYPE, R_ERR_MSG, R_BYTES_OUT, R_BYTES_IN, R_T_FIRST, R_T_END = range(8)
@@ -84,6 +85,46 @@ class Client(Protocol):
     def abort(self, worker: int) -> str | None: ...
     def connected(self, worker: int) -> bool: ...
     async def reconnect(self, worker: int) -> None: ...
+
+
+class OpMix:
+    """A workload's `ops:` weights (e.g. {get: 0.9, set: 0.1}): checked, normalised to sum to 1
+    (in name order, so a seeded draw picks the same op on every machine), and drawn from."""
+
+    __slots__ = ("weights", "_cum")
+
+    def __init__(self, ops, supported: tuple, where: str):
+        """where: the field's name in messages, e.g. "redis workload.ops"."""
+        if not isinstance(ops, dict):
+            raise ServiceError(f"{where}: expected a mapping of operation to weight, got {ops!r}")
+        unknown = sorted(set(ops) - set(supported))
+        if unknown:
+            raise ServiceError(f"{where}: unsupported operation(s) {unknown} (supported: "
+                               f"{', '.join(supported)})")
+        try:
+            weights = {k: float(v) for k, v in ops.items() if float(v) > 0}
+        except (TypeError, ValueError):
+            raise ServiceError(f"{where}: weights must be numbers, got {ops!r}") from None
+        total = sum(weights.values())
+        if total <= 0:
+            raise ServiceError(f"{where}: the weights sum to zero")
+        self.weights = {k: v / total for k, v in sorted(weights.items())}
+        cum, acc = [], 0.0
+        for k, v in self.weights.items():
+            acc += v
+            cum.append((acc, k))
+        cum[-1] = (2.0, cum[-1][1])  # no float gap at the top
+        self._cum = cum
+
+    def share(self, op: str) -> float:
+        return self.weights.get(op, 0.0)
+
+    def pick(self, u: float) -> str:
+        """The op for a uniform draw u in [0, 1)."""
+        for edge, op in self._cum:
+            if u < edge:
+                return op
+        return self._cum[-1][1]
 
 
 def error_result(op: str, type_: str, message: str, t_end_ns: int | None = None,

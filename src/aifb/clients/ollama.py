@@ -31,7 +31,8 @@ from . import register
 from .base import CoroutineClient
 from .openai import (CONTROL_TIMEOUT_S, OLLAMA_APIS, OPENAI_APIS, ChunkAccumulator,
                      LLMWorkload, OpenAIClient, Prompt, PromptSource, _short, choose_model,
-                     error_text, exchange, get_json, make_session, normalize_base)
+                     error_text, exchange, get_json, make_session, normalize_base,
+                     with_prompt_facts)
 
 LABEL = "Ollama"
 DEFAULT_KEEP_ALIVE = "30m"
@@ -191,13 +192,7 @@ class OllamaNativeClient(CoroutineClient):
             "token_count": "eval_count from the server (the final NDJSON line)",
             "api_key": "sent (from secrets)" if self._api_key else "none",
         }
-        if self.prompts.dataset:
-            out["dataset_sha256"] = self.prompts.dataset["sha256"]
-        if self.wl.goodput:
-            out["goodput"] = self.wl.goodput
-        if self._notes:
-            out["notes"] = list(self._notes)
-        return out
+        return with_prompt_facts(out, self.prompts, self.wl, self._notes)
 
     def _op_name(self, worker: int) -> str:
         return self._op

@@ -633,6 +633,17 @@ class ChunkAccumulator:
 
 # ----------------------------------------------------------------------------- the client
 
+def with_prompt_facts(out: dict, prompts: "PromptSource", wl: LLMWorkload, notes: list) -> dict:
+    """describe() of an LLM client: add the data set's hash, the goodput SLOs and the notes."""
+    if prompts.dataset:
+        out["dataset_sha256"] = prompts.dataset["sha256"]
+    if wl.goodput:
+        out["goodput"] = wl.goodput
+    if notes:
+        out["notes"] = list(notes)
+    return out
+
+
 def partial_record(acc: ChunkAccumulator, max_tokens: int, op: str, etype: str, msg: str,
                    bytes_out: int, bytes_in: int, t_end: int) -> tuple:
     """A failed request's record that keeps what the stream carried before it failed."""
@@ -856,13 +867,7 @@ class OpenAIClient(CoroutineClient):
                                if self._tokenize_ok else "the number of chunks that carried text")),
             "api_key": "sent (from secrets)" if self._api_key else "none",
         }
-        if self.prompts.dataset:
-            out["dataset_sha256"] = self.prompts.dataset["sha256"]
-        if self.wl.goodput:
-            out["goodput"] = self.wl.goodput
-        if self._notes:
-            out["notes"] = list(self._notes)
-        return out
+        return with_prompt_facts(out, self.prompts, self.wl, self._notes)
 
     # -- per request --------------------------------------------------------------------
     def _op_name(self, worker: int) -> str:

@@ -42,7 +42,7 @@ from urllib.parse import unquote, urlsplit
 from ..clock import now_ns
 from ..errors import ServiceError
 from . import register
-from .base import CoroutineClient, RequestError
+from .base import CoroutineClient, OpMix, RequestError
 
 DEFAULT_PORT = 5432
 DEFAULT_USER = "postgres"
@@ -229,21 +229,8 @@ class PostgresClient(CoroutineClient):
         self._ep = parse_endpoint(endpoint, secrets)
         self.label = self._ep.label
         wl = {**_DEFAULTS, **(workload or {})}
-        unknown = set(wl["ops"]) - set(OPS)
-        if unknown:
-            raise ServiceError(f"postgres workload.ops: unsupported operation(s) {sorted(unknown)} "
-                               f"(supported: {', '.join(OPS)})")
-        weights = {k: float(v) for k, v in wl["ops"].items() if float(v) > 0}
-        total = sum(weights.values())
-        if total <= 0:
-            raise ServiceError("postgres workload.ops: the weights sum to zero")
-        self.ops = {k: v / total for k, v in sorted(weights.items())}
-        self._cum = []
-        acc = 0.0
-        for k, v in self.ops.items():
-            acc += v
-            self._cum.append((acc, k))
-        self._cum[-1] = (2.0, self._cum[-1][1])  # no float gap at the top
+        self._mix = OpMix(wl["ops"], OPS, "postgres workload.ops")
+        self.ops = self._mix.weights
         self.prefix = str(wl["table_prefix"])
         if not _IDENT.match(self.prefix):
             raise ServiceError(f"postgres workload.table_prefix {self.prefix!r} must be a lower-case "
@@ -475,11 +462,7 @@ class PostgresClient(CoroutineClient):
 
     async def request(self, worker: int):
         rnd = self._rnds[worker]
-        r = rnd.random()
-        for edge, op in self._cum:
-            if r < edge:
-                break
-        self._cur[worker] = op
+        op = self._cur[worker] = self._mix.pick(rnd.random())
         if self._broken[worker]:
             raise RequestError("ConnectionError", f"not connected to postgres at {self.label}")
         try:

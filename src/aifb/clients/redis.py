@@ -28,7 +28,7 @@ from ..clock import now_ns
 from ..errors import ServiceError
 from ..units import parse_size
 from . import register
-from .base import RequestError
+from .base import OpMix, RequestError
 
 DEFAULT_PORT = 6379
 CONNECT_TIMEOUT_S = 10.0
@@ -439,16 +439,9 @@ class RedisClient:
         self._ep = parse_endpoint(endpoint, secrets)
         self.label = self._ep.label
         wl = {**_DEFAULTS, **(workload or {})}
-        unknown = set(wl["ops"]) - {"get", "set"}
-        if unknown:
-            raise ServiceError(f"redis workload.ops: unsupported operation(s) {sorted(unknown)} "
-                               "(supported: get, set)")
-        weights = {k: float(v) for k, v in wl["ops"].items() if float(v) > 0}
-        total = sum(weights.values())
-        if total <= 0:
-            raise ServiceError("redis workload.ops: the weights sum to zero")
-        self.ops = {k: v / total for k, v in sorted(weights.items())}
-        self.p_get = self.ops.get("get", 0.0)
+        mix = OpMix(wl["ops"], ("get", "set"), "redis workload.ops")
+        self.ops = mix.weights
+        self.p_get = mix.share("get")
         self.value_size = parse_size(wl["value_size"])
         self.keyspace = int(wl["keyspace"])
         self.key_prefix = str(wl["key_prefix"])

@@ -52,7 +52,7 @@ from ..clock import now_ns
 from ..errors import ServiceError
 from ..units import parse_size
 from . import register
-from .base import CoroutineClient, RequestError
+from .base import CoroutineClient, OpMix, RequestError
 
 DEFAULT_REGION = "us-east-1"
 ACCESS_KEY_ENV = "AWS_ACCESS_KEY_ID"
@@ -288,21 +288,8 @@ class S3Client(CoroutineClient):
         self.label = self._ep.label
         self._access, self._secret, self._cred_source = credentials(secrets)
         wl = {**_DEFAULTS, **(workload or {})}
-        unknown = set(wl["ops"]) - set(OPS)
-        if unknown:
-            raise ServiceError(f"S3 workload.ops: unsupported operation(s) {sorted(unknown)} "
-                               f"(supported: {', '.join(OPS)})")
-        weights = {k: float(v) for k, v in wl["ops"].items() if float(v) > 0}
-        total = sum(weights.values())
-        if total <= 0:
-            raise ServiceError("S3 workload.ops: the weights sum to zero")
-        self.ops = {k: v / total for k, v in sorted(weights.items())}
-        self._cum = []
-        acc = 0.0
-        for k, v in self.ops.items():
-            acc += v
-            self._cum.append((acc, k))
-        self._cum[-1] = (2.0, self._cum[-1][1])
+        self._mix = OpMix(wl["ops"], OPS, "S3 workload.ops")
+        self.ops = self._mix.weights
         self.bucket = str(wl["bucket"])
         if not _BUCKET.match(self.bucket) or ".." in self.bucket:
             raise ServiceError(f"S3 workload.bucket {self.bucket!r} is not a valid bucket name "
@@ -556,11 +543,7 @@ class S3Client(CoroutineClient):
 
     async def request(self, worker: int):
         rnd = self._rnds[worker]
-        r = rnd()
-        for edge, op in self._cum:
-            if r < edge:
-                break
-        self._cur[worker] = op
+        op = self._cur[worker] = self._mix.pick(rnd())
         i = int(rnd() * self.objects)
         try:
             if self._session is not None:

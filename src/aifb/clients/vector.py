@@ -28,7 +28,7 @@ import numpy as np
 
 from ..clock import now_ns
 from ..errors import ServiceError
-from .base import CoroutineClient, RequestError
+from .base import CoroutineClient, OpMix, RequestError
 
 # =========================================================================== shared: workload
 
@@ -84,20 +84,9 @@ class VectorWorkload:
         self.batch_size = pos_int("batch_size", wl["batch_size"])
         self.insert_batch = pos_int("insert_batch", wl["insert_batch"])
         self.seed = pos_int("seed", wl["seed"], 0)
-        ops = wl["ops"] or {}
-        if not isinstance(ops, dict) or set(ops) - {"query", "insert"}:
-            bad = sorted(set(ops) - {"query", "insert"}) if isinstance(ops, dict) else ops
-            raise ServiceError(f"{where}.ops: unsupported operation(s) {bad} (supported: query, "
-                               "insert)")
-        try:
-            weights = {k: float(v) for k, v in ops.items() if float(v) > 0}
-        except (TypeError, ValueError):
-            raise ServiceError(f"{where}.ops: weights must be numbers, got {ops!r}") from None
-        total = sum(weights.values())
-        if total <= 0:
-            raise ServiceError(f"{where}.ops: the weights sum to zero")
-        self.ops = {k: v / total for k, v in sorted(weights.items(), reverse=True)}
-        self.p_query = self.ops.get("query", 0.0)
+        mix = OpMix(wl["ops"] or {}, ("query", "insert"), f"{where}.ops")
+        self.ops = mix.weights
+        self.p_query = mix.share("query")
         index = dict(wl["index"] or {})
         unknown = sorted(set(index) - set(INDEX_KEYS) - set(extra_index_keys))
         if unknown:
