@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -70,14 +72,14 @@ def pid_alive(pid: int | None) -> bool:
         return False
 
 
-def redis_servers_under(path: Path) -> list[int]:
-    """PIDs of redis-server processes whose working directory is inside `path`."""
+def processes_under(path: Path, comm: str) -> list[int]:
+    """PIDs of processes named `comm` whose working directory is inside `path`."""
     pids = []
     for p in Path("/proc").iterdir():
         if not p.name.isdigit():
             continue
         try:
-            if "redis-server" not in (p / "comm").read_text():
+            if comm not in (p / "comm").read_text():
                 continue
             if str(path) in os.readlink(p / "cwd"):
                 pids.append(int(p.name))
@@ -86,7 +88,35 @@ def redis_servers_under(path: Path) -> list[int]:
     return pids
 
 
+def redis_servers_under(path: Path) -> list[int]:
+    return processes_under(path, "redis-server")
+
+
+def llama_servers_under(path: Path) -> list[int]:
+    return processes_under(path, "llama-server")
+
+
 def tree(path: Path) -> dict[str, float]:
     """Every file under path (except Snakemake's own metadata) with its mtime."""
     return {str(p.relative_to(path)): p.stat().st_mtime for p in path.rglob("*")
             if p.is_file() and ".snakemake" not in p.parts}
+
+
+class TimedReplies:
+    """A mixin for asyncio.Protocol fakes (self.transport set in connection_made): send a reply
+    exactly at a time.perf_counter() instant or just after (loop timers alone may fire up to
+    1 ms early, so the last 1.5 ms are spun on call_soon)."""
+
+    def _send_at(self, when, reply):
+        left = when - time.perf_counter()
+        loop = asyncio.get_running_loop()
+        if left <= 0:
+            self._send(reply)
+        elif left > 0.002:
+            loop.call_later(left - 0.0015, self._send_at, when, reply)
+        else:
+            loop.call_soon(self._send_at, when, reply)
+
+    def _send(self, reply):
+        if not self.transport.is_closing():
+            self.transport.write(reply)

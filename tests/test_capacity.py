@@ -15,7 +15,7 @@ from aifb.capacity import CapacitySearch, capacity_headline, run_capacity
 from aifb.clients.redis import parse_reply
 from aifb.errors import ConfigError
 
-from support import make_workspace, read_json
+from support import TimedReplies, make_workspace, read_json
 
 
 def search_with(threshold, start=1, maximum=128, resolution=None, integer=True):
@@ -115,7 +115,7 @@ def test_bad_specs_are_clear_errors():
 
 
 # --------------------------------------------------------------------------- end to end
-class FakeLoadDependentRedis(asyncio.Protocol):
+class FakeLoadDependentRedis(TimedReplies, asyncio.Protocol):
     """Fake for a known capacity, not a Redis: PING/SET/... answered at once; GET answered after
     PER_CONNECTION_S x (connections open now). With `clients` workers of one connection each the
     GET latency is clients x PER_CONNECTION_S, so an SLO on it has a known capacity."""
@@ -143,19 +143,6 @@ class FakeLoadDependentRedis(asyncio.Protocol):
             else:
                 self._send(b"+PONG\r\n" if name == b"PING" else b"+OK\r\n")
 
-    def _send_at(self, when, reply):
-        left = when - time.perf_counter()
-        loop = asyncio.get_running_loop()
-        if left <= 0:
-            self._send(reply)
-        elif left > 0.002:
-            loop.call_later(left - 0.0015, self._send_at, when, reply)
-        else:
-            loop.call_soon(self._send_at, when, reply)
-
-    def _send(self, reply):
-        if not self.transport.is_closing():
-            self.transport.write(reply)
 
 
 @pytest.fixture

