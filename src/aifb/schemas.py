@@ -22,6 +22,21 @@ def load_schema(name: str) -> dict:
         return yaml.safe_load(fh)
 
 
+@functools.cache
+def _registry():
+    """Every schema under workflow/schemas/ by its $id, so that one can $ref another (the LLM
+    kinds share workloads/llm.schema.yaml, minio refers to s3)."""
+    from referencing import Registry, Resource
+
+    root = schema_dir()
+    resources = []
+    for path in sorted(root.rglob("*.schema.yaml")):
+        schema = load_schema(str(path.relative_to(root)))
+        if isinstance(schema, dict) and "$id" in schema:
+            resources.append((schema["$id"], Resource.from_contents(schema)))
+    return Registry().with_resources(resources)
+
+
 def _path_text(path) -> str:
     parts = []
     for p in path:
@@ -71,7 +86,7 @@ def validation_errors(instance, schema_name: str, prefix: str = "") -> list[str]
     """All problems found, one message each, sorted by field path; empty when valid.
     `prefix` names where `instance` sits in a larger document (e.g. "workload")."""
     schema = load_schema(schema_name)
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = jsonschema.Draft202012Validator(schema, registry=_registry())
     messages = []
     for err in validator.iter_errors(instance):
         for leaf in _leaf_errors(err):
