@@ -72,8 +72,9 @@ def pid_alive(pid: int | None) -> bool:
         return False
 
 
-def processes_under(path: Path, comm: str) -> list[int]:
-    """PIDs of processes named `comm` whose working directory is inside `path`."""
+def processes_under(path: Path, comm: str, *, by: str = "cwd") -> list[int]:
+    """PIDs of processes whose name contains `comm` and whose working directory (by="cwd") or
+    command line (by="cmdline") names a path inside `path`."""
     pids = []
     for p in Path("/proc").iterdir():
         if not p.name.isdigit():
@@ -81,11 +82,21 @@ def processes_under(path: Path, comm: str) -> list[int]:
         try:
             if comm not in (p / "comm").read_text():
                 continue
-            if str(path) in os.readlink(p / "cwd"):
+            where = (os.readlink(p / "cwd") if by == "cwd" else
+                     (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+            if str(path) in where:
                 pids.append(int(p.name))
         except OSError:
             continue
     return pids
+
+
+def run_async(coro):
+    """Run a coroutine on a fresh uvloop event loop (what the engine runs on)."""
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as r:
+        return r.run(coro)
 
 
 def redis_servers_under(path: Path) -> list[int]:

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-import uvloop
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,7 +23,7 @@ from aifb.engine import run_load, run_load_sync
 from aifb.errors import ServiceError
 from aifb.records import encode_row, encode_rows, iter_records, read_records
 from aifb.schemas import validation_errors
-from support import TimedReplies
+from support import TimedReplies, run_async
 
 pytestmark = pytest.mark.redis
 
@@ -41,9 +40,7 @@ def load(**kw):
     return base
 
 
-def arun(coro):
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as r:
-        return r.run(coro)
+arun = run_async
 
 
 def quiet(_msg):

@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import pytest
-import uvloop
 
 from aifb import registry
 from aifb.clock import RunClock
@@ -29,7 +28,8 @@ from aifb.engine import run_load_sync
 from aifb.errors import ServiceError
 from aifb.recipe import validate
 from aifb.runner import run_benchmark
-from support import aifb, benchmark_id_from, make_workspace, pid_alive, read_json
+from support import (aifb, benchmark_id_from, make_workspace, pid_alive, processes_under, read_json,
+                     run_async as run)
 
 pytestmark = pytest.mark.postgres
 
@@ -60,25 +60,9 @@ def _as_postgres() -> list[str]:
     return ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", "--"]
 
 
-def run(coro):
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as r:
-        return r.run(coro)
-
-
 def postgres_procs_under(path: Path) -> list[int]:
     """PIDs of postgres processes whose command line names a path inside `path`."""
-    pids = []
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            comm = (p / "comm").read_text().strip()
-        except OSError:
-            continue
-        if comm.startswith("postgres") and str(path) in cmd:
-            pids.append(int(p.name))
-    return pids
+    return processes_under(path, "postgres", by="cmdline")
 
 
 @pytest.fixture(scope="module")

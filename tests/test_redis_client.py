@@ -12,7 +12,6 @@ import subprocess
 import time
 
 import pytest
-import uvloop
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,11 +19,10 @@ from aifb.clients import available_kinds, get_client
 from aifb.clients.redis import (ProtocolError, RedisClient, RedisConnection, ReplyError,
                                 encode_command, parse_endpoint, parse_reply)
 from aifb.errors import NotImplementedKind, ServiceError
+from support import run_async
 
 
-def arun(coro):
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as r:
-        return r.run(coro)
+arun = run_async
 
 
 # --------------------------------------------------------------------------- parser

@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import pytest
-import uvloop
 
 from aifb import registry
 from aifb.clock import RunClock
@@ -29,7 +28,8 @@ from aifb.engine import run_load_sync
 from aifb.errors import RecipeError, ServiceError
 from aifb.recipe import load_settings, validate
 from aifb.runner import run_benchmark
-from support import aifb, benchmark_id_from, make_workspace, pid_alive, read_json
+from support import (aifb, benchmark_id_from, make_workspace, pid_alive, processes_under, read_json,
+                     run_async as run)
 
 pytestmark = pytest.mark.s3
 FAKES = Path(__file__).resolve().parent / "fakes"
@@ -59,24 +59,8 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
-def run(coro):
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as r:
-        return r.run(coro)
-
-
 def weed_procs_under(path: Path) -> list[int]:
-    pids = []
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            if (p / "comm").read_text().strip() != "weed":
-                continue
-            if str(path) in (p / "cmdline").read_bytes().decode(errors="replace"):
-                pids.append(int(p.name))
-        except OSError:
-            continue
-    return pids
+    return processes_under(path, "weed", by="cmdline")
 
 
 @pytest.fixture(scope="module")
