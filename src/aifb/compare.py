@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .jsonio import write_json
+from .jsonio import write_json, write_text
 
 # Run-to-run noise of short (10-30 s) closed-loop benchmarks on shared 2-core machines (laptops,
 # CI runners, login-node-class VMs): the client and the service share the cores with whatever
@@ -192,7 +192,5 @@ def write_comparison(comparison: dict, out_dir: Path) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     js, md = out_dir / "comparison.json", out_dir / "comparison.md"
     write_json(js, comparison)
-    tmp = md.with_name(".comparison.md.tmp")
-    tmp.write_text(render_markdown(comparison), encoding="utf-8")
-    tmp.replace(md)
+    write_text(md, render_markdown(comparison))
     return js, md

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from . import registry
-from .jsonio import write_json
+from .jsonio import write_json, write_text
 from .report import notes_percentile, render_notes
 
 TITLE = "# AI Factory Benchmarking Dataset Index"
@@ -419,10 +419,6 @@ def write_index(root: Path, sweeps: list[dict], md_path: Path, json_path: Path,
         "sweeps": sweep_rows,
         "bundle": bundle,
     }
-    md_path = Path(md_path)
-    md_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = md_path.with_name(f".{md_path.name}.{os.getpid()}.tmp")
-    tmp.write_text(md, encoding="utf-8")
-    tmp.replace(md_path)
+    write_text(md_path, md)
     write_json(json_path, index)
     return index

@@ -1,6 +1,7 @@
-"""Atomic JSON files: write to a temporary file in the same directory, fsync, rename.
+"""Atomic files (JSON, text, bytes): write to a temporary file in the same directory, fsync,
+rename.
 
-A reader (or a crash) sees either the old or the new run.json, never half of one.
+A reader (or a crash) sees either the old or the new run.json or report, never half of one.
 """
 
 from __future__ import annotations
@@ -10,15 +11,23 @@ import os
 from pathlib import Path
 
 
-def write_json(path: str | Path, data, *, indent: int = 2) -> None:
+def write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(json.dumps(data, indent=indent, ensure_ascii=False, default=str) + "\n")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | Path, data, *, indent: int = 2) -> None:
+    write_text(path, json.dumps(data, indent=indent, ensure_ascii=False, default=str) + "\n")
 
 
 def read_json(path: str | Path):

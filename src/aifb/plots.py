@@ -10,7 +10,6 @@ never computed from the sample: the numbers come from summary.json.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 import polars as pl
 import vl_convert as vlc
 
+from .jsonio import write_bytes
 from .metrics import extensions
 from .slo import LATENCY_STATS
 from .summary import SCAN_SCHEMA, latency_expr, scan_records
@@ -256,11 +256,7 @@ def save_png(chart, path: Path) -> None:
     """Render with vl-convert (offline) and write atomically."""
     with alt.data_transformers.enable("default", max_rows=None):  # we cap rows ourselves
         spec = chart.to_dict()
-    png = vlc.vegalite_to_png(spec, scale=SCALE)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(png)
-    os.replace(tmp, path)
+    write_bytes(path, vlc.vegalite_to_png(spec, scale=SCALE))
 
 
 def write_plots(records: Path, run: dict, summary: dict, plots_dir: Path) -> list[dict]:

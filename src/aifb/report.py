@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 from pathlib import Path
 
 from .errors import AifbError
-from .jsonio import read_json, write_json
+from .jsonio import read_json, write_json, write_text
 from .metrics import extensions
 from .plots import write_plots
 from .summary import PERCENTILES, RECORDS, SUMMARY_VERSION, summarize
@@ -256,15 +255,7 @@ def build_report(run_dir: Path, report_dir: Path, comparison: dict | None = None
         "generated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
-    md = render_markdown(report, summary)
-    if comparison:
-        from .compare import render_markdown as comparison_markdown
-        head, sep, tail = md.partition("## Metric definitions")
-        md = head + comparison_markdown(comparison).rstrip() + "\n\n" + sep + tail
-    report_dir.mkdir(parents=True, exist_ok=True)
-    tmp = report_dir / f".report.md.{os.getpid()}.tmp"
-    tmp.write_text(md, encoding="utf-8")
-    os.replace(tmp, report_dir / "report.md")
+    write_text(report_dir / "report.md", render_markdown(report, summary))
     write_json(report_dir / "report.json", report)
     return report
 
@@ -432,6 +423,9 @@ def render_markdown(report: dict, summary: dict) -> str:
     for p in r["plots"]:
         lines += [f"![{p['title']}]({p['path']})", "", f"*{p['caption']}*", ""]
 
+    if r.get("reproducibility"):
+        from .compare import render_markdown as comparison_markdown
+        lines += [comparison_markdown(r["reproducibility"]).rstrip(), ""]
     lines += ["## Metric definitions", ""]
     for name, sentence in (r["metric_definitions"] or {}).items():
         lines.append(f"- **{name}**: {sentence}")

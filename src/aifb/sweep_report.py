@@ -21,7 +21,7 @@ import datetime as dt
 import math
 from pathlib import Path
 
-from .jsonio import read_json, write_json
+from .jsonio import read_json, write_json, write_text
 from .slo import SloRule, measured_value, parse_rules
 from .stats import mean_ci
 
@@ -380,10 +380,9 @@ def _threshold_layers(alt, y, value: float, label: str) -> list:
 
 
 def _save(chart, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    chart.save(str(tmp), format="png", scale_factor=1.5)
-    tmp.replace(path)
+    from .plots import save_png  # altair and vl-convert only when there is a plot to draw
+
+    save_png(chart, path)
 
 
 def _plots(out_dir: Path, param: str, name: str, levels: list[dict], rules: list[SloRule],
@@ -669,7 +668,7 @@ def build_sweep_report(sweep: dict, run_dirs: list[Path], out_dir: Path) -> dict
     out_dir.mkdir(parents=True, exist_ok=True)
     report["sections"], report["extra_plots"] = _extension_sections(records, by_name, param, out_dir)
     write_json(out_dir / "report.json", report)
-    (out_dir / "report.md").write_text(_render_md(report, rules), encoding="utf-8")
+    write_text(out_dir / "report.md", _render_md(report, rules))
     _plots(out_dir, param, sweep.get("name") or "sweep", levels, rules, optimal)
     return report
 
