@@ -43,6 +43,8 @@ from .errors import ConfigError, RecipeError
 from .jsonio import read_json, write_json
 from .recipe import apply_overrides, read_yaml, validate
 from .slo import evaluate, format_value, parse_rules
+from .sweep import _latest
+from .sweep_report import _level_str, _md_cell
 
 PARAMS = ("load.clients", "load.concurrency", "load.rate")
 INTEGER_PARAMS = ("load.clients", "load.concurrency")
@@ -169,9 +171,7 @@ class CapacitySearch:
 
 
 def _fmt_level(v) -> str:
-    if v is None:
-        return "n/a"
-    return f"{v:g}" if isinstance(v, float) else str(v)
+    return "n/a" if v is None else _level_str(v)
 
 
 # ----------------------------------------------------------------------------- steps
@@ -263,11 +263,7 @@ def _step_id(name: str, spec: dict, level, recipe: dict, overrides: list[str], r
              remeasure: bool) -> str:
     key = {"name": name, "version": spec.get("version", 1), "mode": MODE, "level": level,
            "repeat": 0}
-    latest, epoch = None, -1
-    for e in registry.all_entries(root):
-        s = e.get("sweep") or {}
-        if all(s.get(k) == v for k, v in key.items()) and s.get("epoch", 0) > epoch:
-            latest, epoch = e["benchmark_id"], s.get("epoch", 0)
+    latest, epoch = _latest(key, registry.all_entries(root))
     if latest and not remeasure:
         return latest
     entry = registry.make_entry(recipe, recipe_path=spec["recipe"], overrides=overrides)
@@ -367,10 +363,6 @@ def capacity_headline(res: dict) -> str:
             f"{_fmt_level(hi - lo)}).")
 
 
-def _md(text) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
 def _secs(v) -> str:
     return format_value("p99", v) if v is not None else "n/a"
 
@@ -411,7 +403,7 @@ def write_capacity_report(name: str, spec: dict, res: dict, steps: list[Step], r
             "|---:|---:|---|---|---:|---:|---|---|"]
     for s in steps:
         d = s.as_dict()
-        path.append("| " + " | ".join(_md(c) for c in (
+        path.append("| " + " | ".join(_md_cell(c) for c in (
             s.index, _fmt_level(s.level), s.benchmark_id + (" (reused)" if s.reused else ""),
             "✅ pass" if s.passed else "❌ fail",
             f"{d['rps']:.2f}" if d["rps"] is not None else "n/a", _secs(d["p99"]), s.why,

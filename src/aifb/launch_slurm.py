@@ -779,8 +779,10 @@ class ClientJobs:
                 lo = self.blocks[k][0]
                 corr = self._drift(k)
                 buf = []
+                lines = 0
                 with open(path, encoding="utf-8") as fh:
                     for line in fh:
+                        lines += 1  # the job's own count, a torn last line included
                         if not line.endswith("\n"):
                             break  # a torn last line of a killed job
                         rec = json.loads(line)
@@ -799,7 +801,7 @@ class ClientJobs:
                 if buf:
                     out.write("\n".join(buf) + "\n")
                     total += len(buf)
-                self.jobs[k]["records"] = sum(1 for _ in open(path, encoding="utf-8"))
+                self.jobs[k]["records"] = lines
         self.merged = True
         return total
 
@@ -917,7 +919,7 @@ async def _client_job(run_dir: Path, k: int, log) -> int:
     from .clock import RunClock, now_ns
     from .engine import run_load
     from .errors import AifbError
-    from .runner import load_secrets
+    from .runner import service_secrets
 
     plan = read_json(run_dir / "clients" / "plan.json")
     me = plan["jobs"][k]
@@ -994,10 +996,7 @@ async def _client_job(run_dir: Path, k: int, log) -> int:
     try:
         from .services import get_service
 
-        secrets = load_secrets(plan["service"])  # as the runner does: env/files, kind's own
-        kind_secrets = getattr(get_service(kind), "secrets", None)
-        if callable(kind_secrets):
-            secrets.update(kind_secrets(plan["service"]))
+        secrets = service_secrets(plan["service"], get_service(kind))
         stats = await run_load(kind=kind, endpoint=plan["endpoint"], workload=plan["workload"],
                                load=me["load"], seed=me["seed"],
                                records_path=out_dir / "requests.jsonl", clock=clock,

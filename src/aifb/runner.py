@@ -61,6 +61,16 @@ def load_secrets(service: dict) -> dict:
     return secrets
 
 
+def service_secrets(spec: dict, service_cls) -> dict:
+    """The secrets a benchmark's clients use: load_secrets plus the kind's own (e.g. the S3
+    access and secret keys), the same in the benchmark job and every extra client job."""
+    secrets = load_secrets(spec)
+    kind_secrets = getattr(service_cls, "secrets", None)
+    if callable(kind_secrets):
+        secrets.update(kind_secrets(spec))
+    return secrets
+
+
 def _now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
@@ -213,10 +223,7 @@ async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path 
         service_cls = get_service(spec["kind"])  # an unimplemented kind stops here, clearly
         target = get_target(run["target"], root)  # an unknown target too
         run["target_config"] = _target_record(target)
-        secrets = load_secrets(spec)
-        kind_secrets = getattr(service_cls, "secrets", None)  # e.g. S3 access/secret keys
-        if callable(kind_secrets):
-            secrets.update(kind_secrets(spec))
+        secrets = service_secrets(spec, service_cls)
         endpoint = spec.get("endpoint")
         if not endpoint:
             if target["executor"] == "slurm":
