@@ -84,7 +84,11 @@ def validate_targets(data, source: str = "config/targets.yaml") -> dict:
 
 def load_targets(root: Path | None = None) -> dict:
     """Every target, validated. Without a targets file only the built-in `local` exists."""
-    path = targets_file(root)
+    return load_targets_file(targets_file(root))
+
+
+def load_targets_file(path: Path) -> dict:
+    """The targets of one file, validated (the built-in `local` alone when there is none)."""
     if not path.is_file():
         return {"local": dict(BUILTIN_LOCAL)}
     try:

@@ -1,16 +1,15 @@
 # Validation of config and recipes at parse time, and the input functions the rules share.
 # No rules here.
 
+import functools
 import sys
 from pathlib import Path
 
 from snakemake.utils import validate
 
-import yaml
-
 from aifb import registry, sweep as aifb_sweep
 from aifb.errors import AifbError
-from aifb.launch_slurm import BUILTIN_LOCAL, DEFAULT_QUEUE_TIMEOUT_S, validate_targets
+from aifb.launch_slurm import DEFAULT_QUEUE_TIMEOUT_S, load_targets_file
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -20,12 +19,8 @@ WORKDIR = Path.cwd()
 
 def _load_targets():
     """config/targets.yaml (or the file config names), validated: clusters recipes may name."""
-    path = WORKDIR / config.get("targets", "config/targets.yaml")
-    if not path.is_file():
-        return {"local": dict(BUILTIN_LOCAL)}
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
     try:  # against workflow/schemas/targets.schema.yaml, with messages that name the field
-        return validate_targets(data, str(path))
+        return load_targets_file(WORKDIR / config.get("targets", "config/targets.yaml"))
     except AifbError as exc:
         raise WorkflowError(str(exc))
 
@@ -73,6 +68,21 @@ for _sweep in SWEEPS:
 PREDICTED = {p.benchmark_id for s in SWEEPS for p in s.points if p.predicted}
 
 
+@functools.cache
+def _entry(bid):
+    """A registered benchmark's entry, read once per parse (entries never change once
+    written); None when it is not registered."""
+    try:
+        return registry.get(bid, WORKDIR)
+    except AifbError:
+        return None
+
+
+@functools.cache
+def _all_entries():
+    return registry.all_entries(WORKDIR)
+
+
 def registered_entry(wildcards):
     """The registry file of a benchmark ID (a clear error when it is not registered)."""
     path = registry.entry_path(wildcards.id, WORKDIR)
@@ -87,7 +97,7 @@ def registered_entry(wildcards):
 
 
 def all_run_reports(wildcards):
-    return [f"reports/{e['benchmark_id']}/report.md" for e in registry.all_entries(WORKDIR)]
+    return [f"reports/{e['benchmark_id']}/report.md" for e in _all_entries()]
 
 
 def all_sweep_reports(wildcards):
@@ -113,29 +123,26 @@ def sweep_point_reports(wildcards):
 
 def rerun_original_summary(wildcards):
     """A rerun's report compares it with the original, so it needs the original's summary."""
-    try:
-        original = registry.get(wildcards.id, WORKDIR).get("rerun_of")
-    except AifbError:
-        return []
+    original = (_entry(wildcards.id) or {}).get("rerun_of")
     return [f"results/{original}/summary.json"] if original else []
 
 
 def benchmark_threads(wildcards):
     """Cores for one benchmark job: 2, or load.processes + 1 (capped by --cores / Slurm)."""
-    try:
-        load = registry.get(wildcards.id, WORKDIR)["recipe"]["load"]
-    except AifbError:
+    entry = _entry(wildcards.id)
+    if entry is None:
         return 2
+    load = entry["recipe"]["load"]
     return max(2, int(load.get("processes", 1)) + 1)
 
 
 def benchmark_runtime_min(wildcards):
     """Wall-time limit for one benchmark job (Slurm): load time plus deploy/preload margin,
     plus, when the service is a Slurm job of its own, the time it may wait in the queue."""
-    try:
-        recipe = registry.get(wildcards.id, WORKDIR)["recipe"]
-    except AifbError:
+    entry = _entry(wildcards.id)
+    if entry is None:
         return 30
+    recipe = entry["recipe"]
     minutes = aifb_sweep.runtime_minutes(recipe)
     target = TARGETS.get(recipe.get("target", "local")) or {}
     if target.get("executor") == "slurm":
@@ -147,7 +154,7 @@ def benchmark_runtime_min(wildcards):
 def existing_run_files(wildcards):
     """run.json and summary.json of every run on disk: the index is rebuilt when any changes."""
     files = []
-    for entry in registry.all_entries(WORKDIR):
+    for entry in _all_entries():
         bid = entry["benchmark_id"]
         for name in ("run.json", "summary.json"):
             if (WORKDIR / "results" / bid / name).is_file():
