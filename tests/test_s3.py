@@ -423,17 +423,7 @@ def test_s3_kind_named_credentials_and_bad_inputs(tmp_path, s3_env, monkeypatch)
     assert weed_procs_under(tmp_path) == []
 
 
-def _runner_merges_kind_secrets() -> bool:
-    import inspect
-
-    import aifb.runner
-    return '"secrets"' in inspect.getsource(aifb.runner._benchmark)
-
-
 @needs_weed
-@pytest.mark.xfail(not _runner_merges_kind_secrets(), strict=True,
-                   reason="aifb.runner does not merge the kind's secrets yet "
-                          "(service_cls.secrets(spec)); proposed diff in the S3 hand-over")
 def test_named_credential_variables_reach_server_and_client(tmp_path, s3_env, monkeypatch):
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")

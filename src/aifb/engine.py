@@ -926,15 +926,6 @@ def _split(n: int, parts: int) -> list[tuple[int, int]]:
     return [(n * k // parts, n * (k + 1) // parts) for k in range(parts)]
 
 
-def _die_with_parent() -> None:
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 class _Channel:
     """Pickled messages between the parent and a worker over one socket (8-byte length +
     pickle), read by the event loop as bytes arrive. The event loop makes the socket
@@ -1363,6 +1354,8 @@ def _worker_main(fd: int) -> int:
     import uvloop
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C: the parent coordinates
+    from .launch import _die_with_parent
+
     _die_with_parent()
     if os.getppid() == 1:
         return 1

@@ -22,11 +22,13 @@ from .errors import ServiceError
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def _die_with_parent() -> None:
+    """SIGTERM to this process when its parent dies (a service between fork and exec, an
+    engine worker process at its start)."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
+    except (OSError, AttributeError):
         pass
 
 

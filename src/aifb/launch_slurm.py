@@ -40,6 +40,7 @@ from pathlib import Path
 import yaml
 
 from . import launch
+from .engine import _split
 from .errors import ConfigError, ServiceError
 from .jsonio import read_json, write_json
 from .paths import work_root
@@ -527,10 +528,6 @@ class SlurmServiceLauncher:
 SYNC_SAMPLES = 32
 DEFAULT_CLOCK_BOUND_S = 1e-3
 _TIME_KEYS = ("t_sched", "t_start", "t_first", "t_end")
-
-
-def _split(n: int, parts: int) -> list[tuple[int, int]]:
-    return [(n * k // parts, n * (k + 1) // parts) for k in range(parts)]
 
 
 def client_job_count(settings: dict, target: dict) -> int:

@@ -10,7 +10,6 @@ failures (service won't start, endpoint unreachable) are results, not crashes: r
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import os
 import shutil
 import signal
@@ -20,7 +19,7 @@ import traceback
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from . import provenance, registry
+from . import launch, provenance, registry
 from .clock import RunClock
 from .errors import AifbError, ServiceError
 from .jsonio import read_json, write_json
@@ -69,10 +68,6 @@ def service_secrets(spec: dict, service_cls) -> dict:
     if callable(kind_secrets):
         secrets.update(kind_secrets(spec))
     return secrets
-
-
-def _now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _next_attempt_dir(run_dir: Path) -> Path:
@@ -163,7 +158,7 @@ def initial_run_record(benchmark_id: str, entry: dict, clock: RunClock) -> dict:
     service = recipe["service"]
     return {
         "benchmark_id": benchmark_id,
-        "created_at": _now_iso(),
+        "created_at": launch.wall_iso(),
         "finished_at": None,
         "status": "running",
         "reason": None,
@@ -217,7 +212,6 @@ async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path 
     recipe = run["recipe"]
     spec = dict(recipe["service"], name=recipe["name"])
     records_path = run_dir / "requests.jsonl"
-    records_path.touch()
     service = client_jobs = None
     try:
         service_cls = get_service(spec["kind"])  # an unimplemented kind stops here, clearly
@@ -275,11 +269,7 @@ async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path 
         if client_jobs is not None and client_jobs.problems:
             run["status"], run["reason"] = "partial", "; ".join(client_jobs.problems)
         elif service is not None and not service.alive():
-            if hasattr(service, "death_reason"):
-                died = service.death_reason()
-            else:
-                died = (f"the {spec['kind']} service died during the run (exit code "
-                        f"{service.proc.returncode})")
+            died = service.death_reason()
             run["status"], run["reason"] = "partial", f"{died}; records up to then are kept"
         elif stats.get("stopped_by") not in ("duration", "requests"):
             run["status"], run["reason"] = "partial", f"load stopped early: {stats.get('stopped_by')}"
@@ -360,7 +350,7 @@ def run_benchmark(benchmark_id: str, *, root: Path | None = None, log=None) -> d
         interrupted = run.get("_signal", "SIGINT")
     finally:
         run.pop("_signal", None)
-        run["finished_at"] = _now_iso()
+        run["finished_at"] = launch.wall_iso()
         if run["status"] == "running":
             run["status"], run["reason"] = "failed", run["reason"] or "the harness stopped unexpectedly"
         write_json(run_dir / "run.json", run)

@@ -55,6 +55,7 @@ class Service(Protocol):
 
     async def deploy(self) -> str: ...
     def alive(self) -> bool: ...
+    def death_reason(self) -> str: ...
     def describe(self) -> dict: ...
     async def teardown(self) -> None: ...
 
@@ -166,6 +167,10 @@ class LocalProcessService:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def death_reason(self) -> str:
+        """What run.json says when alive() turned False during the run."""
+        return f"the {self.kind} service died during the run (exit code {self.proc.returncode})"
 
     def describe(self) -> dict:
         return self.info.to_dict()
