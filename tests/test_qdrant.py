@@ -284,8 +284,8 @@ def test_aifb_run_qdrant_recipe_with_the_fake_binary(tmp_path, monkeypatch):
     """recipe_qdrant_1client through `aifb run`, the service deployed from the FAKE binary with
     an API key from the environment: the whole pipeline (deploy, load, teardown, summary,
     report) for kind qdrant, and the key in no artefact. (The key is named by
-    service.password_env, which aifb.runner.load_secrets passes to clients today; with
-    api_key_env in load_secrets, api_key_env works the same way.)"""
+    service.password_env; aifb.credentials reads it for the server and the client alike, as
+    it does api_key_env.)"""
     from support import aifb, benchmark_id_from, make_workspace, pid_alive, read_json
     monkeypatch.setenv("AIFB_TEST_QDRANT_KEY", KEY)
     ws = make_workspace(tmp_path)

@@ -20,8 +20,9 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from . import launch, provenance, registry
+from .credentials import load_secrets
 from .clock import RunClock
-from .errors import AifbError, ServiceError
+from .errors import AifbError
 from .jsonio import read_json, write_json
 from .paths import work_root
 from .recipe import load_settings, recipe_hash
@@ -40,24 +41,6 @@ def redact_url(url: str | None) -> str | None:
     netloc = parts.netloc.rsplit("@", 1)[1]
     user = parts.username or ""
     return urlunsplit((parts.scheme, f"{user}:***@{netloc}", parts.path, parts.query, parts.fragment))
-
-
-def load_secrets(service: dict) -> dict:
-    """Secrets come from the environment or a file the recipe names, never from the recipe:
-    service.password_env / password_file -> "password", api_key_env / api_key_file -> "api_key"."""
-    secrets = {}
-    for field, key in (("password_env", "password"), ("api_key_env", "api_key")):
-        if env := service.get(field):
-            if env not in os.environ:
-                raise ServiceError(f"service.{field} names {env}, which is not set in the environment")
-            secrets[key] = os.environ[env]
-    for field, key in (("password_file", "password"), ("api_key_file", "api_key")):
-        if path := service.get(field):
-            try:
-                secrets[key] = Path(path).expanduser().read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ServiceError(f"service.{field} {path}: {exc.strerror}") from None
-    return secrets
 
 
 def service_secrets(spec: dict, service_cls) -> dict:

@@ -43,6 +43,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .. import launch
+from ..credentials import load_secrets
 from ..errors import ServiceError
 from ..units import parse_duration
 from . import register
@@ -59,23 +60,6 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SETTING = re.compile(r"^[a-z_][a-z0-9_.]*$")
 PG_LIB_GLOB = "/usr/lib/postgresql/*/bin"
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
-
-
-def read_password(spec: dict) -> str | None:
-    """service.password_env / password_file (the same rule as aifb.runner.load_secrets)."""
-    password = None
-    env = spec.get("password_env")
-    if env:
-        if env not in os.environ:
-            raise ServiceError(f"service.password_env names {env}, which is not set in the environment")
-        password = os.environ[env]
-    path = spec.get("password_file")
-    if path:
-        try:
-            password = Path(path).expanduser().read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ServiceError(f"service.password_file {path}: {exc.strerror}") from None
-    return password or None
 
 
 def _pg_version_key(path: str) -> tuple:
@@ -102,7 +86,7 @@ class PostgresService(LocalProcessService):
             if not _NAME.match(value):
                 raise ServiceError(f"service.{field} {value!r} must be a plain SQL name (letters, "
                                    "digits, _; not starting with a digit)")
-        self._password = read_password(spec)
+        self._password = load_secrets(spec).get("password") or None
         self.settings = self._settings(spec.get("settings"))
         self._run_as = None
         self._scratch: Path | None = None

@@ -21,31 +21,11 @@ import subprocess
 from pathlib import Path
 
 from .. import launch
-from ..errors import ServiceError
+from ..credentials import api_key
 from . import register
 from .base import LocalProcessService
 
 CLUSTER_IMAGE = "docker.io/qdrant/qdrant"
-
-
-def api_key_from_spec(spec: dict) -> str | None:
-    """The API key a recipe names (service.api_key_env / api_key_file; password_env and
-    password_file work too). Never the key itself in the recipe."""
-    for env_field in ("api_key_env", "password_env"):
-        name = spec.get(env_field)
-        if name:
-            if name not in os.environ:
-                raise ServiceError(f"service.{env_field} names {name}, which is not set in the "
-                                   "environment")
-            return os.environ[name]
-    for file_field in ("api_key_file", "password_file"):
-        path = spec.get(file_field)
-        if path:
-            try:
-                return Path(path).expanduser().read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ServiceError(f"service.{file_field} {path}: {exc.strerror}") from None
-    return None
 
 
 @register("qdrant")
@@ -97,7 +77,7 @@ class QdrantService(LocalProcessService):
         await QdrantClient.probe(endpoint, timeout_s, {"api_key": key} if key else None)
 
     def before_deploy(self) -> None:
-        self._key = api_key_from_spec(self.spec)
+        self._key = api_key(self.spec)
 
     def spawn_env(self, host: str, port: int) -> dict:
         env = self.environment(host, port)

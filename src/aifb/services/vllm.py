@@ -30,27 +30,12 @@ import subprocess
 import time
 from pathlib import Path
 
+from ..credentials import load_secrets
 from ..errors import ServiceError
 from . import register
 from .base import LocalProcessService
 
 CONTAINER_RUNTIMES = ("apptainer", "singularity")
-
-
-def read_api_key(spec: dict) -> str | None:
-    """The API key named by service.api_key_env / api_key_file (never the key itself)."""
-    env = spec.get("api_key_env")
-    if env:
-        if env not in os.environ:
-            raise ServiceError(f"service.api_key_env names {env}, which is not set in the environment")
-        return os.environ[env]
-    path = spec.get("api_key_file")
-    if path:
-        try:
-            return Path(path).expanduser().read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ServiceError(f"service.api_key_file {path}: {exc.strerror}") from None
-    return None
 
 
 def flag_args(options: dict | None) -> list[str]:
@@ -139,7 +124,7 @@ class HttpServerService(LocalProcessService):
 
     # -- lifecycle ------------------------------------------------------------------
     def before_deploy(self) -> None:
-        self.api_key = read_api_key(self.spec)
+        self.api_key = load_secrets(self.spec).get("api_key")
 
     def spawn_env(self, host: str, port: int) -> dict:
         recorded = self.child_env(host, port)
