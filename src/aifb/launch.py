@@ -38,6 +38,16 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def free_ports(host: str, n: int, taken: set[int]) -> list[int]:
+    """n distinct free ports, none of them in `taken` (ports a server already uses)."""
+    out: list[int] = []
+    while len(out) < n:
+        p = free_port(host)
+        if p not in taken and p not in out:
+            out.append(p)
+    return out
+
+
 def port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -461,7 +461,7 @@ class RedisClient:
         self._loop = None
 
     def _key_enc(self, i: int) -> bytes:
-        return _bulk(b"%b%012d" % (self._prefix, i))
+        return _bulk(self.key(i))
 
     def key(self, i: int) -> bytes:
         return b"%b%012d" % (self._prefix, i)

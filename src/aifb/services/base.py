@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import re
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,6 +20,25 @@ from typing import Protocol, runtime_checkable
 from .. import launch
 from ..errors import ServiceError
 from ..units import parse_duration
+
+
+def run_version(argv: list[str], pattern: str | None = None) -> str | None:
+    """A server's version from its own command (e.g. `redis-server --version`): the first group
+    of `pattern` in its output, else its first line that is not a warning; None when it cannot
+    be run."""
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = (out.stdout + "\n" + out.stderr).strip()
+    if pattern:
+        m = re.search(pattern, text)
+        if m:
+            return m.group(1)
+    for line in text.splitlines():
+        if line.strip() and not line.lower().startswith("warning"):
+            return line.strip()[:200]
+    return None
 
 
 @dataclass

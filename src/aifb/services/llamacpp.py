@@ -42,7 +42,8 @@ from pathlib import Path
 
 from ..errors import ServiceError
 from . import register
-from .vllm import HttpServerService, run_version
+from .base import run_version
+from .vllm import HttpServerService
 
 DEFAULT_PARALLEL = 4
 

@@ -17,13 +17,12 @@ teardown unless `service.keep_data: true`.
 
 from __future__ import annotations
 
-import re
-import subprocess
 from pathlib import Path
 
 from .. import launch
 from ..errors import ServiceError
 from . import register
+from .base import run_version
 from .s3 import LocalS3Service
 
 MINIO_DOWNLOAD = "https://dl.min.io/server/minio/release/linux-amd64/minio"
@@ -52,17 +51,10 @@ class MinioService(LocalS3Service):
                 "MINIO_BROWSER": "off", "MINIO_UPDATE": "off"}
 
     def version(self, binary: str) -> str | None:
-        try:
-            out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        m = re.search(r"version\s+(\S+)", out.stdout)
-        return m.group(1) if m else out.stdout.strip()[:80] or None
+        return run_version([binary, "--version"], r"version\s+(\S+)")
 
     def argv(self, binary: str, host: str, port: int, workdir: Path) -> list[str]:
-        console = launch.free_port(host)
-        while console == port:
-            console = launch.free_port(host)
+        (console,) = launch.free_ports(host, 1, {port})
         data = workdir / "data"
         data.mkdir(parents=True, exist_ok=True)
         self.info.extra.update({"server": "MinIO (single node, single drive)",

@@ -35,7 +35,8 @@ import aiohttp
 from ..errors import ServiceError
 from ..units import parse_duration
 from . import register
-from .vllm import HttpServerService, run_version
+from .base import run_version
+from .vllm import HttpServerService
 
 ENV_FIELDS = {"num_parallel": "OLLAMA_NUM_PARALLEL", "max_loaded_models": "OLLAMA_MAX_LOADED_MODELS",
               "keep_alive": "OLLAMA_KEEP_ALIVE", "context_length": "OLLAMA_CONTEXT_LENGTH",

@@ -47,7 +47,7 @@ from ..credentials import load_secrets
 from ..errors import ServiceError
 from ..units import parse_duration
 from . import register
-from .base import LocalProcessService
+from .base import LocalProcessService, run_version
 
 DEFAULT_SETTINGS = {
     # PostgreSQL's own durable defaults, stated so that run.json says what was measured.
@@ -148,12 +148,7 @@ class PostgresService(LocalProcessService):
                            "PostgreSQL server package, e.g. apt-get install postgresql-15)")
 
     def version(self, binary: str) -> str | None:
-        try:
-            out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        m = re.search(r"\(PostgreSQL\)\s+(\S+)", out.stdout)
-        return m.group(1) if m else out.stdout.strip() or None
+        return run_version([binary, "--version"], r"\(PostgreSQL\)\s+(\S+)")
 
     def endpoint_for(self, host: str, port: int, database: str | None = None) -> str:
         return (f"postgresql://{quote(self.user, safe='')}@{host}:{port}/"

@@ -15,15 +15,13 @@ the `qdrant/qdrant` image runs the same server (recorded as cluster_image).
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import subprocess
 from pathlib import Path
 
 from .. import launch
 from ..credentials import api_key
 from . import register
-from .base import LocalProcessService
+from .base import LocalProcessService, run_version
 
 CLUSTER_IMAGE = "docker.io/qdrant/qdrant"
 
@@ -39,9 +37,9 @@ class QdrantService(LocalProcessService):
         return [binary, "--disable-telemetry", *self.spec.get("args", [])]
 
     def environment(self, host: str, port: int) -> dict:
-        grpc_port = self.spec.get("grpc_port") or launch.free_port(host)
-        while grpc_port == port:
-            grpc_port = launch.free_port(host)
+        grpc_port = self.spec.get("grpc_port")
+        if not grpc_port or grpc_port == port:
+            (grpc_port,) = launch.free_ports(host, 1, {port})
         env = {
             "QDRANT__SERVICE__HOST": host,
             "QDRANT__SERVICE__HTTP_PORT": str(port),
@@ -56,12 +54,7 @@ class QdrantService(LocalProcessService):
 
     def version(self, binary: str) -> str | None:
         self.info.extra["cluster_image"] = self.cluster_image()
-        try:
-            out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=20)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        m = re.search(r"(\d+\.\d+\.\d+\S*)", out.stdout)
-        return m.group(1) if m else (out.stdout.strip() or None)
+        return run_version([binary, "--version"], r"(\d+\.\d+\.\d+\S*)")
 
     def cluster_image(self) -> str:
         return self.spec.get("image") or (

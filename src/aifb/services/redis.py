@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import re
-import subprocess
 from pathlib import Path
 
 from . import register
-from .base import LocalProcessService
+from .base import LocalProcessService, run_version
 
 
 @register("redis")
@@ -22,12 +20,7 @@ class RedisService(LocalProcessService):
                 *self.spec.get("args", [])]
 
     def version(self, binary: str) -> str | None:
-        try:
-            out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        m = re.search(r"v=(\S+)", out.stdout)
-        return m.group(1) if m else out.stdout.strip() or None
+        return run_version([binary, "--version"], r"v=(\S+)")
 
     def endpoint_for(self, host: str, port: int) -> str:
         return f"redis://{host}:{port}"

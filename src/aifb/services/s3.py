@@ -29,9 +29,7 @@ teardown once the server has stopped, unless `service.keep_data: true`.
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -39,7 +37,7 @@ from pathlib import Path
 from .. import launch
 from ..errors import ServiceError
 from . import register
-from .base import LocalProcessService
+from .base import LocalProcessService, run_version
 
 GRPC_OFFSET = 10000
 
@@ -53,15 +51,6 @@ def _free_port_pair(host: str, taken: set[int], tries: int = 200) -> int:
         if not launch.port_in_use(host, p + GRPC_OFFSET):
             return p
     raise ServiceError(f"could not find a free port pair (p, p+{GRPC_OFFSET}) on {host}")
-
-
-def _free_ports(host: str, n: int, taken: set[int]) -> list[int]:
-    out = []
-    while len(out) < n:
-        p = launch.free_port(host)
-        if p not in taken and p not in out:
-            out.append(p)
-    return out
 
 
 class LocalS3Service(LocalProcessService):
@@ -170,18 +159,13 @@ class SeaweedS3Service(LocalS3Service):
                 "AWS_SECRET_ACCESS_KEY": self._secrets["secret_key"]}
 
     def version(self, binary: str) -> str | None:
-        try:
-            out = subprocess.run([binary, "version"], capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        m = re.search(r"version\s+(?:\S+GB\s+)?(\d[\w.\-]*)", out.stdout)
-        return m.group(1) if m else out.stdout.strip()[:80] or None
+        return run_version([binary, "version"], r"version\s+(?:\S+GB\s+)?(\d[\w.\-]*)")
 
     def argv(self, binary: str, host: str, port: int, workdir: Path) -> list[str]:
         taken = {port, port + GRPC_OFFSET}
         admin = _free_port_pair(host, taken)
         taken |= {admin, admin + GRPC_OFFSET}
-        (master, master_g, volume, volume_g, filer, filer_g, s3_g) = _free_ports(host, 7, taken)
+        (master, master_g, volume, volume_g, filer, filer_g, s3_g) = launch.free_ports(host, 7, taken)
         self._scratch = Path(tempfile.mkdtemp(prefix="aifb-weed-"))  # short: Unix socket paths
         data = workdir / "data"
         data.mkdir(parents=True, exist_ok=True)

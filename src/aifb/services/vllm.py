@@ -24,16 +24,14 @@ engine arguments and the environment are recorded in run.json (service.extra).
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
 from ..credentials import load_secrets
 from ..errors import ServiceError
 from . import register
-from .base import LocalProcessService
+from .base import LocalProcessService, run_version
 
 CONTAINER_RUNTIMES = ("apptainer", "singularity")
 
@@ -52,22 +50,6 @@ def flag_args(options: dict | None) -> list[str]:
         else:
             out += [flag, str(value)]
     return out
-
-
-def run_version(argv: list[str], pattern: str | None = None) -> str | None:
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    text = (out.stdout + "\n" + out.stderr).strip()
-    if pattern:
-        m = re.search(pattern, text)
-        if m:
-            return m.group(1)
-    for line in text.splitlines():
-        if line.strip() and not line.lower().startswith("warning"):
-            return line.strip()[:200]
-    return None
 
 
 class HttpServerService(LocalProcessService):
