@@ -758,17 +758,26 @@ class _Engine:
                            "max": _s(lags[-1] if lags else None)},
         }
         if self.open_loop:
-            sl = sorted(self.sched_lags)
-            out["offered_rate"] = self.rate
-            out["arrival"] = self.arrival
-            out["achieved_rate"] = round((ok_m + err_m) / window_s, 3) if window_s else None
-            out["sched_lag_s"] = {"n": len(sl), "p50": _s(_pct(sl, 0.5)), "p90": _s(_pct(sl, 0.9)),
-                                  "p99": _s(_pct(sl, 0.99)), "max": _s(sl[-1] if sl else None),
-                                  "mean": round(sum(sl) / len(sl) / G, 9) if sl else None}
+            out.update(_open_loop_stats(sorted(self.sched_lags), self.rate, self.arrival,
+                                        ok_m + err_m, window_s))
         return out
 
 
 FD_MARGIN = 64  # descriptors beside the connections: files, pipes, epoll, timerfds, sockets
+
+
+def _open_loop_stats(sorted_lags: list, rate, arrival: str, n_measured: int,
+                     window_s: float) -> dict:
+    """Offered vs achieved rate and the scheduling lag (t_start - t_sched, ns) percentiles."""
+    sl = sorted_lags
+    return {
+        "offered_rate": rate,
+        "arrival": arrival,
+        "achieved_rate": round(n_measured / window_s, 3) if window_s else None,
+        "sched_lag_s": {"n": len(sl), "p50": _s(_pct(sl, 0.5)), "p90": _s(_pct(sl, 0.9)),
+                        "p99": _s(_pct(sl, 0.99)), "max": _s(sl[-1] if sl else None),
+                        "mean": round(sum(sl) / len(sl) / G, 9) if sl else None},
+    }
 
 
 def raise_nofile_limit(connections: int) -> tuple[int, int]:
@@ -811,6 +820,31 @@ def _connections_needed(load: dict, n_clients: int) -> int:
     return n_clients * conc + timers
 
 
+async def _start_clients(kind: str, endpoint: str, workload: dict, load: dict, seed: int,
+                         secrets: dict | None, ids, log, started: list) -> list:
+    """Clients `ids` (each seeded by its index), `concurrency` connections each, validated.
+    `started` collects every client whose startup began: the caller shuts those down, whatever
+    happens."""
+    cls = get_client(kind)
+    conc = int(load.get("concurrency", 1))
+    raise_nofile_limit(_connections_needed(load, len(ids)))
+    _note_connections(len(ids) * conc, log)
+    clients = [cls(endpoint, workload, client_seed(seed, ci), secrets) for ci in ids]
+    for c in clients:
+        started.append(c)
+        await c.startup(conc)
+    for c in clients:
+        await c.validate()
+    return clients
+
+
+async def _prepare(client) -> dict:
+    """The one-off preload (client 0 only), outside any measured window."""
+    t_prep = now_ns()
+    await client.prepare()
+    return {"client": client.describe(), "prepare_s": round((now_ns() - t_prep) / G, 6)}
+
+
 async def run_load(*, kind: str, endpoint: str, workload: dict, load: dict, seed: int,
                    records_path: Path, clock: RunClock, secrets: dict | None = None,
                    log=_stderr, on_ready=None, stats_out: dict | None = None,
@@ -837,26 +871,16 @@ async def run_load(*, kind: str, endpoint: str, workload: dict, load: dict, seed
             processes=processes)
     if processes > 1:
         log("load.processes > 1 with a single client: one process drives it")
-    cls = get_client(kind)
     n_clients = int(load["clients"])
-    conc = int(load.get("concurrency", 1))
-    raise_nofile_limit(_connections_needed(load, n_clients))
-    _note_connections(n_clients * conc, log)
-    clients = [cls(endpoint, workload, client_seed(seed, ci), secrets) for ci in range(n_clients)]
-    started = []
+    started: list = []
     try:
-        for c in clients:
-            started.append(c)
-            await c.startup(conc)
-        for c in clients:
-            await c.validate()
-        t_prep = now_ns()
-        await clients[0].prepare()
-        prepare_s = (now_ns() - t_prep) / G
-        info = {"client": clients[0].describe(), "prepare_s": round(prepare_s, 6),
-                "t_ready": _s(now_ns() - clock.t0_ns)}
-        log(f"{kind}: {n_clients} client(s) x {conc} connection(s) ready"
-            + (f", preloaded in {prepare_s:.2f} s" if prepare_s > 0.01 else ""))
+        clients = await _start_clients(kind, endpoint, workload, load, seed, secrets,
+                                       range(n_clients), log, started)
+        info = await _prepare(clients[0])
+        info["t_ready"] = _s(now_ns() - clock.t0_ns)
+        prepare_s = info["prepare_s"]
+        log(f"{kind}: {n_clients} client(s) x {int(load.get('concurrency', 1))} connection(s) "
+            "ready" + (f", preloaded in {prepare_s:.2f} s" if prepare_s > 0.01 else ""))
         if on_ready is not None:
             r = on_ready(info)
             if inspect.isawaitable(r):
@@ -1096,13 +1120,9 @@ def merge_stats(parts: list, *, blocks: list, pids: list, load: dict, lost: list
     if lost:
         out["lost_processes"] = lost
     if open_loop:
-        sl = _pool_lags([raw["sched_lags"] for _, _, raw in got])
-        out["offered_rate"] = load.get("rate")
-        out["arrival"] = load.get("arrival") or "poisson"
-        out["achieved_rate"] = round((ok_m + err_m) / window_s, 3) if window_s else None
-        out["sched_lag_s"] = {"n": len(sl), "p50": _s(_pct(sl, 0.5)), "p90": _s(_pct(sl, 0.9)),
-                              "p99": _s(_pct(sl, 0.99)), "max": _s(sl[-1] if sl else None),
-                              "mean": round(sum(sl) / len(sl) / G, 9) if sl else None}
+        out.update(_open_loop_stats(_pool_lags([raw["sched_lags"] for _, _, raw in got]),
+                                    load.get("rate"), load.get("arrival") or "poisson",
+                                    ok_m + err_m, window_s))
     return out
 
 
@@ -1395,31 +1415,20 @@ async def _worker(fd: int) -> int:
     clients, started = [], []
     try:
         try:
-            raise_nofile_limit(_connections_needed(load, hi - lo))
-            cls = get_client(p["kind"])
-            conc = int(load.get("concurrency", 1))
-            _note_connections((hi - lo) * conc, log)
-            clients = [cls(p["endpoint"], p["workload"], client_seed(p["seed"], ci), p["secrets"])
-                       for ci in range(lo, hi)]
-            for c in clients:
-                started.append(c)
-                await c.startup(conc)
-            for c in clients:
-                await c.validate()
+            clients = await _start_clients(p["kind"], p["endpoint"], p["workload"], load,
+                                           p["seed"], p["secrets"], range(lo, hi), log, started)
         except ServiceError as exc:
             ch.send("error", str(exc))
             return 0
         ch.send("ready", {"pid": os.getpid()})
         _, msg = await queue.get()
         if msg[0] == "prepare":
-            t_prep = now_ns()
             try:
-                await clients[0].prepare()
+                info = await _prepare(clients[0])
             except ServiceError as exc:
                 ch.send("error", str(exc))
                 return 0
-            prepare_s = (now_ns() - t_prep) / G
-            ch.send("prepared", {"client": clients[0].describe(), "prepare_s": round(prepare_s, 6)})
+            ch.send("prepared", info)
             _, msg = await queue.get()
         if msg[0] != "go":
             return 0
