@@ -28,9 +28,8 @@ import aiohttp
 from ..clock import now_ns
 from ..errors import ServiceError
 from . import register
-from .base import CoroutineClient
 from .openai import (CONTROL_TIMEOUT_S, OLLAMA_APIS, OPENAI_APIS, ChunkAccumulator,
-                     LLMWorkload, OpenAIClient, Prompt, PromptSource, _short, choose_model,
+                     LLMHttpClient, OpenAIClient, Prompt, PromptSource, _short, choose_model,
                      error_text, exchange, get_json, make_session, normalize_base,
                      with_prompt_facts)
 
@@ -98,46 +97,19 @@ class OllamaOpenAIClient(OpenAIClient):
         await super().prepare()
 
 
-class OllamaNativeClient(CoroutineClient):
+class OllamaNativeClient(LLMHttpClient):
     """Ollama's native /api/generate and /api/chat (NDJSON streaming)."""
 
     kind = "ollama"
     label = LABEL
+    apis = OPENAI_APIS + OLLAMA_APIS
+    paths = ("/api/chat", "/api/generate")
+    ops = ("chat", "generate")
+    supports_ignore_eos = False
 
     def __init__(self, endpoint: str, workload: dict, seed: int, secrets: dict | None = None):
         super().__init__(endpoint, workload, seed, secrets)
-        self.base = normalize_base(endpoint)
-        self.wl = LLMWorkload.parse(workload, self.kind, OPENAI_APIS + OLLAMA_APIS)
-        secrets = secrets or {}
-        self._api_key = secrets.get("api_key") or secrets.get("password") or None
-        self.prompts = PromptSource(self.wl, seed)
-        self.model = self.wl.model
-        self.served: list[str] = []
-        self._session: aiohttp.ClientSession | None = None
-        self._url = self.base + ("/api/chat" if self.wl.chat else "/api/generate")
-        self._op = "chat" if self.wl.chat else "generate"
         self.load_s: float | None = None
-        self._notes = []
-        if self.wl.ignore_eos:
-            self._notes.append("ignore_eos requested but Ollama does not support it: not sent "
-                               "(responses may end before max_tokens)")
-
-    def _headers(self) -> dict:
-        h = {"Content-Type": "application/json"}
-        if self._api_key:
-            h["Authorization"] = f"Bearer {self._api_key}"
-        return h
-
-    async def startup(self, connections: int) -> None:
-        self.prompts.load()
-        self._session = make_session(connections, False, self._headers())
-
-    async def shutdown(self) -> None:
-        if self._session is not None and not self._session.closed:
-            try:
-                await self._session.close()
-            except Exception:
-                pass
 
     async def validate(self) -> None:
         self.served = await ollama_models(self._session, self.base)
@@ -193,9 +165,6 @@ class OllamaNativeClient(CoroutineClient):
             "api_key": "sent (from secrets)" if self._api_key else "none",
         }
         return with_prompt_facts(out, self.prompts, self.wl, self._notes)
-
-    def _op_name(self, worker: int) -> str:
-        return self._op
 
     def _body(self, prompt: Prompt) -> bytes:
         wl = self.wl

@@ -713,15 +713,18 @@ def _openai_error_obj(obj: dict, raw: bytes) -> tuple | None:
     return None
 
 
-class OpenAIClient(CoroutineClient):
-    """An OpenAI-compatible server; subclasses say what their server supports."""
+class LLMHttpClient(CoroutineClient):
+    """What every LLM client shares: the workload, prompts, API key, one keep-alive session
+    sized to the concurrency, and the URL and op name of a generation request. Subclasses
+    say which APIs their server has and where (`paths`, `ops`: chat first, then the other)."""
 
     kind = "openai"
     label = "OpenAI-compatible server"
     apis = OPENAI_APIS
+    paths = ("/v1/chat/completions", "/v1/completions")
+    ops = ("chat", "completion")
     force_close = False              # True where the server closes after each response
     supports_ignore_eos = True
-    tokenize_style: str | None = None  # "vllm" | "llamacpp": the server's /tokenize endpoint
 
     def __init__(self, endpoint: str, workload: dict, seed: int, secrets: dict | None = None):
         super().__init__(endpoint, workload, seed, secrets)
@@ -733,9 +736,9 @@ class OpenAIClient(CoroutineClient):
         self.model: str | None = self.wl.model
         self.served: list[str] = []
         self._session: aiohttp.ClientSession | None = None
-        self._tokenize_ok = False
-        self._url = self.base + ("/v1/chat/completions" if self.wl.chat else "/v1/completions")
-        self._op = "chat" if self.wl.chat else "completion"
+        which = 0 if self.wl.chat else 1
+        self._url = self.base + self.paths[which]
+        self._op = self.ops[which]
         self._notes: list[str] = []
         if self.wl.ignore_eos and not self.supports_ignore_eos:
             self._notes.append(f"ignore_eos requested but {self.label} does not support it: not "
@@ -744,7 +747,6 @@ class OpenAIClient(CoroutineClient):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.base}>"
 
-    # -- lifecycle ------------------------------------------------------------------------
     def _headers(self) -> dict:
         h = {"Content-Type": "application/json"}
         if self._api_key:
@@ -761,6 +763,19 @@ class OpenAIClient(CoroutineClient):
                 await self._session.close()
             except Exception:
                 pass
+
+    def _op_name(self, worker: int) -> str:
+        return self._op
+
+
+class OpenAIClient(LLMHttpClient):
+    """An OpenAI-compatible server; subclasses say what their server supports."""
+
+    tokenize_style: str | None = None  # "vllm" | "llamacpp": the server's /tokenize endpoint
+
+    def __init__(self, endpoint: str, workload: dict, seed: int, secrets: dict | None = None):
+        super().__init__(endpoint, workload, seed, secrets)
+        self._tokenize_ok = False
 
     async def served_models(self) -> list[str]:
         status, body = await get_json(self._session, self.base + "/v1/models", label=self.label,
@@ -870,9 +885,6 @@ class OpenAIClient(CoroutineClient):
         return with_prompt_facts(out, self.prompts, self.wl, self._notes)
 
     # -- per request --------------------------------------------------------------------
-    def _op_name(self, worker: int) -> str:
-        return self._op
-
     def _body(self, prompt: Prompt, stream: bool | None = None) -> bytes:
         wl = self.wl
         stream = wl.stream if stream is None else stream
