@@ -633,6 +633,13 @@ class ChunkAccumulator:
 
 # ----------------------------------------------------------------------------- the client
 
+def auth_refused(label: str, base: str, status: int, key_given: bool, why: str) -> str:
+    """The message for HTTP 401/403: a wrong key, or a key needed and none given."""
+    return (f"{label} at {base} rejected the request with HTTP {status}: "
+            + ("the API key is wrong" if key_given else "it needs an API key (set "
+               "service.api_key_env or service.api_key_file)") + f" ({why})")
+
+
 def with_prompt_facts(out: dict, prompts: "PromptSource", wl: LLMWorkload, notes: list) -> dict:
     """describe() of an LLM client: add the data set's hash, the goodput SLOs and the notes."""
     if prompts.dataset:
@@ -786,10 +793,7 @@ class OpenAIClient(LLMHttpClient):
     def _models_from(status: int, body, base: str, label: str, key_given: bool) -> list[str]:
         if status in (401, 403):
             why = error_text(json.dumps(body).encode() if not isinstance(body, str) else body.encode())
-            raise ServiceError(
-                f"{label} at {base} rejected the request with HTTP {status}: "
-                + ("the API key is wrong" if key_given else "it needs an API key (set "
-                   "service.api_key_env or service.api_key_file)") + f" ({why})")
+            raise ServiceError(auth_refused(label, base, status, key_given, why))
         if status != 200 or not isinstance(body, dict) or not isinstance(body.get("data"), list):
             text = body if isinstance(body, str) else json.dumps(body)
             raise ServiceError(f"{label} at {base}: GET /v1/models answered HTTP {status} "
@@ -841,10 +845,8 @@ class OpenAIClient(LLMHttpClient):
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise ServiceError(connection_error_message(self.label, self.base, exc)) from None
         if resp.status in (401, 403):
-            raise ServiceError(
-                f"{self.label} at {self.base} rejected the request with HTTP {resp.status}: "
-                + ("the API key is wrong" if self._api_key else "it needs an API key (set "
-                   "service.api_key_env or service.api_key_file)") + f" ({error_text(raw)})")
+            raise ServiceError(auth_refused(self.label, self.base, resp.status,
+                                            bool(self._api_key), error_text(raw)))
         if resp.status != 200:
             raise ServiceError(f"{self.label} at {self.base} could not answer a 1-token request "
                                f"for model {self.model!r} (HTTP {resp.status}: {error_text(raw)})")
