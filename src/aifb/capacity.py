@@ -32,7 +32,6 @@ answer and followed by the search path (step, level, verdict, why the next level
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +39,7 @@ from typing import Callable
 
 from . import registry
 from .errors import ConfigError, RecipeError
-from .jsonio import read_json, write_json
+from .jsonio import read_json
 from .recipe import apply_overrides, read_yaml, validate
 from .slo import evaluate, format_value, parse_rules
 from .sweep import _latest
@@ -378,16 +377,7 @@ def write_capacity_report(name: str, spec: dict, res: dict, steps: list[Step], r
              "service": spec.get("service"), "purpose": spec.get("purpose"),
              "points": [{"level": s.level, "repeat": 0, "benchmark_id": s.benchmark_id,
                          "recipe_path": spec["recipe"]} for s in by_level]}
-    report = build_sweep_report(sweep, [root / "results" / s.benchmark_id for s in by_level],
-                                out_dir)
-    # report.json: the sweep report plus the search; report.md: answer first, search path after
-    report["capacity"] = {k: v for k, v in res.items() if k != "report_dir"}
-    report["sweep_headline"], report["headline"] = report["headline"], res["headline"]
-    report["generated_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    write_json(out_dir / "report.json", report)
-    md = (out_dir / "report.md").read_text(encoding="utf-8")
-    lines = md.split("\n")
-    head = [f"# Capacity search: {name}", "", res["headline"], "",
+    head = [res["headline"], "",
             f"Search: `{res['param']}` doubled from {_fmt_level(res['start'])} until the SLO "
             f"failed (or max {_fmt_level(res['max'])}), then bisected to a resolution of "
             f"{res['resolution']}; {len(steps)} steps, each one benchmark with its own ID. The "
@@ -409,34 +399,14 @@ def write_capacity_report(name: str, spec: dict, res: dict, steps: list[Step], r
             f"{d['rps']:.2f}" if d["rps"] is not None else "n/a", _secs(d["p99"]), s.why,
             s.next_why)) + " |")
     path.append("")
-    # The sweep report's body without its title and headline (its "optimal" level is the best
-    # throughput among passing levels; here the answer is the highest passing level, marked ★),
-    # the search path before the plots.
-    body = lines[1:]
-    while body and not body[0].startswith("**Service**") and not body[0].startswith("**Swept"):
-        body.pop(0)
-    body = [_mark_capacity(ln, report.get("optimal"), res["capacity"]) for ln in body]
-    body = [ln.replace("The optimum is the passing level with the highest throughput; equal "
-                       "throughputs go to the lower level.",
-                       "In a capacity search the answer is the highest passing level (★), "
-                       "found by the search path below.") for ln in body]
-    try:
-        cut = body.index("## Plots")
-    except ValueError:
-        cut = len(body)
-    out = head + body[:cut] + path + body[cut:]
-    text = "\n".join(out).replace("\n## Levels\n", "\n## Levels measured\n", 1)
-    (out_dir / "report.md").write_text(text, encoding="utf-8")
-    return report
-
-
-def _mark_capacity(line: str, optimal: dict | None, capacity) -> str:
-    """In the levels table: un-star the sweep's optimum, star the capacity level."""
-    if not line.startswith("| "):
-        return line
-    if optimal is not None:
-        line = line.replace(f"| **{_fmt_level(optimal['level'])}** ★ |",
-                            f"| {_fmt_level(optimal['level'])} |", 1)
-    if capacity is not None and line.startswith(f"| {_fmt_level(capacity)} |"):
-        line = f"| **{_fmt_level(capacity)}** ★ |" + line[len(f"| {_fmt_level(capacity)} |"):]
-    return line
+    # The sweep report's judgement of every level, presented as the search's answer: the
+    # highest passing level is marked (the sweep's "optimal" is the best throughput among
+    # passing levels) and the search path goes before the plots.
+    view = {"title": f"# Capacity search: {name}", "intro": head, "headline": res["headline"],
+            "star": res["capacity"], "levels_heading": "## Levels measured",
+            "optimum_sentence": ("In a capacity search the answer is the highest passing level "
+                                 "(★), found by the search path below."),
+            "before_plots": path,
+            "extra": {"capacity": {k: v for k, v in res.items() if k != "report_dir"}}}
+    return build_sweep_report(sweep, [root / "results" / s.benchmark_id for s in by_level],
+                              out_dir, view=view)

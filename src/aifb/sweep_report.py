@@ -287,12 +287,15 @@ def _headline_latency(rules: list[SloRule]) -> str:
     return "p99"
 
 
+OPTIMUM_SENTENCE = ("The optimum is the passing level with the highest throughput; equal "
+                    "throughputs go to the lower level.")
+
+
 def verdict_rule_text(repeats: bool) -> str:
     text = ("A level passes when every run at that level completed and every rule of the sweep's "
             "SLO holds on its summary.json (latency percentiles pooled over all clients, "
-            "measurement window only); failed, partial or missing runs never pass. The optimum is "
-            "the passing level with the highest throughput; equal throughputs go to the lower "
-            "level.")
+            "measurement window only); failed, partial or missing runs never pass. "
+            + OPTIMUM_SENTENCE)
     if repeats:
         text += (" With repeats, each number is the mean over the repeats with a 95% Student-t "
                  "confidence interval, and each rule is checked against the pessimistic end of the "
@@ -533,11 +536,14 @@ def _slo_cell(level: dict, item: dict) -> str:
     return f"n/a ({item['note']})"
 
 
-def _render_md(report: dict, rules: list[SloRule]) -> str:
+def _render_md(report: dict, rules: list[SloRule], view: dict | None = None) -> str:
+    """report.md; `view` (see build_sweep_report) lets another mode present the same report."""
+    view = view or {}
     param = report["param"]
     levels = report["levels"]
     multi = any(l["n_runs"] > 1 for l in levels)
-    out = [f"# Sweep report: {report['sweep']}", "", report["headline"], ""]
+    out = [view.get("title") or f"# Sweep report: {report['sweep']}", ""]
+    out += view.get("intro") or [report["headline"], ""]
     bits = []
     if report.get("service"):
         bits.append(f"**Service**: {report['service']}")
@@ -549,7 +555,8 @@ def _render_md(report: dict, rules: list[SloRule]) -> str:
         bits.append(f"**Purpose**: {report['purpose']}")
     out += [b + "  " for b in bits[:-1]] + [bits[-1], ""]
 
-    out += ["## Levels", ""]
+    out += [view.get("levels_heading") or "## Levels", ""]
+    star = view["star"] if "star" in view else (report["optimal"] or {}).get("level")
     head = ["Level", "Runs", "Status", "Throughput (RPS)", "p50", "p95", "p99", "Error rate",
             *[r.text for r in rules], "Verdict"]
     out.append("| " + " | ".join(_md_cell(h) for h in head) + " |")
@@ -565,7 +572,7 @@ def _render_md(report: dict, rules: list[SloRule]) -> str:
             lats = [fmt_seconds(l["latency"][k]) for k in LATENCY_KEYS]
             err = fmt_metric("error_rate", l["error_rate"])
         name = _level_str(l["level"])
-        if report["optimal"] and l["level"] == report["optimal"]["level"]:
+        if star is not None and l["level"] == star:
             name = f"**{name}** ★"
         cells = [name, ", ".join(str(i) for i in l["ids"]), STATUS_LABEL.get(l["status"], l["status"]),
                  thr, *lats, err, *[_slo_cell(l, r) for r in l["slo"]], l["verdict_text"]]
@@ -577,7 +584,10 @@ def _render_md(report: dict, rules: list[SloRule]) -> str:
         out.append("")
 
     out += list(report.get("sections") or [])
-    out += ["## How the verdict is made", "", report["verdict_rule"], "",
+    rule = report["verdict_rule"]
+    if view.get("optimum_sentence"):
+        rule = rule.replace(OPTIMUM_SENTENCE, view["optimum_sentence"])
+    out += ["## How the verdict is made", "", rule, "",
             "Throughput = successful requests / measurement window (warmup excluded). Latency "
             "percentiles are over the pooled per-request samples of all clients, successful "
             "requests only. Error rate = failed / all requests in the window.", ""]
@@ -595,6 +605,7 @@ def _render_md(report: dict, rules: list[SloRule]) -> str:
                 out.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
         out.append("")
 
+    out += list(view.get("before_plots") or [])
     out += ["## Plots", "",
             f"![Throughput vs {param}]({PLOT_FILES['throughput']})", "",
             f"![Latency percentiles vs {param}]({PLOT_FILES['latency']})", "",
@@ -620,13 +631,21 @@ def _render_md(report: dict, rules: list[SloRule]) -> str:
 
 # ----------------------------------------------------------------------------- entry point
 
-def build_sweep_report(sweep: dict, run_dirs: list[Path], out_dir: Path) -> dict:
+def build_sweep_report(sweep: dict, run_dirs: list[Path], out_dir: Path, *,
+                       view: dict | None = None) -> dict:
     """Judge every level of `sweep` (Sweep.describe()) against its SLO and write
     out_dir/report.md, out_dir/report.json and the three plots. Returns the report.json dict.
 
     `run_dirs` are the results/<id> directories of the sweep's points, in point order; they are
     matched to points by benchmark ID (by position when the names are not IDs).
+
+    `view` presents the same judgement for another mode (the capacity search): `title`,
+    `intro` (lines instead of the headline), `headline` (report.json's; the sweep's own is kept
+    as `sweep_headline`), `star` (the level marked ★ instead of the optimum; None: none),
+    `levels_heading`, `optimum_sentence` (instead of OPTIMUM_SENTENCE in the verdict rule),
+    `before_plots` (lines) and `extra` (more report.json keys).
     """
+    view = view or {}
     out_dir = Path(out_dir)
     rules = parse_rules(sweep.get("slo"))
     points = list(sweep.get("points") or [])
@@ -667,8 +686,12 @@ def build_sweep_report(sweep: dict, run_dirs: list[Path], out_dir: Path) -> dict
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     report["sections"], report["extra_plots"] = _extension_sections(records, by_name, param, out_dir)
+    md = _render_md(report, rules, view)
+    if view.get("headline"):
+        report["sweep_headline"], report["headline"] = report["headline"], view["headline"]
+    report.update(view.get("extra") or {})
     write_json(out_dir / "report.json", report)
-    write_text(out_dir / "report.md", _render_md(report, rules))
+    write_text(out_dir / "report.md", md)
     _plots(out_dir, param, sweep.get("name") or "sweep", levels, rules, optimal)
     return report
 
