@@ -68,7 +68,7 @@ from .clients import get_client
 from .clients.base import RequestError
 from .clock import RunClock, now_ns
 from .errors import ServiceError
-from .records import RecordWriter
+from .records import PHASES, RecordWriter
 
 G = 1_000_000_000
 FLUSH_CHUNK = 128  # rows formatted per step of the flusher (~0.15 ms), then the loop runs
@@ -1073,7 +1073,7 @@ def merge_stats(parts: list, *, blocks: list, pids: list, load: dict, lost: list
     ok_m = sum(s["measured"]["ok"] for s in sts)
     err_m = sum(s["measured"]["errors"] for s in sts)
     by_phase = {ph: sum(s["records_by_phase"].get(ph, 0) for s in sts)
-                for ph in ("warmup", "measure", "cooldown")}
+                for ph in PHASES}
     errors: dict[str, int] = {}
     for s in sts:
         for t, c in s["errors_by_type"].items():
@@ -1179,7 +1179,7 @@ async def run_load_processes(*, kind: str, endpoint: str, workload: dict, load: 
         now = max(v[0] for v in row.values())
         ok = sum(v[1] for v in row.values())
         err = sum(v[2] for v in row.values())
-        phase = max((v[3] for v in row.values()), key=("warmup", "measure", "cooldown").index)
+        phase = max((v[3] for v in row.values()), key=PHASES.index)
         prev = last_mark[0] or (t_go or now, 0)
         rate = (ok + err - prev[1]) / ((now - prev[0]) / G) if now > prev[0] else 0.0
         last_mark[0] = (now, ok + err)

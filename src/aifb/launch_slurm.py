@@ -43,6 +43,7 @@ from . import launch
 from .engine import _split
 from .errors import ConfigError, ServiceError
 from .jsonio import read_json, write_json
+from .records import PHASES
 from .paths import work_root
 from .schemas import validation_errors
 from .services.base import ServiceInfo
@@ -818,7 +819,7 @@ class ClientJobs:
             out[key] = sum(p.get(key) or 0 for p in got)
         out["measured"] = {f: sum(p["measured"][f] for p in got) for f in ("ok", "errors")}
         out["records_by_phase"] = {ph: sum((p.get("records_by_phase") or {}).get(ph, 0) for p in got)
-                                   for ph in ("warmup", "measure", "cooldown")}
+                                   for ph in PHASES}
         errs: dict = {}
         for p in got:
             for t, c in (p.get("errors_by_type") or {}).items():

@@ -24,6 +24,7 @@ import polars as pl
 from .errors import AifbError
 from .metrics import extensions
 from .jsonio import read_json, write_json
+from .records import PHASES
 from .slo import P999_MIN_N, evaluate, parse_rules
 
 SUMMARY_VERSION = 1
@@ -461,7 +462,7 @@ def summarize(run_dir: Path) -> dict:
                       "mib_s": rate(nbytes / MIB)}
     ok_bytes = int(ok["bytes"].sum()) if n_ok else 0
 
-    phase_counts = {p: 0 for p in ("warmup", "measure", "cooldown")}
+    phase_counts = {p: 0 for p in PHASES}
     phase_counts.update({str(p): int(c) for p, c in meta.select("phase", "count").iter_rows()})
 
     summary: dict = {
