@@ -83,7 +83,9 @@ def check_phases(recs, stats):
         assert r["phase"] == want, (r, wu, me)
 
 
-def check_file(path: Path, stats: dict) -> list[dict]:
+def check_file(path: Path, stats: dict, in_flight: int = 0) -> list[dict]:
+    """`in_flight`: requests per client that may have no record because the run was cancelled
+    while they were in flight (the engine records completed requests only)."""
     raw = path.read_bytes()
     assert raw.endswith(b"\n")
     for line in raw.splitlines():
@@ -96,7 +98,9 @@ def check_file(path: Path, stats: dict) -> list[dict]:
     for r in recs:
         seqs[r["client"]].append(r["seq"])
     for c, s in seqs.items():
-        assert sorted(s) == list(range(len(s))), f"client {c}: sequence has gaps or repeats"
+        assert len(set(s)) == len(s), f"client {c}: a sequence number repeats"
+        missing = set(range(max(s) + 1)) - set(s)
+        assert len(missing) <= in_flight, f"client {c}: sequence has gaps {sorted(missing)[:10]}"
     return recs
 
 
@@ -226,7 +230,7 @@ def test_cancellation_stops_every_worker_and_keeps_their_records(redis_server, t
         size, took = r.run(go())
     assert size > 0 and took < 5
     assert out["stopped_by"] == "cancelled" and out["processes"] == 2
-    recs = check_file(path, out)
+    recs = check_file(path, out, in_flight=4)  # concurrency 4: at most 4 cut off per client
     assert len(recs) > 1000
     no_workers_left(out)
     time.sleep(0.2)
@@ -292,7 +296,7 @@ def test_sigterm_stops_all_worker_processes(redis_server, tmp_path):
     stats = json.loads(out.read_text())
     assert stats["stopped_by"] == "cancelled"
     assert sorted(p["pid"] for p in stats["process_stats"]) == sorted(workers)
-    assert len(check_file(path, stats)) > 100
+    assert len(check_file(path, stats, in_flight=2)) > 100  # concurrency 2, cut off by SIGTERM
 
 
 def test_sigkill_of_the_parent_takes_the_workers_down(redis_server, tmp_path):
