@@ -24,6 +24,8 @@ Phases go by completion time t_end: < warmup_end -> warmup; <= measure_end -> me
 measure_end + cooldown_s, in-flight ones finish (bounded by the timeout) and are recorded.
 Requests mode: the N-th completion at/after warmup_end ends the window (exactly N measured
 records: rows are counted in completion order, the same order in which they are written).
+Over several processes or Slurm client jobs N is shared instead (see RequestShare): each keeps
+its load on until all together have completed N, and the window ends then for all.
 
 Open loop (`rate`): each client draws its own arrivals at rate/clients (seeded Poisson or
 constant, constant clients staggered); an arrival takes a free worker or waits in the
@@ -57,6 +59,7 @@ import collections
 import gc
 import hashlib
 import inspect
+import math
 import random
 import resource
 import signal
@@ -69,6 +72,7 @@ from .clients.base import RequestError
 from .clock import RunClock, now_ns
 from .errors import ServiceError
 from .records import PHASES, RecordWriter
+from .stats import quantiles_sorted
 
 G = 1_000_000_000
 FLUSH_CHUNK = 128  # rows formatted per step of the flusher (~0.15 ms), then the loop runs
@@ -89,11 +93,11 @@ def client_seed(seed: int, client: int) -> int:
 
 
 def _pct(sorted_vals: list, q: float):
-    """Nearest-rank percentile of an ascending list (None when empty)."""
+    """Percentile of an ascending list of ns (None when empty), by the method of every other
+    figure (aifb.stats.quantiles_sorted: linear interpolation, Hyndman-Fan 7)."""
     if not sorted_vals:
         return None
-    k = max(0, min(len(sorted_vals) - 1, int(-(-q * len(sorted_vals) // 1)) - 1))
-    return sorted_vals[k]
+    return round(quantiles_sorted(sorted_vals, [q])[0])
 
 
 def _s(ns: int | None) -> float | None:
@@ -266,7 +270,9 @@ class _Slot:
         cs.seq += 1
         self.busy = True
         self.t_start = now_ns()
-        self.start(self.wi, self.cb)
+        t = self.start(self.wi, self.cb)
+        if t is not None:  # the client built its request first and stamped the send itself
+            self.t_start = t
 
     # -- completions (called by the client, from the event loop) ------------------------
     def done_closed(self, res: tuple) -> None:
@@ -337,6 +343,7 @@ class _Slot:
                 cs = self.cs
                 seq = cs.seq
                 cs.seq += 1
+                eng.n_connect_attempts += 1
                 t_start = now_ns()
                 try:
                     async with asyncio.timeout(eng.timeout_s):
@@ -360,19 +367,88 @@ class _Slot:
                     elif eng.running:
                         self.issue()
                     return
+                # Recorded (op "connect"), but not a request: no count toward `requests: N`,
+                # the error rate or the achieved rate (counted apart, see _phases).
                 self.append((self.ci, self.wi, seq, None, t_start, res))
-                if eng.count_target and res[7] >= eng.warmup_end_ns:
-                    eng.count_completion(res[7])
         finally:
             if self.reconnecting is asyncio.current_task():
                 self.reconnecting = None
+
+
+# --------------------------------------------------------------------------- shared requests
+#
+# `requests: N` over several engines (worker processes, Slurm client jobs): N is global. Every
+# engine keeps its load on and reports its measured completions every SHARE_TICK_S to the root
+# (RequestQuota: the parent process, or the benchmark job's coordinator), which answers every
+# tick with "safe" (no end yet as of its time t) or, once the counts add up to N, "end" at its
+# time T. The window ends at T for every engine, so no engine idles while others finish their
+# share (a per-engine share of N made the window run to the slowest engine's end, under-reporting
+# throughput when engines differ in speed). An engine labels a completion `measure` only when
+# t_end <= the latest "safe" (or <= T once known), `cooldown` when after T, and holds the rows
+# in between (at most a tick or two) so that no label is ever wrong. At least N requests are
+# measured: the count reaches N between two ticks, so up to a tick's worth more.
+# Times in messages are ns since the run's t0 (each Slurm job's t0 is the benchmark's on its
+# own clock, see launch_slurm).
+
+SHARE_TICK_S = 0.01
+
+
+class RequestShare:
+    """One member's link to the root of a shared `requests: N`: report(n) sends the member's
+    measured completions up; deliver(kind, t) hands the root's "safe"/"end" to `target(kind, t)`
+    (the engine, or a process parent relaying to its workers)."""
+
+    def __init__(self, send):
+        self.send = send
+        self.target = None
+
+    def report(self, n: int) -> None:
+        self.send(n)
+
+    def deliver(self, kind: str, t: int) -> None:
+        if self.target is not None:
+            self.target(kind, t)
+
+
+class RequestQuota:
+    """The root of a shared `requests: N`: sums the members' reported counts and, every tick,
+    broadcasts ("safe", now) or, the first time the sum reaches N, ("end", now); times in ns
+    since t0. `broadcast(kind, t)` reaches every member."""
+
+    def __init__(self, n: int, members: int, t0_ns: int, broadcast):
+        self.n, self.t0, self.broadcast = int(n), t0_ns, broadcast
+        self.counts = [0] * members
+        self.end: int | None = None
+
+    def update(self, member: int, count: int) -> None:
+        self.counts[member] = max(self.counts[member], int(count))
+
+    def tick(self) -> None:
+        now = now_ns() - self.t0
+        if self.end is None and sum(self.counts) >= self.n:
+            self.end = now
+        self.broadcast("end" if self.end is not None else "safe",
+                       self.end if self.end is not None else now)
+
+    async def run(self) -> None:
+        while True:
+            self.tick()
+            await asyncio.sleep(SHARE_TICK_S)
+
+    def describe(self) -> dict:
+        return {"target": self.n, "members": len(self.counts), "counted": sum(self.counts),
+                "tick_s": SHARE_TICK_S,
+                "rule": "requests: N shared by every client process/job: each keeps its load on "
+                        "until the measured completions of all add up to N; the window ends "
+                        "then for all (at least N measured, up to a tick's worth more)"}
 
 
 class _Engine:
     def __init__(self, clients: list, load: dict, seed: int, writer: RecordWriter,
                  clock: RunClock, log, unreachable_after_s: float, flush_interval_s: float,
                  progress_interval_s: float, client_ids: list[int] | None = None,
-                 n_clients_total: int | None = None, progress_cb=None):
+                 n_clients_total: int | None = None, progress_cb=None,
+                 share: RequestShare | None = None):
         self.loop = asyncio.get_running_loop()
         self.clients = clients
         self.n_clients = len(clients)
@@ -405,6 +481,12 @@ class _Engine:
         self.rows: list = []
         self.running = False
         self.count_target = self.requests  # None in duration mode
+        # A shared `requests: N` (see RequestShare): count, never end here; the root says when.
+        self.share = share if self.requests is not None else None
+        self.safe_ns = -1             # shared: completions up to here may be labelled measure
+        if self.share is not None:
+            self.count_target = math.inf
+            self.share.target = self.shared_message
         self.n_counted = 0
         self.warmup_end_ns = 0
         self.measure_end_ns: int | None = None
@@ -426,6 +508,10 @@ class _Engine:
         self.f_counted = 0            # requests mode: measured rows seen by the flusher
         self.n_by_phase = {"warmup": [0, 0], "measure": [0, 0], "cooldown": [0, 0]}  # [ok, err]
         self.errors_by_type: dict[str, int] = {}
+        # Failed reconnect attempts (op "connect" records): kept apart from the requests.
+        self.connects_by_phase = {"warmup": 0, "measure": 0, "cooldown": 0}
+        self.connect_errors: dict[str, int] = {}
+        self.n_connect_attempts = 0
         self.sched_lags: list[int] = []
         self.streak_start: int | None = None
         self.last_rate_mark = (0, 0)
@@ -450,6 +536,52 @@ class _Engine:
             delay = max(0.0, (self.stop_ns - now_ns()) / G)
             self.handles.append(self.loop.call_later(delay, self.stop_event.set))
 
+    # -- a shared requests count ------------------------------------------------------
+    def shared_message(self, kind: str, t: int) -> None:
+        """The root's "safe" or "end" at t (ns since t0)."""
+        t_abs = self.t0 + t
+        if kind == "safe":
+            self.safe_ns = max(self.safe_ns, t_abs)
+            return
+        if self.measure_end_ns is not None:
+            return
+        self.measure_end_ns = t_abs
+        self.cpu_end = self._cpu_sample()
+        self.count_target = None
+        self.stop_ns = t_abs + int(self.cooldown_s * G)
+        if self.stopped_by is None:
+            self.stopped_by = "requests"
+        delay = max(0.0, (self.stop_ns - now_ns()) / G)
+        self.handles.append(self.loop.call_later(delay, self.stop_event.set))
+
+    async def share_reporter(self) -> None:
+        last = -1
+        while True:
+            if self.n_counted != last:
+                last = self.n_counted
+                self.share.report(last)
+            await asyncio.sleep(SHARE_TICK_S)
+
+    def _labelable(self, rows: list) -> int:
+        """Shared requests mode, end not known yet: how many rows from the front can be labelled
+        (a post-warmup completion after the root's latest "safe" might fall after the end)."""
+        if self.measure_end_ns is not None:
+            return len(rows)
+        wu, safe = self.warmup_end_ns, self.safe_ns
+        for i, row in enumerate(rows):
+            te = row[5][7]
+            if te >= wu and te > safe:
+                return i
+        return len(rows)
+
+    def _take_rows(self) -> list:
+        """The completed rows the flusher may write now (all but the held ones)."""
+        rows = self.rows
+        n = len(rows) if self.share is None or not self.running else self._labelable(rows)
+        batch = rows[:n]
+        del rows[:n]
+        return batch
+
     # -- phases + accounting, in completion order ---------------------------------------
     def _phases(self, batch: list) -> list:
         wu = self.warmup_end_ns
@@ -457,23 +589,34 @@ class _Engine:
         phases = []
         add = phases.append
         nb = self.n_by_phase
-        counting = self.requests is not None
+        counting = self.requests is not None and self.share is None
         for row in batch:
             res = row[5]
             te = res[7]
             if te < wu:
                 ph = "warmup"
-            elif counting:
+            elif counting:  # the first N request completions (connect attempts are not requests)
                 if self.f_counted < self.requests:
-                    self.f_counted += 1
+                    if res[0] != "connect":
+                        self.f_counted += 1
                     ph = "measure"
                 else:
                     ph = "cooldown"
+            elif me is None:  # shared count before its end (te <= safe), or a cancelled run
+                ph = "measure"
             elif te <= me:
                 ph = "measure"
             else:
                 ph = "cooldown"
             add(ph)
+            if res[0] == "connect":  # a failed reconnect attempt, not a request
+                self.connects_by_phase[ph] += 1
+                if ph == "measure":
+                    et = res[2]
+                    self.connect_errors[et] = self.connect_errors.get(et, 0) + 1
+                if self.streak_start is None:
+                    self.streak_start = te
+                continue
             if res[1]:
                 nb[ph][0] += 1
                 self.streak_start = None
@@ -499,8 +642,9 @@ class _Engine:
     async def flush_async(self) -> None:
         if not self.rows:
             return
-        batch = self.rows.copy()
-        self.rows.clear()
+        batch = self._take_rows()
+        if not batch:
+            return
         self._pending, self._pending_pos = batch, 0
         n = len(batch)
         step = FLUSH_CHUNK
@@ -651,6 +795,8 @@ class _Engine:
         try:
             self.tasks = [loop.create_task(self.flusher()), loop.create_task(self.ticker()),
                           loop.create_task(self.lag_sampler())]
+            if self.share is not None:
+                self.tasks.append(loop.create_task(self.share_reporter()))
             if self.open_loop:
                 for cs in self.states:
                     cs.free = list(reversed(cs.slots))
@@ -746,11 +892,13 @@ class _Engine:
             "processes": 1,
             "concurrency": self.conc,
             "connections": len(self.slots),
-            "requests_issued": sum(cs.seq for cs in self.states),
+            "requests_issued": sum(cs.seq for cs in self.states) - self.n_connect_attempts,
             "records_written": self.writer.lines,
             "records_by_phase": {ph: v[0] + v[1] for ph, v in self.n_by_phase.items()},
             "measured": {"ok": ok_m, "errors": err_m},
             "errors_by_type": dict(sorted(self.errors_by_type.items())),
+            "connect_attempts": {"by_phase": dict(self.connects_by_phase),
+                                 "measure_errors_by_type": dict(sorted(self.connect_errors.items()))},
             "stopped_by": self.stopped_by,
             "client_cpu": cpu,
             "loop_lag_s": {"n": len(lags), "period_s": 0.01,
@@ -849,7 +997,7 @@ async def run_load(*, kind: str, endpoint: str, workload: dict, load: dict, seed
                    records_path: Path, clock: RunClock, secrets: dict | None = None,
                    log=_stderr, on_ready=None, stats_out: dict | None = None,
                    unreachable_after_s: float = 5.0, flush_interval_s: float = 0.25,
-                   progress_interval_s: float = 5.0) -> dict:
+                   progress_interval_s: float = 5.0, share: RequestShare | None = None) -> dict:
     """Run one load against `endpoint`; stream records to `records_path`; return load_stats.
 
     Raises ServiceError (before any record is written) when a client cannot start, validate
@@ -860,6 +1008,8 @@ async def run_load(*, kind: str, endpoint: str, workload: dict, load: dict, seed
 
     `load["processes"]` (default 1) > 1 spreads the clients over that many worker processes
     (see run_load_processes); the contract above holds unchanged.
+    `share`: this load is one member of a `requests: N` shared with other loads (Slurm client
+    jobs; see RequestShare): the window ends when the root says so.
     """
     processes = int(load.get("processes") or 1)
     if processes > 1 and int(load["clients"]) > 1:
@@ -868,7 +1018,7 @@ async def run_load(*, kind: str, endpoint: str, workload: dict, load: dict, seed
             records_path=records_path, clock=clock, secrets=secrets, log=log, on_ready=on_ready,
             stats_out=stats_out, unreachable_after_s=unreachable_after_s,
             flush_interval_s=flush_interval_s, progress_interval_s=progress_interval_s,
-            processes=processes)
+            processes=processes, share=share)
     if processes > 1:
         log("load.processes > 1 with a single client: one process drives it")
     n_clients = int(load["clients"])
@@ -888,7 +1038,7 @@ async def run_load(*, kind: str, endpoint: str, workload: dict, load: dict, seed
         writer = RecordWriter(records_path, clock.t0_ns, background=True)
         try:
             eng = _Engine(clients, load, seed, writer, clock, log, unreachable_after_s,
-                          flush_interval_s, progress_interval_s)
+                          flush_interval_s, progress_interval_s, share=share)
         except BaseException:
             writer.close()
             raise
@@ -934,8 +1084,9 @@ def run_load_sync(**kw) -> dict:
 #      batches of different processes never interleave inside a line) and sends "done" with
 #      its load_stats and raw samples; the parent merges them.
 #
-# Requests mode (`requests: N`): each process measures its share of N (split in proportion to
-# its clients; exactly N measured records in all); the window ends at the latest process's end.
+# Requests mode (`requests: N`): N is shared (RequestShare / RequestQuota above): every process
+# keeps its load on until all of them together have completed N measured requests; the window
+# ends then, for all (at least N measured records, up to a share tick's worth more).
 # Stopping: cancellation of run_load (SIGINT/SIGTERM in the runner) sends "stop" to every
 # worker, which cancels its engine (completed records are written) and reports; a worker that
 # does not finish in time gets SIGTERM, then SIGKILL. A worker also stops on SIGTERM, when its
@@ -1057,6 +1208,19 @@ _STOP_RANK = {None: 0, "duration": 1, "requests": 1, "service_unreachable": 2,
               "client_process_failed": 3, "cancelled": 4}
 
 
+def merge_connect_attempts(parts: list) -> dict:
+    """The sum of several engines' connect_attempts blocks (processes or Slurm client jobs)."""
+    by_phase = {ph: 0 for ph in PHASES}
+    errs: dict[str, int] = {}
+    for s in parts:
+        ca = s.get("connect_attempts") or {}
+        for ph, c in (ca.get("by_phase") or {}).items():
+            by_phase[ph] = by_phase.get(ph, 0) + c
+        for t, c in (ca.get("measure_errors_by_type") or {}).items():
+            errs[t] = errs.get(t, 0) + c
+    return {"by_phase": by_phase, "measure_errors_by_type": dict(sorted(errs.items()))}
+
+
 def merge_stats(parts: list, *, blocks: list, pids: list, load: dict, lost: list) -> dict:
     """One load_stats from the workers' (stats, raw) parts (None for a worker that reported
     nothing). Counts are summed, the window is the common one (latest end in requests mode),
@@ -1078,6 +1242,7 @@ def merge_stats(parts: list, *, blocks: list, pids: list, load: dict, lost: list
     for s in sts:
         for t, c in s["errors_by_type"].items():
             errors[t] = errors.get(t, 0) + c
+    connects = merge_connect_attempts(sts)
     stopped = max((s["stopped_by"] for s in sts), key=lambda v: _STOP_RANK.get(v, 2))
     if lost and _STOP_RANK.get(stopped, 2) < _STOP_RANK["client_process_failed"]:
         stopped = "client_process_failed"
@@ -1112,6 +1277,7 @@ def merge_stats(parts: list, *, blocks: list, pids: list, load: dict, lost: list
         "records_by_phase": by_phase,
         "measured": {"ok": ok_m, "errors": err_m},
         "errors_by_type": dict(sorted(errors.items())),
+        "connect_attempts": connects,
         "stopped_by": stopped,
         "client_cpu": cpu_worst,
         "loop_lag_s": lag_worst,
@@ -1136,7 +1302,7 @@ async def run_load_processes(*, kind: str, endpoint: str, workload: dict, load: 
                              records_path: Path, clock: RunClock, secrets: dict | None, log,
                              on_ready, stats_out: dict | None, unreachable_after_s: float,
                              flush_interval_s: float, progress_interval_s: float,
-                             processes: int) -> dict:
+                             processes: int, share: RequestShare | None = None) -> dict:
     """run_load over `processes` worker processes (see the comment above)."""
     import os
     import socket
@@ -1150,13 +1316,10 @@ async def run_load_processes(*, kind: str, endpoint: str, workload: dict, load: 
         log(f"load.processes={processes} but only {n_clients} clients: using {n_proc} processes")
     blocks = _split(n_clients, n_proc)
     loads = [dict(load) for _ in blocks]
-    if load.get("requests") is not None:
-        n_req = int(load["requests"])
-        shares = [n_req * hi // n_clients - n_req * lo // n_clients for lo, hi in blocks]
-        if min(shares) < 1:
-            raise ValueError(f"load.requests={n_req} is too few to share between {n_proc} processes")
-        for ld, share in zip(loads, shares):
-            ld["requests"] = share
+    shared = load.get("requests") is not None  # one N for all the workers (RequestShare)
+    quota: RequestQuota | None = None
+    quota_task: asyncio.Task | None = None
+    counts = [0] * n_proc
 
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
@@ -1193,6 +1356,11 @@ async def run_load_processes(*, kind: str, endpoint: str, workload: dict, load: 
                 return True
             if msg[0] == "progress":
                 progress(k, msg)
+                return True
+            if msg[0] == "count":
+                counts[k] = msg[1]
+                if quota is not None:
+                    quota.update(k, msg[1])
                 return True
             return False
         return handle
@@ -1287,7 +1455,7 @@ async def run_load_processes(*, kind: str, endpoint: str, workload: dict, load: 
                 "index": k, "kind": kind, "endpoint": endpoint, "workload": workload,
                 "load": loads[k], "seed": seed, "records_path": str(records_path),
                 "t0_ns": clock.t0_ns, "t0_unix_ns": clock.t0_unix_ns, "clients": (lo, hi),
-                "n_clients_total": n_clients, "secrets": secrets,
+                "n_clients_total": n_clients, "secrets": secrets, "shared": shared,
                 "unreachable_after_s": unreachable_after_s, "flush_interval_s": flush_interval_s,
                 "progress_interval_s": progress_interval_s})
         pids = [p.pid for p in procs]
@@ -1308,11 +1476,35 @@ async def run_load_processes(*, kind: str, endpoint: str, workload: dict, load: 
         for ch in chans:
             ch.send("go", t_go)
         started = True
+        if shared:
+            def relay(kind: str, t: int) -> None:
+                for ch in chans:
+                    ch.send(kind, t)
+
+            if share is None:  # the root: this parent decides the end
+                quota = RequestQuota(int(load["requests"]), n_proc, clock.t0_ns, relay)
+                for k, c in enumerate(counts):
+                    quota.update(k, c)
+                quota_task = loop.create_task(quota.run())
+            else:  # a member of a larger share (a Slurm client job): report the sum, relay
+                share.target = relay
+
+                async def report_up():
+                    last = -1
+                    while True:
+                        if sum(counts) != last:
+                            last = sum(counts)
+                            share.report(last)
+                        await asyncio.sleep(SHARE_TICK_S)
+
+                quota_task = loop.create_task(report_up())
         await collect(None)
     except asyncio.CancelledError:
         cancelled = True
         raise
     finally:
+        if quota_task is not None:
+            quota_task.cancel()
         for ch, done in zip(chans, finished):
             if not done:
                 ch.send("stop")
@@ -1328,6 +1520,8 @@ async def run_load_processes(*, kind: str, endpoint: str, workload: dict, load: 
         if started and any(p is not None for p in parts):
             merged = merge_stats(parts, blocks=blocks, pids=[p.pid for p in procs], load=load,
                                  lost=lost)
+            if quota is not None:
+                merged["shared_requests"] = quota.describe()
             if cancelled:
                 merged["stopped_by"] = "cancelled"
             if stats_out is not None:
@@ -1397,9 +1591,15 @@ async def _worker(fd: int) -> int:
     stopper = [main.cancel]
     stop_msgs = ("stop", "eof")
 
+    share_box: list = [None]
+
     def handle(msg) -> bool:
         if msg[0] in stop_msgs:
             stopper[0]()
+            return True
+        if msg[0] in ("safe", "end"):
+            if share_box[0] is not None:
+                share_box[0].deliver(msg[0], msg[1])
             return True
         return False
 
@@ -1439,10 +1639,13 @@ async def _worker(fd: int) -> int:
         def progress_cb(now, ok, err, phase):
             ch.send("progress", round((now - msg[1]) / G / interval), now, ok, err, phase)
 
+        share = RequestShare(lambda n: ch.send("count", n)) if p.get("shared") else None
+        share_box[0] = share
         try:
             eng = _Engine(clients, load, p["seed"], writer, clock, log, p["unreachable_after_s"],
                           p["flush_interval_s"], interval, client_ids=range(lo, hi),
-                          n_clients_total=p["n_clients_total"], progress_cb=progress_cb)
+                          n_clients_total=p["n_clients_total"], progress_cb=progress_cb,
+                          share=share)
         except BaseException:
             writer.close()
             raise

@@ -40,7 +40,7 @@ from pathlib import Path
 import yaml
 
 from . import launch
-from .engine import _split
+from .engine import RequestQuota, RequestShare, _split, merge_connect_attempts
 from .errors import ConfigError, ServiceError
 from .jsonio import read_json, write_json
 from .records import PHASES
@@ -538,14 +538,13 @@ def client_job_count(settings: dict, target: dict) -> int:
     return max(1, math.ceil(int(settings["clients"]) / int(per_job)))
 
 
-def job_load(settings: dict, lo: int, hi: int, total_requests_split: int | None) -> dict:
-    """The load settings of the job driving clients [lo, hi) of settings['clients']."""
+def job_load(settings: dict, lo: int, hi: int) -> dict:
+    """The load settings of the job driving clients [lo, hi) of settings['clients']. A
+    `requests: N` stays N: it is shared by all the jobs (aifb.engine.RequestShare)."""
     n = int(settings["clients"])
     out = dict(settings, clients=hi - lo)
     if settings.get("rate") is not None:
         out["rate"] = settings["rate"] * (hi - lo) / n
-    if total_requests_split is not None:
-        out["requests"] = total_requests_split
     return out
 
 
@@ -570,8 +569,13 @@ class ClientJobs:
         self.clock, self.log = clock, log
         self.n = client_job_count(settings, target)
         self.blocks = _split(int(settings["clients"]), self.n)
-        reqs = settings.get("requests")
-        self.requests = ([r[1] - r[0] for r in _split(int(reqs), self.n)] if reqs else [None] * self.n)
+        # requests: N is one count for all the jobs; this job is its root (see aifb.engine).
+        self.quota = self.share0 = None
+        self.quota_task: asyncio.Task | None = None
+        if settings.get("requests") is not None:
+            self.quota = RequestQuota(int(settings["requests"]), self.n, clock.t0_ns,
+                                      self._broadcast)
+            self.share0 = RequestShare(lambda n: self.quota.update(0, n))
         cj = target.get("clients") or {}
         self.bound_s = parse_duration(cj.get("max_clock_error", DEFAULT_CLOCK_BOUND_S))
         self.jobs = [{"k": k, "clients": list(self.blocks[k]), "job_id": None, "node": None,
@@ -588,7 +592,17 @@ class ClientJobs:
 
     def load_for(self, k: int) -> dict:
         lo, hi = self.blocks[k]
-        return job_load(self.settings, lo, hi, self.requests[k])
+        return job_load(self.settings, lo, hi)
+
+    def _broadcast(self, kind: str, t: int) -> None:
+        """A shared requests count's "safe"/"end" to this job's load and every client job."""
+        self.share0.deliver(kind, t)
+        line = _line({"share": kind, "t": t})
+        for w in list(self.writers.values()):
+            try:
+                w.write(line)
+            except Exception:  # a job that went away: its loss is reported elsewhere
+                pass
 
     # -- coordinator ----------------------------------------------------------------------
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -618,6 +632,9 @@ class ClientJobs:
                     self.jobs[k]["error"] = msg["error"]
                     self.ready[k].set()
                     self.done[k].set()
+                elif "count" in msg:
+                    if self.quota is not None:
+                        self.quota.update(k, int(msg["count"]))
                 elif "done" in msg:
                     self.jobs[k]["stats"] = msg.get("stats")
                     self.jobs[k].setdefault("clock", {})["end"] = self._sync_record(msg["sync"])
@@ -721,6 +738,8 @@ class ClientJobs:
         self.t_go_ns = start
         self.log(f"all {self.n} client jobs ready; common start at t={start / 1e9:.3f} s")
         await sleep_until(self.clock.t0_ns + start)
+        if self.quota is not None:
+            self.quota_task = asyncio.get_running_loop().create_task(self.quota.run())
 
     async def finish(self, stats0: dict) -> dict:
         """After job 0's load: collect the others, merge records and stats."""
@@ -739,9 +758,13 @@ class ClientJobs:
                 self.problems.append(f"client job {k} (Slurm job {job['job_id']}) did not report its "
                                      f"end ({job.get('error') or 'no answer'}); its records so far "
                                      "are merged")
+        if self.quota_task is not None:
+            self.quota_task.cancel()
         merged = self.merge_records()
         stats = self.merge_stats(stats0)
         stats["merged_records"] = merged
+        if self.quota is not None:
+            stats["shared_requests"] = self.quota.describe()
         for k in range(1, self.n):
             clk = self.jobs[k].get("clock") or {}
             end = clk.get("end")
@@ -825,6 +848,7 @@ class ClientJobs:
             for t, c in (p.get("errors_by_type") or {}).items():
                 errs[t] = errs.get(t, 0) + c
         out["errors_by_type"] = dict(sorted(errs.items()))
+        out["connect_attempts"] = merge_connect_attempts(got)
         worst_cpu = max((p for p in got if p.get("client_cpu")),
                         key=lambda p: p["client_cpu"].get("util_of_one_core") or 0, default=None)
         if worst_cpu:
@@ -875,6 +899,8 @@ class ClientJobs:
     async def close(self) -> None:
         """Stop what is left of the client jobs (they write their records and exit), cancel
         any still in the queue, and merge whatever records they left if finish() did not."""
+        if self.quota_task is not None:
+            self.quota_task.cancel()
         for w in list(self.writers.values()):
             try:
                 w.write(_line({"stop": True}))
@@ -938,6 +964,8 @@ async def _client_job(run_dir: Path, k: int, log) -> int:
             await asyncio.sleep(0.5)
     main = asyncio.current_task()
     pongs: asyncio.Queue = asyncio.Queue()
+    # requests: N is shared by all the jobs: report this job's measured count to the root
+    share = RequestShare(lambda n: writer.write(_line({"count": n})))
     go: asyncio.Future = asyncio.get_running_loop().create_future()
     finishing = {"now": False}
 
@@ -949,6 +977,8 @@ async def _client_job(run_dir: Path, k: int, log) -> int:
             msg = json.loads(line)
             if "pong" in msg:
                 pongs.put_nowait(msg)
+            elif "share" in msg:
+                share.deliver(msg["share"], int(msg["t"]))
             elif "go" in msg and not go.done():
                 go.set_result(int(msg["go"]))
             elif "stop" in msg:
@@ -1002,7 +1032,8 @@ async def _client_job(run_dir: Path, k: int, log) -> int:
         stats = await run_load(kind=kind, endpoint=plan["endpoint"], workload=plan["workload"],
                                load=me["load"], seed=me["seed"],
                                records_path=out_dir / "requests.jsonl", clock=clock,
-                               secrets=secrets, log=log, on_ready=on_ready)
+                               secrets=secrets, log=log, on_ready=on_ready,
+                               share=share if me["load"].get("requests") is not None else None)
     except AifbError as exc:
         writer.write(_line({"error": str(exc)}))
         await writer.drain()

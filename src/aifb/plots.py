@@ -21,7 +21,7 @@ import vl_convert as vlc
 from .jsonio import write_bytes
 from .metrics import extensions
 from .slo import LATENCY_STATS
-from .summary import SCAN_SCHEMA, latency_expr, scan_records
+from .summary import SCAN_SCHEMA, latency_expr, latency_sample, scan_records
 
 MAX_POINTS = 50_000          # scatter points in latency over time
 CDF_POINTS_PER_OP = 1_000    # ranks per operation on the CDF curve
@@ -68,6 +68,8 @@ def plot_data(records: Path, run: dict, summary: dict) -> PlotData:
     if summary.get("load", {}).get("loop") in ("open", "closed"):
         open_loop = summary["load"]["loop"] == "open"
 
+    in_sample = latency_sample(run, open_loop)
+
     def queries(lf: pl.LazyFrame) -> list[pl.LazyFrame]:
         lf = lf.with_columns(pl.col("ok").fill_null(False), pl.col("op").fill_null("unknown"),
                              latency_expr(open_loop).alias("latency"))
@@ -75,7 +77,7 @@ def plot_data(records: Path, run: dict, summary: dict) -> PlotData:
                   .bottom_k(MAX_POINTS, by="_k")
                   .select("_k", "t_end", "latency", "phase", "op", "ok"))
         bins = (lf.group_by(pl.col("t_end").floor().alias("t"), "ok").len())
-        meas = (lf.filter((pl.col("phase") == "measure") & pl.col("ok"))
+        meas = (lf.filter(in_sample & pl.col("ok"))
                 .select("op", "latency"))
         ext = (lf.filter(pl.col("phase") == "measure")
                .select(pl.len().alias("n"), pl.col("t_start").min().alias("lo"),

@@ -196,6 +196,7 @@ async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path 
     spec = dict(recipe["service"], name=recipe["name"])
     records_path = run_dir / "requests.jsonl"
     service = client_jobs = None
+    stats_out: dict = {}
     try:
         service_cls = get_service(spec["kind"])  # an unimplemented kind stops here, clearly
         target = get_target(run["target"], root)  # an unknown target too
@@ -228,7 +229,7 @@ async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path 
         log(f"load: {settings['clients']} client(s) x {settings['concurrency']} in flight, "
             + (f"{settings['duration_s']:g} s" if settings["duration_s"] else f"{settings['requests']} requests")
             + f" after {settings['warmup_s']:g} s warmup")
-        load0, on_ready = settings, None
+        load0, on_ready, share = settings, None, None
         if target["executor"] == "slurm":
             from .launch_slurm import ClientJobs, client_job_count
 
@@ -239,9 +240,14 @@ async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path 
                 run["clients"].update(client_jobs.describe())
                 save_run(run_dir, run)
                 load0, on_ready = client_jobs.load_for(0), client_jobs.barrier
+                share = client_jobs.share0
+        # Filled by the engine also when the load is cancelled: an interrupted run keeps its
+        # window (warmup_end / measure_end), so its summary never falls back to the records'
+        # extent, which would include the warmup.
         stats = await run_load(kind=spec["kind"], endpoint=endpoint, workload=recipe.get("workload") or {},
                                load=load0, seed=recipe.get("seed", 42), records_path=records_path,
-                               clock=clock, secrets=secrets, log=log, on_ready=on_ready)
+                               clock=clock, secrets=secrets, log=log, on_ready=on_ready,
+                               stats_out=stats_out, share=share)
         if client_jobs is not None:
             stats = await client_jobs.finish(stats)
             run["clients"].update(client_jobs.describe())
@@ -259,6 +265,8 @@ async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path 
         else:
             run["status"] = "completed"
     except asyncio.CancelledError:
+        if stats_out:
+            run["load_stats"] = dict(stats_out, stopped_by="cancelled")
         run["status"] = "partial" if _records_size(run_dir) else "failed"
         run["reason"] = f"interrupted by {run.get('_signal', 'cancellation')}; records up to then are kept"
         raise

@@ -72,6 +72,22 @@ def t_quantile(df: int, confidence: float = 0.95) -> float:
     return 0.5 * (lo + hi)
 
 
+def quantiles_sorted(x, qs):
+    """Hyndman-Fan 7 (numpy 'linear') quantiles of an ascending sequence (list or array):
+    h = (n-1)q, x[floor h] + (h - floor h) * (x[floor h + 1] - x[floor h]). The one percentile
+    method of every figure the tool reports (latencies, scheduling and event-loop lags)."""
+    n = len(x)
+    out = []
+    for q in qs:
+        h = (n - 1) * q
+        lo = int(math.floor(h))
+        hi = min(lo + 1, n - 1)
+        frac = h - lo
+        lo_v, hi_v = float(x[lo]), float(x[hi])
+        out.append(lo_v + frac * (hi_v - lo_v) if frac else lo_v)
+    return out
+
+
 def _clean(values: Iterable[float | None]) -> list[float]:
     out = []
     for v in values:

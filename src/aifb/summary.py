@@ -26,6 +26,7 @@ from .metrics import extensions
 from .jsonio import read_json, write_json
 from .records import PHASES
 from .slo import P999_MIN_N, evaluate, parse_rules
+from .stats import quantiles_sorted  # noqa: F401 - the one percentile method, re-exported
 
 SUMMARY_VERSION = 1
 RECORDS = "requests.jsonl"
@@ -56,6 +57,7 @@ PERCENTILE_METHOD = ("linear interpolation between order statistics (numpy 'line
                      "Hyndman-Fan 7), pooled over all clients")
 CLOSED_LOOP_DEFINITION = "t_end - t_start"
 OPEN_LOOP_DEFINITION = "t_end - t_sched (includes queueing)"
+CONNECT_OP = "connect"  # a failed reconnect attempt's record (see aifb.engine): not a request
 
 CPU_SATURATION = 0.9        # fraction of one core
 LOOP_LAG_LIMIT_S = 0.005    # event-loop lag p99
@@ -187,26 +189,38 @@ def latency_expr(open_loop: bool | None) -> pl.Expr:
     return pl.col("t_end") - pl.coalesce("t_sched", "t_start")
 
 
+def latency_window(run: dict) -> tuple[float, float] | None:
+    """(warmup_end, measure_end) in seconds on the run clock, from run.json's load_stats, or None
+    when the run did not record them (then the phase labels decide, see latency_sample)."""
+    ls = run.get("load_stats") or {}
+    lo, hi = ls.get("warmup_end"), ls.get("measure_end")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lo, hi)):
+        return None
+    return (float(lo), float(hi)) if hi > lo else None
+
+
+def latency_sample(run: dict, open_loop: bool | None) -> pl.Expr:
+    """Which records' latencies count: the requests that *started* in the measurement window
+    (closed loop: t_start; open loop: the planned start t_sched), whatever phase they completed
+    in. The load drains (bounded by the timeout) so that the requests in flight at the window's
+    end complete and are recorded; a request that started during the warmup does not count,
+    however late it completes. Counting by completion instead would keep the long requests
+    that started in the warmup and lose those in flight at the end, over-weighting long
+    requests. Throughput stays completions per window (phase == "measure").
+    Failed reconnect attempts (op "connect") are never requests."""
+    not_connect = pl.col("op").fill_null("") != CONNECT_OP
+    win = latency_window(run)
+    if win is None:
+        return (pl.col("phase") == "measure") & not_connect
+    start = (pl.col("t_start") if open_loop is False else pl.coalesce("t_sched", "t_start"))
+    return (start >= win[0]) & (start < win[1]) & not_connect
+
+
 # ----------------------------------------------------------------------------- statistics
 
 def sorted_values(series: pl.Series):
     """Non-null values of a float series as a sorted numpy array (polars' parallel sort)."""
     return series.drop_nulls().drop_nans().sort().to_numpy()
-
-
-def quantiles_sorted(x, qs):
-    """Hyndman-Fan 7 (numpy 'linear') quantiles of a sorted array: h = (n-1)q,
-    x[floor h] + (h - floor h) * (x[floor h + 1] - x[floor h])."""
-    n = len(x)
-    out = []
-    for q in qs:
-        h = (n - 1) * q
-        lo = int(math.floor(h))
-        hi = min(lo + 1, n - 1)
-        frac = h - lo
-        lo_v, hi_v = float(x[lo]), float(x[hi])
-        out.append(lo_v + frac * (hi_v - lo_v) if frac else lo_v)
-    return out
 
 
 def stats_sorted(x) -> dict:
@@ -265,7 +279,10 @@ def metric_definitions(open_loop: bool) -> dict:
         "requests": (
             "total = measure-phase requests recorded (a request counts when it completes); ok = "
             "those with ok = true; errors = the others, grouped by error.type ('unknown' when "
-            "missing); dropped_lines = truncated lines left out of requests.jsonl."),
+            "missing); dropped_lines = truncated lines left out of requests.jsonl. Failed "
+            "reconnect attempts (records with op 'connect') are not requests: they are counted "
+            "apart in connect_attempts and left out of total, errors, error_rate, "
+            "throughput and the achieved open-loop rate."),
         "error_rate": "errors / total over the measurement window.",
         "throughput.rps": "Successful (ok) requests in the measurement window divided by window_s.",
         "throughput.per_op": (
@@ -273,8 +290,13 @@ def metric_definitions(open_loop: bool) -> dict:
         "throughput.mib_s": (
             "Payload bytes (bytes_in + bytes_out) of the ok requests / 2^20 / window_s, in MiB/s."),
         "latency_s": (
-            f"Latency = {lat}, in seconds, over the ok requests of the measurement window, from "
-            "one monotonic clock with ns resolution; n is the number of samples."),
+            f"Latency = {lat}, in seconds, over the ok requests that started in the "
+            "measurement window (open loop: were scheduled in it; t_start / t_sched between "
+            "load_stats.warmup_end and measure_end), whatever phase they completed in: the load "
+            "drains at the end (bounded by the timeout) so the requests in flight at the "
+            "window's end are recorded, and those that started in the warmup never count. "
+            "Counting by completion would over-weight long requests. From one monotonic clock "
+            "with ns resolution; n is the number of samples."),
         "percentiles": (
             "p50/p90/p95/p99/p99.9 by linear interpolation between order statistics (numpy "
             "'linear', Hyndman-Fan 7: h = (n-1)q, x[floor h] + (h - floor h)(x[floor h+1] - "
@@ -375,19 +397,30 @@ def _validity(run: dict, summary: dict, open_loop: bool, note: str | None) -> di
     return out
 
 
-def measure_queries(open_loop: bool | None):
-    """Per-chunk queries over the records: ok requests (op, latency, ...), error counts by op and
-    type, open-loop scheduling lag of all measure requests, and per-phase counts and extents."""
+def measure_queries(open_loop: bool | None, sample: pl.Expr | None = None):
+    """Per-chunk queries over the records: ok requests of the latency sample (op, latency, ...),
+    error counts by op and type and open-loop scheduling lag of the measure-phase requests,
+    per-phase counts and extents, and the failed reconnect attempts (kept apart: not requests).
+    `sample`: which records' latencies count (latency_sample); default the measure phase."""
+    if sample is None:
+        sample = pl.col("phase") == "measure"
 
     def queries(lf: pl.LazyFrame) -> list[pl.LazyFrame]:
         lf = lf.with_columns(pl.col("ok").fill_null(False), pl.col("op").fill_null("unknown"))
+        meta = lf.group_by("phase").agg(pl.len().alias("count"),
+                                        pl.col("t_start").min().alias("t_min"),
+                                        pl.col("t_end").max().alias("t_max"),
+                                        pl.col("t_sched").is_not_null().any().alias("has_sched"))
+        connects = (lf.filter((pl.col("op") == CONNECT_OP) & (pl.col("phase") == "measure"))
+                    .group_by(pl.col("error").struct.field("type").fill_null("unknown")
+                              .alias("error_type")).len())
+        lf = lf.filter(pl.col("op") != CONNECT_OP)
         m = lf.filter(pl.col("phase") == "measure")
-        ok = m.filter(pl.col("ok")).select(
+        ok = lf.filter(sample & pl.col("ok")).select(
             "op",
             latency_expr(open_loop).alias("latency"),
             (pl.col("t_end") - pl.col("t_start")).alias("service_time"),
-            (pl.col("t_first") - pl.col("t_start")).alias("ttfb"),
-            (pl.col("bytes_in").fill_null(0) + pl.col("bytes_out").fill_null(0)).alias("bytes"))
+            (pl.col("t_first") - pl.col("t_start")).alias("ttfb"))
         if open_loop is False:
             ok = ok.drop("service_time")
         errors = (m.filter(~pl.col("ok"))
@@ -396,11 +429,10 @@ def measure_queries(open_loop: bool | None):
         lag = m.select((pl.col("t_start") - pl.col("t_sched")).alias("sched_lag")).drop_nulls()
         if open_loop is False:
             lag = lag.clear()
-        meta = lf.group_by("phase").agg(pl.len().alias("count"),
-                                        pl.col("t_start").min().alias("t_min"),
-                                        pl.col("t_end").max().alias("t_max"),
-                                        pl.col("t_sched").is_not_null().any().alias("has_sched"))
-        return [ok, errors, lag, meta]
+        ok_counts = (m.filter(pl.col("ok"))
+                     .group_by("op").agg(pl.len().alias("n"), (pl.col("bytes_in").fill_null(0)
+                                         + pl.col("bytes_out").fill_null(0)).sum().alias("bytes")))
+        return [ok, errors, lag, meta, connects, ok_counts]
 
     return queries
 
@@ -418,8 +450,9 @@ def summarize(run_dir: Path) -> dict:
     records = run_dir / RECORDS
 
     open_loop = is_open_loop(run)
-    (ok, errs, lag, meta), dropped, note = scan_records(records, measure_queries(open_loop),
-                                                        schema=SUMMARY_SCHEMA)
+    sample = latency_sample(run, open_loop)
+    (ok, errs, lag, meta, conns, okc), dropped, note = scan_records(
+        records, measure_queries(open_loop, sample), schema=SUMMARY_SCHEMA)
     meta = (meta.group_by("phase")
             .agg(pl.col("count").sum(), pl.col("t_min").min(), pl.col("t_max").max(),
                  pl.col("has_sched").any()))
@@ -429,9 +462,14 @@ def summarize(run_dir: Path) -> dict:
         if not open_loop:
             ok = ok.with_columns(latency=pl.col("service_time"))
 
-    n_ok = ok.height
+    okc = okc.group_by("op").agg(pl.col("n").sum(), pl.col("bytes").sum())
+    n_ok = int(okc["n"].sum()) if okc.height else 0  # completions in the window (throughput)
     n_err = int(errs["len"].sum()) if errs.height else 0
     total = n_ok + n_err
+    connect_errors = {}
+    if conns.height:
+        cb = conns.group_by("error_type").agg(pl.col("len").sum()).sort("error_type")
+        connect_errors = {t: int(c) for t, c in cb.iter_rows()}
     errors_by_type = {}
     if errs.height:
         eb = errs.group_by("error_type").agg(pl.col("len").sum()).sort("error_type")
@@ -451,8 +489,7 @@ def summarize(run_dir: Path) -> dict:
             return 0.0
         return count / window if window else None
 
-    op_ok = {r[0]: (int(r[1]), int(r[2])) for r in
-             ok.group_by("op").agg(pl.len(), pl.col("bytes").sum()).iter_rows()} if n_ok else {}
+    op_ok = {r[0]: (int(r[1]), int(r[2])) for r in okc.iter_rows()}
     op_err = {r[0]: int(r[1]) for r in
               errs.group_by("op").agg(pl.col("len").sum()).iter_rows()} if errs.height else {}
     per_op = {}
@@ -460,7 +497,7 @@ def summarize(run_dir: Path) -> dict:
         n, nbytes = op_ok.get(op, (0, 0))
         per_op[op] = {"rps": rate(n), "ok": n, "errors": op_err.get(op, 0),
                       "mib_s": rate(nbytes / MIB)}
-    ok_bytes = int(ok["bytes"].sum()) if n_ok else 0
+    ok_bytes = int(okc["bytes"].sum()) if okc.height else 0
 
     phase_counts = {p: 0 for p in PHASES}
     phase_counts.update({str(p): int(c) for p, c in meta.select("phase", "count").iter_rows()})
@@ -482,17 +519,23 @@ def summarize(run_dir: Path) -> dict:
         "requests": {"total": total, "ok": n_ok, "errors": n_err,
                      "errors_by_type": errors_by_type, "dropped_lines": dropped,
                      "error_rate": n_err / total if total else None},
+        "connect_attempts": {"failed": sum(connect_errors.values()),
+                             "errors_by_type": connect_errors},
         "throughput": {"rps": rate(n_ok), "per_op": per_op, "mib_s": rate(ok_bytes / MIB),
                        "bytes": ok_bytes},
         "latency_s": {**stats_of(ok["latency"]), "method": PERCENTILE_METHOD,
-                      "definition": OPEN_LOOP_DEFINITION if open_loop else CLOSED_LOOP_DEFINITION},
+                      "definition": OPEN_LOOP_DEFINITION if open_loop else CLOSED_LOOP_DEFINITION,
+                      "sample": ("requests that started in the measurement window"
+                                 if latency_window(run) else
+                                 "requests that completed in the measurement window (run.json "
+                                 "has no window bounds)")},
         "latency_by_op": stats_by_op(ok, "latency"),
     }
     if open_loop:
         summary["service_time_s"] = {**stats_of(ok["service_time"]),
                                      "definition": CLOSED_LOOP_DEFINITION}
         summary["sched_lag_s"] = {**stats_of(lag["sched_lag"]), "definition": "t_start - t_sched"}
-    if n_ok and ok["ttfb"].null_count() < n_ok:
+    if ok.height and ok["ttfb"].null_count() < ok.height:
         summary["ttfb_s"] = {**stats_of(ok["ttfb"]), "definition": "t_first - t_start"}
     del ok, lag
     ext_defs = {}

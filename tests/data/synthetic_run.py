@@ -105,11 +105,19 @@ def write_run(run_dir: Path, *, per_client=500, clients=2, open_loop=False, n_er
         k += cnt
     phases = {"warmup": 0, "measure": 0, "cooldown": 0}
     gi = 0
-    for c in range(clients):
-        t = 0.001 * (c + 1)
-        seq = 0
-        for phase, count in (("warmup", warmup_per_client), ("measure", per_client),
-                             ("cooldown", cooldown_per_client)):
+    # The phases are common instants for all clients, as in the engine: every warmup request
+    # ends before the first measured one starts, and the cooldown starts after the window, so
+    # "started in the window" (the latency sample) and "completed in it" (throughput) agree.
+    clock = {c: 0.001 * (c + 1) for c in range(clients)}
+    seqs = {c: 0 for c in range(clients)}
+    ends: list = []  # (phase, t_end) of every request so far
+    for phase, count in (("warmup", warmup_per_client), ("measure", per_client),
+                         ("cooldown", cooldown_per_client)):
+        if phase != "warmup":
+            barrier = max([*clock.values(), *(e for _, e in ends)]) + 0.02
+            clock = {c: barrier + 0.001 * (c + 1) for c in range(clients)}
+        for c in range(clients):
+            t, seq = clock[c], seqs[c]
             for _ in range(count):
                 op = "set" if seq % 10 == 9 else "get"
                 if phase == "measure":
@@ -136,8 +144,9 @@ def write_run(run_dir: Path, *, per_client=500, clients=2, open_loop=False, n_er
                     rec["key"] = f"aifb:{seq}"  # a service-specific field the summary ignores
                 lines.append(json.dumps(rec, separators=(",", ":")))
                 phases[phase] += 1
+                ends.append((phase, te))
                 if phase == "measure":
-                    t_meas.append((ts, te))
+                    t_meas.append((tsc if open_loop else ts, te))  # the window opens at the first (planned) start
                     if open_loop:
                         lags.append(ts - tsc)
                     if ok:
@@ -152,6 +161,7 @@ def write_run(run_dir: Path, *, per_client=500, clients=2, open_loop=False, n_er
                     gi += 1
                 seq += 1
                 t = t_end + 0.0001 if not open_loop else t + 0.002
+            clock[c], seqs[c] = t, seq
     # interleave clients by completion time, as a real writer appends on completion
     order = np.argsort([json.loads(line)["t_end"] for line in lines], kind="stable")
     text = "".join(lines[i] + "\n" for i in order)

@@ -15,6 +15,11 @@ future per request:
     c.start(worker, done)   send one request on `worker`'s connection and return at once; later,
                             from the event loop (never synchronously inside start()), call
                             done(result) exactly once, unless abort(worker) came first.
+                            start() may return the t_start (now_ns()) it took itself after
+                            building the request (prompt, body, signature, payload), just
+                            before handing it to the transport; the engine then records that
+                            instead of its own stamp, so client-side preparation is never part
+                            of a latency, TTFT or E2EL. None: the engine's stamp stands.
     c.abort(worker)         give up on the in-flight request (the engine records the timeout);
                             done must not be called for it afterwards; the connection may close.
                             Returns the op name of the aborted request (None if none).
@@ -37,7 +42,10 @@ Service-level failures (error replies, a lost connection) are results with ok=Fa
 exceptions. Messages are short and never contain secrets.
 
 Coroutine-style clients (aiohttp and friends) subclass `CoroutineClient` and implement only
-`async request(worker) -> result`; it provides start/abort/connected/reconnect on top.
+`async request(worker) -> result`; it provides start/abort/connected/reconnect on top. A client
+whose requests take work to build implements `build(worker) -> req` (everything the request
+needs: prompt and JSON body, signature, payload) and `async request(worker, req)`; the adapter
+builds first and stamps t_start after, so that work never counts in a latency.
 """
 
 from __future__ import annotations
@@ -155,8 +163,20 @@ class CoroutineClient:
     def _op_name(self, worker: int) -> str:
         return "request"
 
-    def start(self, worker: int, done: Done) -> None:
-        task = asyncio.get_running_loop().create_task(self.request(worker))
+    def build(self, worker: int):
+        """The next request of `worker`, built before t_start (None: nothing to build)."""
+        return None
+
+    def start(self, worker: int, done: Done) -> int | None:
+        loop = asyncio.get_running_loop()
+        try:
+            req = self.build(worker)
+        except Exception as exc:  # noqa: BLE001 - a bad request is a failed request
+            loop.call_soon(done, error_result(self._op_name(worker), type(exc).__name__,
+                                              str(exc)[:200]))
+            return None
+        t_start = now_ns()
+        task = loop.create_task(self.request(worker) if req is None else self.request(worker, req))
         self._tasks[worker] = task
 
         def finished(t: asyncio.Task, worker=worker) -> None:
@@ -173,6 +193,7 @@ class CoroutineClient:
                 done(error_result(self._op_name(worker), type(exc).__name__, str(exc)[:200]))
 
         task.add_done_callback(finished)
+        return t_start
 
     def abort(self, worker: int) -> str | None:
         task = self._tasks.pop(worker, None)

@@ -312,10 +312,16 @@ class ChromaClient(VectorHttpClient):
         }
 
     # -- per request --------------------------------------------------------------------------
-    async def request(self, worker: int):
-        if self._cid is None:
+    def build(self, worker: int) -> tuple:
+        if self._cid is None:  # the insert URL names the collection: look it up first (once)
+            return ("find",)
+        return super().build(worker)
+
+    async def request(self, worker: int, req: tuple):
+        if req[0] == "find":
             await self._find_collection()
-        return await super().request(worker)
+            req = super().build(worker)
+        return await super().request(worker, req)
 
     async def _find_collection(self) -> None:
         cid = _COLLECTION_IDS.get((self.db_url, self.wl.collection))

@@ -183,9 +183,8 @@ class OllamaNativeClient(LLMHttpClient):
                 body[k] = v
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
-    async def request(self, worker: int) -> tuple:
-        prompt = self.prompts.next(worker)
-        body = self._body(prompt)
+    async def request(self, worker: int, req: tuple) -> tuple:
+        prompt, body = req
         stream = self.wl.stream
         acc = ChunkAccumulator(chat=self.wl.chat)
         op = self._op

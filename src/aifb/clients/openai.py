@@ -771,6 +771,11 @@ class LLMHttpClient(CoroutineClient):
             except Exception:
                 pass
 
+    def build(self, worker: int) -> tuple:
+        """The prompt and the encoded body, before t_start (see CoroutineClient.build)."""
+        prompt = self.prompts.next(worker)
+        return prompt, self._body(prompt)
+
     def _op_name(self, worker: int) -> str:
         return self._op
 
@@ -906,9 +911,8 @@ class OpenAIClient(LLMHttpClient):
             body.update(wl.extra_body)
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
-    async def request(self, worker: int) -> tuple:
-        prompt = self.prompts.next(worker)
-        body = self._body(prompt)
+    async def request(self, worker: int, req: tuple) -> tuple:
+        prompt, body = req
         stream = self.wl.stream
         acc = ChunkAccumulator(chat=self.wl.chat)
         failed, nbytes, t_end = await exchange(

@@ -541,13 +541,29 @@ class S3Client(CoroutineClient):
     def _op_name(self, worker: int) -> str:
         return self._cur[worker]
 
-    async def request(self, worker: int):
+    def build(self, worker: int) -> tuple:
+        """(op, object index, signed headers): the draw and the SigV4 signature, before t_start
+        (the SDK path signs inside botocore, so there only the draw is built ahead)."""
         rnd = self._rnds[worker]
         op = self._cur[worker] = self._mix.pick(rnd())
         i = int(rnd() * self.objects)
+        if self._session is None:
+            return op, i, None
+        signer = self._signer
+        if op == "put":
+            size = self.sizes[i]
+            headers = signer.sign("PUT", self._urls[i], self._bodies[size], self._sha[size])
+        elif op == "list":
+            headers = signer.sign("GET", self._list_url)
+        else:
+            headers = signer.sign("HEAD" if op == "stat" else "GET", self._urls[i])
+        return op, i, headers
+
+    async def request(self, worker: int, req: tuple):
+        op, i, headers = req
         try:
             if self._session is not None:
-                return await self._fast(op, i)
+                return await self._fast(op, i, headers)
             return await self._sdk(op, i)
         except asyncio.CancelledError:
             raise
@@ -575,10 +591,10 @@ class S3Client(CoroutineClient):
         writer.close()
         self._down[worker] = False
 
-    async def _fast(self, op: str, i: int):
-        session, signer = self._session, self._signer
+    async def _fast(self, op: str, i: int, headers: dict):
+        session = self._session
         if op == "get":
-            async with session.get(self._yurls[i], headers=signer.sign("GET", self._urls[i])) as resp:
+            async with session.get(self._yurls[i], headers=headers) as resp:
                 t_first = now_ns()
                 if resp.status != 200:
                     return self._http_error(op, resp.status, await resp.read(), 0)
@@ -597,22 +613,20 @@ class S3Client(CoroutineClient):
         if op == "put":
             size = self.sizes[i]
             body = self._bodies[size]
-            async with session.put(self._yurls[i], data=body,
-                                   headers=signer.sign("PUT", self._urls[i], body,
-                                                       self._sha[size])) as resp:
+            async with session.put(self._yurls[i], data=body, headers=headers) as resp:
                 data = await resp.read()
             t_end = now_ns()
             if resp.status != 200:
                 return self._http_error(op, resp.status, data, size, t_end)
             return (op, True, None, None, size, 0, None, t_end, {"size": size})
         if op == "stat":
-            async with session.head(self._yurls[i], headers=signer.sign("HEAD", self._urls[i])) as resp:
+            async with session.head(self._yurls[i], headers=headers) as resp:
                 await resp.read()
             t_end = now_ns()
             if resp.status != 200:
                 return self._http_error(op, resp.status, b"", 0, t_end)
             return (op, True, None, None, 0, 0, None, t_end, {"size": resp.content_length})
-        async with session.get(self._list_yurl, headers=signer.sign("GET", self._list_url)) as resp:
+        async with session.get(self._list_yurl, headers=headers) as resp:
             data = await resp.read()
         t_end = now_ns()
         if resp.status != 200:

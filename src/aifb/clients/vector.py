@@ -247,10 +247,11 @@ class RecallScorer:
     """recall of one query reply against the exact top-k.
 
     `ids` are the returned ids, `dists` the canonical distances of the same items (or None);
-    `is_inserted(id)` tells vectors inserted during the load. A returned base vector counts when
-    it is in the exact top-k of the preloaded data; a returned inserted vector counts when its
-    distance is within the exact k-th distance (then it belongs to the true top-k of the current
-    data). Denominator: min(k, base vectors matching the filter)."""
+    `is_inserted(id)` tells vectors inserted during the load. A returned vector counts when it
+    is in the exact top-k of the preloaded data, or when its distance is within the exact k-th
+    distance (a tie at the k-th distance is as correct an answer as the id the exact search
+    happened to keep; an inserted vector that near belongs to the true top-k of the current
+    data). Each returned id counts once. Denominator: min(k, base vectors matching the filter)."""
 
     def __init__(self, truth: GroundTruth, id_key):
         self.sets = [frozenset(id_key(int(i)) for i in row if i >= 0) for row in truth.ids]
@@ -264,15 +265,20 @@ class RecallScorer:
         hits = 0
         inserted = 0
         kth = self.kth[qi]
+        seen = set()
+        limit = None if kth is None else kth + abs(kth) * TOLERANCE_REL + TOLERANCE_ABS
         for j, i in enumerate(ids):
+            if i in seen:
+                continue
+            seen.add(i)
+            if is_inserted(i):
+                inserted += 1
             if i in truth:
                 hits += 1
-            elif is_inserted(i):
-                inserted += 1
-                if dists is not None and kth is not None:
-                    d = dists[j]
-                    if d is not None and d <= kth + abs(kth) * TOLERANCE_REL + TOLERANCE_ABS:
-                        hits += 1
+            elif dists is not None and limit is not None:
+                d = dists[j]
+                if d is not None and d <= limit:
+                    hits += 1
         if denom == 0:
             return None, inserted
         return min(hits, denom) / denom, inserted
@@ -520,10 +526,24 @@ class VectorHttpClient(CoroutineClient):
     def _op_name(self, worker: int) -> str:
         return self._inflight[worker] if worker < len(self._inflight) else "query"
 
-    async def request(self, worker: int):
+    def build(self, worker: int) -> tuple:
+        """("query", query index, body) or ("insert", method, url, body): the draw and the
+        encoded body, before t_start (query bodies are encoded once, at startup)."""
         if self.wl.p_query >= 1.0 or self._rnds[worker]() < self.wl.p_query:
-            return await self._query(worker)
-        return await self._insert(worker)
+            self._inflight[worker] = "query"
+            qi = int(self._rnds[worker]() * len(self._bodies))
+            return "query", qi, self._bodies[qi]
+        self._inflight[worker] = "insert"
+        wl = self.wl
+        rng = self._ins_rngs[worker]
+        x = rng.standard_normal((wl.insert_batch, wl.dimension), dtype=np.float32)
+        cats = rng.integers(0, wl.filter_values, wl.insert_batch) if wl.filter_values else None
+        return ("insert", *self._insert_request(worker, x, cats))
+
+    async def request(self, worker: int, req: tuple):
+        if req[0] == "query":
+            return await self._query(req[1], req[2])
+        return await self._insert(*req[1:])
 
     async def _send(self, method: str, url: str, body: bytes) -> tuple[int, bytes, int]:
         """(status, body, t_end): t_end once the whole response body is read."""
@@ -537,10 +557,7 @@ class VectorHttpClient(CoroutineClient):
                                connection_message(self.kind, self.label, exc)) from None
         return status, raw, t_end
 
-    async def _query(self, worker: int):
-        self._inflight[worker] = "query"
-        qi = int(self._rnds[worker]() * len(self._bodies))
-        body = self._bodies[qi]
+    async def _query(self, qi: int, body: bytes):
         status, raw, t_end = await self._send("POST", self._query_url(), body)
         if status != 200:
             return self._http_error("query", status, raw, len(body), t_end)
@@ -553,13 +570,7 @@ class VectorHttpClient(CoroutineClient):
         return ("query", True, None, None, len(body), len(raw), None, t_end,
                 record_fields(qi, recall, inserted))
 
-    async def _insert(self, worker: int):
-        self._inflight[worker] = "insert"
-        wl = self.wl
-        rng = self._ins_rngs[worker]
-        x = rng.standard_normal((wl.insert_batch, wl.dimension), dtype=np.float32)
-        cats = rng.integers(0, wl.filter_values, wl.insert_batch) if wl.filter_values else None
-        method, url, body = self._insert_request(worker, x, cats)
+    async def _insert(self, method: str, url: str, body: bytes):
         status, raw, t_end = await self._send(method, url, body)
         if status not in self.insert_ok:
             return self._http_error("insert", status, raw, len(body), t_end)

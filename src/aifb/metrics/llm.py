@@ -42,6 +42,7 @@ PLOT_FILES = ("llm_ttft.png", "llm_tpot.png", "llm_itl.png", "llm_tokens_over_ti
 
 LLM_SCHEMA = {
     "op": pl.String,
+    "t_sched": pl.Float64,
     "t_start": pl.Float64,
     "t_first": pl.Float64,
     "t_end": pl.Float64,
@@ -152,10 +153,12 @@ def good_mask(per_req: pl.DataFrame, slos: dict) -> pl.Series:
 
 # ----------------------------------------------------------------------------- summary
 
-def _queries(lf: pl.LazyFrame) -> list[pl.LazyFrame]:
-    lf = lf.with_columns(pl.col("ok").fill_null(False))
-    m = lf.filter((pl.col("phase") == "measure") & pl.col("ok"))
-    return [m.drop("ok", "phase")]
+def _queries(sample: pl.Expr):
+    """The ok requests of the latency sample (aifb.summary.latency_sample)."""
+    def queries(lf: pl.LazyFrame) -> list[pl.LazyFrame]:
+        lf = lf.with_columns(pl.col("ok").fill_null(False))
+        return [lf.filter(sample & pl.col("ok")).drop("ok", "phase")]
+    return queries
 
 
 def compute(ok: pl.DataFrame, window_s: float | None, slos: dict, slo_source: str) -> dict:
@@ -251,7 +254,7 @@ def _server_block(ok: pl.DataFrame) -> dict:
 
 
 def summarize(run: dict, records_path: Path, window_s: float | None) -> dict:
-    (ok,), _dropped, _note = scan_records(records_path, _queries, schema=LLM_SCHEMA)
+    (ok,), _dropped, _note = scan_records(records_path, _queries(_sample(run)), schema=LLM_SCHEMA)
     slos, source = goodput_slos(run)
     block = compute(ok, window_s, slos, source)
     wl = (run.get("recipe") or {}).get("workload") or {}
@@ -366,9 +369,18 @@ def markdown(summary: dict) -> list[str]:
 
 # ----------------------------------------------------------------------------- plots
 
-def _plot_queries(lf: pl.LazyFrame) -> list[pl.LazyFrame]:
+def _sample(run: dict) -> pl.Expr:
+    from ..summary import is_open_loop, latency_sample
+    return latency_sample(run, is_open_loop(run))
+
+
+def _plot_queries(sample: pl.Expr):
+    return lambda lf: _plot_frames(lf, sample)
+
+
+def _plot_frames(lf: pl.LazyFrame, sample: pl.Expr) -> list[pl.LazyFrame]:
     lf = lf.with_columns(pl.col("ok").fill_null(False))
-    ok_m = lf.filter((pl.col("phase") == "measure") & pl.col("ok")).select(
+    ok_m = lf.filter(sample & pl.col("ok")).select(
         "t_start", "t_first", "t_end", "output_tokens", "chunk_times")
     # tokens over time: every ok request, its tokens spread over its chunk arrivals
     tok = (lf.filter(pl.col("ok") & pl.col("output_tokens").is_not_null())
@@ -426,7 +438,7 @@ def _tokens_chart(tok: pl.DataFrame, window, subtitle: str):
 def plots(records_path: Path, run: dict, summary: dict, plots_dir: Path) -> list[dict]:
     from ..plots import no_data_chart, save_png
 
-    (ok, tok), _d, _n = scan_records(records_path, _plot_queries, schema=LLM_SCHEMA)
+    (ok, tok), _d, _n = scan_records(records_path, _plot_queries(_sample(run)), schema=LLM_SCHEMA)
     llm = summary.get("llm") or {}
     bid = summary.get("benchmark_id") or ""
     g = (llm.get("goodput") or {}).get("slos_s") or {}

@@ -32,12 +32,13 @@ def applies(run: dict) -> bool:
 
 
 def _measured_ok(run: dict, records_path: Path) -> pl.DataFrame:
-    from ..summary import is_open_loop, latency_expr, scan_records
+    from ..summary import is_open_loop, latency_expr, latency_sample, scan_records
 
     open_loop = is_open_loop(run)
+    sample = latency_sample(run, open_loop)
 
     def queries(lf: pl.LazyFrame) -> list[pl.LazyFrame]:
-        ok = lf.filter((pl.col("phase") == "measure") & pl.col("ok").fill_null(False))
+        ok = lf.filter(sample & pl.col("ok").fill_null(False))
         return [ok.select(
             pl.col("op").fill_null("unknown"),
             pl.col("size"),
