@@ -395,6 +395,45 @@ def test_clients_over_several_jobs_on_one_time_base(tmp_path):
     assert_queue_empty(ws)
 
 
+def test_requests_mode_is_one_n_over_client_jobs(tmp_path):
+    """requests: N over the benchmark job and an extra client job is one count (issue 12 item
+    1): both jobs keep loading until together they have completed N, and the window ends then
+    for both, so every merged record's phase follows from the one measure_end. Against a FAKE
+    Redis whose connections answer in 1 ms or 4 ms (tests/fakes/fake_redis.py), so the jobs
+    differ in speed (with N split per job, the faster job's window ended early)."""
+    from fakes.fake_redis import serve_in_thread
+
+    ws = make_workspace(tmp_path)
+    recipe = yaml.safe_load((REPO / "recipes" / "recipe_redis_4client.yaml").read_text())
+    recipe["load"].pop("duration")
+    recipe["load"].update(requests=3000, clients=12, warmup="0.5s")
+    recipe["workload"] = {"ops": {"get": 1}, "keyspace": 100, "preload": False}
+    (ws / "recipes" / "recipe_redis_requests.yaml").write_text(yaml.safe_dump(recipe))
+    with serve_in_thread(delays=(0.001, 0.004, 0.004)) as endpoint:
+        proc = aifb(ws, "run", "recipes/recipe_redis_requests.yaml", "--profile", "slurm",
+                    "--set", "target=slurm-local", "--set", f"service.endpoint={endpoint}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-5000:]
+    bid = benchmark_id_from(proc.stdout)
+    run_json = read_json(ws / "results" / bid / "run.json")
+    assert run_json["status"] == "completed", run_json["reason"]
+    ls = run_json["load_stats"]
+    assert len(run_json["clients"]["job_ids"]) == 2
+    assert ls["shared_requests"]["target"] == 3000 and ls["shared_requests"]["members"] == 2
+    assert all(j["stats"]["stopped_by"] == "requests" for j in ls["client_jobs"])
+    records = [json.loads(line) for line in (ws / "results" / bid / "requests.jsonl").open()]
+    wu, me = ls["warmup_end"], ls["measure_end"]
+    tol = run_json["clients"]["clock_sync"]["max_uncertainty_s"] + 1e-6
+    for r in records:  # one end for both jobs (within the clock offset's uncertainty)
+        te = r["t_end"]
+        if r["phase"] == "measure":
+            assert wu - tol <= te <= me + tol, (r, wu, me)
+        elif r["phase"] == "cooldown":
+            assert te > me - tol, (r, me)
+    measured = sum(r["phase"] == "measure" for r in records)
+    assert measured >= 3000 and measured == ls["measured"]["ok"] + ls["measured"]["errors"]
+    assert_queue_empty(ws)
+
+
 # --------------------------------------------------------------------------- cleanup
 
 def test_cleanup_cancels_leftovers_and_keeps_live_runs(tmp_path):

@@ -154,11 +154,18 @@ def good_mask(per_req: pl.DataFrame, slos: dict) -> pl.Series:
 # ----------------------------------------------------------------------------- summary
 
 def _queries(sample: pl.Expr):
-    """The ok requests of the latency sample (aifb.summary.latency_sample)."""
+    """The ok requests of the latency sample (aifb.summary.latency_sample: started in the
+    window), and those that completed in the window (phase measure: the throughputs)."""
     def queries(lf: pl.LazyFrame) -> list[pl.LazyFrame]:
         lf = lf.with_columns(pl.col("ok").fill_null(False))
-        return [lf.filter(sample & pl.col("ok")).drop("ok", "phase")]
+        return [lf.filter(sample & pl.col("ok")).drop("ok", "phase"),
+                lf.filter((pl.col("phase") == "measure") & pl.col("ok")).drop("ok", "phase")]
     return queries
+
+
+# The per-request distributions come from the latency sample; everything else (throughputs,
+# goodput, token counts) from the requests that completed in the window, as for every kind.
+DISTRIBUTIONS = ("ttft_s", "tpot_s", "itl_s", "e2el_s")
 
 
 def compute(ok: pl.DataFrame, window_s: float | None, slos: dict, slo_source: str) -> dict:
@@ -254,9 +261,14 @@ def _server_block(ok: pl.DataFrame) -> dict:
 
 
 def summarize(run: dict, records_path: Path, window_s: float | None) -> dict:
-    (ok,), _dropped, _note = scan_records(records_path, _queries(_sample(run)), schema=LLM_SCHEMA)
+    (ok, done), _dropped, _note = scan_records(records_path, _queries(_sample(run)),
+                                               schema=LLM_SCHEMA)
     slos, source = goodput_slos(run)
-    block = compute(ok, window_s, slos, source)
+    block = compute(done, window_s, slos, source)
+    dist = compute(ok, window_s, {}, source)
+    for key in DISTRIBUTIONS:
+        block[key] = dist[key]
+    block["n_latency_sample"] = dist["n_requests"]
     wl = (run.get("recipe") or {}).get("workload") or {}
     block["api"] = wl.get("api", "openai-chat") if isinstance(wl, dict) else None
     return {"llm": block}
@@ -266,7 +278,10 @@ def definitions() -> dict:
     return {
         "llm.ttft_s": ("Time to first token = arrival of the first streamed chunk with non-empty "
                        "`choices` (Ollama: the first line with done = false) - t_start, per ok "
-                       "request of the measurement window (not defined for non-streamed requests)."),
+                       "request that started in the measurement window (TTFT, TPOT, ITL and E2EL "
+                       "all use that sample, n_latency_sample; throughputs, goodput and token "
+                       "counts use the requests that completed in it, n_requests). Not defined "
+                       "for non-streamed requests."),
         "llm.tpot_s": ("Time per output token = (E2EL - TTFT) / (output_tokens - 1), per ok "
                        "request with more than one output token (vLLM's definition: the first "
                        "token is excluded)."),
