@@ -185,7 +185,7 @@ def test_requests_mode_keeps_every_process_loaded_to_the_end(tmp_path):
         rates.append((len(mine) - 1) / busy)
     truth = sum(rates)
     reported = stats["measured"]["ok"] / stats["window_s"]
-    assert max(rates) / min(rates) > 2.5           # the connections really differ
+    assert max(rates) / min(rates) > 1.8           # the connections really differ (4x nominal)
     assert reported == pytest.approx(truth, rel=0.1), (reported, rates)
 
 

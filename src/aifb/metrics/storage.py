@@ -38,8 +38,11 @@ def _measured_ok(run: dict, records_path: Path) -> pl.DataFrame:
     sample = latency_sample(run, open_loop)
 
     def queries(lf: pl.LazyFrame) -> list[pl.LazyFrame]:
-        ok = lf.filter(sample & pl.col("ok").fill_null(False))
+        # counts and rates: completed in the window; latencies: started in it (the sample)
+        done = pl.col("phase") == "measure"
+        ok = lf.filter((sample | done) & pl.col("ok").fill_null(False))
         return [ok.select(
+            done.alias("done"), sample.alias("in_sample"),
             pl.col("op").fill_null("unknown"),
             pl.col("size"),
             (pl.col("bytes_in").fill_null(0) + pl.col("bytes_out").fill_null(0)).alias("bytes"),
@@ -64,13 +67,16 @@ def summarize(run: dict, records_path: Path, window_s: float | None) -> dict:
         return x / window_s if window_s else None
 
     per_op = {}
-    for op, n, nbytes in df.group_by("op").agg(pl.len(), pl.col("bytes").sum()).sort("op").iter_rows():
+    done = df.filter(pl.col("done"))
+    for op, n, nbytes in done.group_by("op").agg(pl.len(), pl.col("bytes").sum()).sort("op").iter_rows():
         per_op[op] = {"ok": int(n), "ops_s": rate(n), "mib_s": rate(nbytes / MIB), "bytes": int(nbytes)}
     by_size = []
     sized = df.filter(pl.col("size").is_not_null())
     for (op, size), part in sorted(sized.group_by("op", "size"), key=lambda kv: kv[0]):
-        lat = sorted_values(part["latency"])
-        ttfb = sorted_values(part["ttfb"])
+        sample = part.filter(pl.col("in_sample"))
+        lat = sorted_values(sample["latency"])
+        ttfb = sorted_values(sample["ttfb"])
+        part = part.filter(pl.col("done"))
         nbytes = int(part["bytes"].sum())
         by_size.append({
             "op": op, "size": int(size), "ok": part.height, "ops_s": rate(part.height),
@@ -89,7 +95,9 @@ def definitions() -> dict:
                            "GET body in; headers and framing excluded) / 2^20 / window_s."),
         "storage.by_size": ("The same per operation and object size (the `size` recorded with "
                             "each request; for list requests there is none), with latency and "
-                            "GET time-to-first-byte p50/p99 of that size."),
+                            "GET time-to-first-byte p50/p99 of that size (over the requests that "
+                            "started in the window, as latency_s; counts and rates over those "
+                            "that completed in it)."),
         "storage.ttfb": ("GET time to first byte = t_first - t_start, t_first being when the "
                          "response status and headers had arrived (the body not yet read)."),
     }
