@@ -240,6 +240,15 @@ def test_truncated_registry_entry_and_run_json_give_named_errors(tmp_path):
     assert registered(ws) == sorted([*before, other])
 
 
+def test_a_deeply_nested_run_json_is_a_named_error(tmp_path):
+    ws = make_workspace(tmp_path)
+    bid = bundle(ws)
+    run_json = ws / "results" / bid / "run.json"
+    run_json.write_text("[" * 100_000 + "]" * 100_000)
+    assert_named_error(aifb(ws, "rerun", bid), str(run_json), "nested too deeply")
+    assert registered(ws) == [bid]
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_a_registry_entry_cut_anywhere_is_refused_by_name(tmp_path, data):

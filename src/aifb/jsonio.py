@@ -42,3 +42,5 @@ def read_json(path: str | Path):
     except json.JSONDecodeError as exc:
         raise CorruptFileError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: "
                                f"{exc.msg}); the file is truncated or corrupt") from None
+    except RecursionError:
+        raise CorruptFileError(f"{path}: nested too deeply to be one of our files") from None

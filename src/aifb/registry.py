@@ -149,6 +149,8 @@ def read_entry(path: Path) -> dict:
         problem = "is not UTF-8 text"
     except json.JSONDecodeError as exc:
         problem = f"is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}; truncated?)"
+    except RecursionError:
+        problem = "is nested too deeply to be a registry entry"
     if problem is None:
         if not isinstance(entry, dict) or entry.get("benchmark_id") != bid:
             problem = f"is not a registry entry for {bid} (no benchmark_id {bid!r})"
