@@ -437,7 +437,14 @@ def test_requests_mode_is_one_n_over_client_jobs(tmp_path):
 # --------------------------------------------------------------------------- cleanup
 
 def test_cleanup_cancels_leftovers_and_keeps_live_runs(tmp_path):
+    """Ours = marked with this work root (launch_slurm.job_comment); a job named aifb-* without
+    the marker, or a marked job of another work root, is never touched; a live owner's job only
+    goes when named."""
+    from aifb.launch_slurm import job_comment
+
     ws = make_workspace(tmp_path)
+    other = make_workspace(tmp_path / "other")
+    live_owner = f"pid:{socket.gethostname()}:{os.getpid()}"
 
     def submit(name, comment):
         out = subprocess.run(["sbatch", "--parsable", f"--job-name={name}", f"--comment={comment}",
@@ -446,27 +453,38 @@ def test_cleanup_cancels_leftovers_and_keeps_live_runs(tmp_path):
         assert out.returncode == 0, out.stderr
         return out.stdout.strip()
 
-    orphan = submit("aifb-svc-BM-20000101-001", "aifb:BM-20000101-001 owner=job:999999")
-    live = submit("aifb-svc-BM-20000101-002",
-                  f"aifb:BM-20000101-002 owner=pid:{socket.gethostname()}:{os.getpid()}")
+    orphan = submit("aifb-svc-BM-20000101-001",
+                    f"aifb:BM-20000101-001 owner=job:999999 root={ws.resolve()}")
+    live = submit("aifb-svc-BM-20000101-002", job_comment(ws / "results" / "BM-20000101-002"))
+    assert f"owner={live_owner} root={ws.resolve()}" in job_comment(ws / "results" / "BM-20000101-002")
+    unrelated = submit("aifb-my-unrelated-analysis", "")
+    elsewhere = submit("aifb-svc-BM-20000101-003",
+                       f"aifb:BM-20000101-003 owner={live_owner} root={other.resolve()}")
+    jobs = [orphan, live, unrelated, elsewhere]
     try:
         dry = aifb(ws, "cleanup", "--dry-run", timeout=60)
         assert dry.returncode == 0, dry.stderr
         assert f"would cancel {orphan} aifb-svc-BM-20000101-001" in dry.stdout
         assert "owner job:999999 is gone" in dry.stdout
         assert f"kept {live} aifb-svc-BM-20000101-002" in dry.stdout
+        assert f"kept {elsewhere}" in dry.stdout and "another work root" in dry.stdout
+        assert unrelated not in dry.stdout
         assert job_state(orphan) in ("PENDING", "RUNNING")
-        real = aifb(ws, "cleanup", timeout=60)
-        assert f"cancelled {orphan}" in real.stdout and f"kept {live}" in real.stdout
+        real = aifb(ws, "cleanup", "--all", timeout=60)
+        assert f"cancelled {orphan}" in real.stdout and f"kept {live}" in real.stdout, real.stdout
         deadline = time.time() + 20
         while job_state(orphan) not in ("CANCELLED", None) and time.time() < deadline:
             time.sleep(0.3)
         assert job_state(orphan) in ("CANCELLED", None)
-        assert job_state(live) in ("PENDING", "RUNNING")
-        forced = aifb(ws, "cleanup", "--all", timeout=60)
-        assert f"cancelled {live}" in forced.stdout
+        for job in (live, unrelated, elsewhere):  # --all spares a live owner and foreign jobs
+            assert job_state(job) in ("PENDING", "RUNNING"), job
+        refused = aifb(ws, "cleanup", unrelated, timeout=60)
+        assert f"refused {unrelated}" in refused.stdout
+        assert job_state(unrelated) in ("PENDING", "RUNNING")
+        named = aifb(ws, "cleanup", live, timeout=60)
+        assert f"cancelled {live}" in named.stdout and "named" in named.stdout
     finally:
-        subprocess.run(["scancel", orphan, live], timeout=30)
+        subprocess.run(["scancel", *jobs], timeout=30)
 
 
 # --------------------------------------------------------------------------- apptainer

@@ -8,6 +8,7 @@ summaries and reports from files, show and clean up.
     aifb index                              rebuild the dataset index
     aifb summarize RUN_DIR / aifb report RUN_DIR REPORT_DIR
     aifb cleanup [--dry-run] [--all]        cancel Slurm jobs of this workflow left behind
+    aifb show ID | aifb repair ID           where an ID stands; repair a corrupt registry entry
 """
 
 from __future__ import annotations
@@ -98,7 +99,16 @@ def cmd_run(args) -> int:
 
     if args.rerun:
         from .rerun import prepare_rerun
-        bid, _ = prepare_rerun(args.rerun, strict=args.strict, root=work_root(), log=_err)
+        if args.set or args.recipe:
+            _err("run --rerun: runs the recorded recipe unchanged (what makes it comparable with "
+                 "the original), so it takes no --set and no RECIPE; to vary the recipe, run it "
+                 "as a recipe file: aifb run RECIPE --set PATH=VALUE")
+            return 2
+        bid, _ = prepare_rerun(args.rerun, strict=args.strict, root=work_root(), log=_err,
+                               dry_run=args.dry_run)
+        if args.dry_run:
+            print(f"dry run: would register {bid} as a rerun of {args.rerun}")
+            return 0
     else:
         if not args.recipe:
             _err("run: give a RECIPE file, or --rerun ID")
@@ -139,8 +149,8 @@ def _check_target(recipe: dict, profile: str) -> None:
 def cmd_cleanup(args) -> int:
     from .cleanup import cleanup
 
-    n = cleanup(dry_run=args.dry_run, everything=args.all,
-                snakemake_root=work_root() if args.snakemake else None)
+    n = cleanup(root=work_root(), dry_run=args.dry_run, everything=args.all,
+                snakemake_root=work_root() if args.snakemake else None, named=args.jobs)
     if n and args.dry_run:
         print(f"{n} job(s) would be cancelled (run without --dry-run to cancel them)")
     return 0
@@ -253,12 +263,19 @@ def cmd_report(args) -> int:
 def cmd_show(args) -> int:
     entry = registry.get(args.benchmark_id, work_root())
     run_path = work_root() / "results" / args.benchmark_id / "run.json"
-    print(f"{args.benchmark_id}: {entry['recipe']['name']} ({entry.get('recipe_path')})")
+    print(f"{args.benchmark_id}: {entry['recipe'].get('name')} ({entry.get('recipe_path')})")
     if run_path.is_file():
         run = read_json(run_path)
+        if not isinstance(run, dict):
+            raise AifbError(f"{run_path}: not a run record (a JSON object); corrupt?")
         print(f"status: {run.get('status')}" + (f" - {run['reason']}" if run.get("reason") else ""))
     else:
         print("status: registered, not run")
+    return 0
+
+
+def cmd_repair(args) -> int:
+    print(registry.repair(args.benchmark_id, work_root()))
     return 0
 
 
@@ -319,11 +336,15 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("report_dir")
     rp.set_defaults(func=cmd_report)
 
-    c = sub.add_parser("cleanup", help="cancel Slurm jobs this workflow left behind "
-                                       "(job name aifb-*, comment aifb:*)")
+    c = sub.add_parser("cleanup", help="cancel Slurm jobs this work root's benchmarks left "
+                                       "behind (comment aifb:<id> owner=... root=<work root>)")
+    c.add_argument("jobs", nargs="*", metavar="JOBID|ID",
+                   help="cancel exactly these jobs of ours (Slurm job IDs, or benchmark IDs), "
+                        "even when their owner is alive")
     c.add_argument("-n", "--dry-run", action="store_true", help="say what would be cancelled")
     c.add_argument("--all", action="store_true",
-                   help="also cancel jobs of benchmarks still in progress")
+                   help="also cancel jobs whose owner cannot be checked from here (a process "
+                        "on another host); a job whose owner is alive is cancelled only by name")
     c.add_argument("--snakemake", action="store_true",
                    help="also cancel Snakemake's own jobs for this work root (only when no "
                         "Snakemake runs here)")
@@ -332,6 +353,11 @@ def build_parser() -> argparse.ArgumentParser:
     sh = sub.add_parser("show", help="what a benchmark ID is and where it stands")
     sh.add_argument("benchmark_id", metavar="ID")
     sh.set_defaults(func=cmd_show)
+
+    rep = sub.add_parser("repair", help="repair a corrupt registry entry: "
+                                       + registry.REPAIR_TEXT.replace("<id>", "ID"))
+    rep.add_argument("benchmark_id", metavar="ID")
+    rep.set_defaults(func=cmd_repair)
     return p
 
 

@@ -29,3 +29,8 @@ class ServiceError(AifbError):
 
 class RegistryError(AifbError):
     """Unknown benchmark ID, or the registry of IDs is inconsistent."""
+
+
+class CorruptFileError(AifbError, ValueError):
+    """A file of ours (run.json, summary.json, a registry entry) that does not parse: truncated
+    or edited. A ValueError too, so code that tolerates an unreadable file keeps doing so."""

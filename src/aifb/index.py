@@ -245,9 +245,11 @@ def _sweep_row(sweep: dict, root: Path, runs_by_id: dict) -> dict:
     report = _read(root / report_dir / "report.json") if report_dir else None
     optimal = "—"
     optimal_level = None
-    if not report_dir:
-        status_text = f"❌ Skipped: {sweep.get('skip_reason') or 'not runnable'}"
+    if not report_dir and sweep.get("skip_reason"):
+        status_text = f"❌ Skipped: {sweep['skip_reason']}"
         status = "skipped"
+    elif not report_dir:  # runnable, never built: no IDs are registered for it yet
+        status_text, status = f"⏳ Not run (`aifb sweep {sweep.get('name')}`)", "not run"
     elif statuses and all(s == "completed" for s in statuses):
         status_text, status = "✅ Complete", "complete"
     elif all(s == "registered" for s in statuses):

@@ -10,6 +10,8 @@ import json
 import os
 from pathlib import Path
 
+from .errors import CorruptFileError
+
 
 def write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
@@ -31,5 +33,14 @@ def write_json(path: str | Path, data, *, indent: int = 2) -> None:
 
 
 def read_json(path: str | Path):
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    """The parsed file; one that does not parse is a CorruptFileError naming it."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except UnicodeDecodeError:
+        raise CorruptFileError(f"{path}: not UTF-8 text (corrupt?)") from None
+    except json.JSONDecodeError as exc:
+        raise CorruptFileError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: "
+                               f"{exc.msg}); the file is truncated or corrupt") from None
+    except RecursionError:
+        raise CorruptFileError(f"{path}: nested too deeply to be one of our files") from None

@@ -5,7 +5,7 @@ each service kind runs on a cluster. For a managed service on a Slurm target the
 (client job 0: the Snakemake `run_benchmark` job, or the process running aifb.runner) does:
 
     write results/<id>/service-job.json      what to start, how (binary/module/apptainer), where
-    sbatch --parsable --job-name aifb-svc-<id> --comment "aifb:<id> owner=..." --time ...
+    sbatch --parsable --job-name aifb-svc-<id> --comment "aifb:<id> owner=... root=..." --time ...
            [--partition cpu|gpu] [--account/--qos/--constraint] [--gpus=N] ...
         -> the job runs `python -m aifb.service_job RUN_DIR` on its node: it starts the service
            there with the kind's LocalProcessService logic, runs the kind's real readiness
@@ -20,7 +20,7 @@ each service kind runs on a cluster. For a managed service on a Slurm target the
 
 Nothing is left behind: the runner tears down in a finally and on SIGINT/SIGTERM; the service
 job stops itself when its owner (client job or process) is gone; Slurm's --time is the
-backstop; `aifb cleanup` finds what is left (job name prefix aifb-, comment aifb:).
+backstop; `aifb cleanup` finds what is left (by the comment job_comment() sets).
 """
 
 from __future__ import annotations
@@ -180,6 +180,13 @@ def owner_tag() -> str:
     return f"pid:{socket.gethostname()}:{os.getpid()}"
 
 
+def job_comment(run_dir: Path) -> str:
+    """The marker `aifb cleanup` knows our jobs by (never the job name alone): the benchmark ID,
+    the owner, and the work root last (a path may hold spaces)."""
+    run_dir = Path(run_dir).resolve()
+    return f"{COMMENT_PREFIX}{run_dir.name} owner={owner_tag()} root={run_dir.parents[1]}"
+
+
 def owner_alive(owner: str | None) -> bool | None:
     """True/False when it can be told from here, None when it cannot (a pid on another host)."""
     if not owner:
@@ -308,7 +315,7 @@ class SlurmServiceLauncher:
         gpus = int(res.get("gpus") or 0)
         minutes = service_runtime_minutes(self.recipe, self.target)
         opts = [f"--job-name={JOB_PREFIX}svc-{self.benchmark_id}",
-                f"--comment={COMMENT_PREFIX}{self.benchmark_id} owner={owner_tag()}",
+                f"--comment={job_comment(self.run_dir)}",
                 f"--time={minutes}", "--nodes=1", "--ntasks=1",
                 f"--cpus-per-task={int(res.get('cpus') or 1)}",
                 f"--chdir={self.run_dir}",
@@ -678,7 +685,7 @@ class ClientJobs:
         minutes = service_runtime_minutes(self.recipe, self.target)
         for k in range(1, self.n):
             opts = [f"--job-name={JOB_PREFIX}cli-{self.run['benchmark_id']}-{k}",
-                    f"--comment={COMMENT_PREFIX}{self.run['benchmark_id']} owner={owner_tag()}",
+                    f"--comment={job_comment(self.run_dir)}",
                     f"--time={minutes}", "--nodes=1", "--ntasks=1",
                     f"--cpus-per-task={int(cj.get('cpus', 2))}", f"--mem={cj.get('mem', '2G')}",
                     f"--chdir={self.run_dir}",

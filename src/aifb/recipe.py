@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -25,18 +26,98 @@ from .units import parse_duration, parse_size
 SCHEMA = "recipe.schema.yaml"
 
 
+# Bounds on what a recipe file may be: recipes are a few hundred bytes; these stop a hostile or
+# broken file (a YAML alias bomb: 698 bytes expanding to gigabytes) before it costs memory.
+MAX_RECIPE_BYTES = 1024 * 1024
+MAX_EXPANDED_NODES = 100_000  # scalars + collections after aliases are expanded
+# The longest a load phase or request timeout may be: a week. A longer one is a typo (or
+# 99999999999999999999999999999h, which would otherwise run until killed).
+MAX_DURATION_S = 7 * 86400.0
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate mapping keys (YAML says keys are unique; PyYAML keeps
+    the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key, line = self.construct_object(key_node), key_node.start_mark.line + 1
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first at line {seen[key]})",
+                        key_node.start_mark)
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(node, path: Path) -> int:
+    """How many nodes `node` stands for once every alias is expanded (aliases share one node in
+    the composed graph, so this costs one visit per distinct node)."""
+    sizes: dict[int, int] = {}
+    in_progress: set[int] = set()
+
+    def size(n) -> int:
+        if id(n) in sizes:
+            return sizes[id(n)]
+        if id(n) in in_progress:
+            raise RecipeError(f"{path}: a YAML alias refers to the node that contains it "
+                              f"(line {n.start_mark.line + 1}); recipes cannot be recursive")
+        in_progress.add(id(n))
+        total = 1
+        if isinstance(n, yaml.SequenceNode):
+            total += sum(size(c) for c in n.value)
+        elif isinstance(n, yaml.MappingNode):
+            total += sum(size(k) + size(v) for k, v in n.value)
+        if total > MAX_EXPANDED_NODES:
+            raise RecipeError(f"{path}: expands to more than {MAX_EXPANDED_NODES} YAML nodes "
+                              f"(near line {n.start_mark.line + 1}: aliases repeated inside "
+                              "aliases?); a recipe is a small document")
+        in_progress.discard(id(n))
+        sizes[id(n)] = total
+        return total
+
+    return size(node)
+
+
 def read_yaml(path: str | Path) -> Any:
     path = Path(path)
+    if path.is_dir():
+        raise RecipeError(f"{path}: is a directory; give a recipe file (e.g. {path}/<name>.yaml)")
     if not path.is_file():
         raise RecipeError(f"{path}: no such recipe file")
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_RECIPE_BYTES + 1)
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot read it: {exc.strerror}") from None
+    if len(raw) > MAX_RECIPE_BYTES:
+        raise RecipeError(f"{path}: larger than {MAX_RECIPE_BYTES // 1024} KiB; a recipe is a small "
+                          "YAML document")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise RecipeError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at line {line}, "
+                          f"offset {exc.start}); save the recipe as UTF-8") from None
+    loader = None
+    try:
+        loader = _RecipeLoader(text)  # the reader refuses control characters here
+        node = loader.get_single_node()
+        if node is not None:
+            _expanded_size(node, path)
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise RecipeError(f"{path}: malformed YAML{where}: {problem}") from None
+    except RecursionError:
+        raise RecipeError(f"{path}: nested too deeply to be a recipe") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe is a YAML mapping (name:, service:, load:, ...), "
                           f"got {type(data).__name__}")
@@ -97,10 +178,12 @@ def validate(recipe: Any, source: str = "recipe") -> dict:
     if isinstance(endpoint, str) and urlsplit(endpoint).password:
         problems.append("service.endpoint: holds a password; recipes are embedded in run.json, so "
                         "give it through service.password_env or service.password_file instead")
+    problems += [f"{where}: {value!r} is not a finite number" for where, value in _non_finite(recipe)]
+    for key in ("duration", "warmup", "cooldown", "timeout"):
+        if key in recipe["load"]:
+            problems += _duration_problems(f"load.{key}", recipe["load"][key],
+                                           positive=key in ("duration", "timeout"))
     try:
-        for key in ("duration", "warmup", "cooldown", "timeout"):
-            if key in recipe["load"]:
-                parse_duration(recipe["load"][key])
         if "value_size" in wl:
             parse_size(wl["value_size"])
     except ValueError as exc:
@@ -108,6 +191,33 @@ def validate(recipe: Any, source: str = "recipe") -> dict:
     if problems:
         raise RecipeError(f"{source}: invalid recipe:\n  " + "\n  ".join(problems))
     return recipe
+
+
+def _non_finite(node, where: str = ""):
+    """(field path, value) of every NaN or infinity in a recipe: they pass JSON Schema's number
+    checks (every comparison with NaN is false) and then break scheduling and statistics."""
+    if isinstance(node, float) and not math.isfinite(node):
+        yield where or "(top level)", node
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            yield from _non_finite(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _non_finite(v, f"{where}[{i}]")
+
+
+def _duration_problems(where: str, value, *, positive: bool) -> list[str]:
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        return [f"{where}: {exc}"]
+    if not math.isfinite(seconds):
+        return []  # reported by _non_finite
+    if positive and seconds <= 0:
+        return [f"{where}: {value!r} is zero; give a positive duration (e.g. 30s)"]
+    if seconds > MAX_DURATION_S:
+        return [f"{where}: {value!r} is longer than the maximum of {MAX_DURATION_S / 86400:g} days"]
+    return []
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> dict:

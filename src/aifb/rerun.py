@@ -16,11 +16,18 @@ from .jsonio import read_json
 from .recipe import recipe_hash, validate
 
 
-def prepare_rerun(original_id: str, *, strict: bool, root: Path, log) -> tuple[str, dict]:
+def prepare_rerun(original_id: str, *, strict: bool, root: Path, log,
+                  dry_run: bool = False) -> tuple[str, dict]:
+    """Check the bundle and register the rerun (dry_run: the ID it would get, nothing written).
+    Every check comes before the allocation, so a refused rerun leaves no ID behind."""
+    registry.check_id(original_id)
     run_path = root / "results" / original_id / "run.json"
     if not run_path.is_file():
         raise RegistryError(f"cannot rerun {original_id}: {run_path} does not exist")
     run = read_json(run_path)
+    if not isinstance(run, dict) or not isinstance(run.get("recipe"), dict):
+        raise RegistryError(f"cannot rerun {original_id}: {run_path} holds no recipe (not a run "
+                            "bundle, or an edited one)")
     recipe = validate(run["recipe"], source=f"{original_id} run.json recipe")
     problems = []
     if recipe_hash(recipe) != run.get("recipe_hash"):
@@ -40,6 +47,9 @@ def prepare_rerun(original_id: str, *, strict: bool, root: Path, log) -> tuple[s
     entry = registry.make_entry(recipe, recipe_path=run.get("recipe_path"),
                                 overrides=run.get("overrides", []), rerun_of=original_id)
     entry["rerun_warnings"] = problems
+    registry.all_entries(root)  # a corrupt registry: refused in a dry run too
+    if dry_run:
+        return registry.predict_next(1, root)[0], entry
     new_id = registry.allocate(entry, root)
     return new_id, entry
 

@@ -155,8 +155,8 @@ def resolve_all(config: dict, *, root: Path, allocate: bool, only=None, remeasur
                 log=lambda m: None) -> list[Sweep]:
     """Expand every configured sweep and map its points to benchmark IDs.
 
-    allocate=False (dry runs): unregistered points get the IDs they would get, marked
-    `predicted`, and nothing is written.
+    allocate=False (dry runs, and the workflow until a sweep target asks; see allocate_points):
+    unregistered points get the IDs they would get, marked `predicted`, and nothing is written.
     """
     from .services import available_kinds
 
@@ -185,28 +185,44 @@ def resolve_all(config: dict, *, root: Path, allocate: bool, only=None, remeasur
         if not sweep.runnable:
             log(f"aifb: sweep {name} will not be built: {sweep.skip_reason}")
         for point in sweep.points:
-            key = _key(sweep, point, 0)
-            key.pop("epoch")
-            existing, epoch = _latest(key, entries)
-            # Only an allocating invocation re-measures; others (dry runs, jobs re-parsing the
-            # workflow) must see the IDs the allocating one chose.
-            if existing and not (remeasure and allocate):
+            existing, _ = _latest(_point_key(sweep, point), entries)
+            if existing:
                 point.benchmark_id = existing
-                continue
-            if not sweep.runnable:
-                continue
-            if allocate:
-                entry = registry.make_entry(point.recipe, recipe_path=point.recipe_path,
-                                            overrides=point.overrides)
-                point.benchmark_id = registry.allocate_sweep_point(_key(sweep, point, epoch + 1),
-                                                                   entry, root)
-            else:
+            elif sweep.runnable:
                 pending.append(point)
         sweeps.append(sweep)
     for point, bid in zip(pending, registry.predict_next(len(pending), root)):
         point.benchmark_id, point.predicted = bid, True
+    if allocate:
+        allocate_points(sweeps, root=root, remeasure=remeasure)
     # A sweep not yet runnable and never measured has no IDs; keep it for the index only.
     return [s for s in sweeps if all(p.benchmark_id for p in s.points) or not s.runnable]
+
+
+def _point_key(sweep: Sweep, point: SweepPoint) -> dict:
+    key = _key(sweep, point, 0)
+    key.pop("epoch")
+    return key
+
+
+def allocate_points(sweeps: list[Sweep], *, root: Path, remeasure: bool = False) -> None:
+    """Register the points of runnable sweeps that have no ID yet (every point: a new epoch,
+    with remeasure). Only an invocation that builds these sweeps calls this: the workflow does
+    it from the input function of its sweep targets, so `aifb run`, `aifb index` or a sweep
+    other than the one asked for never allocates."""
+    entries = registry.all_entries(root)
+    for sweep in sweeps:
+        if not sweep.runnable:
+            continue
+        for point in sweep.points:
+            if point.benchmark_id and not point.predicted and not remeasure:
+                continue
+            _, epoch = _latest(_point_key(sweep, point), entries)
+            entry = registry.make_entry(point.recipe, recipe_path=point.recipe_path,
+                                        overrides=point.overrides)
+            point.benchmark_id = registry.allocate_sweep_point(_key(sweep, point, epoch + 1),
+                                                               entry, root)
+            point.predicted = False
 
 
 def missing_locally(recipe: dict) -> str | None:

@@ -42,13 +42,14 @@ def _allocating():
 
 
 def _resolve_sweeps():
+    # Nothing is allocated at parse time: every invocation parses this, but only one whose
+    # targets include the sweeps registers their IDs (all_sweep_reports).
     try:
         return aifb_sweep.resolve_all(
             config,
             root=WORKDIR,
-            allocate=_allocating(),
+            allocate=False,
             only=config.get("only"),
-            remeasure=config.get("remeasure", False),
             log=lambda msg: print(msg, file=sys.stderr),
         )
     except AifbError as exc:
@@ -64,8 +65,12 @@ for _sweep in SWEEPS:
                 f"sweep {_sweep.name}: {_point.recipe_path} names target {_name!r}, which "
                 f"config/targets.yaml does not define (defined: {', '.join(sorted(TARGETS))})"
             )
-# IDs a dry run shows for sweep points that a real run would register (nothing is written).
-PREDICTED = {p.benchmark_id for s in SWEEPS for p in s.points if p.predicted}
+
+
+def _predicted(bid):
+    """An ID a dry run shows for a sweep point that a real run would register (nothing is
+    written); none is left once the sweeps are allocated."""
+    return any(p.predicted and p.benchmark_id == bid for s in SWEEPS for p in s.points)
 
 
 @functools.cache
@@ -86,7 +91,7 @@ def _all_entries():
 def registered_entry(wildcards):
     """The registry file of a benchmark ID (a clear error when it is not registered)."""
     path = registry.entry_path(wildcards.id, WORKDIR)
-    if wildcards.id in PREDICTED:
+    if _predicted(wildcards.id):
         return []
     if not path.is_file():
         raise WorkflowError(
@@ -100,8 +105,38 @@ def all_run_reports(wildcards):
     return [f"reports/{e['benchmark_id']}/report.md" for e in _all_entries()]
 
 
+@functools.cache
+def _allocate_sweeps():
+    """Register the IDs of the configured (or --config only=) sweeps, once: called when the
+    DAG asks for the sweep targets, so an invocation for anything else registers nothing."""
+    if not _allocating():
+        return
+    try:
+        aifb_sweep.allocate_points(
+            SWEEPS, root=WORKDIR, remeasure=config.get("remeasure", False)
+        )
+    except AifbError as exc:
+        raise WorkflowError(str(exc))
+    _all_entries.cache_clear()
+
+
 def all_sweep_reports(wildcards):
+    _allocate_sweeps()
     return [f"{s.report_dir}/report.md" for s in SWEEPS if s.runnable]
+
+
+def index_sweeps(wildcards):
+    """The configured sweeps as the index shows them: one not built yet has no IDs and no
+    report (the IDs a dry run predicts are not registered)."""
+    out = []
+    for s in SWEEPS:
+        built = s.runnable and not any(p.predicted for p in s.points)
+        d = s.describe()
+        for point, described in zip(s.points, d["points"]):
+            if point.predicted:
+                described["benchmark_id"] = None
+        out.append(d | {"report_dir": s.report_dir if built else None, "skip_reason": s.skip_reason})
+    return out
 
 
 def sweep_of(wildcards):

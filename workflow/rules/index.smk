@@ -8,7 +8,7 @@ rule index:
         md=config["index"]["markdown"],
         json=config["index"]["json"],
     params:
-        sweeps=lambda wildcards: [s.describe() | {"report_dir": s.report_dir if s.runnable else None, "skip_reason": s.skip_reason} for s in SWEEPS],
+        sweeps=index_sweeps,
     log:
         "logs/index.log",
     conda:

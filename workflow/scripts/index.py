@@ -1,12 +1,11 @@
 """Snakemake shim: every run on disk + the configured sweeps -> the dataset index."""
 
-import sys
 from pathlib import Path
 
 from aifb.index import write_index
+from aifb.step import step_log
 
-with open(snakemake.log[0], "w", encoding="utf-8") as log:
-    sys.stderr = log
+with step_log(snakemake):
     write_index(
         Path.cwd(),
         snakemake.params.sweeps,

@@ -1,17 +1,16 @@
 """Snakemake shim: one run's files -> reports/<id>/ (aifb.report); a rerun is compared with its
 original first (aifb.rerun), and the verdict goes into the report."""
 
-import json
-import sys
 from pathlib import Path
 
+from aifb.jsonio import read_json
 from aifb.report import build_report
 from aifb.rerun import compare_and_report
+from aifb.step import step_log
 
-with open(snakemake.log[0], "w", encoding="utf-8") as log:
-    sys.stderr = log
+with step_log(snakemake) as (log, _):
     run_dir = Path(snakemake.input.run).parent
-    run = json.loads(Path(snakemake.input.run).read_text())
+    run = read_json(snakemake.input.run)
     comparison = None
     if run.get("rerun_of"):
         comparison = compare_and_report(run["benchmark_id"], root=Path.cwd())

@@ -2,14 +2,12 @@
 
 Progress goes to the job's log and to the terminal (Snakemake passes a local job's stderr on)."""
 
-import sys
 from pathlib import Path
 
 from aifb.runner import run_benchmark
+from aifb.step import step_log
 
-terminal = sys.stderr
-with open(snakemake.log[0], "a", encoding="utf-8") as log:
-    sys.stderr = log
+with step_log(snakemake, "a") as (log, terminal):
 
     def say(msg):
         print(msg, file=log, flush=True)

@@ -1,10 +1,9 @@
 """Snakemake shim: results/<id>/requests.jsonl + run.json -> summary.json (aifb.summary)."""
 
-import sys
 from pathlib import Path
 
+from aifb.step import step_log
 from aifb.summary import write_summary
 
-with open(snakemake.log[0], "w", encoding="utf-8") as log:
-    sys.stderr = log
+with step_log(snakemake):
     write_summary(Path(snakemake.input.run).parent, Path(snakemake.output[0]))

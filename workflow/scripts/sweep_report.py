@@ -1,12 +1,11 @@
 """Snakemake shim: the summaries of a sweep's points -> reports/sweep_<first>_<last>/."""
 
-import sys
 from pathlib import Path
 
+from aifb.step import step_log
 from aifb.sweep_report import build_sweep_report
 
-with open(snakemake.log[0], "w", encoding="utf-8") as log:
-    sys.stderr = log
+with step_log(snakemake):
     build_sweep_report(
         snakemake.params.sweep,
         [Path(p).parent for p in snakemake.input.summaries],
