@@ -10,18 +10,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import provenance, registry
+from . import provenance, registry, trust
 from .errors import AifbError, RegistryError
 from .jsonio import read_json
 from .recipe import recipe_hash, validate
 
 
-def prepare_rerun(original_id: str, *, strict: bool, root: Path, log) -> tuple[str, dict]:
+def prepare_rerun(original_id: str, *, strict: bool, root: Path, log,
+                  trust_recipe: bool = False) -> tuple[str, dict]:
     run_path = root / "results" / original_id / "run.json"
     if not run_path.is_file():
         raise RegistryError(f"cannot rerun {original_id}: {run_path} does not exist")
     run = read_json(run_path)
     recipe = validate(run["recipe"], source=f"{original_id} run.json recipe")
+    if not trust.same_as_project_recipe(run, recipe):  # someone else's bundle runs nothing unasked
+        trust.check(recipe, origin=f"the recipe embedded in {run_path}", trusted=trust_recipe,
+                    log=log)
     problems = []
     if recipe_hash(recipe) != run.get("recipe_hash"):
         problems.append(f"the embedded recipe hashes to {recipe_hash(recipe)}, but run.json records "
