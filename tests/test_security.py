@@ -261,3 +261,29 @@ def test_the_token_file_is_private(tmp_path):
     token = write_token(tmp_path / "token")
     assert stat.S_IMODE((tmp_path / "token").stat().st_mode) == 0o600
     assert read_token(tmp_path / "token") == token and len(token) == 32
+
+
+# --------------------------------------------------------------------------- 5. batch script
+
+BAD_KEY = "X=1; touch {marker}; Y"
+
+
+def test_an_env_key_in_targets_yaml_cannot_inject_a_command(tmp_path):
+    from aifb.launch_slurm import job_script, load_targets_file
+
+    marker = tmp_path / "somefile"
+    targets = yaml.safe_load((REPO / "config" / "targets.yaml").read_text())
+    targets["slurm-local"]["services"]["redis"]["env"] = {BAD_KEY.format(marker=marker): "v"}
+    path = tmp_path / "targets.yaml"
+    path.write_text(yaml.safe_dump(targets))
+    with pytest.raises(ConfigError, match="env"):
+        load_targets_file(path)
+    # and the batch script refuses it even from an unvalidated definition; values and the
+    # title are quoted (a value or a newline in the title runs nothing)
+    how = {"env": {BAD_KEY.format(marker=marker): "v"}}
+    with pytest.raises(ConfigError, match="not a variable name"):
+        job_script({"name": "t"}, how, ["true"], title="t")
+    script = job_script({"name": "t"}, {"env": {"OK": f"$(touch {marker})"}, "module": []},
+                        ["true"], title=f"title\ntouch {marker}")
+    subprocess.run(["bash", "-c", script], check=True, timeout=30)
+    assert not marker.exists()

@@ -31,6 +31,7 @@ import hmac
 import json
 import math
 import os
+import re
 import secrets
 import shlex
 import shutil
@@ -60,6 +61,7 @@ ACTIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED",
                  "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED"}
 BUILTIN_LOCAL = {"description": "this machine; services as local processes", "executor": "local"}
 DEFAULT_MARGIN_S = 600.0
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 DEFAULT_QUEUE_TIMEOUT_S = 1800.0
 
 
@@ -250,11 +252,16 @@ def job_script(target: dict, how: dict, argv: list[str], *, title: str) -> str:
     modules = list((target.get("slurm") or {}).get("modules") or [])
     mod = how.get("module")
     modules += [mod] if isinstance(mod, str) else list(mod or [])
-    lines = ["#!/bin/bash", f"# {title}", "set -e"]
+    # Everything interpolated is quoted or checked: the title is one comment line, variable
+    # names are names (a key like "X=1; touch f; Y" would otherwise be a command).
+    lines = ["#!/bin/bash", "# " + " ".join(title.split()), "set -e"]
     if modules:
         lines += ["type module >/dev/null 2>&1 || . /etc/profile >/dev/null 2>&1 || true",
                   *(f"module load {shlex.quote(m)}" for m in modules)]
     for key, value in (how.get("env") or {}).items():
+        if not ENV_NAME.fullmatch(str(key)):
+            raise ConfigError(f"targets: env name {key!r} of target {target.get('name')!r} is not "
+                              "a variable name ([A-Za-z_][A-Za-z0-9_]*)")
         lines.append(f"export {key}={shlex.quote(str(value))}")
     lines.append("exec " + shlex.join(argv))
     return "\n".join(lines) + "\n"
