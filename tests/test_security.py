@@ -287,3 +287,142 @@ def test_an_env_key_in_targets_yaml_cannot_inject_a_command(tmp_path):
                         ["true"], title=f"title\ntouch {marker}")
     subprocess.run(["bash", "-c", script], check=True, timeout=30)
     assert not marker.exists()
+
+
+# --------------------------------------------------------------------------- 3, 7, 8: servers
+
+def _redis_recipe(**service):
+    return validate({"name": "sec", "category": "storage", "service": {"kind": "redis", **service},
+                     "workload": {"ops": {"get": 1}, "keyspace": 100},
+                     "load": {"clients": 1, "duration": "1s", "warmup": "0s"}})
+
+
+def _bench(root: Path, recipe: dict) -> tuple[str, dict]:
+    from aifb import registry
+    from aifb.runner import run_benchmark
+    bid = registry.allocate(registry.make_entry(recipe), root)
+    return bid, run_benchmark(bid, root=root, log=lambda m: None)
+
+
+def _no_file_holds(root: Path, secret: str) -> None:
+    leaked = [str(p) for p in root.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert leaked == []
+
+
+@pytest.mark.redis
+def test_managed_redis_honours_password_env(tmp_path, monkeypatch):
+    """A password-protected recipe failed with "AUTH called without any password configured":
+    the server now gets requirepass (on stdin, never argv) and the run completes."""
+    if shutil.which("redis-server") is None:
+        require("redis-server not installed")
+    secret = "pw with spaces \" and \\ " + os.urandom(4).hex()
+    monkeypatch.setenv("AIFB_TEST_REDIS_PW", secret)
+    bid, out = _bench(tmp_path, _redis_recipe(password_env="AIFB_TEST_REDIS_PW"))
+    assert out["status"] == "completed", out["reason"]
+    svc = out["service"]
+    assert "requirepass" in svc["extra"]["exposure"] and "loopback only" in svc["extra"]["exposure"]
+    assert secret not in " ".join(svc["command"])
+    _no_file_holds(tmp_path, secret)
+    from aifb.report import build_report
+    build_report(tmp_path / "results" / bid, tmp_path / "reports" / bid)
+    md = (tmp_path / "reports" / bid / "report.md").read_text()
+    assert "| Exposure | loopback only" in md and "requirepass" in md
+
+
+def test_a_server_gets_a_minimal_environment(tmp_path, monkeypatch):
+    """A secret variable of the invoking user showed up in the server's /proc/<pid>/environ.
+    (Chroma: a Python server, which leaves its environ block as it got it; redis-server and
+    postgres overwrite theirs with their process titles.)"""
+    from aifb.services.chroma import ChromaService
+    monkeypatch.setenv("AIFB_TEST_SECRET_OF_THE_USER", "leak-me")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "leak-me-too")
+    svc = ChromaService({"kind": "chroma"}, tmp_path / "svc", tmp_path / "svc.log")
+    try:
+        svc.resolve_binary()
+    except ServiceError as exc:
+        require(f"chroma not installed: {exc}")
+
+    async def main():
+        await svc.deploy()
+        try:
+            raw = Path(f"/proc/{svc.proc.pid}/environ").read_bytes()
+        finally:
+            await svc.teardown()
+        return dict(v.split(b"=", 1) for v in raw.split(b"\0") if b"=" in v)
+
+    env = run_async(main())
+    assert b"AIFB_TEST_SECRET_OF_THE_USER" not in env and b"AWS_SECRET_ACCESS_KEY" not in env
+    assert env[b"PATH"] == os.environ["PATH"].encode()
+    assert env[b"ANONYMIZED_TELEMETRY"] == b"False"  # what the kind adds
+
+
+def test_local_postgres_never_runs_open(tmp_path, monkeypatch):
+    """The cluster used trust authentication: any local user could connect and run
+    COPY ... TO PROGRAM. Now a run without a password gets a random one (scram-sha-256),
+    the clients get it through the environment, and no file holds it."""
+    from aifb.clients.postgres import PostgresClient
+    from aifb.credentials import RUN_PASSWORD_ENV, with_run_password
+    from aifb.services.postgres import PostgresService
+    root = Path(__import__("tempfile").mkdtemp(prefix="aifb-test-pgsec-"))
+    os.chmod(root, 0o755)  # the postgres user (as root: run_as) must reach it
+    try:
+        spec = with_run_password({"kind": "postgres"}, PostgresService)
+        assert spec["password_env"] == RUN_PASSWORD_ENV
+        password = os.environ[RUN_PASSWORD_ENV]
+        assert len(password) >= 24
+        try:
+            svc = PostgresService(spec, root / "svc", root / "svc.log")
+            svc.resolve_binary()
+        except ServiceError as exc:
+            require(f"PostgreSQL not installed: {exc}")
+
+        async def main():
+            endpoint = await svc.deploy()
+            try:
+                with pytest.raises(ServiceError, match="asks for a password"):
+                    await PostgresClient.probe(endpoint, 5)
+                with pytest.raises(ServiceError, match="rejected the password"):
+                    await PostgresClient.probe(endpoint, 5, {"password": "guess"})
+                await PostgresClient.probe(endpoint, 5, {"password": password})
+            finally:
+                await svc.teardown()
+
+        run_async(main())
+        assert "random password generated for this run" in svc.info.extra["auth"]
+        assert "-A scram-sha-256" in " ".join(svc.info.extra["initdb"])
+        assert password not in json.dumps(svc.describe())
+        _no_file_holds(root, password)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- 6. one bind rule
+
+@pytest.mark.parametrize("kind,spec", [("chroma", {}), ("ollama", {"model": "m"}),
+                                       ("redis", {}), ("qdrant", {}), ("llamacpp", {}),
+                                       ("vllm", {"model": "m"})])
+def test_no_kind_listens_off_loopback_without_authentication(tmp_path, kind, spec):
+    from aifb.services import get_service
+    svc = get_service(kind)(dict(spec, kind=kind, host="10.255.255.1"), tmp_path, tmp_path / "l")
+    svc.before_deploy()
+    with pytest.raises(ServiceError, match="not loopback.*allow_unauthenticated: true"):
+        run_async(svc.deploy())
+    assert svc.proc is None
+    svc = get_service(kind)(dict(spec, kind=kind, host="10.255.255.1", allow_unauthenticated=True),
+                            tmp_path, tmp_path / "l")
+    svc.before_deploy()
+    svc.check_bind("10.255.255.1")
+    assert "WITHOUT authentication" in svc.info.extra["exposure"]
+
+
+@pytest.mark.parametrize("kind,env", [("redis", "password_env"), ("qdrant", "api_key_env"),
+                                      ("llamacpp", "api_key_env")])
+def test_a_secret_makes_a_non_loopback_bind_authenticated(tmp_path, monkeypatch, kind, env):
+    from aifb.services import get_service
+    monkeypatch.setenv("AIFB_TEST_KEY", "k" * 16)
+    svc = get_service(kind)({"kind": kind, "host": "10.255.255.1", env: "AIFB_TEST_KEY"},
+                            tmp_path, tmp_path / "l")
+    svc.before_deploy()
+    svc.check_bind("10.255.255.1")
+    assert "reachable from other machines; authentication: " in svc.info.extra["exposure"]
+    assert "WITHOUT" not in svc.info.extra["exposure"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from secrets import token_urlsafe
 
 import yaml
 
@@ -21,6 +22,20 @@ from .errors import ServiceError
 from .paths import work_root
 
 ALLOW_ENV = "AIFB_SECRET_FILES"
+RUN_PASSWORD_ENV = "AIFB_RUN_PASSWORD"
+
+
+def with_run_password(spec: dict, service_cls) -> dict:
+    """`spec`, for a server this run deploys of a kind that must not run open
+    (service_cls.needs_password: PostgreSQL, whose superuser can run programs, and Redis) and
+    with no password named: a random password for this run, put in this process's environment
+    and named by service.password_env, so that the server (a local child or a Slurm job, which
+    inherits the environment) and every client job read it from there. It is in no file."""
+    if (spec.get("endpoint") or not getattr(service_cls, "needs_password", False)
+            or spec.get("password_env") or spec.get("password_file")):
+        return spec
+    os.environ[RUN_PASSWORD_ENV] = token_urlsafe(24)
+    return dict(spec, password_env=RUN_PASSWORD_ENV)
 
 
 def load_secrets(service: dict) -> dict:

@@ -379,6 +379,9 @@ class SlurmServiceLauncher:
                                 "job_log": str(self.run_dir / "logs" / f"service-job-{self.job_id}.out")})
         if doc.get("workdir"):
             self.info.extra["workdir"] = doc["workdir"]
+        for key in ("exposure", "auth"):  # who may use it, as the service job found
+            if (svc.get("extra") or {}).get(key):
+                self.info.extra[key] = svc["extra"][key]
         self.ready = True
         return self.info.endpoint
 
@@ -650,8 +653,9 @@ class ClientJobs:
     START_DELAY_NS = 300_000_000
 
     def __init__(self, *, run: dict, run_dir: Path, target: dict, endpoint: str, settings: dict,
-                 recipe: dict, clock, log):
+                 recipe: dict, clock, log, service: dict | None = None):
         self.run, self.run_dir, self.target = run, Path(run_dir), target
+        self.service = service or recipe["service"]  # the run's (e.g. its password variable)
         self.endpoint, self.settings, self.recipe = endpoint, settings, recipe
         self.clock, self.log = clock, log
         self.n = client_job_count(settings, target)
@@ -782,7 +786,7 @@ class ClientJobs:
             shutil.rmtree(cdir)
         cdir.mkdir(parents=True)
         self.token = write_token(cdir / TOKEN_FILE)
-        spec = self.recipe["service"]
+        spec = self.service
         write_json(cdir / "plan.json", {
             "benchmark_id": self.run["benchmark_id"], "coordinator": [host, port],
             "kind": spec["kind"], "endpoint": self.endpoint, "service": spec,

@@ -19,7 +19,7 @@ import traceback
 from pathlib import Path
 
 from . import launch, provenance, registry
-from .credentials import load_secrets
+from .credentials import load_secrets, with_run_password
 from .endpoints import redact
 from .clock import RunClock
 from .errors import AifbError
@@ -188,6 +188,7 @@ async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path 
         service_cls = get_service(spec["kind"])  # an unimplemented kind stops here, clearly
         target = get_target(run["target"], root)  # an unknown target too
         run["target_config"] = _target_record(target)
+        spec = with_run_password(spec, service_cls)  # no open PostgreSQL or Redis
         secrets = service_secrets(spec, service_cls)
         endpoint = spec.get("endpoint")
         if not endpoint:
@@ -222,7 +223,8 @@ async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path 
 
             if client_job_count(settings, target) > 1:
                 client_jobs = ClientJobs(run=run, run_dir=run_dir, target=target, endpoint=endpoint,
-                                         settings=settings, recipe=recipe, clock=clock, log=log)
+                                         settings=settings, recipe=recipe, clock=clock, log=log,
+                                         service=spec)
                 await client_jobs.start()
                 run["clients"].update(client_jobs.describe())
                 save_run(run_dir, run)
