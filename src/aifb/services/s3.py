@@ -12,7 +12,7 @@ Credentials: the access key and secret come from the environment or files the re
 AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY). `weed` reads them from its environment (its admin
 identity), so they are in no command line, file or log, and it checks every signature. They
 are never in describe(). With none configured at all, the local server runs without an
-identity (no authentication, like PostgreSQL's trust on loopback) and the client signs with
+identity (no authentication; loopback only, see check_bind) and the client signs with
 placeholders (requests are still signed: the client's cost is the same); run.json says so.
 
 weed mini also runs a master, a volume server, a filer and an admin server: each gets a free
