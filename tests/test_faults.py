@@ -153,7 +153,8 @@ def test_a_password_reaches_no_artefact(tmp_path, how):
         where = ("service.password_env=AIFB_TEST_REDIS_PW" if how == "password_env"
                  else f"service.password_file={pwfile}")
         time.sleep(0.3)
-        env = dict(os.environ, AIFB_ROOT=str(ws), AIFB_TEST_REDIS_PW=secret)
+        env = dict(os.environ, AIFB_ROOT=str(ws), AIFB_TEST_REDIS_PW=secret,
+                   AIFB_SECRET_FILES=str(pwfile))  # the user allows that file
         proc = subprocess.run(
             [str(VENV_BIN / "aifb"), "run", "recipes/recipe_redis_1client.yaml",
              "--set", "load.duration=1s", "--set", "load.warmup=0s",

@@ -243,6 +243,8 @@ def test_unreachable_endpoint_is_a_clear_error():
     with pytest.raises(ServiceError, match=rf"cannot reach vLLM at http://127.0.0.1:{port}: connection refused"):
         run_async(lifecycle(VLLMClient, f"http://127.0.0.1:{port}", {}))
     with pytest.raises(ServiceError, match=rf"cannot reach Ollama at http://127.0.0.1:{port}"):
+        run_async(lifecycle(OllamaNativeClient, f"http://127.0.0.1:{port}", {"api": "ollama-chat"}))
+    with pytest.raises(ServiceError, match="has no scheme: write it as http://host:port"):
         run_async(lifecycle(OllamaNativeClient, f"127.0.0.1:{port}", {"api": "ollama-chat"}))
 
 

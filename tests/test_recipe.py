@@ -109,6 +109,6 @@ def test_hash_is_canonical_and_covers_overrides():
 
 
 def test_a_password_in_the_endpoint_is_refused(tmp_path):
-    with pytest.raises(RecipeError, match="service.endpoint: holds a password") as exc:
+    with pytest.raises(RecipeError, match="service.endpoint: .* holds a password") as exc:
         load_recipe(write(tmp_path, GOOD), ["service.endpoint=redis://:hunter2@10.0.0.5:6379"])
     assert "hunter2" not in str(exc.value)

@@ -182,14 +182,14 @@ def test_connection_extra_bytes_is_a_protocol_error_and_lost_connection_is_repor
 
 # --------------------------------------------------------------------------- endpoints, registry
 def test_endpoint_parsing_and_secrets_never_shown():
-    ep = parse_endpoint("redis://:hunter2@10.0.0.5:6380/3")
+    ep = parse_endpoint("redis://10.0.0.5:6380/3", {"password": "hunter2"})
     assert (ep.host, ep.port, ep.db, ep.password) == ("10.0.0.5", 6380, 3, "hunter2")
     assert "hunter2" not in repr(ep) and ep.label == "10.0.0.5:6380"
     ep = parse_endpoint("redis://10.0.0.5", {"password": "pw", "username": "bench"})
     assert (ep.port, ep.db, ep.username, ep.password) == (6379, 0, "bench", "pw")
     with pytest.raises(ServiceError, match="rediss"):
         parse_endpoint("rediss://h:1")
-    c = RedisClient("redis://:hunter2@127.0.0.1:1", {}, seed=1)
+    c = RedisClient("redis://127.0.0.1:1", {}, seed=1, secrets={"password": "hunter2"})
     assert "hunter2" not in repr(c.describe()) and c.describe()["protocol"] == "RESP2"
 
 
@@ -284,7 +284,7 @@ def redis_with_password(password: str):
 def test_credentials():
     pw = "hunter2-secret"
     with redis_with_password(pw) as port:
-        arun(RedisClient.probe(f"redis://:{pw}@127.0.0.1:{port}", 2.0))
+        arun(RedisClient.probe(f"redis://127.0.0.1:{port}", 2.0, {"password": pw}))
 
         async def session(endpoint, secrets=None):
             c = RedisClient(endpoint, {"ops": {"get": 1}, "keyspace": 10}, seed=1, secrets=secrets)
@@ -296,7 +296,7 @@ def test_credentials():
                 await c.shutdown()
 
         assert arun(session(f"redis://127.0.0.1:{port}", {"password": pw}))[1] is True
-        for endpoint, secrets in ((f"redis://:wrong-{pw}@127.0.0.1:{port}", None),
+        for endpoint, secrets in ((f"redis://127.0.0.1:{port}", {"password": f"wrong-{pw}"}),
                                   (f"redis://127.0.0.1:{port}", {"password": "nope"}),
                                   (f"redis://127.0.0.1:{port}", None)):
             with pytest.raises(ServiceError) as ei:

@@ -9,7 +9,8 @@ import pytest
 
 from aifb import registry
 from aifb.recipe import validate
-from aifb.runner import redact_url, run_benchmark
+from aifb.endpoints import redact
+from aifb.runner import run_benchmark
 from support import pid_alive, read_json, redis_servers_under
 
 pytestmark = pytest.mark.redis
@@ -74,5 +75,5 @@ def test_external_endpoint_is_not_deployed_or_torn_down(tmp_path, redis_server):
 
 
 def test_password_never_reaches_run_json(tmp_path):
-    assert redact_url("redis://:hunter2@10.0.0.5:6379/0") == "redis://:***@10.0.0.5:6379/0"
-    assert redact_url("redis://10.0.0.5:6379") == "redis://10.0.0.5:6379"
+    assert redact("redis://:hunter2@10.0.0.5:6379/0") == "redis://:***@10.0.0.5:6379/0"
+    assert redact("redis://10.0.0.5:6379") == "redis://10.0.0.5:6379"

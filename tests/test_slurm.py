@@ -492,7 +492,7 @@ def test_cleanup_cancels_leftovers_and_keeps_live_runs(tmp_path):
 FAKE_APPTAINER = """#!/bin/sh
 # fake_apptainer: stands in for Apptainer, which this machine lacks. It logs its arguments,
 # drops apptainer's options and the image, and runs the command (exec mode) on the host.
-echo "$@" >> "$FAKE_APPTAINER_LOG"
+echo "$@" >> "$APPTAINER_FAKE_LOG"
 shift
 while [ $# -gt 0 ]; do
   case $1 in --bind|-B) shift 2 ;; --*) shift ;; *) break ;; esac
@@ -519,7 +519,8 @@ def test_apptainer_target_runs_the_kind_inside_the_image_fake_apptainer(tmp_path
     log = tmp_path / "apptainer.log"
     proc = aifb(ws, "run", "recipes/recipe_redis_1client.yaml", "--set", "load.duration=2s",
                 "--set", "target=slurm-apptainer",
-                PATH=f"{shim.parent}:{os.environ['PATH']}", FAKE_APPTAINER_LOG=str(log))
+                PATH=f"{shim.parent}:{os.environ['PATH']}",
+                APPTAINER_FAKE_LOG=str(log))  # APPTAINER*: a server's environment keeps it
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     run_json = read_json(ws / "results" / benchmark_id_from(proc.stdout) / "run.json")
     svc = run_json["service"]

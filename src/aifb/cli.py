@@ -21,7 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import __version__, registry
+from . import __version__, registry, trust
 from .errors import AifbError
 from .jsonio import read_json
 from .paths import code_root, work_root
@@ -105,7 +105,7 @@ def cmd_run(args) -> int:
                  "as a recipe file: aifb run RECIPE --set PATH=VALUE")
             return 2
         bid, _ = prepare_rerun(args.rerun, strict=args.strict, root=work_root(), log=_err,
-                               dry_run=args.dry_run)
+                               dry_run=args.dry_run, trust_recipe=args.trust_recipe)
         if args.dry_run:
             print(f"dry run: would register {bid} as a rerun of {args.rerun}")
             return 0
@@ -114,6 +114,8 @@ def cmd_run(args) -> int:
             _err("run: give a RECIPE file, or --rerun ID")
             return 2
         recipe = load_recipe(args.recipe, args.set)
+        if not trust.is_project_recipe(args.recipe):
+            trust.check(recipe, origin=args.recipe, trusted=args.trust_recipe, log=_err)
         get_service(recipe["service"]["kind"])  # not implemented -> clear error, nothing started
         _check_target(recipe, args.profile)
         if args.dry_run:
@@ -291,11 +293,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a field by its dotted path (repeatable)")
     v.set_defaults(func=cmd_validate)
 
-    def add_run_opts(sp):
+    def add_run_opts(sp, trust_opt=False):
         sp.add_argument("--profile", default="local", choices=["local", "slurm"],
                         help="Snakemake profile under profiles/ (default: local)")
         sp.add_argument("--strict", action="store_true",
                         help="rerun: a recipe hash or git commit mismatch is an error, not a warning")
+        if trust_opt:
+            sp.add_argument("--trust-recipe", action="store_true",
+                            help="run a recipe from outside recipes/ (or a bundle's) even though "
+                                 "it starts programs, reads secrets or reaches other machines (it "
+                                 "lists what, and refuses without this flag)")
         sp.add_argument("--snakemake-args", nargs=argparse.REMAINDER, default=[],
                         help="everything after this is passed to Snakemake")
 
@@ -306,12 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "e.g. --set load.concurrency=32 --set load.duration=5s")
     r.add_argument("--rerun", metavar="ID", help="re-run a benchmark from its results/<id>/run.json")
     r.add_argument("-n", "--dry-run", action="store_true", help="validate and show, change nothing")
-    add_run_opts(r)
+    add_run_opts(r, trust_opt=True)
     r.set_defaults(func=cmd_run)
 
     rr = sub.add_parser("rerun", help="re-run a benchmark from its run.json and compare")
     rr.add_argument("benchmark_id", metavar="ID")
-    add_run_opts(rr)
+    add_run_opts(rr, trust_opt=True)
     rr.set_defaults(func=cmd_rerun)
 
     s = sub.add_parser("sweep", help="build sweeps declared in config/config.yaml (default: all)")

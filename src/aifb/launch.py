@@ -34,7 +34,11 @@ def _die_with_parent() -> None:
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
+        try:
+            s.bind((host, 0))
+        except OSError as exc:
+            raise ServiceError(f"cannot listen on {host}: {exc.strerror} (service.host must be "
+                               "an address of this machine)") from None
         return s.getsockname()[1]
 
 
@@ -58,18 +62,53 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
+# What a server inherits from the harness: enough to find its programs and libraries, its home,
+# locale and temporary directory, and the GPUs, container runtime and Slurm allocation it was
+# given - not the rest (a password variable of the invoking user showed up in postgres's
+# /proc/<pid>/environ, readable by that user's other processes and by root). A kind adds what
+# it needs (aifb.services.base.LocalProcessService.spawn_env); a target's `env:` is kept too.
+BASE_ENV = ("PATH", "LD_LIBRARY_PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ",
+            "TMPDIR")
+BASE_ENV_PREFIXES = ("LC_", "CUDA_", "NVIDIA_", "ROCR_", "HIP_", "GPU_DEVICE_", "APPTAINER",
+                     "SINGULARITY", "SLURM_", "OMP_", "MODULE", "LMOD")
+
+
+def server_env(extra: dict | None = None, keep: set[str] | frozenset = frozenset()) -> dict:
+    """A minimal environment for a server process: BASE_ENV, the BASE_ENV_PREFIXES, the names
+    in `keep` (a target's env), then `extra` (the kind's own settings and secrets)."""
+    env = {k: v for k, v in os.environ.items()
+           if k in BASE_ENV or k.startswith(BASE_ENV_PREFIXES) or k in keep}
+    env.update(extra or {})
+    return env
+
+
 def spawn(argv: list[str], log_path: Path, *, cwd: Path | None = None,
-          env: dict | None = None) -> subprocess.Popen:
+          env: dict | None = None, stdin_data: bytes | None = None) -> subprocess.Popen:
+    """Start a server; `env` None means server_env() (never the harness's whole environment);
+    `stdin_data` is written to its stdin, which is then closed (a secret stays out of argv)."""
+    env = server_env() if env is None else env
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "ab")
     try:
-        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL if stdin_data is None else subprocess.PIPE,
                                 cwd=cwd, env=env, start_new_session=True,
                                 preexec_fn=_die_with_parent)
     except OSError as exc:
         raise ServiceError(f"cannot start {argv[0]}: {exc.strerror}") from None
     finally:
         log.close()
+    if stdin_data is not None:
+        try:
+            proc.stdin.write(stdin_data)
+        except OSError:
+            pass  # it exited at once: the readiness wait reports that with its log
+        finally:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+    return proc
 
 
 def stop(proc: subprocess.Popen, grace_s: float = 5.0) -> int | None:

@@ -26,9 +26,13 @@ backstop; `aifb cleanup` finds what is left (by the comment job_comment() sets).
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import math
 import os
+import re
+import secrets
 import shlex
 import shutil
 import socket
@@ -57,6 +61,7 @@ ACTIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED",
                  "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED"}
 BUILTIN_LOCAL = {"description": "this machine; services as local processes", "executor": "local"}
 DEFAULT_MARGIN_S = 600.0
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 DEFAULT_QUEUE_TIMEOUT_S = 1800.0
 
 
@@ -254,11 +259,16 @@ def job_script(target: dict, how: dict, argv: list[str], *, title: str) -> str:
     modules = list((target.get("slurm") or {}).get("modules") or [])
     mod = how.get("module")
     modules += [mod] if isinstance(mod, str) else list(mod or [])
-    lines = ["#!/bin/bash", f"# {title}", "set -e"]
+    # Everything interpolated is quoted or checked: the title is one comment line, variable
+    # names are names (a key like "X=1; touch f; Y" would otherwise be a command).
+    lines = ["#!/bin/bash", "# " + " ".join(title.split()), "set -e"]
     if modules:
         lines += ["type module >/dev/null 2>&1 || . /etc/profile >/dev/null 2>&1 || true",
                   *(f"module load {shlex.quote(m)}" for m in modules)]
     for key, value in (how.get("env") or {}).items():
+        if not ENV_NAME.fullmatch(str(key)):
+            raise ConfigError(f"targets: env name {key!r} of target {target.get('name')!r} is not "
+                              "a variable name ([A-Za-z_][A-Za-z0-9_]*)")
         lines.append(f"export {key}={shlex.quote(str(value))}")
     lines.append("exec " + shlex.join(argv))
     return "\n".join(lines) + "\n"
@@ -376,6 +386,9 @@ class SlurmServiceLauncher:
                                 "job_log": str(self.run_dir / "logs" / f"service-job-{self.job_id}.out")})
         if doc.get("workdir"):
             self.info.extra["workdir"] = doc["workdir"]
+        for key in ("exposure", "auth"):  # who may use it, as the service job found
+            if (svc.get("extra") or {}).get(key):
+                self.info.extra[key] = svc["extra"][key]
         self.ready = True
         return self.info.endpoint
 
@@ -532,6 +545,17 @@ class SlurmServiceLauncher:
 # answer at t4: the benchmark's t0 on the client's clock is (t1 + t4) / 2 - t, within
 # +-(t4 - t1) / 2. The sample with the smallest round trip of SYNC_SAMPLES is kept. No wall
 # clock is involved, so NTP steps on either node do not matter.
+#
+# Authentication: plan.json is on the shared filesystem, so anyone who can read it can reach
+# the coordinator. Each run has a random token in results/<id>/clients/token, created 0600 (the
+# client jobs run as the same user and read it). On every connection the coordinator first
+# sends a fresh nonce; from then on every line in either direction is `MAC JSON`, MAC being
+# HMAC-SHA256 under the token of nonce, direction, the line's sequence number and the JSON
+# (see Channel). A line that fails the check, a hello for a client job this run did not submit
+# (or from another Slurm job ID than the one sbatch returned for it), a second hello for a
+# job, or anything before hello: the connection is closed, nothing of it is used, and the run
+# is flagged (clients.bad_messages; status partial with the reason). Job IDs that reach
+# scancel are only those sbatch returned.
 
 SYNC_SAMPLES = 32
 DEFAULT_CLOCK_BOUND_S = 1e-3
@@ -563,6 +587,71 @@ def _line(msg: dict) -> bytes:
     return (json.dumps(msg, separators=(",", ":"), default=str) + "\n").encode()
 
 
+TOKEN_FILE = "token"
+MAX_LINE = 16 << 20  # a "done" carries the load stats: generous, but bounded
+
+
+class BadMessage(Exception):
+    """A coordinator line that is not authentic or not allowed (the words say which)."""
+
+
+def write_token(path: Path) -> bytes:
+    """A new random token in `path`, readable by this user only."""
+    token = secrets.token_bytes(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token.hex() + "\n")
+    return token
+
+
+def read_token(path: Path) -> bytes:
+    return bytes.fromhex(path.read_text(encoding="ascii").strip())
+
+
+class Channel:
+    """One coordinator connection's authenticated lines (see the comment above)."""
+
+    def __init__(self, token: bytes, nonce: str, reader, writer, *, side: str):
+        self.token, self.nonce = token, nonce
+        self.reader, self.writer = reader, writer
+        self.out_dir, self.in_dir = ("c2s", "s2c") if side == "client" else ("s2c", "c2s")
+        self.out_seq = self.in_seq = 0
+
+    def _mac(self, direction: str, seq: int, body: bytes) -> str:
+        head = f"{self.nonce}|{direction}|{seq}|".encode()
+        return hmac.new(self.token, head + body, hashlib.sha256).hexdigest()
+
+    def send(self, msg: dict) -> None:
+        body = json.dumps(msg, separators=(",", ":"), default=str).encode()
+        self.writer.write(self._mac(self.out_dir, self.out_seq, body).encode() + b" " + body + b"\n")
+        self.out_seq += 1
+
+    async def drain(self) -> None:
+        await self.writer.drain()
+
+    async def recv(self) -> dict | None:
+        """The next authentic message; None at the end of the stream; BadMessage otherwise."""
+        try:
+            line = await self.reader.readline()
+        except (ValueError, asyncio.LimitOverrunError):
+            raise BadMessage("a line longer than the limit") from None
+        if not line:
+            return None
+        mac, _, body = line.rstrip(b"\n").partition(b" ")
+        want = self._mac(self.in_dir, self.in_seq, body).encode()
+        if not hmac.compare_digest(mac, want):
+            raise BadMessage("a line that fails authentication (no valid HMAC under this run's "
+                             "token)")
+        self.in_seq += 1
+        try:
+            msg = json.loads(body)
+        except ValueError:
+            raise BadMessage("an authenticated line that is not JSON") from None
+        if not isinstance(msg, dict):
+            raise BadMessage("an authenticated line that is not a JSON object")
+        return msg
+
+
 class ClientJobs:
     """The benchmark job's side of a run with extra client jobs (see the comment above)."""
 
@@ -570,8 +659,9 @@ class ClientJobs:
     START_DELAY_NS = 300_000_000
 
     def __init__(self, *, run: dict, run_dir: Path, target: dict, endpoint: str, settings: dict,
-                 recipe: dict, clock, log):
+                 recipe: dict, clock, log, service: dict | None = None):
         self.run, self.run_dir, self.target = run, Path(run_dir), target
+        self.service = service or recipe["service"]  # the run's (e.g. its password variable)
         self.endpoint, self.settings, self.recipe = endpoint, settings, recipe
         self.clock, self.log = clock, log
         self.n = client_job_count(settings, target)
@@ -592,10 +682,14 @@ class ClientJobs:
                             host=socket.gethostname(), state="RUNNING (benchmark job)")
         self.ready = {k: asyncio.Event() for k in range(1, self.n)}
         self.done = {k: asyncio.Event() for k in range(1, self.n)}
-        self.writers: dict[int, asyncio.StreamWriter] = {}
+        self.writers: dict[int, Channel] = {}
         self.server = None
         self.problems: list[str] = []
         self.merged = False
+        self.token = secrets.token_bytes(32)   # replaced by the one written in start()
+        self.submitted = asyncio.Event()       # every client job's Slurm ID is known
+        self.bad_messages: list[dict] = []
+        self.greeted: set[int] = set()
 
     def load_for(self, k: int) -> dict:
         lo, hi = self.blocks[k]
@@ -616,21 +710,23 @@ class ClientJobs:
         from .clock import now_ns
 
         k = None
+        nonce = secrets.token_hex(16)
+        writer.write(_line({"nonce": nonce}))
+        ch = Channel(self.token, nonce, reader, writer, side="server")
         try:
             while True:
-                line = await reader.readline()
-                if not line:
+                msg = await ch.recv()
+                if msg is None:
                     break
-                msg = json.loads(line)
                 if "ping" in msg:
                     t = now_ns() - self.clock.t0_ns
-                    writer.write(_line({"pong": msg["ping"], "t": t}))
+                    ch.send({"pong": msg["ping"], "t": t})
                     continue
                 if "hello" in msg:
-                    k = int(msg["hello"])
-                    self.writers[k] = writer
-                    self.jobs[k].update(job_id=msg.get("job_id"), node=msg.get("node"),
-                                        host=msg.get("host"), pid=msg.get("pid"))
+                    k = await self._hello(k, msg)
+                    self.writers[k] = ch
+                elif k is None:
+                    raise BadMessage(f"{sorted(msg)[:3]} before hello")
                 elif "ready" in msg:
                     self.jobs[k]["clock"] = {"start": self._sync_record(msg["sync"])}
                     self.jobs[k]["client"] = msg.get("client")
@@ -646,15 +742,54 @@ class ClientJobs:
                     self.jobs[k]["stats"] = msg.get("stats")
                     self.jobs[k].setdefault("clock", {})["end"] = self._sync_record(msg["sync"])
                     self.done[k].set()
-        except (OSError, ValueError, asyncio.IncompleteReadError):
+        except BadMessage as exc:
+            self._refuse(writer, k, str(exc))
+        except (OSError, ValueError, KeyError, TypeError, asyncio.IncompleteReadError):
             pass
         finally:
-            if k is not None:
+            if k is not None and self.writers.get(k) is ch:
                 self.jobs[k]["disconnected"] = True
                 self.ready[k].set()
                 self.done[k].set()
                 self.writers.pop(k, None)
             writer.close()
+
+    async def _hello(self, k, msg: dict) -> int:
+        """The client job a hello is from, if it is one this run submitted and not yet heard
+        from; BadMessage otherwise."""
+        if k is not None:
+            raise BadMessage("a second hello on one connection")
+        try:
+            k = int(msg["hello"])
+        except (TypeError, ValueError):
+            raise BadMessage(f"hello from {msg['hello']!r}, not a client job number") from None
+        if not 1 <= k < self.n:
+            raise BadMessage(f"hello from client job {k}; this run has jobs 1..{self.n - 1}")
+        if self.jobs[k]["job_id"] is None:  # a fast job may call before sbatch has answered
+            try:
+                await asyncio.wait_for(self.submitted.wait(), 120)
+            except asyncio.TimeoutError:
+                raise BadMessage(f"hello from client job {k} before it was submitted") from None
+        want = self.jobs[k]["job_id"]
+        if str(msg.get("job_id")) != str(want):
+            raise BadMessage(f"hello from Slurm job {msg.get('job_id')!r} as client job {k}, which "
+                             f"this run submitted as job {want}")
+        if k in self.greeted:
+            raise BadMessage(f"a second hello from client job {k}")
+        self.greeted.add(k)
+        self.jobs[k].update(node=msg.get("node"), host=msg.get("host"), pid=msg.get("pid"))
+        return k
+
+    def _refuse(self, writer, k, problem: str) -> None:
+        peer = writer.get_extra_info("peername")
+        where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.bad_messages.append({"from": where, "client_job": k, "problem": problem,
+                                  "at": launch.wall_iso()})
+        self.log(f"coordinator: refused a connection from {where}: {problem}")
+        if len(self.bad_messages) == 1:
+            self.problems.append(
+                "the coordinator received messages that were not authentic or not allowed (see "
+                "clients.bad_messages in run.json); they were refused and nothing of them was used")
 
     def _sync_record(self, sync: dict) -> dict:
         out = dict(sync)
@@ -668,13 +803,14 @@ class ClientJobs:
         from .service_job import node_address
 
         host = node_address(self.target.get("bind", "auto"))
-        self.server = await asyncio.start_server(self._handle, host, 0)
+        self.server = await asyncio.start_server(self._handle, host, 0, limit=MAX_LINE)
         port = self.server.sockets[0].getsockname()[1]
         cdir = self.run_dir / "clients"
         if cdir.exists():
             shutil.rmtree(cdir)
         cdir.mkdir(parents=True)
-        spec = self.recipe["service"]
+        self.token = write_token(cdir / TOKEN_FILE)
+        spec = self.service
         write_json(cdir / "plan.json", {
             "benchmark_id": self.run["benchmark_id"], "coordinator": [host, port],
             "kind": spec["kind"], "endpoint": self.endpoint, "service": spec,
@@ -696,6 +832,7 @@ class ClientJobs:
                                 title=f"AI Factory Bench: client job {k} of {self.run['benchmark_id']}")
             self.jobs[k]["job_id"] = await asyncio.to_thread(sbatch, opts, script)
             self.jobs[k]["sbatch"] = opts
+        self.submitted.set()
         self.log(f"{self.n} client jobs: this one (clients {self.blocks[0][0]}..{self.blocks[0][1] - 1}) + "
                  + ", ".join(f"Slurm job {self.jobs[k]['job_id']} (clients {self.blocks[k][0]}.."
                              f"{self.blocks[k][1] - 1})" for k in range(1, self.n))
@@ -740,7 +877,7 @@ class ClientJobs:
                     "jobs could not be put on one time base; refused")
         start = now_ns() - self.clock.t0_ns + self.START_DELAY_NS
         for k, w in list(self.writers.items()):
-            w.write(_line({"go": start}))
+            w.send({"go": start})
             await w.drain()
         self.t_go_ns = start
         self.log(f"all {self.n} client jobs ready; common start at t={start / 1e9:.3f} s")
@@ -887,6 +1024,9 @@ class ClientJobs:
         bound_ok = all((j.get("clock") or {}).get(w, {}).get("uncertainty_s", 0) <= self.bound_s
                        for j in self.jobs[1:] for w in ("start", "end"))
         return {
+            "bad_messages": list(self.bad_messages),
+            "coordinator_auth": "HMAC-SHA256 per message under a per-run token (clients/token, "
+                                "mode 0600), fresh nonce per connection",
             "job_ids": [j["job_id"] for j in self.jobs if j["job_id"]],
             "hosts": [j["host"] or j["node"] for j in self.jobs],
             "nodes": [j["node"] for j in self.jobs],
@@ -910,7 +1050,7 @@ class ClientJobs:
             self.quota_task.cancel()
         for w in list(self.writers.values()):
             try:
-                w.write(_line({"stop": True}))
+                w.send({"stop": True})
             except Exception:
                 pass
         if self.writers:
@@ -957,18 +1097,25 @@ async def _client_job(run_dir: Path, k: int, log) -> int:
     from .runner import service_secrets
 
     plan = read_json(run_dir / "clients" / "plan.json")
+    token = read_token(run_dir / "clients" / TOKEN_FILE)
     me = plan["jobs"][k]
     host, port = plan["coordinator"]
     deadline = time.monotonic() + 60
     while True:
         try:
-            reader, writer = await asyncio.open_connection(host, port)
+            reader, writer = await asyncio.open_connection(host, port, limit=MAX_LINE)
             break
         except OSError as exc:
             if time.monotonic() > deadline:
                 log(f"cannot reach the benchmark job's coordinator at {host}:{port}: {exc}")
                 return 1
             await asyncio.sleep(0.5)
+    try:
+        nonce = json.loads(await reader.readline())["nonce"]
+    except (ValueError, KeyError, TypeError):
+        log(f"the coordinator at {host}:{port} did not open with a nonce: not ours, stopping")
+        return 1
+    ch = Channel(token, str(nonce), reader, writer, side="client")
     main = asyncio.current_task()
     pongs: asyncio.Queue = asyncio.Queue()
     # requests: N is shared by all the jobs: report this job's measured count to the root
@@ -978,10 +1125,13 @@ async def _client_job(run_dir: Path, k: int, log) -> int:
 
     async def read_loop():
         while True:
-            line = await reader.readline()
-            if not line:
+            try:
+                msg = await ch.recv()
+            except BadMessage as exc:
+                log(f"the coordinator sent {exc}: stopping")
                 break
-            msg = json.loads(line)
+            if msg is None:
+                break
             if "pong" in msg:
                 pongs.put_nowait(msg)
             elif "share" in msg:
@@ -994,17 +1144,17 @@ async def _client_job(run_dir: Path, k: int, log) -> int:
             log("the benchmark job closed the connection (or said stop): stopping")
             main.cancel()
 
-    writer.write(_line({"hello": k, "job_id": os.environ.get("SLURM_JOB_ID"),
-                        "node": os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
-                        "host": socket.gethostname(), "pid": os.getpid()}))
-    await writer.drain()
+    ch.send({"hello": k, "job_id": os.environ.get("SLURM_JOB_ID"),
+             "node": os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
+             "host": socket.gethostname(), "pid": os.getpid()})
+    await ch.drain()
     reader_task = asyncio.create_task(read_loop())
 
     async def sync() -> dict:
         best = None
         for i in range(SYNC_SAMPLES):
             t1 = now_ns()
-            writer.write(_line({"ping": i}))
+            ch.send({"ping": i})
             msg = await pongs.get()
             t4 = now_ns()
             rtt = t4 - t1
@@ -1025,8 +1175,8 @@ async def _client_job(run_dir: Path, k: int, log) -> int:
                         {"prepare": lambda self: asyncio.sleep(0)}))
 
     async def on_ready(info):
-        writer.write(_line({"ready": k, "sync": s0, "client": info.get("client")}))
-        await writer.drain()
+        ch.send({"ready": k, "sync": s0, "client": info.get("client")})
+        await ch.drain()
         t = await go
         await sleep_until(clock.t0_ns + t)
 
@@ -1042,14 +1192,14 @@ async def _client_job(run_dir: Path, k: int, log) -> int:
                                secrets=secrets, log=log, on_ready=on_ready,
                                share=share if me["load"].get("requests") is not None else None)
     except AifbError as exc:
-        writer.write(_line({"error": str(exc)}))
-        await writer.drain()
+        ch.send({"error": str(exc)})
+        await ch.drain()
         log(f"FAILED: {exc}")
         return 1
     finishing["now"] = True
     s1 = await sync()
-    writer.write(_line({"done": k, "stats": stats, "sync": s1}))
-    await writer.drain()
+    ch.send({"done": k, "stats": stats, "sync": s1})
+    await ch.drain()
     log(f"done: {stats['records_written']} records; clock drift since the start "
         f"{(s1['base_ns'] - s0['base_ns']) / 1e3:+.1f} us")
     reader_task.cancel()

@@ -14,11 +14,11 @@ import math
 import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import yaml
 
-from .errors import RecipeError
+from . import endpoints
+from .errors import RecipeError, ServiceError
 from .paths import schema_dir
 from .schemas import validation_errors
 from .units import parse_duration, parse_size
@@ -174,10 +174,11 @@ def validate(recipe: Any, source: str = "recipe") -> dict:
     ops = wl.get("ops")
     if isinstance(ops, dict) and ops and sum(ops.values()) <= 0:
         problems.append("workload.ops: the weights sum to zero; give at least one positive weight")
-    endpoint = recipe["service"].get("endpoint")
-    if isinstance(endpoint, str) and urlsplit(endpoint).password:
-        problems.append("service.endpoint: holds a password; recipes are embedded in run.json, so "
-                        "give it through service.password_env or service.password_file instead")
+    if "endpoint" in recipe["service"]:
+        try:
+            endpoints.split(recipe["service"]["kind"], recipe["service"]["endpoint"])
+        except ServiceError as exc:
+            problems.append(f"service.endpoint: {exc}")
     problems += [f"{where}: {value!r} is not a finite number" for where, value in _non_finite(recipe)]
     for key in ("duration", "warmup", "cooldown", "timeout"):
         if key in recipe["load"]:

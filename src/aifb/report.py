@@ -117,6 +117,7 @@ def _service_facts(run: dict, recipe: dict) -> dict:
     out["kind"] = out["kind"] or rsvc.get("kind")
     for k in ("version", "binary", "image", "endpoint"):
         out[k] = out[k] or rsvc.get(k)
+    out["exposure"] = (svc.get("extra") or {}).get("exposure")
     return out
 
 
@@ -301,6 +302,7 @@ def render_markdown(report: dict, summary: dict) -> str:
         ("Binary / image", artefact),
         ("Endpoint", f"`{svc['endpoint']}`" if svc.get("endpoint") else None),
         ("Deployment", mode),
+        ("Exposure", svc.get("exposure")),
         ("Service job / pid", svc.get("job_id") or svc.get("pid")),
         ("Target", where.get("target")),
         ("Load", r["load"]),

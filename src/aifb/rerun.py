@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import provenance, registry
+from . import provenance, registry, trust
 from .errors import AifbError, RegistryError
 from .jsonio import read_json
 from .recipe import recipe_hash, validate
 
 
 def prepare_rerun(original_id: str, *, strict: bool, root: Path, log,
-                  dry_run: bool = False) -> tuple[str, dict]:
+                  dry_run: bool = False, trust_recipe: bool = False) -> tuple[str, dict]:
     """Check the bundle and register the rerun (dry_run: the ID it would get, nothing written).
     Every check comes before the allocation, so a refused rerun leaves no ID behind."""
     registry.check_id(original_id)
@@ -29,6 +29,9 @@ def prepare_rerun(original_id: str, *, strict: bool, root: Path, log,
         raise RegistryError(f"cannot rerun {original_id}: {run_path} holds no recipe (not a run "
                             "bundle, or an edited one)")
     recipe = validate(run["recipe"], source=f"{original_id} run.json recipe")
+    if not trust.same_as_project_recipe(run, recipe):  # someone else's bundle runs nothing unasked
+        trust.check(recipe, origin=f"the recipe embedded in {run_path}", trusted=trust_recipe,
+                    log=log)
     problems = []
     if recipe_hash(recipe) != run.get("recipe_hash"):
         problems.append(f"the embedded recipe hashes to {recipe_hash(recipe)}, but run.json records "

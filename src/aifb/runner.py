@@ -17,10 +17,10 @@ import socket
 import sys
 import traceback
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from . import launch, provenance, registry
-from .credentials import load_secrets
+from .credentials import load_secrets, with_run_password
+from .endpoints import redact
 from .clock import RunClock
 from .errors import AifbError
 from .jsonio import read_json, write_json
@@ -29,18 +29,6 @@ from .recipe import load_settings, recipe_hash
 
 RUN_FILES = ("run.json", "requests.jsonl", "summary.json", "service.log", "service.json",
              "service-job.json")
-
-
-def redact_url(url: str | None) -> str | None:
-    """Drop any password from a URL (redis://:secret@host -> redis://:***@host)."""
-    if not url or "@" not in url:
-        return url
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit((parts.scheme, f"{user}:***@{netloc}", parts.path, parts.query, parts.fragment))
 
 
 def service_secrets(spec: dict, service_cls) -> dict:
@@ -155,7 +143,7 @@ def initial_run_record(benchmark_id: str, entry: dict, clock: RunClock) -> dict:
         "target": recipe.get("target", "local"),
         "service": {"kind": service["kind"], "name": recipe["name"],
                     "managed": not service.get("endpoint"),
-                    "endpoint": redact_url(service.get("endpoint"))},
+                    "endpoint": redact(service.get("endpoint"))},
         "clients": {
             "count": load["clients"],
             "concurrency": load.get("concurrency", 1),
@@ -201,6 +189,7 @@ async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path 
         service_cls = get_service(spec["kind"])  # an unimplemented kind stops here, clearly
         target = get_target(run["target"], root)  # an unknown target too
         run["target_config"] = _target_record(target)
+        spec = with_run_password(spec, service_cls)  # no open PostgreSQL or Redis
         secrets = service_secrets(spec, service_cls)
         endpoint = spec.get("endpoint")
         if not endpoint:
@@ -235,7 +224,8 @@ async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path 
 
             if client_job_count(settings, target) > 1:
                 client_jobs = ClientJobs(run=run, run_dir=run_dir, target=target, endpoint=endpoint,
-                                         settings=settings, recipe=recipe, clock=clock, log=log)
+                                         settings=settings, recipe=recipe, clock=clock, log=log,
+                                         service=spec)
                 await client_jobs.start()
                 run["clients"].update(client_jobs.describe())
                 save_run(run_dir, run)

@@ -116,7 +116,10 @@ def make_service(req: dict, host: str, workdir: Path, log_path: Path):
                and not (req.get("how") or {}).get("module")):
         app = dict(app or {})
         cls = apptainerized(cls, app, _normalise_image(image or app["image"]))
-    return cls(spec, workdir, log_path)
+    service = cls(spec, workdir, log_path)
+    # the target's env: exported by the batch script, meant for the server
+    service.keep_env = set(((req.get("how") or {}).get("env") or {}))
+    return service
 
 
 async def serve(run_dir: Path, log) -> int:

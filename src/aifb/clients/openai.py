@@ -50,6 +50,7 @@ from pathlib import Path
 
 import aiohttp
 
+from .. import endpoints
 from ..clock import now_ns
 from ..errors import ServiceError
 from . import register
@@ -328,11 +329,9 @@ class PromptSource:
 # ----------------------------------------------------------------------------- HTTP helpers
 
 def normalize_base(endpoint: str) -> str:
-    """http://host:port[/v1] -> http://host:port (a bare host:port gets http://)."""
-    text = endpoint.strip()
-    if "://" not in text:
-        text = "http://" + text
-    text = text.rstrip("/")
+    """http://host:port[/v1] -> http://host:port (the scheme is required: aifb.endpoints)."""
+    endpoints.split("LLM server", endpoint)
+    text = endpoint.strip().rstrip("/")
     if text.endswith("/v1"):
         text = text[:-3]
     return text

@@ -37,8 +37,9 @@ import math
 import random
 import re
 import socket
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
+from .. import endpoints
 from ..clock import now_ns
 from ..errors import ServiceError
 from . import register
@@ -88,36 +89,14 @@ class Endpoint:
 
 
 def parse_endpoint(endpoint: str, secrets: dict | None = None) -> Endpoint:
-    text = endpoint if "://" in endpoint else f"postgresql://{endpoint}"
-    try:
-        parts = urlsplit(text)
-        port = parts.port or DEFAULT_PORT
-    except ValueError:
-        raise ServiceError(f"postgres endpoint {_redact(endpoint)!r} is not "
-                           "postgresql://user@host:port/database") from None
-    if parts.scheme not in ("postgresql", "postgres"):
-        raise ServiceError(f"postgres endpoint scheme {parts.scheme!r} is not supported "
-                           "(use postgresql://user@host:port/database)")
-    if not parts.hostname:
-        raise ServiceError(f"postgres endpoint {_redact(endpoint)!r} names no host")
+    parts = endpoints.split("postgres", endpoint)
     if parts.query:
-        raise ServiceError(f"postgres endpoint {_redact(endpoint)!r}: query parameters are not "
+        raise ServiceError(f"postgres endpoint {endpoint!r}: query parameters are not "
                            "supported (TLS and options are not implemented)")
     user = unquote(parts.username) if parts.username else DEFAULT_USER
     database = unquote(parts.path.strip("/")) or user
-    password = unquote(parts.password) if parts.password is not None else None
-    if secrets and secrets.get("password"):
-        password = secrets["password"]
-    return Endpoint(parts.hostname, port, user, database, password or None)
-
-
-def _redact(url: str) -> str:
-    if "@" in url:
-        scheme, sep, rest = url.rpartition("://")
-        creds, _, host = rest.rpartition("@")
-        user = creds.split(":", 1)[0]
-        return f"{scheme}{sep}{user}{':***' if ':' in creds else ''}@{host}"
-    return url
+    password = (secrets or {}).get("password")
+    return Endpoint(parts.hostname, parts.port or DEFAULT_PORT, user, database, password or None)
 
 
 def _clean(text: str, secret: str | None) -> str:

@@ -22,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
+from .. import endpoints
 from ..clock import now_ns
 from ..errors import ServiceError
 from ..units import parse_size
@@ -147,38 +148,17 @@ class Endpoint:
 
 
 def parse_endpoint(endpoint: str, secrets: dict | None = None) -> Endpoint:
-    text = endpoint if "://" in endpoint else f"redis://{endpoint}"
-    try:
-        parts = urlsplit(text)
-        port = parts.port or DEFAULT_PORT
-    except ValueError:
-        raise ServiceError(f"redis endpoint {_redact_url(endpoint)!r} is not redis://host:port[/db]") from None
-    if parts.scheme not in ("redis", ""):
-        raise ServiceError(f"redis endpoint scheme {parts.scheme!r} is not supported "
-                           "(use redis://host:port; TLS (rediss://) is not implemented)")
-    if not parts.hostname:
-        raise ServiceError(f"redis endpoint {_redact_url(endpoint)!r} names no host")
+    parts = endpoints.split("redis", endpoint)
     db = 0
     path = parts.path.strip("/")
     if path:
         if not path.isdigit():
             raise ServiceError(f"redis endpoint database {path!r} is not a number")
         db = int(path)
-    username = unquote(parts.username) if parts.username else None
-    password = unquote(parts.password) if parts.password is not None else None
     secrets = secrets or {}
-    if secrets.get("password"):
-        password = secrets["password"]
-    if secrets.get("username"):
-        username = secrets["username"]
-    return Endpoint(parts.hostname, port, db, username, password or None)
-
-
-def _redact_url(url: str) -> str:
-    if "@" in url:
-        scheme, _, rest = url.rpartition("://")
-        return (scheme + "://" if scheme else "") + "***@" + rest.rsplit("@", 1)[1]
-    return url
+    username = secrets.get("username") or (unquote(parts.username) if parts.username else None)
+    return Endpoint(parts.hostname, parts.port or DEFAULT_PORT, db, username,
+                    secrets.get("password") or None)
 
 
 # --------------------------------------------------------------------------- connection

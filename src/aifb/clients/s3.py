@@ -45,9 +45,10 @@ import hashlib
 import os
 import random
 import re
-from pathlib import Path
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import parse_qsl, quote
 
+from .. import endpoints
+from ..credentials import read_secret_file
 from ..clock import now_ns
 from ..errors import ServiceError
 from ..units import parse_size
@@ -100,10 +101,7 @@ def secrets_from_spec(spec: dict, local_default: bool = False) -> dict:
         env = spec.get(f"{what}_env")
         path = spec.get(f"{what}_file")
         if path:
-            try:
-                out[what] = Path(path).expanduser().read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ServiceError(f"service.{what}_file {path}: {exc.strerror}") from None
+            out[what] = read_secret_file(f"{what}_file", path)
             source.append(f"{what} from file {path}")
         elif env:
             if env not in os.environ:
@@ -171,20 +169,11 @@ class Endpoint:
 
 
 def parse_endpoint(endpoint: str) -> Endpoint:
-    text = endpoint if "://" in endpoint else f"http://{endpoint}"
-    try:
-        parts = urlsplit(text)
-        port = parts.port
-    except ValueError:
-        raise ServiceError(f"S3 endpoint {endpoint!r} is not http(s)://host:port") from None
-    if parts.scheme not in ("http", "https"):
-        raise ServiceError(f"S3 endpoint scheme {parts.scheme!r} is not supported (use "
-                           "http://host:port or https://host)")
-    if parts.username or parts.password:
+    parts = endpoints.split("s3", endpoint)
+    port = parts.port
+    if parts.username:
         raise ServiceError("S3 endpoint must not hold credentials: give them through "
                            "service.access_key_env / secret_key_env (or *_file)")
-    if not parts.hostname:
-        raise ServiceError(f"S3 endpoint {endpoint!r} names no host")
     if parts.path.strip("/"):
         raise ServiceError(f"S3 endpoint {endpoint!r}: a path is not supported (the bucket is "
                            "workload.bucket)")

@@ -22,10 +22,10 @@ import json
 import random
 import re
 import threading
-from urllib.parse import urlsplit
 
 import numpy as np
 
+from .. import endpoints
 from ..clock import now_ns
 from ..errors import ServiceError
 from .base import CoroutineClient, OpMix, RequestError
@@ -300,18 +300,9 @@ def record_fields(qi: int, recall: float | None, inserted: int) -> dict:
 
 def parse_http_endpoint(endpoint: str, kind: str, default_port: int) -> tuple[str, str]:
     """(base URL without a trailing slash, host:port label); ServiceError when malformed."""
-    text = endpoint if "://" in endpoint else f"http://{endpoint}"
-    try:
-        parts = urlsplit(text)
-        port = parts.port or default_port
-    except ValueError:
-        raise ServiceError(f"{kind} endpoint {endpoint!r} is not http://host:port") from None
-    if parts.scheme not in ("http", "https"):
-        raise ServiceError(f"{kind} endpoint scheme {parts.scheme!r} is not supported (use "
-                           "http://host:port or https://host:port)")
-    if not parts.hostname:
-        raise ServiceError(f"{kind} endpoint {endpoint!r} names no host")
-    if parts.username or parts.password:
+    parts = endpoints.split(kind, endpoint)
+    port = parts.port or default_port
+    if parts.username:
         raise ServiceError(f"{kind} endpoint: credentials in the URL are not supported; give the "
                            "key through service.api_key_env or service.api_key_file")
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from .. import launch
+from .. import endpoints, launch
 from ..errors import ServiceError
 from ..units import parse_duration
 
@@ -27,7 +27,8 @@ def run_version(argv: list[str], pattern: str | None = None) -> str | None:
     of `pattern` in its output, else its first line that is not a warning; None when it cannot
     be run."""
     try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30,
+                             env=launch.server_env())
     except (OSError, subprocess.TimeoutExpired):
         return None
     text = (out.stdout + "\n" + out.stderr).strip()
@@ -99,6 +100,7 @@ class LocalProcessService:
         self.workdir = Path(workdir)
         self.log_path = Path(log_path)
         self.proc: subprocess.Popen | None = None
+        self.keep_env: set[str] = set()  # variables the server keeps besides the minimal set
         self.info = ServiceInfo(kind=self.kind, name=spec.get("name", self.kind), managed=True,
                                 log=str(log_path))
 
@@ -120,14 +122,45 @@ class LocalProcessService:
     def before_deploy(self) -> None:
         """Checks and secrets that must pass before anything starts (default: none)."""
 
-    def spawn_env(self, host: str, port: int) -> dict | None:
-        """The server process's whole environment; None: the harness's own. Called once the
-        port is chosen; record here what run.json should say about it."""
+    def spawn_stdin(self) -> bytes | None:
+        """What the server reads on its standard input at start (a secret, never in argv);
+        None: nothing (stdin is /dev/null)."""
         return None
+
+    def spawn_env(self, host: str, port: int) -> dict:
+        """What the kind adds to the server's minimal environment (launch.server_env). Called
+        once the port is chosen; record here what run.json should say about it."""
+        return {}
 
     def fatal_probe_error(self, exc: ServiceError) -> bool:
         """A readiness-probe failure that waiting will not cure (default: none)."""
         return False
+
+    def auth(self) -> str | None:
+        """How clients must authenticate to the server as configured, in words; None when
+        anyone who reaches it may use it (default: the kind supports no authentication)."""
+        return None
+
+    auth_hint = "this kind has no authentication aifb can configure"
+
+    def check_bind(self, host: str) -> None:
+        """The one rule for every kind: a bind off loopback needs authentication the kind
+        supports, or the recipe's explicit `service.allow_unauthenticated: true`. run.json
+        (service.extra.exposure) and the report say which."""
+        how = self.auth()
+        if endpoints.is_loopback(host):
+            where = f"loopback only ({host}; other users of this machine can connect)"
+        elif how:
+            where = f"{host}: reachable from other machines"
+        elif self.spec.get("allow_unauthenticated") is True:
+            where = f"{host}: reachable from other machines, WITHOUT authentication " \
+                    "(service.allow_unauthenticated: true)"
+        else:
+            raise ServiceError(
+                f"{self.kind} on {host} (not loopback) would serve anyone who can reach it: give "
+                f"it a secret ({self.auth_hint}), or accept that with service."
+                "allow_unauthenticated: true")
+        self.info.extra["exposure"] = f"{where}; authentication: {how or 'none'}"
 
     # -- shared lifecycle ---------------------------------------------------------------
     def resolve_binary(self) -> str:
@@ -141,8 +174,9 @@ class LocalProcessService:
 
     async def deploy(self) -> str:
         self.before_deploy()
-        binary = self.resolve_binary()
         host = self.spec.get("host", "127.0.0.1")
+        self.check_bind(host)
+        binary = self.resolve_binary()
         port = self.spec.get("port")
         if port is not None and launch.port_in_use(host, port):
             raise ServiceError(f"port {port} on {host} is in use: cannot deploy {self.kind} there "
@@ -154,10 +188,11 @@ class LocalProcessService:
         self.info.version = self.version(binary)
         self.info.command = argv
         self.info.endpoint = self.endpoint_for(host, port)
-        env = self.spawn_env(host, port)
+        env = launch.server_env(self.spawn_env(host, port), self.keep_env)
         self.info.started_at = launch.wall_iso()
         t0 = time.monotonic()
-        self.proc = launch.spawn(argv, self.log_path, cwd=self.workdir, env=env)
+        self.proc = launch.spawn(argv, self.log_path, cwd=self.workdir, env=env,
+                                 stdin_data=self.spawn_stdin())
         self.info.pid = self.proc.pid
         timeout = parse_duration(self.spec.get("ready_timeout", self.default_ready_timeout))
         await self._wait_ready(timeout)

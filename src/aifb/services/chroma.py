@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .. import launch
 from . import register
 from .base import LocalProcessService
 
@@ -66,7 +67,7 @@ class ChromaService(LocalProcessService):
         pkg = package_version(binary, "chromadb")
         try:
             out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=20,
-                                 env={**os.environ, **self.environment})
+                                 env=launch.server_env(self.environment))
             m = re.search(r"(\d+\.\d+\.\d+\S*)", out.stdout)
             cli = m.group(1) if m else None
         except (OSError, subprocess.TimeoutExpired):
@@ -85,7 +86,7 @@ class ChromaService(LocalProcessService):
     def spawn_env(self, host: str, port: int) -> dict:
         self.info.extra["data_dir"] = str(self.data_dir)
         self.info.extra["telemetry"] = "off (ANONYMIZED_TELEMETRY=False)"
-        return {**os.environ, **self.environment}
+        return dict(self.environment)
 
     async def teardown(self) -> None:
         await super().teardown()

@@ -2,8 +2,10 @@
 
 deploy():
   1. initdb --no-sync -D <workdir>/data -U <user> -E UTF8 --locale=C, with password auth
-     (scram-sha-256, the password from service.password_env / password_file passed through a
-     private temporary --pwfile that is deleted right after) or trust when no password is set.
+     (scram-sha-256, the password from service.password_env / password_file - or, when the
+     recipe names none, a random one generated for the run (aifb.credentials.with_run_password)
+     - passed through a private temporary --pwfile that is deleted right after). Never trust:
+     any local user could otherwise run `COPY ... TO PROGRAM` as the cluster's OS user.
      --no-sync only skips initdb's own fsync of the fresh files; the server's durability
      settings are separate (below).
   2. postgres -D <data> -p PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=
@@ -39,11 +41,12 @@ import signal
 import subprocess
 import tempfile
 import time
+from secrets import token_urlsafe
 from pathlib import Path
 from urllib.parse import quote
 
-from .. import launch
-from ..credentials import load_secrets
+from .. import endpoints, launch
+from ..credentials import RUN_PASSWORD_ENV, load_secrets
 from ..errors import ServiceError
 from ..units import parse_duration
 from . import register
@@ -59,7 +62,6 @@ DEFAULT_SETTINGS = {
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SETTING = re.compile(r"^[a-z_][a-z0-9_.]*$")
 PG_LIB_GLOB = "/usr/lib/postgresql/*/bin"
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 def _pg_version_key(path: str) -> tuple:
@@ -86,7 +88,8 @@ class PostgresService(LocalProcessService):
             if not _NAME.match(value):
                 raise ServiceError(f"service.{field} {value!r} must be a plain SQL name (letters, "
                                    "digits, _; not starting with a digit)")
-        self._password = load_secrets(spec).get("password") or None
+        # the runner always names one (with_run_password); used on its own, a random one
+        self._password = load_secrets(spec).get("password") or token_urlsafe(24)
         self.settings = self._settings(spec.get("settings"))
         self._run_as = None
         self._scratch: Path | None = None
@@ -172,10 +175,17 @@ class PostgresService(LocalProcessService):
             argv += ["-c", f"{key}={value}"]
         return argv + [str(a) for a in self.spec.get("args", [])]
 
+    needs_password = True  # aifb.credentials.with_run_password
+
+    def auth(self) -> str:
+        env = self.spec.get("password_env")
+        source = ("a random password generated for this run" if env in (None, RUN_PASSWORD_ENV)
+                  and not self.spec.get("password_file") else "the password from the environment / a file")
+        return f"scram-sha-256 with {source}"
+
     async def probe(self, endpoint: str, timeout_s: float) -> None:
         from ..clients.postgres import PostgresClient
-        await PostgresClient.probe(endpoint, timeout_s,
-                                   {"password": self._password} if self._password else None)
+        await PostgresClient.probe(endpoint, timeout_s, {"password": self._password})
 
     # -- helpers -------------------------------------------------------------------------
     def _resolve_run_as(self) -> None:
@@ -237,17 +247,14 @@ class PostgresService(LocalProcessService):
         args = ["--no-sync", "-D", str(self.data_dir), "-U", self.user, "-E", "UTF8", "--locale=C"]
         pwdir = None
         try:
-            if self._password:
-                pwdir = Path(tempfile.mkdtemp(prefix="aifb-pgpw-"))
-                self._chown(pwdir)
-                pwfile = pwdir / "pw"
-                fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "w") as fh:
-                    fh.write(self._password + "\n")
-                self._chown(pwfile)
-                args += ["-A", "scram-sha-256", f"--pwfile={pwfile}"]
-            else:
-                args += ["-A", "trust"]
+            pwdir = Path(tempfile.mkdtemp(prefix="aifb-pgpw-"))
+            self._chown(pwdir)
+            pwfile = pwdir / "pw"
+            fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(self._password + "\n")
+            self._chown(pwfile)
+            args += ["-A", "scram-sha-256", f"--pwfile={pwfile}"]
             argv = self.tool_argv(binary, "initdb", args)
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.log_path, "ab") as log:
@@ -256,7 +263,7 @@ class PostgresService(LocalProcessService):
                 try:
                     proc = await asyncio.to_thread(
                         subprocess.run, argv, stdout=log, stderr=subprocess.STDOUT,
-                        stdin=subprocess.DEVNULL, timeout=300)
+                        stdin=subprocess.DEVNULL, timeout=300, env=launch.server_env())
                 except subprocess.TimeoutExpired:
                     raise ServiceError(f"initdb did not finish within 300 s (log: {self.log_path})",
                                        log_tail=launch.log_tail(self.log_path)) from None
@@ -273,7 +280,7 @@ class PostgresService(LocalProcessService):
     def _allow_remote(self, host: str) -> None:
         """initdb's pg_hba.conf admits loopback only. Bound to another address (a cluster
         node), clients elsewhere must get in too - with a password, never by trust."""
-        if host in LOOPBACK:
+        if endpoints.is_loopback(host):
             return
         with open(self.data_dir / "pg_hba.conf", "a", encoding="utf-8") as fh:
             fh.write("# aifb: clients on other nodes, password required\n"
@@ -301,7 +308,7 @@ class PostgresService(LocalProcessService):
         from ..clients.base import RequestError
         from ..clients.postgres import connect, parse_endpoint, server_facts
 
-        ep = parse_endpoint(admin_endpoint, {"password": self._password} if self._password else None)
+        ep = parse_endpoint(admin_endpoint, {"password": self._password})
         try:
             conn = await connect(ep)
         except RequestError as exc:
@@ -325,10 +332,7 @@ class PostgresService(LocalProcessService):
         if port is not None and launch.port_in_use(host, port):
             raise ServiceError(f"port {port} on {host} is in use: cannot deploy postgres there "
                                "(choose another service.port, or omit it to use a free one)")
-        if host not in LOOPBACK and not self._password:
-            raise ServiceError(f"postgres on {host} (not loopback) needs a password: set "
-                               "service.password_env or password_file (trust authentication is "
-                               "only used on 127.0.0.1)")
+        self.check_bind(host)
         port = port or launch.free_port(host)
         self._resolve_run_as()
         self.info.binary, self.info.host, self.info.port = os.path.realpath(binary), host, port
@@ -346,14 +350,14 @@ class PostgresService(LocalProcessService):
             "data_dir": str(self.data_dir),
             "user": self.user,
             "database": self.database,
-            "auth": "scram-sha-256 (password from the environment / a file)" if self._password
-                    else "trust (no password set; loopback only)",
+            "auth": self.auth(),
             "run_as": self._run_as[0] if self._run_as else None,
             "unix_socket": f"disabled (unix_socket_directories is empty): TCP on {host} only",
             "settings": dict(self.settings),
             "args": [str(a) for a in self.spec.get("args", [])],
         })
-        self.proc = launch.spawn(argv, self.log_path, cwd=self.workdir)
+        self.proc = launch.spawn(argv, self.log_path, cwd=self.workdir,
+                                 env=launch.server_env(keep=self.keep_env))
         self.info.pid = self.proc.pid
         timeout = parse_duration(self.spec.get("ready_timeout", "60s"))
         await self._wait_ready_at(self.endpoint_for(host, port, "postgres"), timeout)

@@ -14,7 +14,6 @@ the `qdrant/qdrant` image runs the same server (recorded as cluster_image).
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -72,12 +71,17 @@ class QdrantService(LocalProcessService):
     def before_deploy(self) -> None:
         self._key = api_key(self.spec)
 
+    auth_hint = "service.api_key_env or api_key_file: Qdrant's API key"
+
+    def auth(self) -> str | None:
+        return "API key (QDRANT__SERVICE__API_KEY)" if self._key else None
+
     def spawn_env(self, host: str, port: int) -> dict:
         env = self.environment(host, port)
         if self._key:
             env["QDRANT__SERVICE__API_KEY"] = self._key   # only in the child's environment
         self.info.extra["api_key"] = "set (through the environment)" if self._key else None
-        return {**os.environ, **env}
+        return env
 
     async def teardown(self) -> None:
         await super().teardown()

@@ -12,7 +12,7 @@ Credentials: the access key and secret come from the environment or files the re
 AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY). `weed` reads them from its environment (its admin
 identity), so they are in no command line, file or log, and it checks every signature. They
 are never in describe(). With none configured at all, the local server runs without an
-identity (no authentication, like PostgreSQL's trust on loopback) and the client signs with
+identity (no authentication; loopback only, see check_bind) and the client signs with
 placeholders (requests are still signed: the client's cost is the same); run.json says so.
 
 weed mini also runs a master, a volume server, a filer and an admin server: each gets a free
@@ -108,21 +108,21 @@ class LocalS3Service(LocalProcessService):
 
     default_ready_timeout = "60s"
 
+    auth_hint = ("AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or service.access_key_env / "
+                 "secret_key_env; placeholders are only used on loopback")
+
     def before_deploy(self) -> None:
         self.check_credentials()
-        host = self.spec.get("host", "127.0.0.1")
-        if host not in ("127.0.0.1", "::1", "localhost") and self._secrets.get("local"):
-            raise ServiceError(f"{self.kind} on {host} (not loopback) needs credentials: set "
-                               "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or service."
-                               "access_key_env / secret_key_env (placeholders are only used on "
-                               "127.0.0.1)")
+
+    def auth(self) -> str | None:
+        # placeholder credentials are public (they are in this code): no authentication
+        return None if self._secrets.get("local") else "SigV4 signatures with the configured keys"
 
     def spawn_env(self, host: str, port: int) -> dict:
-        # The harness's own AWS keys never reach the server: it gets those of server_env().
+        # The harness's own AWS keys never reach the server (launch.server_env leaves them
+        # out): it gets those of server_env().
         self.info.extra["credentials"] = self._secrets.get("source")
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-        return {**env, **self.server_env()}
+        return self.server_env()
 
     async def teardown(self) -> None:
         try:

@@ -23,7 +23,6 @@ engine arguments and the environment are recorded in run.json (service.extra).
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from pathlib import Path
@@ -108,9 +107,18 @@ class HttpServerService(LocalProcessService):
     def before_deploy(self) -> None:
         self.api_key = load_secrets(self.spec).get("api_key")
 
+    @property
+    def auth_hint(self) -> str:
+        return ("service.api_key_env or api_key_file" if self.api_key_env_var else
+                "this kind has no authentication aifb can configure")
+
+    def auth(self) -> str | None:
+        return (f"API key ({self.api_key_env_var})" if self.api_key and self.api_key_env_var
+                else None)
+
     def spawn_env(self, host: str, port: int) -> dict:
         recorded = self.child_env(host, port)
-        env = dict(os.environ, **recorded)
+        env = dict(recorded)
         if self.api_key and self.api_key_env_var:
             env[self.api_key_env_var] = self.api_key
         self.info.extra["env"] = recorded
