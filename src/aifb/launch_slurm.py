@@ -698,10 +698,9 @@ class ClientJobs:
     def _broadcast(self, kind: str, t: int) -> None:
         """A shared requests count's "safe"/"end" to this job's load and every client job."""
         self.share0.deliver(kind, t)
-        line = _line({"share": kind, "t": t})
-        for w in list(self.writers.values()):
+        for ch in list(self.writers.values()):
             try:
-                w.write(line)
+                ch.send({"share": kind, "t": t})
             except Exception:  # a job that went away: its loss is reported elsewhere
                 pass
 
@@ -1119,7 +1118,7 @@ async def _client_job(run_dir: Path, k: int, log) -> int:
     main = asyncio.current_task()
     pongs: asyncio.Queue = asyncio.Queue()
     # requests: N is shared by all the jobs: report this job's measured count to the root
-    share = RequestShare(lambda n: writer.write(_line({"count": n})))
+    share = RequestShare(lambda n: ch.send({"count": n}))
     go: asyncio.Future = asyncio.get_running_loop().create_future()
     finishing = {"now": False}
 
