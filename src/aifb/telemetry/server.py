@@ -155,8 +155,8 @@ def efficiency(tel: Telemetry, lo: float, hi: float, client: dict) -> dict:
         energy = 0.0
         for g in gpus.values():
             e = g.get("energy_j")
-            if e is None:
-                e = g.get("energy_j_from_power")
+            if e is None:   # no energy counter on this GPU (pre-Volta): integrate its power
+                e = g["energy_j"] = g.get("energy_j_from_power")
                 g["energy_source"] = "integral of power_watts" if e is not None else None
             else:
                 g["energy_source"] = "NVML total energy counter"
