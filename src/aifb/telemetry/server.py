@@ -80,6 +80,10 @@ def requests_ratio(tel: Telemetry, kind: str, lo: float, hi: float, interval_s: 
                       "pg_stat_database xact_commit + xact_rollback (less the sampler's one "
                       "transaction per sample) vs client requests",
                       tol + PG_STATS_LAG_S / span)
+    if kind == "s3" and any(k[0] == "seaweedfs" for k in tel.series):
+        return _ratio(tel.sum_delta("seaweedfs", "SeaweedFS_s3_request_total", lo, hi),
+                      client.get("requests"), "SeaweedFS SeaweedFS_s3_request_total (all "
+                      "operations and codes) vs client requests", tol)
     if kind == "llamacpp":
         return _ratio(tel.sum_delta("llamacpp", "llamacpp:tokens_predicted_total", lo, hi),
                       client.get("output_tokens"),
