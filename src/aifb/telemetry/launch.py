@@ -68,8 +68,9 @@ def plan(kind: str, endpoint: str, *, pid: int | None, local: bool, secrets: dic
         out.append({"type": "prometheus", "name": "seaweedfs",
                     "url": f"http://{host}:{extra['ports']['metrics']}/metrics"})
     elif kind == "qdrant":
+        qkey = key or secrets.get("password")   # Qdrant's key may come as service.password_env
         out.append({"type": "prometheus", "name": "qdrant", "endpoint": endpoint,
-                    "headers": {"api-key": key} if key else {}})
+                    "headers": {"api-key": qkey} if qkey else {}})
     return out
 
 

@@ -24,6 +24,7 @@ BASE_TOLERANCE = 0.05
 # 1000 ms, PostgreSQL 15), so pg_stat_database lags the transactions by up to that much.
 PG_STATS_LAG_S = 1.0
 REDIS_OWN_COMMANDS = ("info", "auth", "hello")   # what the sampler itself sends
+QDRANT_NOT_CLIENT = ("/metrics", "/telemetry", "/healthz", "/readyz", "/livez", "/")
 PROCESS_CPU = ("process", "cpu_seconds_total")
 SERVER_DEFINITIONS = {
     "server.metrics": ("Every series the sampler recorded, over the measurement window: counters "
@@ -84,6 +85,11 @@ def requests_ratio(tel: Telemetry, kind: str, lo: float, hi: float, interval_s: 
         return _ratio(tel.sum_delta("seaweedfs", "SeaweedFS_s3_request_total", lo, hi),
                       client.get("requests"), "SeaweedFS SeaweedFS_s3_request_total (all "
                       "operations and codes) vs client requests", tol)
+    if kind == "qdrant":
+        return _ratio(tel.sum_delta("qdrant", "rest_responses_total", lo, hi,
+                                    where=lambda lb: lb.get("endpoint") not in QDRANT_NOT_CLIENT),
+                      client.get("requests"), "Qdrant rest_responses_total (all endpoints but "
+                      "/metrics and health) vs client requests", tol)
     if kind == "llamacpp":
         return _ratio(tel.sum_delta("llamacpp", "llamacpp:tokens_predicted_total", lo, hi),
                       client.get("output_tokens"),
