@@ -340,3 +340,21 @@ def test_the_sampler_stops_when_its_parent_dies(tmp_path):
         time.sleep(0.05)
     assert not pid_alive(child)
     assert any(r["source"] == "sampler" for r in lines(tmp_path / "telemetry.jsonl"))
+
+
+def test_sweep_section_has_server_columns_and_an_efficiency_plot(tmp_path):
+    from aifb.metrics.server import sweep_section
+
+    def point(level, cpu_per_1k, jpt):
+        srv = {"requests_ratio": {"value": 1.0}, "sources": {"redis": {"gaps": 0}},
+               "efficiency": {"service_cpu_cores": 0.5, "cpu_s_per_1k_requests": cpu_per_1k,
+                              "gpu": {"util_mean": 0.5, "j_per_request": 2.0, "j_per_output_token": jpt}}}
+        return {"level": level, "benchmark_id": f"BM-20260101-00{level}", "summary": {"server": srv}}
+    sec = sweep_section([point(1, 0.02, 0.3), point(2, 0.03, 0.2), {"level": 4, "summary": None}],
+                        "clients", tmp_path)
+    assert [r["level"] for r in sec["rows"]] == [1, 2]
+    text = "\n".join(sec["lines"])
+    assert "## Server side by level" in text and "J / output token" in text
+    assert "| 2 | BM-20260101-002 | 1 | 0.5 | 0.03 |" in text
+    assert (tmp_path / "plots" / "server_efficiency_vs_level.png").stat().st_size > 1000
+    assert sweep_section([{"level": 1, "summary": {}}], "clients", tmp_path)["lines"] == []

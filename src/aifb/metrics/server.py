@@ -223,3 +223,67 @@ def plots(records_path: Path, run: dict, summary: dict, plots_dir: Path) -> list
                          "second above the server's own view on the same clock: the service's "
                          "CPU (cores, from its process tree), its queue or requests in flight, "
                          "KV-cache usage and GPU power where the service exposes them.")}]
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+SWEEP_PLOT = "server_efficiency_vs_level.png"
+
+
+def sweep_rows(points: list[dict]) -> list[dict]:
+    """One row per sweep point with a server block (points: {"level", "benchmark_id", "summary"})."""
+    rows = []
+    for p in points:
+        srv = (p.get("summary") or {}).get("server")
+        if not srv or "efficiency" not in srv:
+            continue
+        eff, gpu, llm = srv["efficiency"], srv["efficiency"].get("gpu") or {}, srv.get("llm") or {}
+        rows.append({"level": p.get("level"), "benchmark_id": p.get("benchmark_id"),
+                     "requests_ratio": (srv.get("requests_ratio") or {}).get("value"),
+                     "service_cpu_cores": eff.get("service_cpu_cores"),
+                     "cpu_s_per_1k_requests": eff.get("cpu_s_per_1k_requests"),
+                     "node_cpu_busy_ratio": eff.get("node_cpu_busy_ratio"),
+                     "gpu_util_mean": gpu.get("util_mean"), "j_per_request": gpu.get("j_per_request"),
+                     "j_per_output_token": gpu.get("j_per_output_token"),
+                     "kv_cache_usage_p95": llm.get("kv_cache_usage_p95"), "waiting_max": llm.get("waiting_max"),
+                     "gaps": sum(c.get("gaps", 0) for c in (srv.get("sources") or {}).values())})
+    return rows
+
+
+def sweep_section(points: list[dict], param: str, out_dir: Path) -> dict:
+    """The sweep report's server-side columns per level and an efficiency plot (J/output token
+    where GPUs were sampled, else service CPU-seconds per 1,000 requests, against the level)."""
+    rows = sweep_rows(points)
+    if not rows:
+        return {"lines": [], "plots": [], "rows": []}
+    cols = [("requests_ratio", "server/client requests"), ("service_cpu_cores", "service CPU (cores)"),
+            ("cpu_s_per_1k_requests", "CPU-s / 1k req"), ("node_cpu_busy_ratio", "node CPU busy"),
+            ("gpu_util_mean", "GPU util"), ("j_per_request", "J / req"),
+            ("j_per_output_token", "J / output token"), ("kv_cache_usage_p95", "KV cache p95"),
+            ("waiting_max", "queue max"), ("gaps", "telemetry gaps")]
+    cols = [(k, t) for k, t in cols if any(r[k] is not None for r in rows)]
+    lines = ["## Server side by level", "",
+             "From each run's `server` block (summary.json; definitions in each run's report).", "",
+             f"| {param} | Benchmark ID | " + " | ".join(t for _, t in cols) + " |",
+             "|---|---|" + "---:|" * len(cols)]
+    for r in rows:
+        lines.append(f"| {r['level']} | {r['benchmark_id']} | "
+                     + " | ".join(_f(r[k]) for k, _ in cols) + " |")
+    key, title = (("j_per_output_token", "GPU energy per output token (J)")
+                  if any(r["j_per_output_token"] is not None for r in rows) else
+                  ("cpu_s_per_1k_requests", "service CPU-seconds per 1,000 requests"))
+    pts = [r for r in rows if r[key] is not None]
+    plots = []
+    if pts:
+        import altair as alt
+
+        from ..plots import HEIGHT, WIDTH, _configure, save_png
+        levels = [str(r["level"]) for r in pts]
+        df = pl.DataFrame({"level": levels, "y": [float(r[key]) for r in pts]})
+        chart = (alt.Chart(df).mark_line(point=True)
+                 .encode(x=alt.X("level:O", sort=levels, title=param), y=alt.Y("y:Q", title=title))
+                 .properties(title=f"Efficiency vs {param}", width=WIDTH, height=HEIGHT))
+        save_png(_configure(chart), Path(out_dir) / "plots" / SWEEP_PLOT)
+        plots.append(f"plots/{SWEEP_PLOT}")
+        lines += ["", f"![Efficiency vs level](plots/{SWEEP_PLOT})", ""]
+    return {"lines": lines, "plots": plots, "rows": rows}
