@@ -303,6 +303,10 @@ def test_aifb_run_qdrant_recipe_with_the_fake_binary(tmp_path, monkeypatch):
     summary = read_json(ws / "results" / bid / "summary.json")
     assert summary["vector"]["recall_at_k"]["mean"] == 1.0 and summary["vector"]["k"] == 10
     assert summary["vector"]["index_reported"]["indexing_threshold_kb"] == 1000
+    # server telemetry through the fake's /metrics (with the API key): it counted what we sent
+    srv = summary["server"]
+    assert srv["sources"]["qdrant"]["gaps"] == 0, srv["sources"]["qdrant"]
+    assert srv["requests_ratio"]["within_tolerance"], srv["requests_ratio"]
     report = (ws / "reports" / bid / "report.md").read_text()
     assert "## Vector search: recall@10 under load" in report
     for f in list((ws / "results").rglob("*")) + list((ws / "reports").rglob("*")):

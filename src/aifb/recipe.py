@@ -187,6 +187,10 @@ def validate(recipe: Any, source: str = "recipe") -> dict:
     try:
         if "value_size" in wl:
             parse_size(wl["value_size"])
+        tele = recipe.get("telemetry")
+        if isinstance(tele, dict) and "interval" in tele and parse_duration(tele["interval"]) < 0.1:
+            problems.append(f"telemetry.interval: {tele['interval']!r} is below the minimum of "
+                            "100ms (the sampler's scrapes need that long)")
     except ValueError as exc:
         problems.append(str(exc))
     if problems:

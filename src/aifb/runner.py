@@ -28,7 +28,7 @@ from .paths import work_root
 from .recipe import load_settings, recipe_hash
 
 RUN_FILES = ("run.json", "requests.jsonl", "summary.json", "service.log", "service.json",
-             "service-job.json")
+             "service-job.json", "telemetry.jsonl", "telemetry.log")
 
 
 def service_secrets(spec: dict, service_cls) -> dict:
@@ -175,6 +175,33 @@ def _target_record(target: dict) -> dict:
     return {k: target[k] for k in keep if k in target}
 
 
+# -- server telemetry (aifb.telemetry): a sampler process from deploy to teardown ----------
+def _start_telemetry(run: dict, run_dir: Path, clock: RunClock, spec: dict, endpoint: str,
+                     service, target: dict, secrets: dict, log):
+    """Start the sampler beside the service (None when the recipe says `telemetry: false`).
+    On a Slurm target it runs here, in the benchmark job, and reads the service's own
+    interfaces only: process, node and GPU sources need the service's node."""
+    from . import telemetry
+    from .telemetry.launch import Sampler, plan, public, settings
+
+    cfg = settings(run["recipe"])
+    if cfg is None:
+        run["telemetry"] = None
+        return None
+    local = target["executor"] != "slurm"
+    pid = service.info.pid if (service is not None and local) else None
+    sources = plan(spec["kind"], endpoint, pid=pid, local=local, secrets=secrets,
+                   extra=service.info.extra if service is not None else None)
+    sampler = Sampler.start(run_dir, clock.t0_ns, cfg["interval_s"], sources,
+                            log_path=run_dir / "telemetry.log")
+    run["telemetry"] = {"file": telemetry.TELEMETRY_FILE, "interval_s": cfg["interval_s"],
+                        "sources": public(sources), "pid": sampler.proc.pid, "status": "running"}
+    save_run(run_dir, run)
+    log(f"telemetry: {len(sources) + 1} source(s) every {cfg['interval_s']:g} s "
+        f"(pid {sampler.proc.pid})")
+    return sampler
+
+
 async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path | None = None) -> None:
     from .engine import run_load
     from .launch_slurm import get_target
@@ -183,7 +210,7 @@ async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path 
     recipe = run["recipe"]
     spec = dict(recipe["service"], name=recipe["name"])
     records_path = run_dir / "requests.jsonl"
-    service = client_jobs = None
+    service = client_jobs = sampler = None
     stats_out: dict = {}
     try:
         service_cls = get_service(spec["kind"])  # an unimplemented kind stops here, clearly
@@ -214,6 +241,7 @@ async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path 
                      if service.info.job_id else "")
             log(f"{spec['kind']} ready at {endpoint} after {service.info.ready_s:.2f} s "
                 f"({where}pid {service.info.pid}, version {service.info.version})")
+        sampler = _start_telemetry(run, run_dir, clock, spec, endpoint, service, target, secrets, log)
         settings = load_settings(recipe)
         log(f"load: {settings['clients']} client(s) x {settings['concurrency']} in flight, "
             + (f"{settings['duration_s']:g} s" if settings["duration_s"] else f"{settings['requests']} requests")
@@ -275,6 +303,11 @@ async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path 
             except Exception:
                 log(traceback.format_exc())
             run["clients"].update(client_jobs.describe())
+        if sampler is not None:   # before the teardown: a stopped service is not a gap
+            try:
+                run["telemetry"] = await asyncio.shield(asyncio.to_thread(sampler.stop))
+            except Exception:
+                log(traceback.format_exc())
         if service is not None:
             try:
                 await asyncio.shield(service.teardown())

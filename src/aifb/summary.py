@@ -550,6 +550,8 @@ def summarize(run_dir: Path) -> dict:
         raise AifbError(f"{run_path}: recipe.slo: {exc}") from exc
     summary["slo"] = evaluate(rules, summary)
     summary["validity"] = _validity(run, summary, open_loop, note)
+    # server telemetry (aifb.metrics.server): its cross-checks are validity warnings too
+    summary["validity"]["warnings"] += (summary.get("server") or {}).get("warnings") or []
     defs = metric_definitions(open_loop)
     if "ttfb_s" in summary:
         defs["ttfb_s"] = ("Time to first byte = t_first - t_start, over the ok requests of the "

@@ -112,10 +112,40 @@ def token_text(i: int) -> str:
     return f" tok{i}"
 
 
+class FakeVLLMMetrics:
+    """vLLM's documented Prometheus metric names (docs.vllm.ai, "Production Metrics", V1
+    engine), counted from what this fake really served, through prometheus_client: the
+    telemetry sampler's requests ratio and LLM block are tested against it."""
+
+    def __init__(self):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        reg = self.registry = CollectorRegistry()
+        lab = ["model_name"]
+        self.running = Gauge("vllm:num_requests_running", "running", lab, registry=reg)
+        self.waiting = Gauge("vllm:num_requests_waiting", "waiting", lab, registry=reg)
+        self.kv = Gauge("vllm:kv_cache_usage_perc", "KV-cache usage (1 = 100 %)", lab, registry=reg)
+        self.success = Counter("vllm:request_success", "finished requests",
+                               lab + ["finished_reason"], registry=reg)
+        self.prompt = Counter("vllm:prompt_tokens", "prefill tokens", lab, registry=reg)
+        self.generation = Counter("vllm:generation_tokens", "generated tokens", lab, registry=reg)
+        self.pc_queries = Counter("vllm:prefix_cache_queries", "prefix-cache queries (tokens)", lab, registry=reg)
+        self.pc_hits = Counter("vllm:prefix_cache_hits", "prefix-cache hits (tokens)", lab, registry=reg)
+        self.preempt = Counter("vllm:num_preemptions", "preemptions", lab, registry=reg)
+        self.ttft = Histogram("vllm:time_to_first_token_seconds", "TTFT", lab, registry=reg)
+        self.itl = Histogram("vllm:inter_token_latency_seconds", "ITL", lab, registry=reg)
+
+    def render(self) -> bytes:
+        from prometheus_client import generate_latest
+        return generate_latest(self.registry)
+
+
 class FakeOpenAI:
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self.requests = 0
+        self.metrics = FakeVLLMMetrics()
+        self.in_flight = 0
 
     def routes(self, app: web.Application, prefix_models=True) -> None:
         app.router.add_get("/health", self.health)
@@ -124,6 +154,22 @@ class FakeOpenAI:
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/tokenize", self.tokenize)
+        app.router.add_get("/metrics", self.prometheus)
+
+    async def prometheus(self, request):
+        return web.Response(body=self.metrics.render(),
+                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+    def _served(self, model: str, prompt_tokens: int, n: int, ttft: float, itl: float) -> None:
+        """Count one finished request in the vLLM metrics (the fake's TTFT is the one it slept)."""
+        m = self.metrics
+        m.success.labels(model, "length").inc()
+        m.prompt.labels(model).inc(prompt_tokens)
+        m.generation.labels(model).inc(n)
+        m.pc_queries.labels(model).inc(prompt_tokens)
+        m.ttft.labels(model).observe(ttft)
+        for _ in range(max(0, n - 1)):
+            m.itl.labels(model).observe(itl)
 
     async def health(self, request):
         return web.Response(status=200)
@@ -189,6 +235,21 @@ class FakeOpenAI:
             return {"prompt_tokens": prompt_tokens, "completion_tokens": k,
                     "total_tokens": prompt_tokens + k}
 
+        self.in_flight += 1
+        self.metrics.running.labels(model).set(self.in_flight)
+        self.metrics.kv.labels(model).set(min(1.0, self.in_flight / 256))
+        try:
+            return await self._respond(request, body, chat, model, n, ttft, itl, usage_on,
+                                       prompt_tokens, rid, created, obj_name, usage, loop, t0,
+                                       arrival_ns, stream)
+        finally:
+            self.in_flight -= 1
+            self.metrics.running.labels(model).set(self.in_flight)
+            self.metrics.kv.labels(model).set(min(1.0, self.in_flight / 256))
+
+    async def _respond(self, request, body, chat, model, n, ttft, itl, usage_on, prompt_tokens,
+                       rid, created, obj_name, usage, loop, t0, arrival_ns, stream):
+
         if not stream:
             await sleep_until(loop, t0 + ttft + (n - 1) * itl)
             text = "".join(token_text(i) for i in range(n))
@@ -199,6 +260,7 @@ class FakeOpenAI:
                    "created": created, "model": model, "choices": [choice]}
             if usage_on:
                 out["usage"] = usage(n)
+            self._served(model, prompt_tokens, n, ttft, itl)
             return web.json_response(out)
 
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
@@ -240,6 +302,7 @@ class FakeOpenAI:
             await resp.write(b"data: [DONE]\n\n")
             await resp.write_eof()
             return resp
+        self._served(model, prompt_tokens, written, ttft, itl)
         if include_usage:
             await resp.write(sse({"id": rid, "object": obj_name, "created": created,
                                   "model": model, "choices": [], "usage": usage(written),

@@ -136,6 +136,7 @@ class FakeQdrant:
         self.collections: dict[str, Collection] = {}
         self.requests: list[tuple[str, str]] = []     # (method, path) seen, for assertions
         self.searches = 0
+        self.responses: dict[tuple[str, str, int], int] = {}   # for /metrics
 
     # -- app ------------------------------------------------------------------------------
     def app(self) -> web.Application:
@@ -154,7 +155,21 @@ class FakeQdrant:
         r.add_post("/collections/{name}/points/count", self.count)
         r.add_post("/collections/{name}/points/search", self.search)
         r.add_post("/collections/{name}/points/query", self.query)
+        r.add_get("/metrics", self.metrics)
         return app
+
+    async def metrics(self, request):
+        """Qdrant's documented Prometheus names (qdrant.tech, "Monitoring"): rest_responses_total
+        by method, endpoint (the route's pattern) and status, counted from what this fake served
+        (everything but /metrics and the health routes), and collections_total."""
+        lines = ["# HELP rest_responses_total total number of responses",
+                 "# TYPE rest_responses_total counter"]
+        for (method, endpoint, status), n in sorted(self.responses.items()):
+            lines.append(f'rest_responses_total{{method="{method}",endpoint="{endpoint}",'
+                         f'status="{status}"}} {n}')
+        lines += ["# HELP collections_total number of collections", "# TYPE collections_total gauge",
+                  f"collections_total {len(self.collections)}"]
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
     @web.middleware
     async def auth(self, request: web.Request, handler):
@@ -169,7 +184,12 @@ class FakeQdrant:
                                     "Authorization bearer token")
             if given != self.api_key:
                 return web.Response(status=403, text="Invalid API key or JWT")
-        return await handler(request)
+        resp = await handler(request)
+        if request.path != "/metrics" and request.path not in HEALTH:
+            route = request.match_info.route.resource
+            key = (request.method, route.canonical if route is not None else request.path, resp.status)
+            self.responses[key] = self.responses.get(key, 0) + 1
+        return resp
 
     def _coll(self, request):
         name = request.match_info["name"]

@@ -210,7 +210,8 @@ class LlamaCppService(HttpServerService):
         threads = int(spec.get("threads") or cpus or os.cpu_count() or 1)
         alias = self.alias(model)
         argv = [binary, "-m", model["path"], "--host", host, "--port", str(port),
-                "-np", str(parallel), "-t", str(threads), "-a", alias, "--no-webui"]
+                "-np", str(parallel), "-t", str(threads), "-a", alias, "--no-webui",
+                "--metrics"]   # Prometheus /metrics for the telemetry sampler (aifb.telemetry)
         if spec.get("ctx_size"):
             argv += ["-c", str(int(spec["ctx_size"]))]
         template = spec.get("chat_template", "__auto__")

@@ -165,22 +165,23 @@ class SeaweedS3Service(LocalS3Service):
         taken = {port, port + GRPC_OFFSET}
         admin = _free_port_pair(host, taken)
         taken |= {admin, admin + GRPC_OFFSET}
-        (master, master_g, volume, volume_g, filer, filer_g, s3_g) = launch.free_ports(host, 7, taken)
+        (master, master_g, volume, volume_g, filer, filer_g, s3_g, metrics) = launch.free_ports(host, 8, taken)
         self._scratch = Path(tempfile.mkdtemp(prefix="aifb-weed-"))  # short: Unix socket paths
         data = workdir / "data"
         data.mkdir(parents=True, exist_ok=True)
         self._ports = [port, master, master_g, volume, volume_g, filer, filer_g, s3_g, admin,
-                       admin + GRPC_OFFSET]
+                       admin + GRPC_OFFSET, metrics]
         self.info.extra.update({
             "server": "SeaweedFS weed mini (master, volume, filer, S3 gateway in one process)",
             "data_dir": str(data),
             "ports": {"s3": port, "master": master, "volume": volume, "filer": filer,
-                      "admin": admin},
+                      "admin": admin, "metrics": metrics},
         })
         logs = workdir / "logs"  # weed's own log files (else they go to /tmp)
         logs.mkdir(parents=True, exist_ok=True)
         return [binary, f"-logdir={logs}", "mini", f"-ip={host}", f"-ip.bind={host}",
                 "-master.telemetry=false",
+                f"-metricsPort={metrics}",   # Prometheus /metrics for aifb.telemetry
                 f"-dir={data}",
                 f"-master.port={master}", f"-master.port.grpc={master_g}",
                 f"-volume.port={volume}", f"-volume.port.grpc={volume_g}",
