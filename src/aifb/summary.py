@@ -56,6 +56,7 @@ PERCENTILE_METHOD = ("linear interpolation between order statistics (numpy 'line
                      "Hyndman-Fan 7), pooled over all clients")
 CLOSED_LOOP_DEFINITION = "t_end - t_start"
 OPEN_LOOP_DEFINITION = "t_end - t_sched (includes queueing)"
+ALL_REQUESTS_NOTE = ", every request (a failed one at its elapsed time)"
 
 CPU_SATURATION = 0.9        # fraction of one core
 LOOP_LAG_LIMIT_S = 0.005    # event-loop lag p99
@@ -275,6 +276,13 @@ def metric_definitions(open_loop: bool) -> dict:
         "latency_s": (
             f"Latency = {lat}, in seconds, over the ok requests of the measurement window, from "
             "one monotonic clock with ns resolution; n is the number of samples."),
+        "latency_all_s": (
+            f"The same latency ({lat}) over every request of the measurement window, ok or "
+            "failed: a failed or timed-out request counts at its elapsed time (it took at least "
+            "that long and gave no answer). SLO rules on latency (p50 ... p99.9, mean, min, max) "
+            "are checked against the worse of these and latency_s: requests that time out "
+            "cannot make a latency SLO pass, and requests that fail fast (which would lower "
+            "these figures) cannot flatter one; with no ok request a latency rule fails."),
         "percentiles": (
             "p50/p90/p95/p99/p99.9 by linear interpolation between order statistics (numpy "
             "'linear', Hyndman-Fan 7: h = (n-1)q, x[floor h] + (h - floor h)(x[floor h+1] - "
@@ -284,7 +292,9 @@ def metric_definitions(open_loop: bool) -> dict:
         "mean_std": "mean = arithmetic mean; std = sample standard deviation (n - 1); null when n < 2.",
         "latency_by_op": "The latency statistics above, per operation type.",
         "slo": ("Each recipe SLO rule is checked against this summary; an SLO passes only when "
-                "every rule passes, and a rule whose value is unavailable fails."),
+                "every rule passes, and a rule whose value is unavailable fails. Latency rules "
+                "read the worse of latency_all_s (every request) and latency_s (ok requests); "
+                "each verdict names its `source`."),
         "validity.client_saturated": (
             f"True when the load generator used more than {CPU_SATURATION:.0%} of one CPU core "
             f"(load_stats.client_cpu.util_of_one_core; with load.processes > 1 that of the "
@@ -390,6 +400,9 @@ def measure_queries(open_loop: bool | None):
             (pl.col("bytes_in").fill_null(0) + pl.col("bytes_out").fill_null(0)).alias("bytes"))
         if open_loop is False:
             ok = ok.drop("service_time")
+        # every request, failed ones at their elapsed time: what latency SLO verdicts use
+        every = m.select(latency_expr(open_loop).alias("latency"),
+                         (pl.col("t_end") - pl.col("t_start")).alias("service_time"))
         errors = (m.filter(~pl.col("ok"))
                   .group_by("op", pl.col("error").struct.field("type").fill_null("unknown")
                             .alias("error_type")).len())
@@ -400,7 +413,7 @@ def measure_queries(open_loop: bool | None):
                                         pl.col("t_start").min().alias("t_min"),
                                         pl.col("t_end").max().alias("t_max"),
                                         pl.col("t_sched").is_not_null().any().alias("has_sched"))
-        return [ok, errors, lag, meta]
+        return [ok, errors, lag, meta, every]
 
     return queries
 
@@ -418,8 +431,8 @@ def summarize(run_dir: Path) -> dict:
     records = run_dir / RECORDS
 
     open_loop = is_open_loop(run)
-    (ok, errs, lag, meta), dropped, note = scan_records(records, measure_queries(open_loop),
-                                                        schema=SUMMARY_SCHEMA)
+    (ok, errs, lag, meta, every), dropped, note = scan_records(
+        records, measure_queries(open_loop), schema=SUMMARY_SCHEMA)
     meta = (meta.group_by("phase")
             .agg(pl.col("count").sum(), pl.col("t_min").min(), pl.col("t_max").max(),
                  pl.col("has_sched").any()))
@@ -428,6 +441,7 @@ def summarize(run_dir: Path) -> dict:
         open_loop = bool(mrow.height and mrow["has_sched"][0])
         if not open_loop:
             ok = ok.with_columns(latency=pl.col("service_time"))
+            every = every.with_columns(latency=pl.col("service_time"))
 
     n_ok = ok.height
     n_err = int(errs["len"].sum()) if errs.height else 0
@@ -486,6 +500,9 @@ def summarize(run_dir: Path) -> dict:
                        "bytes": ok_bytes},
         "latency_s": {**stats_of(ok["latency"]), "method": PERCENTILE_METHOD,
                       "definition": OPEN_LOOP_DEFINITION if open_loop else CLOSED_LOOP_DEFINITION},
+        "latency_all_s": {**stats_of(every["latency"]), "method": PERCENTILE_METHOD,
+                          "definition": (OPEN_LOOP_DEFINITION if open_loop
+                                         else CLOSED_LOOP_DEFINITION) + ALL_REQUESTS_NOTE},
         "latency_by_op": stats_by_op(ok, "latency"),
     }
     if open_loop:
@@ -494,7 +511,7 @@ def summarize(run_dir: Path) -> dict:
         summary["sched_lag_s"] = {**stats_of(lag["sched_lag"]), "definition": "t_start - t_sched"}
     if n_ok and ok["ttfb"].null_count() < n_ok:
         summary["ttfb_s"] = {**stats_of(ok["ttfb"]), "definition": "t_first - t_start"}
-    del ok, lag
+    del ok, lag, every
     ext_defs = {}
     for ext in extensions(run):  # service-specific blocks (llm, recall, ...) before the SLO check
         if hasattr(ext, "summarize"):

@@ -100,7 +100,8 @@ class Sweep:
     def describe(self) -> dict:
         return {"name": self.name, "param": self.spec["param"], "levels": self.levels,
                 "repeats": self.spec.get("repeats", 1), "version": self.spec.get("version", 1),
-                "slo": self.slo, "service": self.spec.get("service"),
+                "slo": self.slo, "error_budget": self.spec.get("error_budget"),
+                "confidence": self.spec.get("confidence"), "service": self.spec.get("service"),
                 "purpose": self.spec.get("purpose"), "mode": self.spec.get("mode", "grid"),
                 "points": [{"level": p.level, "repeat": p.repeat, "benchmark_id": p.benchmark_id,
                             "recipe_path": p.recipe_path} for p in self.points]}
