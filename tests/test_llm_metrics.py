@@ -294,18 +294,91 @@ def test_goodput_counts_requests_meeting_every_slo():
     g = block["goodput"]
     assert g["good_requests"] == 2 and g["rps"] == pytest.approx(0.5)
     assert g["fraction"] == pytest.approx(0.5) and g["slos_s"] == {"ttft": 0.5, "tpot": 0.05}
+    assert g["vllm_goodput_arg"] == "ttft:500 tpot:50"
 
 
 def test_goodput_slos_from_workload_or_rules():
-    run = {"recipe": {"workload": {"goodput": {"ttft": "500ms", "tpot": 0.05, "e2el": "2s"}},
+    run = {"recipe": {"workload": {"goodput": {"ttft": "500ms", "tpot": 50, "e2el": "2s"}},
                       "slo": ["ttft_p99 < 1s"]}}
-    assert llm.goodput_slos(run) == ({"ttft": 0.5, "tpot": 0.05, "e2el": 2.0}, "workload.goodput")
+    slos, source = llm.goodput_slos(run)
+    assert source == "workload.goodput"
+    assert {k: v[:2] for k, v in slos.items()} == {
+        "ttft": (0.5, "<="), "tpot": (0.05, "<="), "e2el": (2.0, "<=")}
+    assert "a bare number: ms" in slos["tpot"][2]
     run = {"recipe": {"slo": ["ttft_p50 < 200ms", "ttft_p99 < 800ms", "tpot_mean <= 40ms",
                               "p99 < 1s", "e2el_p99 > 1s"]}}
     slos, source = llm.goodput_slos(run)
-    assert slos == {"ttft": pytest.approx(0.8), "tpot": pytest.approx(0.04)}
+    # the p99 rule wins for TTFT and keeps its strict <; a mean rule bounds no single request
+    assert list(slos) == ["ttft"] and slos["ttft"][:2] == (pytest.approx(0.8), "<")
+    assert "`ttft_p99 < 800ms` as each request's limit" in slos["ttft"][2]
+    assert "99% of the requests" in slos["ttft"][2]
     assert "ttft_p99 < 800ms" in source
     assert llm.goodput_slos({"recipe": {"slo": ["p99 < 1s"]}}) == ({}, "none")
+
+
+def test_goodput_bare_numbers_are_milliseconds_as_in_vllm():
+    """vLLM's --goodput ttft:500 means 500 ms; so does workload.goodput {ttft: 500}."""
+    assert llm.goodput_limit(500) == pytest.approx(0.5)
+    assert llm.goodput_limit(0.05) == pytest.approx(0.00005)
+    assert llm.goodput_limit("500") == pytest.approx(0.5)
+    assert llm.goodput_limit("0.5s") == pytest.approx(0.5)
+    assert llm.goodput_limit("50ms") == pytest.approx(0.05)
+    with pytest.raises(ValueError):
+        llm.goodput_limit(True)
+
+
+def test_goodput_keeps_the_comparison_of_its_rule():
+    """vLLM counts a request whose value equals its limit as good (<=); a limit taken from a
+    `<` rule stays strict. TTFTs of 0.25 s and 0.5 s (exact in binary) against 0.5 s."""
+    recs = [_rec(0.0, 0.25, [0.010] * 4), _rec(1.0, 0.5, [0.010] * 4)]
+    inclusive = llm.compute(frame(recs), 2.0, {"ttft": (0.5, "<=", "given")}, "test")["goodput"]
+    strict = llm.compute(frame(recs), 2.0, {"ttft": (0.5, "<", "rule")}, "test")["goodput"]
+    assert inclusive["good_requests"] == 2 and strict["good_requests"] == 1
+    assert inclusive["vllm_goodput_arg"] == "ttft:500" and strict["vllm_goodput_arg"] is None
+    assert strict["limits"]["ttft"] == {"op": "<", "limit_s": 0.5, "from": "rule",
+                                        "measured_from": "t_start"}
+    md = "\n".join(llm.markdown({"llm": llm.compute(frame(recs), 2.0, {"ttft": (0.5, "<", "r")},
+                                                      "test")}))
+    assert "goodput (TTFT < 500 ms)" in md and "No exact vLLM equivalent" in md
+
+
+def test_open_loop_ttft_and_e2el_from_the_scheduled_time(tmp_path):
+    """Open loop: each request waited `lag` s in the client after its t_sched (0, 0.25, 0.5,
+    0.75 s). vLLM's TTFT (from t_start) is 0.25 s for all four; from t_sched it is 0.25 + lag.
+    Goodput (TTFT <= 400 ms) and the `ttft_p99 < 500ms` verdict use the t_sched figures."""
+    from aifb.summary import summarize
+
+    run_dir = tmp_path / "BM-20260109-003"
+    run_dir.mkdir()
+    lags = [0.0, 0.25, 0.5, 0.75]
+    with open(run_dir / "requests.jsonl", "w") as fh:
+        for i, lag in enumerate(lags):
+            t_sched = 1.0 + i
+            r = _rec(t_sched + lag, 0.25, [0.0625] * 4, t_sched=t_sched)
+            fh.write(json.dumps({"client": 0, "worker": 0, "seq": i, "error": None,
+                                 "bytes_out": 1, "bytes_in": 1, **r}) + "\n")
+    write_json(run_dir / "run.json", {
+        "benchmark_id": run_dir.name, "status": "completed", "service": {"kind": "vllm"},
+        "recipe": {"name": "t", "service": {"kind": "vllm"}, "load": {"clients": 1, "rate": 1},
+                   "workload": {"goodput": {"ttft": 400}}, "slo": ["ttft_p99 < 500ms"]},
+        "load_stats": {"window_s": 4.0}})
+    s = summarize(run_dir)
+    b = s["llm"]
+    assert b["ttft_s"]["min"] == b["ttft_s"]["max"] == pytest.approx(0.25)
+    assert sorted([b["ttft_sched_s"]["min"], b["ttft_sched_s"]["max"]]) == pytest.approx([0.25, 1.0])
+    assert b["ttft_sched_s"]["p50"] == pytest.approx(0.25 + 0.375)
+    assert b["e2el_s"]["max"] == pytest.approx(0.5)
+    assert b["e2el_sched_s"]["max"] == pytest.approx(0.5 + 0.75)
+    assert b["tpot_s"]["p50"] == pytest.approx(0.0625)     # the same from either start
+    g = b["goodput"]
+    assert g["good_requests"] == 1 and g["limits"]["ttft"]["measured_from"] == "t_sched"
+    rule = s["slo"]["rules"][0]
+    assert rule["source"] == "llm.ttft_sched_s" and rule["passed"] is False
+    assert rule["value"] == pytest.approx(b["ttft_sched_s"]["p99"])
+    assert "llm.ttft_sched_s" in s["metric_definitions"]
+    # closed loop: no t_sched figures, vLLM's TTFT for the verdict
+    closed = llm.compute(frame([_rec(0.0, 0.25, [0.0625] * 4)]), 1.0, {}, "none")
+    assert "ttft_sched_s" not in closed
 
 
 def test_summary_and_report_from_files(tmp_path):
@@ -330,7 +403,7 @@ def test_summary_and_report_from_files(tmp_path):
         "benchmark_id": run_dir.name, "status": "completed",
         "service": {"kind": "llamacpp"},
         "recipe": {"name": "t", "service": {"kind": "llamacpp"}, "load": {"clients": 1},
-                   "workload": {"goodput": {"ttft": "105ms"}},
+                   "workload": {"goodput": {"ttft": 105}},   # ms, as vLLM's --goodput
                    "slo": ["ttft_p99 < 500ms", "tpot_p50 < 5ms"]},
         "load_stats": {"window_s": 8.0, "warmup_end": 0.4, "measure_end": 8.4}})
     summary = summarize(run_dir)
