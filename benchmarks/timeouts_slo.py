@@ -2,8 +2,9 @@
 """Can a latency SLO pass while requests time out? Measure a server that never answers a known
 share of the requests (issue 12, item 5).
 
-FakeHangingRedis (below; a fake for timing only, not a Redis: it stores nothing) answers every
-GET after 2 ms, except every 20th GET it receives, which it never answers: 5 % of the requests
+The fake server (known_latency.py's FakeKnownLatencyRedis, a fake for timing only: it stores
+nothing) answers every GET after 2 ms, except every 20th GET it receives, which it never
+answers: 5 % of the requests
 hit the client's timeout (`load.timeout`, 1 s here to keep the run short; 30 s in a real
 recipe). aifb's engine drives it closed loop, the run is summarised as `aifb summarize` does,
 and the recipe's SLO `p99 < 100ms` is judged.
@@ -30,47 +31,31 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 HANG_EVERY = 20          # every 20th GET is never answered: 5 %
-REPLY_DELAY_S = 0.002
+REPLY_DELAY_S = 0.002   # known_latency's 'fixed' distribution
 TIMEOUT_S = 1.0
 SLO = "p99 < 100ms"
 
 
-class FakeHangingRedis(asyncio.Protocol):
-    """Fake RESP server for timing only: GET -> a 4-byte value after 2 ms, or never (every
-    HANG_EVERY-th GET over all connections); anything else -> +OK / +PONG at once."""
-    gets = 0
-
-    def connection_made(self, transport):
-        self.transport, self.buf = transport, b""
-
-    def data_received(self, data):
-        from aifb.clients.redis import parse_reply
-
-        self.buf += data
-        while (r := parse_reply(self.buf)) is not None:
-            cmd, pos = r
-            self.buf = self.buf[pos:]
-            name = cmd[0].upper()
-            if name == b"GET":
-                FakeHangingRedis.gets += 1
-                if FakeHangingRedis.gets % HANG_EVERY:
-                    asyncio.get_running_loop().call_later(REPLY_DELAY_S, self._reply)
-            else:
-                self.transport.write(b"+PONG\r\n" if name == b"PING" else b"+OK\r\n")
-
-    def _reply(self):
-        if not self.transport.is_closing():
-            self.transport.write(b"$4\r\nfake\r\n")
-
-
 def serve() -> None:
+    """known_latency's fake RESP server (GET after a fixed 2 ms, released by a timerfd) with a
+    scheduler that drops every HANG_EVERY-th GET: those are never answered."""
     import uvloop
 
+    from known_latency import FakeKnownLatencyRedis, _Scheduler
+
+    class HangingScheduler(_Scheduler):
+        def add(self, due: int, t_recv: int, transport) -> None:
+            self.gets = getattr(self, "gets", 0) + 1
+            if self.gets % HANG_EVERY:
+                super().add(due, t_recv, transport)
+
     async def main():
+        sched = HangingScheduler("fixed", seed=42)
         server = await asyncio.get_running_loop().create_server(
-            FakeHangingRedis, "127.0.0.1", 0, backlog=1024)
+            lambda: FakeKnownLatencyRedis(sched), "127.0.0.1", 0, backlog=1024)
         print(server.sockets[0].getsockname()[1], flush=True)
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
