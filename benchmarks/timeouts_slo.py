@@ -4,9 +4,8 @@ share of the requests (issue 12, item 5).
 
 The fake server (known_latency.py's FakeKnownLatencyRedis, a fake for timing only: it stores
 nothing) answers every GET after 2 ms, except every 20th GET it receives, which it never
-answers: 5 % of the requests
-hit the client's timeout (`load.timeout`, 1 s here to keep the run short; 30 s in a real
-recipe). aifb's engine drives it closed loop, the run is summarised as `aifb summarize` does,
+answers: 5 % of the requests hit the client's timeout (`load.timeout`, 1 s here to keep the
+run short; 30 s in a real recipe). aifb's engine drives it closed loop, the run is summarised as `aifb summarize` does,
 and the recipe's SLO `p99 < 100ms` is judged.
 
 The truth, by construction: with more than 1 % of the requests at the timeout, the p99 over all
