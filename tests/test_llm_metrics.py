@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -440,3 +441,42 @@ def test_record_times_are_written_as_seconds_since_t0():
            {"output_tokens": 2, "chunk_times": [1_500_000_000, 1_600_000_123]})
     line = json.loads(encode_row((0, 0, 0, None, 1_000_000_000, res), "measure", 1_000_000_000))
     assert line["chunk_times"] == [0.5, float(ns_to_s_text(600_000_123))]
+
+
+def test_ttft_slo_does_not_pass_while_requests_time_out(tmp_path):
+    """5 of 100 requests time out after 30 s without a first token. The ok requests' TTFT is
+    0.2 s, so `ttft_p99 < 2s` passed on them alone; over every request (a failed one at its
+    elapsed time) TTFT p99 = 30 s (numpy 'linear': rank 98.01 of 0..99 lies among the 30 s
+    values) and the rule fails, read from llm.ttft_all_s. Same for E2EL."""
+    from aifb.summary import summarize
+
+    run_dir = tmp_path / "BM-20260109-004"
+    run_dir.mkdir()
+    with open(run_dir / "requests.jsonl", "w") as fh:
+        for i in range(100):
+            t0 = 1.0 + 0.5 * i
+            if i % 20 == 0:
+                r = {"t_start": t0, "t_first": None, "t_end": t0 + 30.0, "ok": False,
+                     "phase": "measure", "op": "chat",
+                     "error": {"type": "TimeoutError", "message": "30 s"}}
+            else:
+                r = _rec(t0, 0.2, [0.05] * 4)
+            fh.write(json.dumps({"client": 0, "worker": 0, "seq": i, "t_sched": None,
+                                 "error": None, "bytes_out": 1, "bytes_in": 1, **r}) + "\n")
+    write_json(run_dir / "run.json", {
+        "benchmark_id": run_dir.name, "status": "completed", "service": {"kind": "vllm"},
+        "recipe": {"name": "t", "service": {"kind": "vllm"}, "load": {"clients": 1},
+                   "slo": ["ttft_p99 < 2s", "e2el_p99 < 2s", "tpot_p99 < 100ms"]},
+        "load_stats": {"window_s": 50.0}})
+    s = summarize(run_dir)
+    b = s["llm"]
+    assert b["ttft_s"]["n"] == 95 and b["ttft_s"]["max"] == pytest.approx(0.2)
+    assert b["ttft_all_s"]["n"] == 100
+    all_ttft = np.array([30.0] * 5 + [0.2] * 95)
+    assert b["ttft_all_s"]["p99"] == pytest.approx(np.percentile(all_ttft, 99))
+    assert b["e2el_all_s"]["p99"] == pytest.approx(30.0)
+    by = {r["metric"]: r for r in s["slo"]["rules"]}
+    assert by["ttft_p99"]["passed"] is False and by["ttft_p99"]["source"] == "llm.ttft_all_s"
+    assert by["e2el_p99"]["passed"] is False and by["e2el_p99"]["source"] == "llm.e2el_all_s"
+    assert by["tpot_p99"]["passed"] is True and by["tpot_p99"]["source"] == "llm.tpot_s"
+    assert "llm.ttft_all_s" in s["metric_definitions"]

@@ -386,8 +386,9 @@ def render_markdown(report: dict, summary: dict) -> str:
         lines += ["", f"**Overall: {_slo_word(r['slo'].get('passed'))}** "
                       "(every rule must pass; a rule without a measured value fails). Latency "
                       "rules read the worse of the figures over every request (latency_all_s, a "
-                      "failed request at its elapsed time) and over the ok ones (latency_s); in "
-                      "open loop, ttft_/e2el_ rules read the figures from the scheduled time.", ""]
+                      "failed request at its elapsed time) and over the ok ones (latency_s); "
+                      "ttft_/e2el_ rules likewise (llm.*_all_s), measured from the scheduled "
+                      "time in open loop.", ""]
     else:
         lines += ["The recipe states no SLO.", ""]
 

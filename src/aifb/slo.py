@@ -12,10 +12,13 @@ Which figures a rule reads (verdict_source):
   time out raise the first, so they cannot make a latency SLO pass, and requests that fail
   fast would lower it, so they cannot flatter one either. No ok request at all: the rule fails.
   Summaries written before latency_all_s existed are read from latency_s;
-- LLM `ttft_`/`e2el_` rules read `llm.ttft_sched_s` / `llm.e2el_sched_s` in open loop (measured
-  from the scheduled send time, so queueing in the client counts) and `llm.ttft_s` /
-  `llm.e2el_s` (vLLM's definition, from the actual send) in closed loop; `tpot_`/`itl_` read
-  `llm.tpot_s` / `llm.itl_s` (differences of chunk times: the same from either start).
+- LLM `ttft_`/`e2el_` rules read, the same way, the worse of the ok requests' figures and
+  `llm.ttft_all_s` / `llm.e2el_all_s` (every request; a failed one at its elapsed time, or
+  its TTFT when it got a first token). The ok figures are `llm.ttft_sched_s` /
+  `llm.e2el_sched_s` in open loop (from the scheduled send time, so queueing in the client
+  counts) and `llm.ttft_s` / `llm.e2el_s` (vLLM's definition, from the actual send) in closed
+  loop; `tpot_`/`itl_` read `llm.tpot_s` / `llm.itl_s` (differences of chunk times of ok
+  requests: the same from either start).
 """
 
 from __future__ import annotations
@@ -110,35 +113,42 @@ def _measured(metric: str, summary: dict, op: str) -> tuple[float | None, str | 
         return ((None, "rps not in the summary (no measurement window)", "throughput.rps")
                 if rps is None else (float(rps), None, "throughput.rps"))
     family, _, stat = metric.rpartition("_")
-    if not family:
-        ok, why = _stat(summary.get("latency_s") or {}, metric, stat, "successful requests")
-        if ok is None or "latency_all_s" not in summary:
-            return ok, why, "latency_s"
-        every, why = _stat(summary.get("latency_all_s") or {}, metric, stat, "requests")
-        if every is None:
-            return None, why, "latency_all_s"
-        worse = max if op in ("<", "<=") else min
-        return (every, None, "latency_all_s") if worse(every, ok) == every \
-            else (ok, None, "latency_s")
-    source = verdict_source(metric, summary)
+    ok_key, all_key = verdict_sources(metric, summary)
+    ok_block, all_block = _node(summary, ok_key), _node(summary, all_key)
+    if family and not ok_block:
+        return None, f"no {family} statistics in the summary (summary.{ok_key})", ok_key
+    ok, why = _stat(ok_block or {}, metric, stat, "successful requests")
+    if ok is None or all_block is None:
+        return ok, why, ok_key
+    every, why = _stat(all_block, metric, stat, "requests")
+    if every is None:
+        return None, why, all_key
+    worse = max if op in ("<", "<=") else min
+    if every != ok and worse(every, ok) == every:   # equal: name the ok requests' figures
+        return every, None, all_key
+    return ok, None, ok_key
+
+
+def _node(summary: dict, dotted: str) -> dict | None:
     node = summary
-    for key in source.split("."):
+    for key in dotted.split("."):
         node = node.get(key) if isinstance(node, dict) else None
-    if not node:
-        return None, f"no {family} statistics in the summary (summary.{source})", source
-    value, why = _stat(node, metric, stat, "successful requests")
-    return value, why, source
+    return node if isinstance(node, dict) and node else None
 
 
-def verdict_source(metric: str, summary: dict) -> str:
-    """The dotted summary.json key an LLM rule on `metric` is checked against (see the
-    module docstring)."""
+def verdict_sources(metric: str, summary: dict) -> tuple[str, str]:
+    """(ok-requests key, every-request key) of the summary.json blocks a latency rule on
+    `metric` reads the worse of (see the module docstring)."""
     family, _, _ = metric.rpartition("_")
+    if not family:
+        return "latency_s", "latency_all_s"
     llm = summary.get("llm") or {}
-    open_loop = (summary.get("load") or {}).get("loop") == "open"
-    if open_loop and family in ("ttft", "e2el") and f"{family}_sched_s" in llm:
-        return f"llm.{family}_sched_s"
-    return f"llm.{family}_s"
+    if family in ("ttft", "e2el"):
+        open_loop = (summary.get("load") or {}).get("loop") == "open"
+        ok_key = f"llm.{family}_sched_s" if open_loop and f"{family}_sched_s" in llm \
+            else f"llm.{family}_s"
+        return ok_key, f"llm.{family}_all_s"
+    return f"llm.{family}_s", f"llm.{family}_s"
 
 
 def format_value(metric: str, value: float | None) -> str:

@@ -228,15 +228,28 @@ def vllm_goodput_arg(slos: dict) -> str | None:
 
 def _queries(lf: pl.LazyFrame) -> list[pl.LazyFrame]:
     lf = lf.with_columns(pl.col("ok").fill_null(False))
-    m = lf.filter((pl.col("phase") == "measure") & pl.col("ok"))
-    return [m.drop("ok", "phase")]
+    measured = lf.filter(pl.col("phase") == "measure")
+    return [measured.filter(pl.col("ok")).drop("ok", "phase"), every_request(measured)]
+
+
+def every_request(measured: pl.LazyFrame) -> pl.LazyFrame:
+    """TTFT and E2EL of every measured request, from t_sched in open loop (t_start without
+    one): an ok request by the usual definitions, a failed one at its elapsed time (its TTFT
+    when it got a first token). What latency verdicts read beside the ok requests' figures."""
+    start = pl.coalesce("t_sched", "t_start")
+    end = pl.coalesce(pl.col("chunk_times").list.last(), pl.col("t_end"))
+    return measured.select(
+        pl.when(pl.col("ok")).then(pl.col("t_first") - start)
+        .otherwise(pl.coalesce("t_first", "t_end") - start).alias("ttft"),
+        pl.when(pl.col("ok")).then(end - start).otherwise(pl.col("t_end") - start).alias("e2el"))
 
 
 def compute(ok: pl.DataFrame, window_s: float | None, slos: dict, slo_source: str,
-            open_loop: bool = False) -> dict:
+            open_loop: bool = False, every: pl.DataFrame | None = None) -> dict:
     """The `llm` block from the ok requests of the measurement window (LLM_SCHEMA columns).
     `slos`: {metric: seconds (<=, vLLM) or (seconds, op, from)}. `open_loop`: also TTFT and
-    E2EL from t_sched, which goodput then uses."""
+    E2EL from t_sched, which goodput then uses. `every` (every_request's frame): TTFT and E2EL
+    over every request, failed ones included."""
     per = per_request_frame(ok)
     itl = itl_values(ok)
 
@@ -291,6 +304,9 @@ def compute(ok: pl.DataFrame, window_s: float | None, slos: dict, slo_source: st
     if open_loop:
         block["ttft_sched_s"] = stats_sorted(sorted_values(per["ttft_sched"]))
         block["e2el_sched_s"] = stats_sorted(sorted_values(per["e2el_sched"]))
+    if every is not None:
+        block["ttft_all_s"] = stats_sorted(sorted_values(every["ttft"]))
+        block["e2el_all_s"] = stats_sorted(sorted_values(every["e2el"]))
     if slos:
         good = int(good_mask(per, slos, from_sched=open_loop).sum()) if n_ok else 0
         limits = {}
@@ -340,12 +356,12 @@ def _server_block(ok: pl.DataFrame) -> dict:
 
 
 def summarize(run: dict, records_path: Path, window_s: float | None) -> dict:
-    (ok,), _dropped, _note = scan_records(records_path, _queries, schema=LLM_SCHEMA)
+    (ok, every), _dropped, _note = scan_records(records_path, _queries, schema=LLM_SCHEMA)
     slos, source = goodput_slos(run)
     open_loop = is_open_loop(run)
     if open_loop is None:  # no recipe: tell from the records
         open_loop = bool(ok.height) and ok["t_sched"].null_count() < ok.height
-    block = compute(ok, window_s, slos, source, open_loop=open_loop)
+    block = compute(ok, window_s, slos, source, open_loop=open_loop, every=every)
     wl = (run.get("recipe") or {}).get("workload") or {}
     block["api"] = wl.get("api", "openai-chat") if isinstance(wl, dict) else None
     return {"llm": block}
@@ -372,6 +388,14 @@ def definitions() -> dict:
                              "vLLM's figure, from the actual send)."),
         "llm.e2el_sched_s": ("Open loop only: E2EL measured from t_sched (see llm.ttft_sched_s); "
                              "used by e2el_ SLO rules and goodput in open loop."),
+        "llm.ttft_all_s": ("TTFT over every request of the measurement window, ok or failed, "
+                           "from t_sched in open loop (t_start in closed loop): a failed request "
+                           "counts at its TTFT when it got a first token, else at its elapsed "
+                           "time. ttft_ SLO rules read the worse of this and the ok requests' "
+                           "TTFT, so requests that time out cannot make a TTFT SLO pass."),
+        "llm.e2el_all_s": ("E2EL over every request (see llm.ttft_all_s): a failed request at "
+                           "its elapsed time t_end - start; e2el_ SLO rules read the worse of "
+                           "this and the ok requests' E2EL."),
         "llm.request_throughput": "Ok requests / window_s (req/s).",
         "llm.output_token_throughput": "Sum of output_tokens over the ok requests / window_s (tokens/s).",
         "llm.total_token_throughput": ("Sum of prompt_tokens + output_tokens over the ok requests "
