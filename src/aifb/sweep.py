@@ -109,9 +109,18 @@ class Sweep:
 
 def expand(name: str, spec: dict, root: Path) -> Sweep:
     """The sweep's points with their resolved, validated recipes (no IDs yet)."""
+    from .sweep_report import judged_rules
+
     param = spec["param"]
     common = list(spec.get("set", []))
     repeats = int(spec.get("repeats", 1))
+    try:  # the verdict settings, checked when the config is read rather than at report time
+        _, confidence = judged_rules(spec)
+    except ValueError as exc:
+        raise ConfigError(f"sweep {name}: {exc}") from None
+    if confidence is not None and repeats < 2:
+        raise ConfigError(f"sweep {name}: confidence: {confidence:g} judges a bound on the mean "
+                          "over the repeats, which needs repeats: 2 or more")
     bases: list[tuple[str, dict, list[str]]] = []
     if "points" in spec:
         for rel in spec["points"]:
