@@ -23,8 +23,9 @@ on disk, does not measure it again), run through Snakemake like `aifb run` does,
 from its results/<id>/summary.json by the sweep report's rule (sweep_report.judge_rule): a
 step passes when its run completed, every rule holds (latency rules on all requests, failed
 ones at their elapsed time) and its error rate is within the error budget (`error_budget:`,
-default 1 %). `confidence:` is refused: a bound needs repeats, and each level is measured once. The answer is the last passing level; the first failing level
-above it bounds the uncertainty ("capacity in [pass, fail)").
+default 1 %). `confidence:` is refused: a bound needs repeats, and each level is measured
+once. The answer is the last passing level; the first failing level above it bounds the
+uncertainty ("capacity in [pass, fail)").
 
 The report goes to reports/sweep_<first>_<last>/ (first and last step IDs in search order):
 sweep_report.build_sweep_report's tables and plots over the measured levels, preceded by the

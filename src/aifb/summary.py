@@ -403,6 +403,8 @@ def measure_queries(open_loop: bool | None):
         # every request, failed ones at their elapsed time: what latency SLO verdicts use
         every = m.select(latency_expr(open_loop).alias("latency"),
                          (pl.col("t_end") - pl.col("t_start")).alias("service_time"))
+        if open_loop is not None:  # service_time is needed only to tell the loop afterwards
+            every = every.drop("service_time")
         errors = (m.filter(~pl.col("ok"))
                   .group_by("op", pl.col("error").struct.field("type").fill_null("unknown")
                             .alias("error_type")).len())
