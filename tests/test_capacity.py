@@ -250,3 +250,43 @@ def test_capacity_with_a_fake_step_runner(tmp_path):
     with pytest.raises(ConfigError, match="varies one of"):
         run_capacity("cap", {**spec, "param": "workload.value_size"}, root=ws,
                      log=lambda m: None, run_step=fake_step)
+
+
+def test_capacity_steps_are_judged_like_sweep_levels(tmp_path):
+    """The same judgement as a sweep level (sweep_report.judge_rule): above 20 concurrent
+    requests 5 % of them fail, so those steps miss the default 1 % error budget although
+    their latency SLO holds; `error_budget: 10%` lets them pass; `confidence:` is refused
+    (each level is measured once)."""
+    import json
+
+    from aifb import registry
+
+    ws = make_workspace(tmp_path)
+    spec = {"mode": "capacity", "recipe": "recipes/recipe_redis_1client.yaml",
+            "param": "load.concurrency", "start": 2, "max": 64, "slo": ["p99 < 1s"]}
+
+    def fake_step(bid):
+        level = registry.get(bid, ws)["recipe"]["load"]["concurrency"]
+        d = ws / "results" / bid
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "run.json").write_text(json.dumps({"status": "completed", "benchmark_id": bid}))
+        errors = 5 if level > 20 else 0
+        (d / "summary.json").write_text(json.dumps({
+            "status": "completed", "benchmark_id": bid,
+            "requests": {"total": 100, "errors": errors},
+            "throughput": {"rps": 1000.0 * level},
+            "latency_s": {"n": 100 - errors, "p50": 0.001, "p95": 0.002, "p99": 0.003}}))
+        (ws / "reports" / bid).mkdir(parents=True, exist_ok=True)
+        return 0
+
+    res = run_capacity("cap", spec, root=ws, log=lambda m: None, run_step=fake_step)
+    assert (res["capacity"], res["first_fail"]) == (20, 21)
+    fail = next(s for s in res["steps"] if s["level"] == 21)
+    assert "error_rate <= 1% (error budget): 5%" in fail["why"]
+    assert res["error_budget"] == 0.01 and res["slo"] == ["p99 < 1s"]
+    res = run_capacity("cap", {**spec, "error_budget": "10%", "version": 2}, root=ws,
+                       log=lambda m: None, run_step=fake_step)
+    assert res["capacity"] == 64 and res["max_reached"]
+    with pytest.raises(ConfigError, match="confidence"):
+        run_capacity("cap", {**spec, "confidence": 0.95}, root=ws, log=lambda m: None,
+                     run_step=fake_step)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -294,18 +295,91 @@ def test_goodput_counts_requests_meeting_every_slo():
     g = block["goodput"]
     assert g["good_requests"] == 2 and g["rps"] == pytest.approx(0.5)
     assert g["fraction"] == pytest.approx(0.5) and g["slos_s"] == {"ttft": 0.5, "tpot": 0.05}
+    assert g["vllm_goodput_arg"] == "ttft:500 tpot:50"
 
 
 def test_goodput_slos_from_workload_or_rules():
-    run = {"recipe": {"workload": {"goodput": {"ttft": "500ms", "tpot": 0.05, "e2el": "2s"}},
+    run = {"recipe": {"workload": {"goodput": {"ttft": "500ms", "tpot": 50, "e2el": "2s"}},
                       "slo": ["ttft_p99 < 1s"]}}
-    assert llm.goodput_slos(run) == ({"ttft": 0.5, "tpot": 0.05, "e2el": 2.0}, "workload.goodput")
+    slos, source = llm.goodput_slos(run)
+    assert source == "workload.goodput"
+    assert {k: v[:2] for k, v in slos.items()} == {
+        "ttft": (0.5, "<="), "tpot": (0.05, "<="), "e2el": (2.0, "<=")}
+    assert "a bare number: ms" in slos["tpot"][2]
     run = {"recipe": {"slo": ["ttft_p50 < 200ms", "ttft_p99 < 800ms", "tpot_mean <= 40ms",
                               "p99 < 1s", "e2el_p99 > 1s"]}}
     slos, source = llm.goodput_slos(run)
-    assert slos == {"ttft": pytest.approx(0.8), "tpot": pytest.approx(0.04)}
+    # the p99 rule wins for TTFT and keeps its strict <; a mean rule bounds no single request
+    assert list(slos) == ["ttft"] and slos["ttft"][:2] == (pytest.approx(0.8), "<")
+    assert "`ttft_p99 < 800ms` as each request's limit" in slos["ttft"][2]
+    assert "99% of the requests" in slos["ttft"][2]
     assert "ttft_p99 < 800ms" in source
     assert llm.goodput_slos({"recipe": {"slo": ["p99 < 1s"]}}) == ({}, "none")
+
+
+def test_goodput_bare_numbers_are_milliseconds_as_in_vllm():
+    """vLLM's --goodput ttft:500 means 500 ms; so does workload.goodput {ttft: 500}."""
+    assert llm.goodput_limit(500) == pytest.approx(0.5)
+    assert llm.goodput_limit(0.05) == pytest.approx(0.00005)
+    assert llm.goodput_limit("500") == pytest.approx(0.5)
+    assert llm.goodput_limit("0.5s") == pytest.approx(0.5)
+    assert llm.goodput_limit("50ms") == pytest.approx(0.05)
+    with pytest.raises(ValueError):
+        llm.goodput_limit(True)
+
+
+def test_goodput_keeps_the_comparison_of_its_rule():
+    """vLLM counts a request whose value equals its limit as good (<=); a limit taken from a
+    `<` rule stays strict. TTFTs of 0.25 s and 0.5 s (exact in binary) against 0.5 s."""
+    recs = [_rec(0.0, 0.25, [0.010] * 4), _rec(1.0, 0.5, [0.010] * 4)]
+    inclusive = llm.compute(frame(recs), 2.0, {"ttft": (0.5, "<=", "given")}, "test")["goodput"]
+    strict = llm.compute(frame(recs), 2.0, {"ttft": (0.5, "<", "rule")}, "test")["goodput"]
+    assert inclusive["good_requests"] == 2 and strict["good_requests"] == 1
+    assert inclusive["vllm_goodput_arg"] == "ttft:500" and strict["vllm_goodput_arg"] is None
+    assert strict["limits"]["ttft"] == {"op": "<", "limit_s": 0.5, "from": "rule",
+                                        "measured_from": "t_start"}
+    md = "\n".join(llm.markdown({"llm": llm.compute(frame(recs), 2.0, {"ttft": (0.5, "<", "r")},
+                                                      "test")}))
+    assert "goodput (TTFT < 500 ms)" in md and "No exact vLLM equivalent" in md
+
+
+def test_open_loop_ttft_and_e2el_from_the_scheduled_time(tmp_path):
+    """Open loop: each request waited `lag` s in the client after its t_sched (0, 0.25, 0.5,
+    0.75 s). vLLM's TTFT (from t_start) is 0.25 s for all four; from t_sched it is 0.25 + lag.
+    Goodput (TTFT <= 400 ms) and the `ttft_p99 < 500ms` verdict use the t_sched figures."""
+    from aifb.summary import summarize
+
+    run_dir = tmp_path / "BM-20260109-003"
+    run_dir.mkdir()
+    lags = [0.0, 0.25, 0.5, 0.75]
+    with open(run_dir / "requests.jsonl", "w") as fh:
+        for i, lag in enumerate(lags):
+            t_sched = 1.0 + i
+            r = _rec(t_sched + lag, 0.25, [0.0625] * 4, t_sched=t_sched)
+            fh.write(json.dumps({"client": 0, "worker": 0, "seq": i, "error": None,
+                                 "bytes_out": 1, "bytes_in": 1, **r}) + "\n")
+    write_json(run_dir / "run.json", {
+        "benchmark_id": run_dir.name, "status": "completed", "service": {"kind": "vllm"},
+        "recipe": {"name": "t", "service": {"kind": "vllm"}, "load": {"clients": 1, "rate": 1},
+                   "workload": {"goodput": {"ttft": 400}}, "slo": ["ttft_p99 < 500ms"]},
+        "load_stats": {"window_s": 4.0}})
+    s = summarize(run_dir)
+    b = s["llm"]
+    assert b["ttft_s"]["min"] == b["ttft_s"]["max"] == pytest.approx(0.25)
+    assert sorted([b["ttft_sched_s"]["min"], b["ttft_sched_s"]["max"]]) == pytest.approx([0.25, 1.0])
+    assert b["ttft_sched_s"]["p50"] == pytest.approx(0.25 + 0.375)
+    assert b["e2el_s"]["max"] == pytest.approx(0.5)
+    assert b["e2el_sched_s"]["max"] == pytest.approx(0.5 + 0.75)
+    assert b["tpot_s"]["p50"] == pytest.approx(0.0625)     # the same from either start
+    g = b["goodput"]
+    assert g["good_requests"] == 1 and g["limits"]["ttft"]["measured_from"] == "t_sched"
+    rule = s["slo"]["rules"][0]
+    assert rule["source"] == "llm.ttft_sched_s" and rule["passed"] is False
+    assert rule["value"] == pytest.approx(b["ttft_sched_s"]["p99"])
+    assert "llm.ttft_sched_s" in s["metric_definitions"]
+    # closed loop: no t_sched figures, vLLM's TTFT for the verdict
+    closed = llm.compute(frame([_rec(0.0, 0.25, [0.0625] * 4)]), 1.0, {}, "none")
+    assert "ttft_sched_s" not in closed
 
 
 def test_summary_and_report_from_files(tmp_path):
@@ -330,7 +404,7 @@ def test_summary_and_report_from_files(tmp_path):
         "benchmark_id": run_dir.name, "status": "completed",
         "service": {"kind": "llamacpp"},
         "recipe": {"name": "t", "service": {"kind": "llamacpp"}, "load": {"clients": 1},
-                   "workload": {"goodput": {"ttft": "105ms"}},
+                   "workload": {"goodput": {"ttft": 105}},   # ms, as vLLM's --goodput
                    "slo": ["ttft_p99 < 500ms", "tpot_p50 < 5ms"]},
         "load_stats": {"window_s": 8.0, "warmup_end": 0.4, "measure_end": 8.4}})
     summary = summarize(run_dir)
@@ -367,3 +441,42 @@ def test_record_times_are_written_as_seconds_since_t0():
            {"output_tokens": 2, "chunk_times": [1_500_000_000, 1_600_000_123]})
     line = json.loads(encode_row((0, 0, 0, None, 1_000_000_000, res), "measure", 1_000_000_000))
     assert line["chunk_times"] == [0.5, float(ns_to_s_text(600_000_123))]
+
+
+def test_ttft_slo_does_not_pass_while_requests_time_out(tmp_path):
+    """5 of 100 requests time out after 30 s without a first token. The ok requests' TTFT is
+    0.2 s, so `ttft_p99 < 2s` passed on them alone; over every request (a failed one at its
+    elapsed time) TTFT p99 = 30 s (numpy 'linear': rank 98.01 of 0..99 lies among the 30 s
+    values) and the rule fails, read from llm.ttft_all_s. Same for E2EL."""
+    from aifb.summary import summarize
+
+    run_dir = tmp_path / "BM-20260109-004"
+    run_dir.mkdir()
+    with open(run_dir / "requests.jsonl", "w") as fh:
+        for i in range(100):
+            t0 = 1.0 + 0.5 * i
+            if i % 20 == 0:
+                r = {"t_start": t0, "t_first": None, "t_end": t0 + 30.0, "ok": False,
+                     "phase": "measure", "op": "chat",
+                     "error": {"type": "TimeoutError", "message": "30 s"}}
+            else:
+                r = _rec(t0, 0.2, [0.05] * 4)
+            fh.write(json.dumps({"client": 0, "worker": 0, "seq": i, "t_sched": None,
+                                 "error": None, "bytes_out": 1, "bytes_in": 1, **r}) + "\n")
+    write_json(run_dir / "run.json", {
+        "benchmark_id": run_dir.name, "status": "completed", "service": {"kind": "vllm"},
+        "recipe": {"name": "t", "service": {"kind": "vllm"}, "load": {"clients": 1},
+                   "slo": ["ttft_p99 < 2s", "e2el_p99 < 2s", "tpot_p99 < 100ms"]},
+        "load_stats": {"window_s": 50.0}})
+    s = summarize(run_dir)
+    b = s["llm"]
+    assert b["ttft_s"]["n"] == 95 and b["ttft_s"]["max"] == pytest.approx(0.2)
+    assert b["ttft_all_s"]["n"] == 100
+    all_ttft = np.array([30.0] * 5 + [0.2] * 95)
+    assert b["ttft_all_s"]["p99"] == pytest.approx(np.percentile(all_ttft, 99))
+    assert b["e2el_all_s"]["p99"] == pytest.approx(30.0)
+    by = {r["metric"]: r for r in s["slo"]["rules"]}
+    assert by["ttft_p99"]["passed"] is False and by["ttft_p99"]["source"] == "llm.ttft_all_s"
+    assert by["e2el_p99"]["passed"] is False and by["e2el_p99"]["source"] == "llm.e2el_all_s"
+    assert by["tpot_p99"]["passed"] is True and by["tpot_p99"]["source"] == "llm.tpot_s"
+    assert "llm.ttft_all_s" in s["metric_definitions"]

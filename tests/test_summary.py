@@ -242,3 +242,72 @@ def test_quantiles_sorted_matches_numpy_on_small_n():
         got = S.quantiles_sorted(x, [0.0, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0])
         want = np.percentile(x, [0, 50, 90, 95, 99, 99.9, 100], method="linear")
         assert np.allclose(got, want, rtol=1e-12, atol=0)
+
+
+# ----------------------------------------------------------------------------- failed requests
+
+def _write_timeout_run(d: Path, *, open_loop=False, slo=("p99 < 1s",), fail_at=30.0,
+                       n=1000, fail_every=20):
+    """n measure requests of 0.1 s + 0.0001 s x (i % 100) each; every `fail_every`-th one fails
+    after `fail_at` s (a timeout). Open loop: each request is sent 0.2 s after its t_sched."""
+    d.mkdir(parents=True)
+    lines, all_lat, ok_lat = [], [], []
+    for i in range(n):
+        t_sched = 1.0 + 0.01 * i if open_loop else None
+        t_start = (t_sched + 0.2) if open_loop else 1.0 + 0.01 * i
+        failed = i % fail_every == 0
+        elapsed = fail_at if failed else 0.1 + 0.0001 * (i % 100)
+        t_end = t_start + elapsed
+        lat = t_end - (t_sched if open_loop else t_start)
+        all_lat.append(lat)
+        if not failed:
+            ok_lat.append(lat)
+        lines.append(json.dumps({
+            "client": 0, "worker": 0, "seq": i, "op": "get", "t_sched": t_sched,
+            "t_start": t_start, "t_first": None, "t_end": t_end, "ok": not failed,
+            "error": {"type": "TimeoutError", "message": "30 s"} if failed else None,
+            "bytes_out": 1, "bytes_in": 1, "phase": "measure"}))
+    (d / "requests.jsonl").write_text("\n".join(lines) + "\n")
+    load = {"clients": 1, "concurrency": 64}
+    if open_loop:
+        load["rate"] = 100
+    (d / "run.json").write_text(json.dumps({
+        "benchmark_id": d.name, "status": "completed",
+        "recipe": {"name": "t", "service": {"kind": "redis"}, "load": load, "slo": list(slo)},
+        "load_stats": {"window_s": 10.0}}))
+    return np.asarray(ok_lat), np.asarray(all_lat)
+
+
+@pytest.mark.parametrize("open_loop", [False, True])
+def test_a_latency_slo_does_not_pass_while_requests_time_out(tmp_path, open_loop):
+    """Issue 12: 5 % of the requests time out at 30 s. The successful ones all finish within
+    0.11 s (+0.2 s queueing in open loop), so `p99 < 1s` passed on them alone; over every
+    request (a failed one at its elapsed time) p99 is 30 s and the rule fails."""
+    d = tmp_path / "BM-20260109-001"
+    ok_lat, all_lat = _write_timeout_run(d, open_loop=open_loop)
+    s = S.summarize(d)
+    assert validation_errors(s, "summary.schema.yaml") == []
+    assert s["requests"]["errors"] == 50 and s["requests"]["total"] == 1000
+    assert_stats(s["latency_s"], ok_lat, p999=False)
+    assert_stats(s["latency_all_s"], all_lat, p999=False)
+    assert s["latency_s"]["p99"] < 1.0 and s["latency_all_s"]["p99"] == pytest.approx(
+        30.2 if open_loop else 30.0)
+    assert "failed one at its elapsed time" in s["latency_all_s"]["definition"]
+    rule = s["slo"]["rules"][0]
+    assert rule["passed"] is False and rule["source"] == "latency_all_s"
+    assert rule["value"] == pytest.approx(s["latency_all_s"]["p99"])
+    assert s["slo"]["passed"] is False
+    assert "latency_all_s" in s["metric_definitions"]
+    assert "worse of" in s["metric_definitions"]["latency_all_s"]
+
+
+def test_fast_failures_cannot_flatter_a_latency_slo(tmp_path):
+    """Failures after 1 ms would pull the all-requests percentile down; the verdict keeps the
+    worse figure (here the successful requests' own)."""
+    d = tmp_path / "BM-20260109-002"
+    ok_lat, all_lat = _write_timeout_run(d, slo=("p50 < 105ms",), fail_at=0.001, fail_every=2)
+    s = S.summarize(d)
+    assert s["latency_all_s"]["p50"] < 0.105 < s["latency_s"]["p50"]
+    rule = s["slo"]["rules"][0]
+    assert rule["source"] == "latency_s" and rule["passed"] is False
+    assert rule["value"] == pytest.approx(np.percentile(ok_lat, 50))

@@ -34,6 +34,14 @@ def test_bad_sweeps_are_config_errors(tmp_path):
         expand("s", config(levels=[2, 2])["sweeps"]["s"], ws)
     with pytest.raises(ConfigError, match="no sweep named nope"):
         resolve_all(config(), root=ws, allocate=False, only="nope")
+    # the verdict settings are checked when the config is read, not when the report is built
+    with pytest.raises(ConfigError, match="sweep s: error_budget '150%' must be between"):
+        expand("s", config(error_budget="150%")["sweeps"]["s"], ws)
+    with pytest.raises(ConfigError, match="needs repeats: 2 or more"):
+        expand("s", config(confidence=0.95)["sweeps"]["s"], ws)
+    with pytest.raises(ConfigError, match="sweep s: 'p99 < fast' is not an SLO rule"):
+        expand("s", config(slo=["p99 < fast"])["sweeps"]["s"], ws)
+    assert expand("s", config(confidence=0.95, repeats=3, error_budget=0.02)["sweeps"]["s"], ws)
 
 
 def test_dry_resolution_predicts_and_writes_nothing(tmp_path):

@@ -20,9 +20,12 @@ It assumes the SLO verdict is monotone in the level (more load never helps); eac
 measured once. Every step is a benchmark with its own ID (registry.allocate_sweep_point with
 the level in the key: re-asking for the same search reuses the IDs and, when a step's report is
 on disk, does not measure it again), run through Snakemake like `aifb run` does, and judged
-from its results/<id>/summary.json with aifb.slo.evaluate: a step passes when its run
-completed and every rule holds. The answer is the last passing level; the first failing level
-above it bounds the uncertainty ("capacity in [pass, fail)").
+from its results/<id>/summary.json by the sweep report's rule (sweep_report.judge_rule): a
+step passes when its run completed, every rule holds (latency rules on all requests, failed
+ones at their elapsed time) and its error rate is within the error budget (`error_budget:`,
+default 1 %). `confidence:` is refused: a bound needs repeats, and each level is measured
+once. The answer is the last passing level; the first failing level above it bounds the
+uncertainty ("capacity in [pass, fail)").
 
 The report goes to reports/sweep_<first>_<last>/ (first and last step IDs in search order):
 sweep_report.build_sweep_report's tables and plots over the measured levels, preceded by the
@@ -41,9 +44,9 @@ from . import registry
 from .errors import ConfigError, RecipeError
 from .jsonio import read_json
 from .recipe import apply_overrides, read_yaml, validate
-from .slo import evaluate, format_value, parse_rules
+from .slo import format_value
 from .sweep import _latest
-from .sweep_report import _level_str, _md_cell
+from .sweep_report import _level_str, _md_cell, judged_rules
 
 PARAMS = ("load.clients", "load.concurrency", "load.rate")
 INTEGER_PARAMS = ("load.clients", "load.concurrency")
@@ -201,7 +204,13 @@ class Step:
 
 
 def judge(run_dir: Path, rules) -> tuple[bool, str, str | None, dict | None, list, bool | None]:
-    """(passed, why, run status, summary, rule verdicts, client_saturated) of one step."""
+    """(passed, why, run status, summary, rule verdicts, client_saturated) of one step.
+
+    The step is judged by the sweep report's own rule (sweep_report.judge_rule on the run's
+    value, the error budget being one of `rules`), so a level passes the search exactly when it
+    would pass as a one-repeat sweep level."""
+    from .sweep_report import _point, judge_rule
+
     run_path, sum_path = run_dir / "run.json", run_dir / "summary.json"
     run = read_json(run_path) if run_path.is_file() else None
     summary = read_json(sum_path) if sum_path.is_file() else None
@@ -209,18 +218,19 @@ def judge(run_dir: Path, rules) -> tuple[bool, str, str | None, dict | None, lis
     if summary is None:
         reason = (run or {}).get("reason") or "no run.json either"
         return False, f"no summary.json ({status or 'not run'}: {reason})", status, None, [], None
-    verdict = evaluate(rules, summary)
+    point = _point({"benchmark_id": run_dir.name}, run_dir, rules)
+    verdict = [judge_rule(rule, [point["rule_values"][i]]) for i, rule in enumerate(rules)]
     sat = (summary.get("validity") or {}).get("client_saturated")
     if status != "completed":
         reason = (run or {}).get("reason") or summary.get("reason") or "no reason recorded"
-        return False, f"run {status}: {reason}", status, summary, verdict["rules"], sat
+        return False, f"run {status}: {reason}", status, summary, verdict, sat
     broken = [f"{r['rule']}: {r['measured']}" + (f" ({r['note']})" if r.get("note") else "")
-              for r in verdict["rules"] if not r["passed"]]
-    held = [f"{r['metric']} = {r['measured']}" for r in verdict["rules"] if r["passed"]]
+              for r in verdict if not r["passed"]]
+    held = [f"{r['metric']} = {r['measured']}" for r in verdict if r["passed"]]
     if broken:
-        return False, "missed " + "; ".join(broken), status, summary, verdict["rules"], sat
+        return False, "missed " + "; ".join(broken), status, summary, verdict, sat
     return True, "met: " + ", ".join(held) if held else "met (no rules)", status, summary, \
-        verdict["rules"], sat
+        verdict, sat
 
 
 @contextlib.contextmanager
@@ -296,10 +306,14 @@ def run_capacity(name: str, spec: dict, *, root, profile: str = "local", log=pri
     if not slo_texts:
         raise ConfigError(f"sweep {name}: a capacity search needs an SLO (the sweep's `slo:` or "
                           "the recipe's)")
+    if spec.get("confidence") is not None:
+        raise ConfigError(f"sweep {name}: `confidence:` needs repeats of a level, and a capacity "
+                          "search measures each level once; drop it or use a grid sweep with "
+                          "`repeats:`")
     try:
-        rules = parse_rules(slo_texts)
+        rules, _ = judged_rules({"slo": slo_texts, "error_budget": spec.get("error_budget")})
     except ValueError as exc:
-        raise ConfigError(f"sweep {name}: slo: {exc}") from None
+        raise ConfigError(f"sweep {name}: {exc}") from None
     search = CapacitySearch(spec["start"], spec["max"], spec.get("resolution"), integer)
     common = list(spec.get("set", []))
     run_step = run_step or snakemake_step(root, profile, name)
@@ -333,7 +347,8 @@ def run_capacity(name: str, spec: dict, *, root, profile: str = "local", log=pri
         log(f"step {step.index}: {'PASS' if step.passed else 'FAIL'} ({step.why}); "
             f"{step.next_why}")
         steps.append(step)
-    result = {"name": name, "param": param, "slo": [r.text for r in rules],
+    result = {"name": name, "param": param, "slo": [r.text for r in rules[:-1]],
+              "error_budget": rules[-1].threshold,
               **search.answer(), "start": search.start, "max": search.max,
               "resolution": spec.get("resolution", 1 if integer else "5%"),
               "steps": [s.as_dict() for s in steps]}
@@ -374,6 +389,7 @@ def write_capacity_report(name: str, spec: dict, res: dict, steps: list[Step], r
     sweep = {"name": name, "param": res["param"], "mode": MODE,
              "levels": [s.level for s in by_level], "repeats": 1,
              "version": spec.get("version", 1), "slo": res["slo"],
+             "error_budget": res["error_budget"],
              "service": spec.get("service"), "purpose": spec.get("purpose"),
              "points": [{"level": s.level, "repeat": 0, "benchmark_id": s.benchmark_id,
                          "recipe_path": spec["recipe"]} for s in by_level]}

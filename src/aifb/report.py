@@ -381,10 +381,16 @@ def render_markdown(report: dict, summary: dict) -> str:
             measured = rule.get("measured", "n/a")
             if rule.get("note"):
                 measured += f" ({rule['note']})"
+            if rule.get("source") and rule.get("value") is not None:
+                measured += f" from {rule['source']}"
             lines.append(f"| `{_md(rule['rule'])}` | {_md(measured)} | "
                          f"{'✅ yes' if rule.get('passed') else '❌ no'} |")
         lines += ["", f"**Overall: {_slo_word(r['slo'].get('passed'))}** "
-                      "(every rule must pass; a rule without a measured value fails).", ""]
+                      "(every rule must pass; a rule without a measured value fails). Latency "
+                      "rules read the worse of the figures over every request (latency_all_s, a "
+                      "failed request at its elapsed time) and over the ok ones (latency_s); "
+                      "ttft_/e2el_ rules likewise (llm.*_all_s), measured from the scheduled "
+                      "time in open loop.", ""]
     else:
         lines += ["The recipe states no SLO.", ""]
 

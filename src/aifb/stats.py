@@ -1,5 +1,5 @@
 """Small-sample statistics for repeated measurements: mean with a Student-t confidence interval,
-and the relative spread of repeats (used to size rerun tolerances).
+and the relative spread of repeats (rerun tolerances are built on it).
 
 No scipy: the two-sided 95 % t quantiles for 1..30 degrees of freedom come from a table, and any
 other (integer) df / confidence level is computed exactly by inverting the closed-form Student-t
@@ -125,8 +125,8 @@ def mean_ci(values: Iterable[float | None], confidence: float = 0.95) -> dict:
 def relative_spread(values: Iterable[float | None]) -> float | None:
     """Coefficient of variation of repeated measurements: sample std (ddof=1) / |mean|.
 
-    None with fewer than two values or a zero mean. Rerun tolerances are a multiple of this
-    (see aifb.compare).
+    None with fewer than two values or a zero mean. Rerun tolerances are a prediction
+    interval built on it (aifb.compare.rerun_tolerance).
     """
     xs = _clean(values)
     if len(xs) < 2:

@@ -58,6 +58,7 @@ PERCENTILE_METHOD = ("linear interpolation between order statistics (numpy 'line
 CLOSED_LOOP_DEFINITION = "t_end - t_start"
 OPEN_LOOP_DEFINITION = "t_end - t_sched (includes queueing)"
 CONNECT_OP = "connect"  # a failed reconnect attempt's record (see aifb.engine): not a request
+ALL_REQUESTS_NOTE = ", every request (a failed one at its elapsed time)"
 
 CPU_SATURATION = 0.9        # fraction of one core
 LOOP_LAG_LIMIT_S = 0.005    # event-loop lag p99
@@ -297,6 +298,13 @@ def metric_definitions(open_loop: bool) -> dict:
             "window's end are recorded, and those that started in the warmup never count. "
             "Counting by completion would over-weight long requests. From one monotonic clock "
             "with ns resolution; n is the number of samples."),
+        "latency_all_s": (
+            f"The same latency ({lat}) over every request of the latency sample (started in "
+            "the measurement window), ok or failed: a failed or timed-out request counts at its elapsed time (it took at least "
+            "that long and gave no answer). SLO rules on latency (p50 ... p99.9, mean, min, max) "
+            "are checked against the worse of these and latency_s: requests that time out "
+            "cannot make a latency SLO pass, and requests that fail fast (which would lower "
+            "these figures) cannot flatter one; with no ok request a latency rule fails."),
         "percentiles": (
             "p50/p90/p95/p99/p99.9 by linear interpolation between order statistics (numpy "
             "'linear', Hyndman-Fan 7: h = (n-1)q, x[floor h] + (h - floor h)(x[floor h+1] - "
@@ -306,7 +314,9 @@ def metric_definitions(open_loop: bool) -> dict:
         "mean_std": "mean = arithmetic mean; std = sample standard deviation (n - 1); null when n < 2.",
         "latency_by_op": "The latency statistics above, per operation type.",
         "slo": ("Each recipe SLO rule is checked against this summary; an SLO passes only when "
-                "every rule passes, and a rule whose value is unavailable fails."),
+                "every rule passes, and a rule whose value is unavailable fails. Latency rules "
+                "read the worse of latency_all_s (every request) and latency_s (ok requests); "
+                "each verdict names its `source`."),
         "validity.client_saturated": (
             f"True when the load generator used more than {CPU_SATURATION:.0%} of one CPU core "
             f"(load_stats.client_cpu.util_of_one_core; with load.processes > 1 that of the "
@@ -423,6 +433,11 @@ def measure_queries(open_loop: bool | None, sample: pl.Expr | None = None):
             (pl.col("t_first") - pl.col("t_start")).alias("ttfb"))
         if open_loop is False:
             ok = ok.drop("service_time")
+        # every request, failed ones at their elapsed time: what latency SLO verdicts use
+        every = lf.filter(sample).select(latency_expr(open_loop).alias("latency"),
+                                         (pl.col("t_end") - pl.col("t_start")).alias("service_time"))
+        if open_loop is not None:  # service_time is needed only to tell the loop afterwards
+            every = every.drop("service_time")
         errors = (m.filter(~pl.col("ok"))
                   .group_by("op", pl.col("error").struct.field("type").fill_null("unknown")
                             .alias("error_type")).len())
@@ -432,7 +447,7 @@ def measure_queries(open_loop: bool | None, sample: pl.Expr | None = None):
         ok_counts = (m.filter(pl.col("ok"))
                      .group_by("op").agg(pl.len().alias("n"), (pl.col("bytes_in").fill_null(0)
                                          + pl.col("bytes_out").fill_null(0)).sum().alias("bytes")))
-        return [ok, errors, lag, meta, connects, ok_counts]
+        return [ok, errors, lag, meta, connects, ok_counts, every]
 
     return queries
 
@@ -451,7 +466,7 @@ def summarize(run_dir: Path) -> dict:
 
     open_loop = is_open_loop(run)
     sample = latency_sample(run, open_loop)
-    (ok, errs, lag, meta, conns, okc), dropped, note = scan_records(
+    (ok, errs, lag, meta, conns, okc, every), dropped, note = scan_records(
         records, measure_queries(open_loop, sample), schema=SUMMARY_SCHEMA)
     meta = (meta.group_by("phase")
             .agg(pl.col("count").sum(), pl.col("t_min").min(), pl.col("t_max").max(),
@@ -461,6 +476,7 @@ def summarize(run_dir: Path) -> dict:
         open_loop = bool(mrow.height and mrow["has_sched"][0])
         if not open_loop:
             ok = ok.with_columns(latency=pl.col("service_time"))
+            every = every.with_columns(latency=pl.col("service_time"))
 
     okc = okc.group_by("op").agg(pl.col("n").sum(), pl.col("bytes").sum())
     n_ok = int(okc["n"].sum()) if okc.height else 0  # completions in the window (throughput)
@@ -529,6 +545,9 @@ def summarize(run_dir: Path) -> dict:
                                  if latency_window(run) else
                                  "requests that completed in the measurement window (run.json "
                                  "has no window bounds)")},
+        "latency_all_s": {**stats_of(every["latency"]), "method": PERCENTILE_METHOD,
+                          "definition": (OPEN_LOOP_DEFINITION if open_loop
+                                         else CLOSED_LOOP_DEFINITION) + ALL_REQUESTS_NOTE},
         "latency_by_op": stats_by_op(ok, "latency"),
     }
     if open_loop:
@@ -537,7 +556,7 @@ def summarize(run_dir: Path) -> dict:
         summary["sched_lag_s"] = {**stats_of(lag["sched_lag"]), "definition": "t_start - t_sched"}
     if ok.height and ok["ttfb"].null_count() < ok.height:
         summary["ttfb_s"] = {**stats_of(ok["ttfb"]), "definition": "t_first - t_start"}
-    del ok, lag
+    del ok, lag, every
     ext_defs = {}
     for ext in extensions(run):  # service-specific blocks (llm, recall, ...) before the SLO check
         if hasattr(ext, "summarize"):

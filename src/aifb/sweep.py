@@ -100,7 +100,8 @@ class Sweep:
     def describe(self) -> dict:
         return {"name": self.name, "param": self.spec["param"], "levels": self.levels,
                 "repeats": self.spec.get("repeats", 1), "version": self.spec.get("version", 1),
-                "slo": self.slo, "service": self.spec.get("service"),
+                "slo": self.slo, "error_budget": self.spec.get("error_budget"),
+                "confidence": self.spec.get("confidence"), "service": self.spec.get("service"),
                 "purpose": self.spec.get("purpose"), "mode": self.spec.get("mode", "grid"),
                 "points": [{"level": p.level, "repeat": p.repeat, "benchmark_id": p.benchmark_id,
                             "recipe_path": p.recipe_path} for p in self.points]}
@@ -108,9 +109,18 @@ class Sweep:
 
 def expand(name: str, spec: dict, root: Path) -> Sweep:
     """The sweep's points with their resolved, validated recipes (no IDs yet)."""
+    from .sweep_report import judged_rules
+
     param = spec["param"]
     common = list(spec.get("set", []))
     repeats = int(spec.get("repeats", 1))
+    try:  # the verdict settings, checked when the config is read rather than at report time
+        _, confidence = judged_rules(spec)
+    except ValueError as exc:
+        raise ConfigError(f"sweep {name}: {exc}") from None
+    if confidence is not None and repeats < 2:
+        raise ConfigError(f"sweep {name}: confidence: {confidence:g} judges a bound on the mean "
+                          "over the repeats, which needs repeats: 2 or more")
     bases: list[tuple[str, dict, list[str]]] = []
     if "points" in spec:
         for rel in spec["points"]:

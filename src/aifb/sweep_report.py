@@ -4,11 +4,19 @@ It answers one question first: what is the most load this service takes while me
 Every level of the swept parameter is judged against the *sweep's* SLO (config/config.yaml,
 evaluated here with aifb.slo on each point's summary.json), not the SLO of the point's own recipe.
 
-- A level passes when every run at that level completed and every SLO rule holds. Failed,
-  partial, running or missing runs never pass.
-- With repeats (>= 2 runs at a level) each number is the mean over the repeats with a 95 %
-  Student-t confidence interval, and a rule is checked against the pessimistic end of the
-  interval: the upper bound for `<`/`<=` rules, the lower bound for `>`/`>=` rules.
+- A level passes when every run at that level completed, every SLO rule holds and its error
+  rate is within the sweep's error budget (`error_budget:`, default 1 %). Failed, partial,
+  running or missing runs never pass.
+- A rule is judged on what was measured: the value of the single run, or with repeats the mean
+  over the repeats, shown with its 95 % Student-t confidence interval beside it. More repeats
+  therefore never make a verdict worse by construction: a level truly inside the SLO passes
+  more often, not less (tests/test_sweep_report.py simulates it). Requiring every repeat to
+  pass would not do that (P(all pass) = p^n falls with n), nor would the pessimistic end of the
+  interval (with 2 repeats the bound is mean + 6.35 x |x1 - x2|).
+- Only when the sweep asks for a confidence level (`confidence: 0.95`) is a rule checked
+  against the one-sided bound at that level (upper for `<`/`<=`, lower for `>`/`>=`); that
+  needs at least 2 repeats, and a rule the mean meets but the bound does not says how many
+  repeats at the measured spread would let it pass (repeats_needed).
 - The optimum is the passing level with the highest (mean) throughput; a tie goes to the lower
   level (fewer resources for the same result).
 
@@ -23,7 +31,7 @@ from pathlib import Path
 
 from .jsonio import read_json, write_json, write_text
 from .slo import SloRule, measured_value, parse_rules
-from .stats import mean_ci
+from .stats import mean_ci, t_quantile
 
 LATENCY_KEYS = ("p50", "p95", "p99")
 PLOT_FILES = {
@@ -41,6 +49,8 @@ STATUS_LABEL = {
     "no summary": "⚠️ no summary",
 }
 VERDICT_COLORS = {"pass": "#2e7d32", "fail": "#ef6c00", "failed run": "#c62828"}
+DEFAULT_ERROR_BUDGET = 0.01   # a level with more than 1 % failed requests is not usable
+MAX_REPEATS_NEEDED = 1000     # repeats_needed looks no further
 
 
 # ----------------------------------------------------------------------------- formatting
@@ -135,7 +145,7 @@ def _point(point: dict, run_dir: Path | None, rules: list[SloRule]) -> dict:
             rec[k] = lat.get(k)
     if req.get("total"):
         rec["error_rate"] = (req.get("errors") or 0) / req["total"]
-    rec["rule_values"] = [measured_value(r.metric, summary) for r in rules]
+    rec["rule_values"] = [measured_value(r.metric, summary, r.op) for r in rules]
     rec["warnings"] = list((summary.get("validity") or {}).get("warnings") or [])
     return rec
 
@@ -150,46 +160,118 @@ def _level_status(points: list[dict]) -> str:
     return next(s for s in statuses if s != "completed")
 
 
-def _pessimistic(rule: SloRule, ci: dict) -> tuple[float | None, str | None]:
-    """The value a rule is checked against, and which end of the interval it is."""
-    if ci["mean"] is None:
-        return None, None
-    if ci["high"] is None:  # a single run: its value
-        return ci["mean"], None
-    if rule.op in ("<", "<="):
-        return ci["high"], "upper"
-    return ci["low"], "lower"
+def parse_error_budget(value) -> float:
+    """The error budget as a fraction: None -> DEFAULT_ERROR_BUDGET, "2%" -> 0.02, 0.02 -> 0.02."""
+    if value is None:
+        return DEFAULT_ERROR_BUDGET
+    try:
+        if isinstance(value, str) and value.strip().endswith("%"):
+            budget = float(value.strip()[:-1]) / 100
+        elif isinstance(value, bool):
+            raise ValueError
+        else:
+            budget = float(value)
+    except ValueError:
+        raise ValueError(f"error_budget {value!r}: a percentage (\"1%\") or a fraction "
+                         "(0.01)") from None
+    if not 0.0 <= budget <= 1.0:
+        raise ValueError(f"error_budget {value!r} must be between 0 and 100%")
+    return budget
 
 
-def _level(level, points: list[dict], rules: list[SloRule]) -> dict:
+def error_budget_rule(budget: float) -> SloRule:
+    """The error budget as one more rule, judged like any other."""
+    return SloRule(text=f"error_rate <= {budget * 100:g}% (error budget)", metric="error_rate",
+                   op="<=", threshold=budget)
+
+
+def judged_rules(sweep: dict) -> tuple[list[SloRule], float | None]:
+    """(the rules a level is judged on: the sweep's SLO, then its error budget; confidence)."""
+    rules = parse_rules(sweep.get("slo"))
+    rules.append(error_budget_rule(parse_error_budget(sweep.get("error_budget"))))
+    confidence = sweep.get("confidence")
+    if confidence is not None and not 0.5 <= float(confidence) < 1.0:
+        raise ValueError(f"confidence {confidence!r} must be at least 0.5 and below 1")
+    return rules, (float(confidence) if confidence is not None else None)
+
+
+def one_sided_bound(rule: SloRule, mean: float, std: float, n: int, confidence: float) -> float:
+    """The pessimistic one-sided Student-t bound on the mean at `confidence`: the upper bound
+    for `<`/`<=` rules, the lower one for `>`/`>=` rules (n >= 2)."""
+    half = t_quantile(n - 1, 2 * confidence - 1) * std / math.sqrt(n)
+    return mean + half if rule.op in ("<", "<=") else mean - half
+
+
+def repeats_needed(rule: SloRule, mean: float, std: float, confidence: float) -> int | None:
+    """The fewest repeats whose one-sided bound would meet the rule if the mean and spread
+    stayed as measured; None when the mean itself misses (no number of repeats helps) or more
+    than MAX_REPEATS_NEEDED would be needed."""
+    if not rule.check(mean):
+        return None
+    for n in range(2, MAX_REPEATS_NEEDED + 1):
+        if rule.check(one_sided_bound(rule, mean, std, n, confidence)):
+            return n
+    return None
+
+
+def judge_rule(rule: SloRule, values: list, confidence: float | None = None) -> dict:
+    """One rule over the values of the runs at a level ((value, why-missing) pairs, one per run).
+
+    Without `confidence`, the rule is checked against what was measured: the single value, or
+    the mean of the repeats. With it, against the one-sided bound at that confidence (needs
+    n >= 2). Either way the 95 % confidence interval of the mean is reported beside
+    (ci_low, ci_high)."""
+    missing = [why for v, why in values if v is None]
+    ci = mean_ci(v for v, _ in values)
+    n, mean = ci["n"], ci["mean"]
+    value, bound, note, needed = mean, None, None, None
+    if not values:
+        value, note = None, "no run produced a summary"
+    elif missing:
+        value, note = None, missing[0] or f"{rule.metric} not measured"
+    elif confidence is not None:
+        bound = f"{'upper' if rule.op in ('<', '<=') else 'lower'} {confidence:.0%} bound"
+        if n < 2:
+            value, note = None, (f"a {confidence:.0%} confidence bound needs at least 2 repeats "
+                                 f"(the sweep's `confidence:`); have {n}")
+        else:
+            value = one_sided_bound(rule, mean, ci["std"], n, confidence)
+            if not rule.check(value):
+                needed = repeats_needed(rule, mean, ci["std"], confidence)
+    passed = value is not None and not math.isnan(value) and rule.check(value)
+    measured = fmt_metric(rule.metric, value)
+    if bound and value is not None:
+        measured += f" ({bound}; mean {fmt_metric(rule.metric, mean)})"
+    elif n > 1 and value is not None:
+        measured += (f" (mean of {n}; 95% CI {fmt_metric(rule.metric, ci['low'])} to "
+                     f"{fmt_metric(rule.metric, ci['high'])})")
+    item = {"rule": rule.text, "metric": rule.metric, "op": rule.op,
+            "threshold": rule.threshold, "value": value, "bound": bound,
+            "basis": bound or ("mean of the repeats" if n > 1 else "the run's value"),
+            "mean": mean, "ci_low": ci["low"], "ci_high": ci["high"], "n": n,
+            "confidence": confidence, "passed": passed, "measured": measured}
+    if confidence is not None and not passed and value is not None:
+        item["repeats_needed"] = needed
+        note = (f"the mean meets it; about {needed} repeats at this spread would bring the "
+                f"{bound} inside" if needed else
+                "the mean itself misses it: more repeats would not help"
+                if not rule.check(mean) else
+                f"more than {MAX_REPEATS_NEEDED} repeats at this spread would be needed")
+    if note:
+        item["note"] = note
+    return item
+
+
+def _level(level, points: list[dict], rules: list[SloRule],
+           confidence: float | None = None) -> dict:
     status = _level_status(points)
     completed = [p for p in points if p["status"] == "completed" and p["has_summary"]]
     used = completed or [p for p in points if p["has_summary"]]
     cis = {"rps": mean_ci(p["rps"] for p in used),
            **{k: mean_ci(p[k] for p in used) for k in LATENCY_KEYS},
            "error_rate": mean_ci(p["error_rate"] for p in used)}
-    slo = []
-    for i, rule in enumerate(rules):
-        vals = [p["rule_values"][i] for p in used]
-        missing = [why for v, why in vals if v is None]
-        ci = mean_ci(v for v, _ in vals)
-        value, bound = _pessimistic(rule, ci)
-        note = None
-        if not used:
-            value, bound, note = None, None, "no run produced a summary"
-        elif missing:
-            value, bound, note = None, None, missing[0] or f"{rule.metric} not measured"
-        passed = value is not None and not math.isnan(value) and rule.check(value)
-        measured = fmt_metric(rule.metric, value)
-        if bound:
-            measured += f" ({bound} 95% bound)"
-        item = {"rule": rule.text, "metric": rule.metric, "op": rule.op,
-                "threshold": rule.threshold, "value": value, "bound": bound,
-                "mean": ci["mean"], "ci_low": ci["low"], "ci_high": ci["high"], "n": ci["n"],
-                "passed": passed, "measured": measured}
-        if note:
-            item["note"] = note
-        slo.append(item)
+    slo = [judge_rule(rule, [p["rule_values"][i] for p in used], confidence)
+           for i, rule in enumerate(rules)]
     passed = (status == "completed" and len(completed) == len(points)
               and all(r["passed"] for r in slo))
     if status != "completed":
@@ -204,8 +286,9 @@ def _level(level, points: list[dict], rules: list[SloRule]) -> dict:
     else:
         verdict = "fail"
         broken = [f"{r['rule']}: {fmt_metric(r['metric'], r['value'])}" +
-                  (f" at the {r['bound']} 95% bound" if r["bound"] else "")
-                  if r.get("note") is None else f"{r['rule']}: {r['note']}"
+                  (f" at the {r['bound']}" if r["bound"] else "") +
+                  (f" ({r['note']})" if r.get("note") and r["value"] is not None else "")
+                  if r["value"] is not None else f"{r['rule']}: {r.get('note')}"
                   for r in slo if not r["passed"]]
         verdict_text = "❌ fail: " + "; ".join(broken)
     multi = len(points) >= 2
@@ -291,16 +374,27 @@ OPTIMUM_SENTENCE = ("The optimum is the passing level with the highest throughpu
                     "throughputs go to the lower level.")
 
 
-def verdict_rule_text(repeats: bool) -> str:
-    text = ("A level passes when every run at that level completed and every rule of the sweep's "
+def verdict_rule_text(repeats: bool, error_budget: float = DEFAULT_ERROR_BUDGET,
+                      confidence: float | None = None) -> str:
+    text = ("A level passes when every run at that level completed, every rule of the sweep's "
             "SLO holds on its summary.json (latency percentiles pooled over all clients, "
-            "measurement window only); failed, partial or missing runs never pass. "
-            + OPTIMUM_SENTENCE)
-    if repeats:
-        text += (" With repeats, each number is the mean over the repeats with a 95% Student-t "
-                 "confidence interval, and each rule is checked against the pessimistic end of the "
-                 "interval: the upper bound for `<`/`<=` rules (e.g. p99), the lower bound for "
-                 "`>`/`>=` rules (e.g. rps).")
+            "measurement window only; latency rules are judged on the worse of the figures over "
+            "all requests, a failed or timed-out request counting at its elapsed time, and over "
+            "the successful ones, so timeouts cannot hide and fast failures cannot flatter) and its "
+            f"error rate is within the error budget ({error_budget * 100:g}%, the sweep's "
+            "`error_budget:`); failed, partial or missing runs never pass. " + OPTIMUM_SENTENCE)
+    if confidence is not None:
+        text += (f" The sweep asks for {confidence:.0%} confidence (`confidence:`): each rule is "
+                 f"checked against the one-sided {confidence:.0%} Student-t bound on the mean "
+                 "over the repeats (the upper bound for `<`/`<=` rules, the lower bound for "
+                 "`>`/`>=` rules), which needs at least 2 repeats; a rule whose mean holds but "
+                 "whose bound does not says how many repeats at the measured spread would "
+                 "bring the bound inside.")
+    elif repeats:
+        text += (" With repeats, each rule is judged on what was measured: the mean over the "
+                 "repeats must meet it (so more repeats never make a verdict worse by "
+                 "construction); the 95% Student-t confidence interval of the mean is shown "
+                 "beside it. Set `confidence:` in the sweep to require a bound instead.")
     return text
 
 
@@ -548,8 +642,9 @@ def _render_md(report: dict, rules: list[SloRule], view: dict | None = None) -> 
     if report.get("service"):
         bits.append(f"**Service**: {report['service']}")
     bits.append(f"**Swept parameter**: `{param}` = {', '.join(_level_str(l['level']) for l in levels)}")
-    bits.append(f"**SLO**: {' and '.join(r.text for r in rules) or 'none given'} "
-                "(the sweep's SLO from config/config.yaml)")
+    bits.append(f"**SLO**: {' and '.join(report['slo']) or 'none given'} "
+                "(the sweep's SLO from config/config.yaml), within an error budget of "
+                f"{report['error_budget'] * 100:g}% failed requests")
     bits.append(f"**Repeats per level**: {report['repeats']}")
     if report.get("purpose"):
         bits.append(f"**Purpose**: {report['purpose']}")
@@ -578,9 +673,11 @@ def _render_md(report: dict, rules: list[SloRule], view: dict | None = None) -> 
                  thr, *lats, err, *[_slo_cell(l, r) for r in l["slo"]], l["verdict_text"]]
         out.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
     out.append("")
-    if multi:
+    if multi or report.get("confidence") is not None:
         out.append("Values are the mean ± the half-width of the 95% confidence interval over the "
-                   "repeats; the SLO columns show the pessimistic bound that was checked.")
+                   "repeats; the SLO columns show the value each rule was checked against ("
+                   + (f"the one-sided {report['confidence']:.0%} bound" if report.get("confidence")
+                      is not None else "the mean") + ") with its interval.")
         out.append("")
 
     out += list(report.get("sections") or [])
@@ -588,9 +685,12 @@ def _render_md(report: dict, rules: list[SloRule], view: dict | None = None) -> 
     if view.get("optimum_sentence"):
         rule = rule.replace(OPTIMUM_SENTENCE, view["optimum_sentence"])
     out += ["## How the verdict is made", "", rule, "",
-            "Throughput = successful requests / measurement window (warmup excluded). Latency "
-            "percentiles are over the pooled per-request samples of all clients, successful "
-            "requests only. Error rate = failed / all requests in the window.", ""]
+            "Throughput = successful requests / measurement window (warmup excluded). The p50, "
+            "p95 and p99 columns are over the pooled per-request samples of all clients, "
+            "successful requests only; latency rules are checked on the worse of these and the "
+            "same percentiles over all requests (summary.json latency_all_s: a failed request "
+            "at its elapsed time). "
+            "Error rate = failed / all requests in the window.", ""]
 
     if multi:
         out += ["## Runs", "", "| Level | Repeat | Benchmark ID | Status | Throughput (RPS) | p50 | "
@@ -647,7 +747,9 @@ def build_sweep_report(sweep: dict, run_dirs: list[Path], out_dir: Path, *,
     """
     view = view or {}
     out_dir = Path(out_dir)
-    rules = parse_rules(sweep.get("slo"))
+    slo_rules = parse_rules(sweep.get("slo"))
+    rules, confidence = judged_rules(sweep)
+    budget = rules[-1].threshold
     points = list(sweep.get("points") or [])
     by_name = {Path(d).name: Path(d) for d in run_dirs}
     records = []
@@ -661,7 +763,8 @@ def build_sweep_report(sweep: dict, run_dirs: list[Path], out_dir: Path, *,
     for r in records:
         if r["level"] not in order:
             order.append(r["level"])
-    levels = [_level(lv, [r for r in records if r["level"] == lv], rules) for lv in order
+    levels = [_level(lv, [r for r in records if r["level"] == lv], rules, confidence)
+              for lv in order
               if any(r["level"] == lv for r in records)]
     optimal = choose_optimal(levels)
     closest = closest_level(levels) if optimal is None else None
@@ -675,9 +778,11 @@ def build_sweep_report(sweep: dict, run_dirs: list[Path], out_dir: Path, *,
         "service": sweep.get("service"),
         "purpose": sweep.get("purpose"),
         "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "headline": headline(param, levels, optimal, closest, rules),
-        "slo": [r.text for r in rules],
-        "verdict_rule": verdict_rule_text(multi),
+        "headline": headline(param, levels, optimal, closest, slo_rules),
+        "slo": [r.text for r in slo_rules],
+        "error_budget": budget,
+        "confidence": confidence,
+        "verdict_rule": verdict_rule_text(multi, budget, confidence),
         "levels": levels,
         "optimal": _summary_of(optimal),
         "closest": _summary_of(closest),

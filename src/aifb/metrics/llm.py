@@ -11,13 +11,25 @@ aifb.clients.openai / aifb.clients.ollama):
     request_throughput      = ok requests / window_s
     output_token_throughput = sum(output_tokens) / window_s
     total_token_throughput  = sum(prompt_tokens + output_tokens) / window_s
-    goodput                 = ok requests meeting every per-request SLO / window_s
+    goodput                 = ok requests meeting every per-request limit / window_s
 
-Per-request SLOs for goodput: `workload.goodput: {ttft: 500ms, tpot: 50ms, e2el: 2s}` when the
-recipe gives it; otherwise taken from the recipe's SLO rules on ttft_/tpot_/e2el_ with `<` or
-`<=` (per metric, the rule on the highest percentile: `ttft_p99 < 500ms` -> TTFT <= 500 ms per
-request). A request with one output token has no TPOT and meets a TPOT SLO (as in vLLM); a
-request without TTFT (not streamed) does not meet a TTFT SLO. No SLO -> goodput is null.
+TTFT and E2EL are measured from t_start, the actual send, as vLLM's benchmark_serving does. In
+open loop (load.rate) a request may wait in the client past its scheduled time t_sched when the
+server falls behind, so the block also has ttft_sched_s and e2el_sched_s, measured from t_sched;
+in open loop those are what goodput and the SLO verdicts (aifb.slo) use, so an overloaded server
+cannot look healthy. TPOT and ITL are differences of chunk times: the same from either start.
+
+Goodput, as vLLM's `--goodput ttft:500 tpot:50` (benchmark_serving.py: values in milliseconds,
+a request is good when every one of its values is <= its limit; ok requests only):
+- `workload.goodput: {ttft: 500, tpot: 50}` takes per-request limits in vLLM's terms: a bare
+  number is milliseconds, a string may name its unit ("0.5s"); compared with <=.
+- Otherwise the limits come from the recipe's SLO rules on ttft_/tpot_/e2el_ percentiles or max
+  with `<` or `<=`, the rule on the highest percentile per metric, keeping its comparison:
+  `ttft_p99 < 500ms` -> good when TTFT < 500 ms. A percentile rule bounds a share of the
+  requests, so using its threshold for each request is a choice the goodput block states
+  (`limits[...].from`); mean and min rules bound no single request and are not used.
+A request with one output token has no TPOT and meets a TPOT limit (vLLM counts its TPOT as
+0); a request without TTFT (not streamed) does not meet a TTFT limit. No limits -> goodput null.
 
 Statistics use aifb.summary's helpers (pooled samples, Hyndman-Fan 7 percentiles, p99.9 only
 for n >= 10,000). Like summary and report, this module reads files only.
@@ -31,12 +43,15 @@ import numpy as np
 import polars as pl
 
 from ..slo import parse_rules
-from ..summary import PERCENTILE_METHOD, scan_records, sorted_values, stats_sorted
+from ..summary import (PERCENTILE_METHOD, is_open_loop, latency_sample, scan_records,
+                       sorted_values, stats_sorted)
 from ..units import format_seconds, parse_duration
 
 KINDS = ("vllm", "ollama", "llamacpp")
 GOODPUT_METRICS = ("ttft", "tpot", "e2el")
-_STAT_RANK = {"max": 9, "p999": 8, "p99": 7, "p95": 6, "p90": 5, "p50": 4, "mean": 3}
+# Rules whose threshold may serve as a per-request goodput limit, highest first; mean and min
+# rules bound no single request, so they never do.
+_STAT_RANK = {"max": 9, "p999": 8, "p99": 7, "p95": 6, "p90": 5, "p50": 4}
 MAX_PLOT_SAMPLES = 200_000
 PLOT_FILES = ("llm_ttft.png", "llm_tpot.png", "llm_itl.png", "llm_tokens_over_time.png")
 
@@ -92,12 +107,18 @@ def request_metrics(rec: dict) -> dict:
 
 
 def per_request_frame(ok: pl.DataFrame) -> pl.DataFrame:
-    """ttft, e2el, tpot per ok request (polars; the same definitions as request_metrics)."""
-    last = pl.col("chunk_times").list.last()
-    e2el = pl.coalesce(last, pl.col("t_end")) - pl.col("t_start")
-    ttft = pl.col("t_first") - pl.col("t_start")
+    """ttft, e2el, tpot per ok request (polars; the same definitions as request_metrics), and
+    ttft_sched, e2el_sched: the same from t_sched (null without one)."""
+    end = pl.coalesce(pl.col("chunk_times").list.last(), pl.col("t_end"))
     n = pl.col("output_tokens")
-    return ok.with_columns(ttft.alias("ttft"), e2el.alias("e2el")).with_columns(
+    if "t_sched" not in ok.columns:
+        ok = ok.with_columns(pl.lit(None, dtype=pl.Float64).alias("t_sched"))
+    return ok.with_columns(
+        (pl.col("t_first") - pl.col("t_start")).alias("ttft"),
+        (end - pl.col("t_start")).alias("e2el"),
+        (pl.col("t_first") - pl.col("t_sched")).alias("ttft_sched"),
+        (end - pl.col("t_sched")).alias("e2el_sched"),
+    ).with_columns(
         pl.when(pl.col("ttft").is_not_null() & (n > 1))
         .then((pl.col("e2el") - pl.col("ttft")) / (n - 1)).otherwise(None).alias("tpot"))
 
@@ -111,8 +132,23 @@ def itl_values(ok: pl.DataFrame) -> pl.Series:
 
 # ----------------------------------------------------------------------------- goodput SLOs
 
+def goodput_limit(value) -> float:
+    """Seconds from a workload.goodput value: a bare number is milliseconds (vLLM's
+    `--goodput ttft:500`), a string may carry its unit ("0.5s", "500ms")."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a goodput limit")
+    if isinstance(value, (int, float)):
+        return float(value) / 1e3
+    text = str(value).strip()
+    try:
+        return float(text) / 1e3
+    except ValueError:
+        return parse_duration(text)
+
+
 def goodput_slos(run: dict) -> tuple[dict, str]:
-    """({metric: seconds}, source) of the per-request SLOs goodput counts against."""
+    """({metric: (limit in seconds, "<" | "<=", where it came from)}, source) of the
+    per-request limits goodput counts against (see the module docstring)."""
     recipe = run.get("recipe") or {}
     wl = recipe.get("workload") or {}
     given = wl.get("goodput") if isinstance(wl, dict) else None
@@ -121,55 +157,112 @@ def goodput_slos(run: dict) -> tuple[dict, str]:
         for k, v in given.items():
             key = k.removesuffix("_s")
             if key in GOODPUT_METRICS:
-                out[key] = parse_duration(v)
+                unit = "" if isinstance(v, str) and not _bare(v) else " (a bare number: ms)"
+                out[key] = (goodput_limit(v), "<=", f"workload.goodput.{k} = {v}{unit}")
         return out, "workload.goodput"
     try:
         rules = parse_rules(recipe.get("slo"))
     except ValueError:
         rules = []
-    best: dict[str, tuple[int, float, str]] = {}
+    best: dict[str, tuple[int, object]] = {}
     for r in rules:
         family, _, stat = r.metric.rpartition("_")
         if family in GOODPUT_METRICS and r.op in ("<", "<=") and stat in _STAT_RANK:
             rank = _STAT_RANK[stat]
             if family not in best or rank > best[family][0]:
-                best[family] = (rank, r.threshold, r.text)
-    if best:
-        return ({k: v[1] for k, v in best.items()},
-                "recipe slo rules: " + ", ".join(v[2] for v in best.values()))
-    return {}, "none"
+                best[family] = (rank, r)
+    if not best:
+        return {}, "none"
+    out = {}
+    for family, (_, r) in best.items():
+        stat = r.metric.rpartition("_")[2]
+        share = "every request" if stat == "max" else (
+            "half of the requests" if stat == "p50" else
+            f"{float(stat[1:].replace('999', '99.9')):g}% of the requests")
+        out[family] = (r.threshold, r.op,
+                       f"the threshold of `{r.text}` as each request's limit (the rule asks "
+                       f"it of {share})")
+    return out, "recipe slo rules: " + ", ".join(r.text for _, r in best.values())
 
 
-def good_mask(per_req: pl.DataFrame, slos: dict) -> pl.Series:
+def _bare(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _limit(v) -> tuple[float, str]:
+    """(seconds, op) of a limit given as a goodput_slos triple or a plain number (<=)."""
+    return (float(v[0]), v[1]) if isinstance(v, (tuple, list)) else (float(v), "<=")
+
+
+def good_mask(per_req: pl.DataFrame, slos: dict, *, from_sched: bool = False) -> pl.Series:
+    """Per ok request: does it meet every limit? `from_sched`: TTFT and E2EL from t_sched."""
     cond = pl.lit(True)
-    for metric, limit in slos.items():
-        col = pl.col(metric)
+    for metric, spec in slos.items():
+        limit, op = _limit(spec)
+        col = pl.col(f"{metric}_sched" if from_sched and metric in ("ttft", "e2el") else metric)
+        meets = col <= limit if op == "<=" else col < limit
         if metric == "tpot":   # one output token: no TPOT, meets the SLO (vLLM)
-            cond = cond & (col.is_null() | (col <= limit))
+            cond = cond & (col.is_null() | meets)
         else:
-            cond = cond & col.is_not_null() & (col <= limit)
+            cond = cond & col.is_not_null() & meets
     return per_req.select(cond.alias("good"))["good"]
+
+
+def vllm_goodput_arg(slos: dict) -> str | None:
+    """The `--goodput` argument vLLM's benchmark_serving would need for the same count, or None
+    when a limit is strict (`<`: vLLM compares with <=)."""
+    parts = []
+    for metric, spec in slos.items():
+        limit, op = _limit(spec)
+        if op != "<=":
+            return None
+        parts.append(f"{metric}:{limit * 1e3:g}")
+    return " ".join(parts)
 
 
 # ----------------------------------------------------------------------------- summary
 
 def _queries(sample: pl.Expr):
     """The ok requests of the latency sample (aifb.summary.latency_sample: started in the
-    window), and those that completed in the window (phase measure: the throughputs)."""
+    window), those that completed in the window (phase measure: the throughputs and goodput),
+    and every request of the sample, failed ones included (every_request)."""
     def queries(lf: pl.LazyFrame) -> list[pl.LazyFrame]:
         lf = lf.with_columns(pl.col("ok").fill_null(False))
-        return [lf.filter(sample & pl.col("ok")).drop("ok", "phase"),
-                lf.filter((pl.col("phase") == "measure") & pl.col("ok")).drop("ok", "phase")]
+        sampled = lf.filter(sample)
+        return [sampled.filter(pl.col("ok")).drop("ok", "phase"),
+                lf.filter((pl.col("phase") == "measure") & pl.col("ok")).drop("ok", "phase"),
+                every_request(sampled)]
     return queries
 
 
 # The per-request distributions come from the latency sample; everything else (throughputs,
 # goodput, token counts) from the requests that completed in the window, as for every kind.
-DISTRIBUTIONS = ("ttft_s", "tpot_s", "itl_s", "e2el_s")
+DISTRIBUTIONS = ("ttft_s", "tpot_s", "itl_s", "e2el_s", "ttft_sched_s", "e2el_sched_s",
+                 "ttft_all_s", "e2el_all_s")
 
 
-def compute(ok: pl.DataFrame, window_s: float | None, slos: dict, slo_source: str) -> dict:
-    """The `llm` block from the ok requests of the measurement window (LLM_SCHEMA columns)."""
+def every_request(measured: pl.LazyFrame) -> pl.LazyFrame:
+    """TTFT and E2EL of every measured request, from t_sched in open loop (t_start without
+    one): an ok request by the usual definitions, a failed one at its elapsed time (its TTFT
+    when it got a first token). What latency verdicts read beside the ok requests' figures."""
+    start = pl.coalesce("t_sched", "t_start")
+    end = pl.coalesce(pl.col("chunk_times").list.last(), pl.col("t_end"))
+    return measured.select(
+        pl.when(pl.col("ok")).then(pl.col("t_first") - start)
+        .otherwise(pl.coalesce("t_first", "t_end") - start).alias("ttft"),
+        pl.when(pl.col("ok")).then(end - start).otherwise(pl.col("t_end") - start).alias("e2el"))
+
+
+def compute(ok: pl.DataFrame, window_s: float | None, slos: dict, slo_source: str,
+            open_loop: bool = False, every: pl.DataFrame | None = None) -> dict:
+    """The `llm` block from the ok requests of the measurement window (LLM_SCHEMA columns).
+    `slos`: {metric: seconds (<=, vLLM) or (seconds, op, from)}. `open_loop`: also TTFT and
+    E2EL from t_sched, which goodput then uses. `every` (every_request's frame): TTFT and E2EL
+    over every request, failed ones included."""
     per = per_request_frame(ok)
     itl = itl_values(ok)
 
@@ -221,11 +314,26 @@ def compute(ok: pl.DataFrame, window_s: float | None, slos: dict, slo_source: st
                           "reported_by": int(cached.len())},
         "method": PERCENTILE_METHOD,
     }
+    if open_loop:
+        block["ttft_sched_s"] = stats_sorted(sorted_values(per["ttft_sched"]))
+        block["e2el_sched_s"] = stats_sorted(sorted_values(per["e2el_sched"]))
+    if every is not None:
+        block["ttft_all_s"] = stats_sorted(sorted_values(every["ttft"]))
+        block["e2el_all_s"] = stats_sorted(sorted_values(every["e2el"]))
     if slos:
-        good = int(good_mask(per, slos).sum()) if n_ok else 0
+        good = int(good_mask(per, slos, from_sched=open_loop).sum()) if n_ok else 0
+        limits = {}
+        for metric, spec in slos.items():
+            limit, op = _limit(spec)
+            limits[metric] = {"op": op, "limit_s": limit,
+                              "from": spec[2] if isinstance(spec, (tuple, list)) else "given",
+                              "measured_from": ("t_sched" if open_loop and metric != "tpot"
+                                                else "t_start")}
         block["goodput"] = {"rps": rate(float(good)), "good_requests": good,
                             "fraction": good / n_ok if n_ok else None,
-                            "slos_s": dict(slos), "source": slo_source}
+                            "slos_s": {m: v["limit_s"] for m, v in limits.items()},
+                            "limits": limits, "vllm_goodput_arg": vllm_goodput_arg(slos),
+                            "source": slo_source}
     else:
         block["goodput"] = {"rps": None, "good_requests": None, "fraction": None, "slos_s": {},
                             "source": "none: give workload.goodput or ttft_/tpot_/e2el_ SLO rules"}
@@ -261,13 +369,17 @@ def _server_block(ok: pl.DataFrame) -> dict:
 
 
 def summarize(run: dict, records_path: Path, window_s: float | None) -> dict:
-    (ok, done), _dropped, _note = scan_records(records_path, _queries(_sample(run)),
-                                               schema=LLM_SCHEMA)
+    (ok, done, every), _dropped, _note = scan_records(records_path, _queries(_sample(run)),
+                                                      schema=LLM_SCHEMA)
     slos, source = goodput_slos(run)
-    block = compute(done, window_s, slos, source)
-    dist = compute(ok, window_s, {}, source)
+    open_loop = is_open_loop(run)
+    if open_loop is None:  # no recipe: tell from the records
+        open_loop = bool(ok.height) and ok["t_sched"].null_count() < ok.height
+    block = compute(done, window_s, slos, source, open_loop=open_loop)
+    dist = compute(ok, window_s, {}, source, open_loop=open_loop, every=every)
     for key in DISTRIBUTIONS:
-        block[key] = dist[key]
+        if key in dist:
+            block[key] = dist[key]
     block["n_latency_sample"] = dist["n_requests"]
     wl = (run.get("recipe") or {}).get("workload") or {}
     block["api"] = wl.get("api", "openai-chat") if isinstance(wl, dict) else None
@@ -291,15 +403,36 @@ def definitions() -> dict:
         "llm.e2el_s": ("End-to-end latency = arrival of the last chunk with non-empty choices - "
                        "t_start (t_end - t_start when not streamed); the usage chunk and [DONE] "
                        "that follow are not included (they are in latency_s)."),
+        "llm.ttft_sched_s": ("Open loop only: TTFT measured from the scheduled send time "
+                             "t_sched instead of t_start, so time a request waited in the "
+                             "client because the server fell behind counts. In open loop the "
+                             "ttft_ SLO rules and goodput use this, not llm.ttft_s (which is "
+                             "vLLM's figure, from the actual send)."),
+        "llm.e2el_sched_s": ("Open loop only: E2EL measured from t_sched (see llm.ttft_sched_s); "
+                             "used by e2el_ SLO rules and goodput in open loop."),
+        "llm.ttft_all_s": ("TTFT over every request of the measurement window, ok or failed, "
+                           "from t_sched in open loop (t_start in closed loop): a failed request "
+                           "counts at its TTFT when it got a first token, else at its elapsed "
+                           "time. ttft_ SLO rules read the worse of this and the ok requests' "
+                           "TTFT, so requests that time out cannot make a TTFT SLO pass."),
+        "llm.e2el_all_s": ("E2EL over every request (see llm.ttft_all_s): a failed request at "
+                           "its elapsed time t_end - start; e2el_ SLO rules read the worse of "
+                           "this and the ok requests' E2EL."),
         "llm.request_throughput": "Ok requests / window_s (req/s).",
         "llm.output_token_throughput": "Sum of output_tokens over the ok requests / window_s (tokens/s).",
         "llm.total_token_throughput": ("Sum of prompt_tokens + output_tokens over the ok requests "
                                        "/ window_s (tokens/s); prompt tokens as the server reports them."),
-        "llm.goodput": ("Ok requests meeting every per-request SLO (TTFT, TPOT, E2EL thresholds "
-                        "in goodput.slos_s: workload.goodput, else the recipe's ttft_/tpot_/e2el_ "
-                        "rules with < or <=, the highest percentile's threshold per metric) / "
-                        "window_s; a one-token request meets a TPOT SLO, a request without TTFT "
-                        "does not meet a TTFT SLO."),
+        "llm.goodput": ("Ok requests meeting every per-request limit / window_s, as vLLM's "
+                        "--goodput: workload.goodput limits (a bare number is milliseconds, "
+                        "as in vLLM; value <= limit) or, without it, the threshold of the "
+                        "recipe's ttft_/tpot_/e2el_ percentile or max rule with < or <= (the "
+                        "highest percentile per metric) used as each request's limit with the "
+                        "rule's own comparison (< stays strict); mean and min rules are not "
+                        "used. goodput.limits says, per metric, the comparison, the limit, where "
+                        "it came from and whether it is measured from t_start or (open loop) "
+                        "t_sched; goodput.vllm_goodput_arg is the equivalent vLLM argument "
+                        "(null when a limit is strict). A one-token request meets a TPOT limit, "
+                        "a request without TTFT does not meet a TTFT limit."),
         "llm.output_tokens": ("Output tokens per request from the server's usage "
                               "(completion_tokens; Ollama eval_count): token_source 'server'. "
                               "Without usage: the server's /tokenize on the output text "
@@ -337,7 +470,11 @@ def markdown(summary: dict) -> list[str]:
              "definitions (vLLM-compatible) under Metric definitions.", "",
              "| metric | n | mean | p50 | p90 | p99 | max |",
              "|---|---:|---:|---:|---:|---:|---:|"]
-    for key, name in (("ttft_s", "TTFT"), ("tpot_s", "TPOT"), ("itl_s", "ITL"), ("e2el_s", "E2EL")):
+    rows = [("ttft_s", "TTFT"), ("tpot_s", "TPOT"), ("itl_s", "ITL"), ("e2el_s", "E2EL")]
+    if "ttft_sched_s" in llm:
+        rows += [("ttft_sched_s", "TTFT from t_sched (open loop: SLO and goodput)"),
+                 ("e2el_sched_s", "E2EL from t_sched (open loop: SLO and goodput)")]
+    for key, name in rows:
         s = llm.get(key) or {}
         lines.append(f"| {name} | {s.get('n', 0):,} | " + " | ".join(
             format_seconds(s.get(k)) for k in ("mean", "p50", "p90", "p99", "max")) + " |")
@@ -348,12 +485,22 @@ def markdown(summary: dict) -> list[str]:
               f"| output tokens | {_f(llm.get('output_token_throughput'), ' tok/s')} |",
               f"| total tokens (prompt + output) | {_f(llm.get('total_token_throughput'), ' tok/s')} |"]
     if g.get("slos_s"):
-        slo_txt = ", ".join(f"{k.upper()} ≤ {format_seconds(v)}" for k, v in g["slos_s"].items())
+        limits = g.get("limits") or {k: {"op": "<=", "limit_s": v} for k, v in g["slos_s"].items()}
+        slo_txt = ", ".join(f"{k.upper()} {'≤' if v['op'] == '<=' else '<'} "
+                            f"{format_seconds(v['limit_s'])}" for k, v in limits.items())
         frac = g.get("fraction")
         lines.append(f"| goodput ({slo_txt}) | {_f(g.get('rps'), ' req/s')}"
                      + (f" ({frac:.0%} of requests)" if frac is not None else "") + " |")
     else:
         lines.append("| goodput | n/a (no per-request SLO given) |")
+    if g.get("limits"):
+        lines += ["", "Goodput limits, per request: " + "; ".join(
+            f"{k.upper()} {v['op']} {format_seconds(v['limit_s'])} from {v['measured_from']} "
+            f"({v['from']})" for k, v in g["limits"].items()) + ". "
+            + (f"vLLM equivalent: `--goodput {g['vllm_goodput_arg']}`."
+               if g.get("vllm_goodput_arg") else
+               "No exact vLLM equivalent: vLLM's --goodput compares with <=, a limit here is "
+               "strict (<).")]
     lines += ["",
               f"Output tokens: {out_t.get('total', 0):,} in total, "
               f"{_f(out_t.get('mean'))} per request. Token counts by source: "
@@ -385,7 +532,7 @@ def markdown(summary: dict) -> list[str]:
 # ----------------------------------------------------------------------------- plots
 
 def _sample(run: dict) -> pl.Expr:
-    from ..summary import is_open_loop, latency_sample
+    """Which records' TTFT, TPOT, ITL and E2EL count (aifb.summary.latency_sample)."""
     return latency_sample(run, is_open_loop(run))
 
 
