@@ -106,15 +106,15 @@ def test_single_repeat_report(tmp_path):
     assert_files(out)
     assert rep["optimal"]["level"] == 2
     assert rep["headline"] == ("**Optimal load.clients: 2** (highest throughput that meets "
-                               "p99 < 100ms: 6.51 RPS, p99 = 80 ms)")
+                               "p99 < 100ms: 6.51 req/s, p99 = 80 ms)")
     md = (out / "report.md").read_text()
     lines = md.splitlines()
     assert lines[0] == "# Sweep report: redis_sweep"
     assert lines[2] == rep["headline"]  # the answer comes first
-    assert "| Level | Runs | Status | Throughput (RPS) | p50 | p95 | p99 | Error rate | " \
+    assert "| Level | Runs | Status | Throughput (req/s) | p50 | p95 | p99 | Error rate | " \
            "p99 < 100ms | Verdict |" in md
-    assert "| 4 | BM-20260109-003 | ✅ completed | 12.80 | 10 ms | 20 ms | 0.37 s | 0% | 0.37 s " \
-           "| ❌ fail: p99 < 100ms: 0.37 s |" in md
+    assert "| 4 | BM-20260109-003 | ✅ completed | 12.8 | 10 ms | 20 ms | 370 ms | 0% | 370 ms " \
+           "| ❌ fail: p99 < 100ms: 370 ms |" in md
     row8 = next(l for l in lines if l.startswith("| 8 |"))
     assert "❌ failed run" in row8 and "port 6379 in use" in row8
     by = {l["level"]: l for l in rep["levels"]}
@@ -147,7 +147,7 @@ def test_no_level_meets_the_slo_names_the_closest(tmp_path):
     rep = build_sweep_report(sweep, dirs, tmp_path / "out")
     assert rep["optimal"] is None
     assert rep["headline"].startswith("No level met the SLO (p99 < 100ms); the closest was "
-                                      "load.clients = 1 (p99 = 0.12 s")
+                                      "load.clients = 1 (p99 = 120 ms, 3 req/s)")
     assert rep["closest"]["level"] == 1
     assert "No level met the SLO" in (tmp_path / "out" / "report.md").read_text().splitlines()[2]
 
@@ -224,7 +224,7 @@ def test_repeats_use_the_pessimistic_end_of_the_interval(tmp_path):
     assert "upper bound for `<`/`<=` rules" in rep["verdict_rule"]
     md = out.joinpath("report.md").read_text()
     assert "upper bound for `<`/`<=` rules" in md
-    assert "6.00 ± " in md  # mean ± half-width
+    assert "| 6 ± 0.497 |" in md  # mean ± half-width (t(2) × 0.2 / √3)
     assert "mean of 3 runs" in rep["headline"]
 
 
@@ -251,11 +251,11 @@ def test_a_failed_repeat_fails_the_level(tmp_path):
 
 def test_number_formats():
     from aifb.sweep_report import fmt_metric, fmt_seconds
-    assert fmt_seconds(0.37) == "0.37 s"
+    assert fmt_seconds(0.37) == "370 ms"
     assert fmt_seconds(0.0123) == "12.3 ms"
     assert fmt_seconds(0.000183) == "183 µs"
     assert fmt_seconds(None) == "n/a"
-    assert fmt_metric("rps", 12.8) == "12.80 RPS"
+    assert fmt_metric("rps", 12.8) == "12.8 req/s"
     assert fmt_metric("error_rate", 0.005) == "0.5%"
 
 
