@@ -10,7 +10,7 @@ rule index:
     params:
         sweeps=lambda wildcards: [s.describe() | {"report_dir": s.report_dir if s.runnable else None, "skip_reason": s.skip_reason} for s in SWEEPS],
     log:
-        "logs/index.log",
+        "reports/logs/index.log",
     conda:
         "../../environment.yml"
     script:
