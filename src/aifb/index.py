@@ -91,7 +91,7 @@ def shorten(text: str | None, limit: int = REASON_LIMIT) -> str:
 
 
 def performance_note(summary: dict | None, recipe: dict) -> str:
-    """'3.37 RPS, P95=0.35s' from a summary (one convention with report.json's notes)."""
+    """'3.37 req/s, P95=350 ms' from a summary (one convention with report.json's notes)."""
     return render_notes(summary, with_status=False, recipe=recipe) if summary else ""
 
 
