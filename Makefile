@@ -10,10 +10,11 @@ demo: install
 	.venv/bin/aifb sweep redis_sweep
 
 # Installs every server the tests use (PostgreSQL, ChromaDB, SeaweedFS, llama.cpp: the first
-# run builds llama.cpp, ~7 min), then runs the whole suite against real servers.
+# run builds llama.cpp, ~7 min), then runs the whole suite against real servers, with the test
+# Slurm started for the run when none answers and we are root (scripts/test.sh).
 test:
 	@scripts/install.sh --all
-	.venv/bin/python -m pytest -q
+	@scripts/test.sh -q
 
 lint: install
 	.venv/bin/snakemake --lint

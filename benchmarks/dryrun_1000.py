@@ -75,21 +75,26 @@ def jobs_line(out: str) -> str:
     return "?"
 
 
-def warn_slurm_unreachable() -> None:
+def slurm_probe_cost() -> None:
     """The Slurm executor plugin runs `scontrol show config` whenever Snakemake loads its plugins
-    (any profile); with Slurm's client tools installed and no controller answering, scontrol
-    retries for ~10 s, which then dominates every figure below. Say so rather than mislead."""
+    (any profile). With Slurm's client tools installed and a controller configured but not
+    answering, scontrol retries for MessageTimeout (~10 s), which then dominates every figure
+    below; scripts/slurm/stop.sh leaves a config with which it fails at once. Print what the
+    probe costs here, and warn when it is slow, rather than mislead."""
     if not shutil.which("scontrol"):
         return
+    t = time.perf_counter()
     try:
-        ok = subprocess.run(["scontrol", "ping"], capture_output=True, text=True,
-                            timeout=30).stdout
+        subprocess.run(["scontrol", "show", "config"], capture_output=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
-        ok = ""
-    if "UP" not in ok:
-        print("# WARNING: scontrol is installed but no slurmctld answers: every snakemake call "
-              "below waits ~10 s in the Slurm plugin's `scontrol show config`. Start the "
-              "controller (scripts/slurm/start.sh) for a meaningful figure.", flush=True)
+        pass
+    dt = time.perf_counter() - t
+    print(f"# scontrol show config (the Slurm plugin's probe in every snakemake call): {dt:.2f} s",
+          flush=True)
+    if dt > 1:
+        print("# WARNING: every snakemake call below pays that probe. Start the controller "
+              "(scripts/slurm/start.sh), or stop it with scripts/slurm/stop.sh, for a "
+              "meaningful figure.", flush=True)
 
 
 def main() -> int:
@@ -110,7 +115,7 @@ def main() -> int:
         print(f"# registered {len(ids)} IDs ({ids[0]} .. {ids[-1]}) in "
               f"{time.perf_counter() - t:.1f} s; workspace {ws}")
         print(f"# load average {os.getloadavg()[0]:.2f} at start", flush=True)
-        warn_slurm_unreachable()
+        slurm_probe_cost()
         targets = [f"reports/{i}/report.md" for i in ids]
         results: dict[str, list[float]] = {"all": [], "targets": []}
         for r in range(args.repeat):

@@ -450,7 +450,7 @@ def test_vector_summary_counts_only_ok_measured_queries(tmp_path):
     assert out["queries_returning_inserted"] == 1
     assert vector.applies(run) and not vector.applies({"service": {"kind": "redis"}})
     md = "\n".join(vector.markdown({"vector": out}))
-    assert "recall@10" in md and "0.7800" in md and "2.50 QPS" in md
+    assert "recall@10" in md and "0.7800" in md and "| queries | 2.5 queries/s |" in md
 
 
 def test_vector_sweep_section_plots_qps_against_recall(tmp_path):
@@ -464,7 +464,7 @@ def test_vector_sweep_section_plots_qps_against_recall(tmp_path):
                                "load.clients", tmp_path)
     assert [r["level"] for r in out["rows"]] == [1, 2, 8]
     assert (tmp_path / "plots" / "vector_recall_vs_qps.png").stat().st_size > 1000
-    assert any("800.00" in line for line in out["lines"])
+    assert any("| 8 | BM-20260101-008 | 800 |" in line for line in out["lines"])
 
 
 # ----------------------------------------------------------------------------- end to end

@@ -134,7 +134,8 @@ def test_markdown_and_files(tmp_path):
     md = render_markdown(c)
     assert md.startswith("## Reproducibility\n")
     assert f"| Metric | {ORIG} (original) | {NEW} (rerun) | Δ | Δ % | Tolerance | Within |" in md
-    assert "| throughput (requests/s) | 100.00 | 103.10 | +3.10 | +3.1% | ±10% | ✅ |" in md
+    assert "| throughput | 100 req/s | 103 req/s | +3.1 req/s | +3.1% | ±10% | ✅ |" in md
+    assert "| latency p50 | 10 ms | 9.8 ms | -200 µs |" in md
     assert "Tolerance: default tolerances" in md
     js, mdp = write_comparison(c, tmp_path / "reports" / NEW)
     assert json.loads(js.read_text()) == json.loads(json.dumps(c))

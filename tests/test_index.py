@@ -43,23 +43,23 @@ SEED_STRUCTURE = """Each benchmark produces:
 # The seed's nine run rows: (number, kind, clients, purpose, rps, latency, slo) -> the row.
 SEED_ROWS = [
     ("001", "redis", 1, "Sweep baseline", 3.37, 0.35, None,
-     "| BM-20260109-001 | recipe_redis_1client.yaml | 2026-01-09 | Sweep baseline | ✅ Complete | 1 | 3.37 RPS, P95=0.35s |"),
+     "| BM-20260109-001 | recipe_redis_1client.yaml | 2026-01-09 | Sweep baseline | ✅ Complete | clients 1, concurrency 1 | 3.37 req/s, P95=350 ms |"),
     ("002", "redis", 2, "Sweep 2x", 6.51, 0.37, None,
-     "| BM-20260109-002 | recipe_redis_2client.yaml | 2026-01-09 | Sweep 2x | ✅ Complete | 2 | 6.51 RPS, P95=0.37s |"),
+     "| BM-20260109-002 | recipe_redis_2client.yaml | 2026-01-09 | Sweep 2x | ✅ Complete | clients 2, concurrency 1 | 6.51 req/s, P95=370 ms |"),
     ("003", "redis", 4, "Sweep 4x", 12.80, 0.37, None,
-     "| BM-20260109-003 | recipe_redis_4client.yaml | 2026-01-09 | Sweep 4x | ✅ Complete | 4 | 12.80 RPS, P95=0.37s |"),
+     "| BM-20260109-003 | recipe_redis_4client.yaml | 2026-01-09 | Sweep 4x | ✅ Complete | clients 4, concurrency 1 | 12.8 req/s, P95=370 ms |"),
     ("004", "ollama", 1, "Sweep baseline", 1.11, 0.98, ["p99 < 1.0s"],
-     "| BM-20260109-004 | recipe_ollama_1client.yaml | 2026-01-09 | Sweep baseline | ✅ Complete | 1 | 1.11 RPS, P99=0.98s |"),
+     "| BM-20260109-004 | recipe_ollama_1client.yaml | 2026-01-09 | Sweep baseline | ✅ Complete | clients 1, concurrency 1 | 1.11 req/s, P99=980 ms |"),
     ("006", "ollama", 2, "Sweep 2x", 1.90, 0.75, ["p99 < 1.0s"],
-     "| BM-20260109-006 | recipe_ollama_2client.yaml | 2026-01-09 | Sweep 2x | ✅ Complete | 2 | 1.90 RPS, P99=0.75s |"),
+     "| BM-20260109-006 | recipe_ollama_2client.yaml | 2026-01-09 | Sweep 2x | ✅ Complete | clients 2, concurrency 1 | 1.9 req/s, P99=750 ms |"),
     ("008", "ollama", 4, "Sweep 4x", 2.29, 1.13, ["p99 < 1.0s"],
-     "| BM-20260109-008 | recipe_ollama_4client.yaml | 2026-01-09 | Sweep 4x | ✅ Complete | 4 | 2.29 RPS, P99=1.13s |"),
+     "| BM-20260109-008 | recipe_ollama_4client.yaml | 2026-01-09 | Sweep 4x | ✅ Complete | clients 4, concurrency 1 | 2.29 req/s, P99=1.13 s |"),
     ("005", "chroma", 1, "Sweep baseline", 6.52, 0.26, None,
-     "| BM-20260109-005 | recipe_chroma_1client.yaml | 2026-01-09 | Sweep baseline | ✅ Complete | 1 | 6.52 RPS, P95=0.26s |"),
+     "| BM-20260109-005 | recipe_chroma_1client.yaml | 2026-01-09 | Sweep baseline | ✅ Complete | clients 1, concurrency 1 | 6.52 req/s, P95=260 ms |"),
     ("007", "chroma", 2, "Sweep 2x", 9.09, 0.43, None,
-     "| BM-20260109-007 | recipe_chroma_2client.yaml | 2026-01-09 | Sweep 2x | ✅ Complete | 2 | 9.09 RPS, P95=0.43s |"),
+     "| BM-20260109-007 | recipe_chroma_2client.yaml | 2026-01-09 | Sweep 2x | ✅ Complete | clients 2, concurrency 1 | 9.09 req/s, P95=430 ms |"),
     ("009", "chroma", 8, "Sweep 8x", 6.97, 1.62, None,
-     "| BM-20260109-009 | recipe_chroma_8client.yaml | 2026-01-09 | Sweep 8x | ✅ Complete | 8 | 6.97 RPS, P95=1.62s |"),
+     "| BM-20260109-009 | recipe_chroma_8client.yaml | 2026-01-09 | Sweep 8x | ✅ Complete | clients 8, concurrency 1 | 6.97 req/s, P95=1.62 s |"),
 ]
 CATEGORY = {"redis": "storage", "ollama": "inference", "chroma": "retrieval", "vllm": "inference",
             "qdrant": "retrieval", "postgres": "storage"}
@@ -72,10 +72,11 @@ BUNDLE = {"recipe_hash": "sha256:" + "0" * 64, "git_commit": "0123456789ab", "gi
 
 def add_run(root: Path, n: str, kind: str, clients: int, purpose: str, *, rps=None, p95=None,
             p99=None, slo=None, status="completed", reason=None, run=True, summary=True,
-            rerun_of=None, created="2026-01-09T10:00:00+00:00", drop=(), day=DAY, lat_n=1000):
+            rerun_of=None, created="2026-01-09T10:00:00+00:00", drop=(), day=DAY, lat_n=1000,
+            concurrency=None):
     bid = f"BM-{day}-{n}"
     recipe = {"name": f"{kind}_{clients}client", "category": CATEGORY[kind], "purpose": purpose,
-              "target": "local", "service": {"kind": kind}, "load": {"clients": clients},
+              "target": "local", "service": {"kind": kind}, "load": {"clients": clients, **({"concurrency": concurrency} if concurrency else {})},
               "slo": slo or []}
     path = f"recipes/recipe_{kind}_{clients}client.yaml"
     reg = root / "results" / "registry"
@@ -171,7 +172,7 @@ def test_run_rows_match_the_seed(tmp_path):
     for *_, row in SEED_ROWS:
         assert row + "\n" in md
     assert ("| BM-20260109-001 | recipe_redis_1client.yaml | 2026-01-09 | Sweep baseline | "
-            "✅ Complete | 1 | 3.37 RPS, P95=0.35s |") in md
+            "✅ Complete | clients 1, concurrency 1 | 3.37 req/s, P95=350 ms |") in md
     # rows are in their category, sorted by ID
     storage = section(md, "### Category 2", "### Category 3")
     assert [l.split(" | ")[0] for l in storage.splitlines() if l.startswith("| BM-")] == \
@@ -250,16 +251,16 @@ def test_statuses_and_notes(tmp_path):
             slo=["ttft_p99 < 500ms", "p95 < 2s"])
     md, index = build(tmp_path, [])
     rows = {l.split(" | ")[0][2:]: l for l in md.splitlines() if l.startswith("| BM-")}
-    assert rows["BM-20260109-001"].endswith("| ✅ Complete | 1 | 41234.10 RPS, P99=0.21ms |")
+    assert rows["BM-20260109-001"].endswith("| ✅ Complete | clients 1, concurrency 1 | 41,234 req/s, P99=210 µs |")
     failed = rows["BM-20260109-002"]
-    assert "| ❌ Failed | 2 | redis-server exited with code 1 before it was ready: Addres…" in failed
+    assert "| ❌ Failed | clients 2, concurrency 1 | redis-server exited with code 1 before it was ready: Addres…" in failed
     assert "more detail" not in failed
     assert rows["BM-20260109-003"].endswith(
-        "| ⚠️ Partial | 4 | 10.00 RPS, P95=0.50s; interrupted by SIGINT |")
-    assert "| ⏳ Registered | 8 |" in rows["BM-20260109-004"]
+        "| ⚠️ Partial | clients 4, concurrency 1 | 10 req/s, P95=500 ms; interrupted by SIGINT |")
+    assert "| ⏳ Registered | clients 8, concurrency 1 |" in rows["BM-20260109-004"]
     assert "| 2026-01-09 |" in rows["BM-20260109-004"]  # the registration date
-    assert "| 🏃 Running | 8 |" in rows["BM-20260109-005"]
-    assert rows["BM-20260109-006"].endswith("| 2.50 RPS, P95=0.80s |")  # first percentile rule
+    assert "| 🏃 Running | clients 8, concurrency 1 |" in rows["BM-20260109-005"]
+    assert rows["BM-20260109-006"].endswith("| 2.5 req/s, P95=800 ms |")  # first percentile rule
     assert "Services: vLLM\n" in md
     by = {r["benchmark_id"]: r for r in index["runs"]}
     assert by["BM-20260109-002"]["reason"] == long
@@ -269,10 +270,24 @@ def test_statuses_and_notes(tmp_path):
     assert "6 benchmarks indexed: 2 complete, 1 failed, 1 partial, 1 running, 1 registered" in md
 
 
+def test_concurrency_column_shows_clients_and_concurrency_labelled(tmp_path):
+    """The seed's "Concurrency" column held the client count; `clients: 1, concurrency: 32` is
+    32 requests in flight, so the cell names both."""
+    add_run(tmp_path, "001", "redis", 1, "x", rps=100.0, p95=0.01, concurrency=32)
+    add_run(tmp_path, "002", "redis", 4, "x", rps=100.0, p95=0.01)
+    md, index = build(tmp_path, [])
+    assert "| ✅ Complete | clients 1, concurrency 32 | 100 req/s, P95=10 ms |" in md
+    assert "| ✅ Complete | clients 4, concurrency 1 | 100 req/s, P95=10 ms |" in md
+    assert "Concurrency column: the recipe's `load.clients`" in md
+    by = {r["benchmark_id"]: r for r in index["runs"]}
+    assert by["BM-20260109-001"]["concurrency"] == 1  # index.json keeps the seed's field
+    assert by["BM-20260109-001"]["concurrency_per_client"] == 32
+
+
 def test_p999_rule_falls_back_to_p99_below_ten_thousand_samples(tmp_path):
     add_run(tmp_path, "001", "redis", 1, "x", rps=100.0, p95=0.02, p99=0.03, slo=["p99.9 < 1s"])
     md, _ = build(tmp_path, [])
-    assert "| 100.00 RPS, P99=30.00ms |" in md
+    assert "| 100 req/s, P99=30 ms |" in md
 
 
 def test_reruns_show_the_comparison(tmp_path):
@@ -285,9 +300,9 @@ def test_reruns_show_the_comparison(tmp_path):
         d.mkdir(parents=True)
         (d / "comparison.json").write_text(json.dumps({"verdict": verdict, "line": "…"}))
     md, index = build(tmp_path, [])
-    assert "| 101.00 RPS, P95=10.00ms; rerun of BM-20260109-001; reproduced ✓ |" in md
-    assert "| 50.00 RPS, P95=10.00ms; rerun of BM-20260109-001; reproduced ✗ |" in md
-    assert md.count("| 50.00 RPS, P95=10.00ms; rerun of BM-20260109-001 |") == 1  # no comparison yet
+    assert "| 101 req/s, P95=10 ms; rerun of BM-20260109-001; reproduced ✓ |" in md
+    assert "| 50 req/s, P95=10 ms; rerun of BM-20260109-001; reproduced ✗ |" in md
+    assert md.count("| 50 req/s, P95=10 ms; rerun of BM-20260109-001 |") == 1  # no comparison yet
     by = {r["benchmark_id"]: r for r in index["runs"]}
     assert by["BM-20260109-002"]["reproduced"] is True
     assert by["BM-20260109-003"]["reproduced"] is False

@@ -112,3 +112,25 @@ def test_a_password_in_the_endpoint_is_refused(tmp_path):
     with pytest.raises(RecipeError, match="service.endpoint: .* holds a password") as exc:
         load_recipe(write(tmp_path, GOOD), ["service.endpoint=redis://:hunter2@10.0.0.5:6379"])
     assert "hunter2" not in str(exc.value)
+
+
+def test_set_null_removes_a_field(tmp_path):
+    """`--set PATH=null` removes a field: a recipe switches from a duration to a request count
+    (or from table_rows to scale) without a copy of its file."""
+    r = load_recipe(write(tmp_path, GOOD), ["load.duration=null", "load.requests=500"])
+    assert "duration" not in r["load"] and r["load"]["requests"] == 500
+    assert load_settings(r)["duration_s"] is None and load_settings(r)["requests"] == 500
+    assert "duration" in GOOD["load"]  # the input is not modified
+    assert "warmup" not in apply_overrides(GOOD, ["load.warmup=~"])["load"]  # any YAML null
+    # the removal is part of the recipe, so of its hash
+    assert recipe_hash(apply_overrides(GOOD, ["load.warmup=null"])) != recipe_hash(GOOD)
+
+
+def test_removing_what_is_not_there_or_is_required_is_a_named_error(tmp_path):
+    with pytest.raises(RecipeError, match=r"--set 'load.durration=null': the recipe has no "
+                                          r"field load\.durration to remove"):
+        apply_overrides(GOOD, ["load.durration=null"])
+    with pytest.raises(RecipeError, match="no field load.clients.x to remove"):
+        apply_overrides(GOOD, ["load.clients.x=null"])
+    with pytest.raises(RecipeError, match=r"load"):  # neither duration nor requests is left
+        load_recipe(write(tmp_path, GOOD), ["load.duration=null"])

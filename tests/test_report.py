@@ -127,13 +127,13 @@ def test_plot_sampling_is_capped(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("rps,stat,value,want", [
-    (3.3712, "p95", 0.3512, "3.37 RPS, P95=0.35s"),
-    (1.11, "p99", 0.98, "1.11 RPS, P99=0.98s"),
-    (12.8, "p95", 0.37, "12.80 RPS, P95=0.37s"),
-    (41234.1, "p99", 0.00021, "41234.10 RPS, P99=0.21ms"),
-    (6.97, "p95", 1.6249, "6.97 RPS, P95=1.62s"),
+    (3.3712, "p95", 0.3512, "3.37 req/s, P95=351 ms"),
+    (1.11, "p99", 0.98, "1.11 req/s, P99=980 ms"),
+    (12.8, "p95", 0.37, "12.8 req/s, P95=370 ms"),
+    (58845.0, "p99", 0.00021, "58,845 req/s, P99=210 µs"),
+    (6.97, "p95", 1.6249, "6.97 req/s, P95=1.62 s"),
 ])
-def test_render_notes_like_the_seed(rps, stat, value, want):
+def test_render_notes_in_the_units_of_every_report(rps, stat, value, want):
     rules = [{"rule": f"{stat} < 1s", "metric": stat}] if stat != "p95" else []
     summary = {"status": "completed", "throughput": {"rps": rps},
                "latency_s": {"p95": value if stat == "p95" else 0.0, stat: value},
@@ -146,8 +146,8 @@ def test_render_notes_uses_first_latency_percentile_rule_and_failure():
                "throughput": {"rps": 0.0}, "latency_s": {"p99": None, "p95": None},
                "slo": {"rules": [{"metric": "error_rate"}, {"metric": "mean"},
                                  {"metric": "p99"}, {"metric": "p50"}]}}
-    assert render_notes(summary) == "0.00 RPS, P99=n/a (failed: service crashed)"
+    assert render_notes(summary) == "0 req/s, P99=n/a (failed: service crashed)"
     summary["status"], summary["throughput"]["rps"] = "completed", 12.345
     summary["latency_s"] = {"n": 500, "p99": 0.0123, "p999": None, "p95": 0.01}
     summary["slo"]["rules"] = [{"metric": "p999"}]
-    assert render_notes(summary) == "12.35 RPS, P99=12.30ms"  # p99.9 needs n >= 10,000
+    assert render_notes(summary) == "12.3 req/s, P99=12.3 ms"  # p99.9 needs n >= 10,000

@@ -106,15 +106,15 @@ def test_single_repeat_report(tmp_path):
     assert_files(out)
     assert rep["optimal"]["level"] == 2
     assert rep["headline"] == ("**Optimal load.clients: 2** (highest throughput that meets "
-                               "p99 < 100ms: 6.51 RPS, p99 = 80 ms)")
+                               "p99 < 100ms: 6.51 req/s, p99 = 80 ms)")
     md = (out / "report.md").read_text()
     lines = md.splitlines()
     assert lines[0] == "# Sweep report: redis_sweep"
     assert lines[2] == rep["headline"]  # the answer comes first
-    assert "| Level | Runs | Status | Throughput (RPS) | p50 | p95 | p99 | Error rate | " \
+    assert "| Level | Runs | Status | Throughput (req/s) | p50 | p95 | p99 | Error rate | " \
            "p99 < 100ms | error_rate <= 1% (error budget) | Verdict |" in md
-    assert "| 4 | BM-20260109-003 | ✅ completed | 12.80 | 10 ms | 20 ms | 0.37 s | 0% | 0.37 s " \
-           "| 0% | ❌ fail: p99 < 100ms: 0.37 s |" in md
+    assert "| 4 | BM-20260109-003 | ✅ completed | 12.8 | 10 ms | 20 ms | 370 ms | 0% | 370 ms " \
+           "| 0% | ❌ fail: p99 < 100ms: 370 ms |" in md
     row8 = next(l for l in lines if l.startswith("| 8 |"))
     assert "❌ failed run" in row8 and "port 6379 in use" in row8
     by = {l["level"]: l for l in rep["levels"]}
@@ -147,7 +147,7 @@ def test_no_level_meets_the_slo_names_the_closest(tmp_path):
     rep = build_sweep_report(sweep, dirs, tmp_path / "out")
     assert rep["optimal"] is None
     assert rep["headline"].startswith("No level met the SLO (p99 < 100ms); the closest was "
-                                      "load.clients = 1 (p99 = 0.12 s")
+                                      "load.clients = 1 (p99 = 120 ms, 3 req/s)")
     assert rep["closest"]["level"] == 1
     assert "No level met the SLO" in (tmp_path / "out" / "report.md").read_text().splitlines()[2]
 
@@ -218,7 +218,7 @@ def test_repeats_judge_the_mean_with_the_interval_beside(tmp_path):
     assert rule["bound"] is None and rule["basis"] == "mean of the repeats"
     # t(2) = 4.303, std = 0.01, n = 3: the interval is reported beside the verdict
     assert rule["ci_high"] == pytest.approx(0.090 + 4.302652730 * 0.01 / 3 ** 0.5)
-    assert rule["measured"] == "90 ms (mean of 3; 95% CI 65.2 ms to 0.11 s)"
+    assert rule["measured"] == "90 ms (mean of 3; 95% CI 65.2 ms to 115 ms)"
     assert [by[k]["passed"] for k in (1, 2, 4)] == [True, True, False]
     assert rep["optimal"]["level"] == 2
     assert by[2]["ci"]["rps"]["n"] == 3 and by[2]["ci"]["rps"]["low"] < 6.0 < by[2]["ci"]["rps"]["high"]
@@ -226,7 +226,7 @@ def test_repeats_judge_the_mean_with_the_interval_beside(tmp_path):
     assert "the mean over the repeats must meet it" in rep["verdict_rule"]
     md = out.joinpath("report.md").read_text()
     assert "the mean over the repeats must meet it" in md
-    assert "6.00 ± " in md  # mean ± half-width
+    assert "| 6 ± 0.497 |" in md  # mean ± half-width (t(2) × 0.2 / √3)
     assert "mean of 3 runs" in rep["headline"]
 
 
@@ -337,11 +337,11 @@ def test_a_failed_repeat_fails_the_level(tmp_path):
 
 def test_number_formats():
     from aifb.sweep_report import fmt_metric, fmt_seconds
-    assert fmt_seconds(0.37) == "0.37 s"
+    assert fmt_seconds(0.37) == "370 ms"
     assert fmt_seconds(0.0123) == "12.3 ms"
     assert fmt_seconds(0.000183) == "183 µs"
     assert fmt_seconds(None) == "n/a"
-    assert fmt_metric("rps", 12.8) == "12.80 RPS"
+    assert fmt_metric("rps", 12.8) == "12.8 req/s"
     assert fmt_metric("error_rate", 0.005) == "0.5%"
 
 

@@ -9,7 +9,8 @@ import zipfile
 
 import pytest
 
-from support import aifb, make_workspace, read_json, redis_servers_under, snakemake, tree
+from aifb.units import format_number
+from support import REPO, aifb, make_workspace, read_json, redis_servers_under, snakemake, tree
 
 pytestmark = [pytest.mark.workflow, pytest.mark.redis, pytest.mark.slow]
 
@@ -97,9 +98,43 @@ def test_the_index_is_the_seeds_twin(swept):
               "## Notes"):
         assert h in headings
     assert "| Benchmark ID | Recipe | Date | Purpose | Status | Concurrency | Notes |" in md
-    assert "recipe_redis_4client.yaml" in md and "RPS, P99=" in md
+    assert "recipe_redis_4client.yaml" in md and "req/s, P99=" in md
     index = read_json(ws / "reports" / "index.json")
     assert len(index["runs"]) == 3
+
+
+def test_a_throughput_reads_the_same_in_every_report(swept):
+    """One formatting per quantity: a run's throughput is the same text in its run report, the
+    sweep report and the dataset index (3 significant figures, every integer digit, req/s)."""
+    ws, _, _ = swept
+    sweep_md = (sweep_dir(ws) / "report.md").read_text()
+    index_md = (ws / "reports" / "dataset_index.md").read_text()
+    for run_dir in sorted((ws / "results").glob("BM-*")):
+        rps = read_json(run_dir / "summary.json")["throughput"]["rps"]
+        text = format_number(rps)
+        run_md = (ws / "reports" / run_dir.name / "report.md").read_text()
+        assert f"| Throughput | {text} req/s (ok requests" in run_md
+        assert f"| {run_dir.name} | ✅ completed | {text} |" in sweep_md
+        assert re.search(rf"\| {run_dir.name} \|.*\| {re.escape(text)} req/s, P99=", index_md)
+    for md in (sweep_md, index_md):
+        assert "RPS" not in md and not re.search(r"\d{3}\.\d+ req/s", md)  # no decimals past 100
+
+
+def test_a_sweep_leaves_no_logs_outside_results_and_reports(swept):
+    """`make demo` left an untracked logs/ (sweep and index logs) in the checkout."""
+    ws, _, _ = swept
+    assert not (ws / "logs").exists()
+    assert (ws / "reports" / "logs" / "index.log").is_file()
+    assert (ws / "reports" / "logs" / f"{sweep_dir(ws).name}.log").is_file()
+
+
+def test_every_rule_logs_under_results_or_reports():
+    """Every log: of the workflow is under results/ or reports/ (both ignored by git)."""
+    logs = []
+    for smk in (REPO / "workflow" / "rules").glob("*.smk"):
+        logs += re.findall(r"^\s+log:\s*\n\s+(?:\w+=)?\"([^\"]+)\"", smk.read_text(), re.M)
+    assert len(logs) >= 5
+    assert all(p.startswith(("results/", "reports/")) for p in logs), logs
 
 
 def test_rerun_says_whether_it_reproduced(swept):

@@ -179,3 +179,21 @@ def test_ctrl_c_stops_the_service_and_keeps_the_records(tmp_path):
     assert run["status"] == "partial" and "SIGINT" in run["reason"]
     lines = (kept[-1].parent / "requests.jsonl").read_text().splitlines()
     assert len(lines) > 100 and all(json.loads(line) for line in lines)
+
+
+def test_set_null_removes_a_field_and_the_run_records_it(tmp_path):
+    """`--set load.duration=null --set load.requests=N` runs N requests from a duration recipe;
+    run.json keeps the removal among its overrides and in its recipe."""
+    ws = make_workspace(tmp_path)
+    over = ["load.duration=null", "load.requests=400", "load.warmup=0s"]
+    proc = aifb(ws, "run", "recipes/recipe_redis_1client.yaml",
+                *itertools.chain.from_iterable(("--set", o) for o in over))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = read_json(ws / "results" / benchmark_id_from(proc.stdout) / "run.json")
+    assert run["overrides"] == over
+    assert "duration" not in run["recipe"]["load"] and run["recipe"]["load"]["requests"] == 400
+    summary = read_json(ws / "results" / run["benchmark_id"] / "summary.json")
+    assert summary["requests"]["total"] >= 400
+    bad = aifb(ws, "run", "recipes/recipe_redis_1client.yaml", "--set", "load.duration=null")
+    assert bad.returncode == 2 and "give exactly one of `duration` or `requests`" in bad.stderr
+    assert "Traceback" not in bad.stderr

@@ -5,7 +5,7 @@
 # rewrites /etc/slurm/slurm.conf only when it changed, starts only what is not running, and
 # returns once `sinfo` shows the node idle.
 #   scripts/slurm/start.sh          (SLURM_CPUS=8 SLURM_MEM_MB=16000 to size the node)
-#   scripts/slurm/stop.sh           stops the daemons (keeps packages and config)
+#   scripts/slurm/stop.sh           stops the daemons (keeps packages; marks the config stopped)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
@@ -38,9 +38,7 @@ mkdir -p /etc/slurm /var/lib/slurm/slurmctld /var/lib/slurm/slurmd /var/log/slur
 conf=$(sed -e "s/@HOST@/$host/g" -e "s/@CPUS@/$cpus/g" -e "s/@MEM_MB@/$mem_mb/g" slurm.conf.in)
 reconfigure=0
 if [[ ! -f /etc/slurm/slurm.conf ]] || [[ "$conf" != "$(cat /etc/slurm/slurm.conf)" ]]; then
-  printf '%s\n' "$conf" >/etc/slurm/slurm.conf
-  reconfigure=1
-  say "wrote /etc/slurm/slurm.conf (node $host, $cpus CPUs, $mem_mb MB)"
+  reconfigure=1  # written below, after a running controller is stopped (stop.sh edits it)
 fi
 
 # munge: a key, then the daemon
@@ -63,6 +61,10 @@ munge -n </dev/null | unmunge >/dev/null || { say "munge does not work"; exit 1;
 if running /run/slurm/slurmctld.pid && ((reconfigure)); then
   say "configuration changed: restarting the daemons"
   "$here/stop.sh" --quiet --keep-munge
+fi
+if ((reconfigure)); then
+  printf '%s\n' "$conf" >/etc/slurm/slurm.conf
+  say "wrote /etc/slurm/slurm.conf (node $host, $cpus CPUs, $mem_mb MB)"
 fi
 if ! running /run/slurm/slurmctld.pid; then
   /usr/sbin/slurmctld

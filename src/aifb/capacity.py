@@ -45,6 +45,7 @@ from .errors import ConfigError, RecipeError
 from .jsonio import read_json
 from .recipe import apply_overrides, read_yaml, validate
 from .slo import format_value
+from .units import format_number
 from .sweep import _latest
 from .sweep_report import _level_str, _md_cell, judged_rules
 
@@ -405,14 +406,14 @@ def write_capacity_report(name: str, spec: dict, res: dict, steps: list[Step], r
                  "latencies there include client-side delay, so the capacity may be "
                  "underestimated (add client processes).", ""]
     path = ["## Search path", "",
-            "| Step | Level | Benchmark ID | Verdict | Throughput (RPS) | p99 | Why | Next |",
+            "| Step | Level | Benchmark ID | Verdict | Throughput (req/s) | p99 | Why | Next |",
             "|---:|---:|---|---|---:|---:|---|---|"]
     for s in steps:
         d = s.as_dict()
         path.append("| " + " | ".join(_md_cell(c) for c in (
             s.index, _fmt_level(s.level), s.benchmark_id + (" (reused)" if s.reused else ""),
             "✅ pass" if s.passed else "❌ fail",
-            f"{d['rps']:.2f}" if d["rps"] is not None else "n/a", _secs(d["p99"]), s.why,
+            format_number(d["rps"]), _secs(d["p99"]), s.why,
             s.next_why)) + " |")
     path.append("")
     # The sweep report's judgement of every level, presented as the search's answer: the

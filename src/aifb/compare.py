@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .jsonio import write_json, write_text
 from .stats import t_quantile
+from .units import format_metric
 
 # Run-to-run noise of short (10-30 s) closed-loop benchmarks on shared 2-core machines (laptops,
 # CI runners, login-node-class VMs): the client and the service share the cores with whatever
@@ -38,9 +39,9 @@ DEFAULT_TOLERANCE_SOURCE = (
 PREDICTION_LEVEL = 0.95  # a rerun from the same distribution is judged reproduced 95 % of the time
 TOLERANCE_FLOOR = 0.02   # ... but the tolerance is never tighter than 2 %
 METRICS = (
-    ("rps", ("throughput", "rps"), "throughput (requests/s)"),
-    ("p50", ("latency_s", "p50"), "latency p50 (s)"),
-    ("p99", ("latency_s", "p99"), "latency p99 (s)"),
+    ("rps", ("throughput", "rps"), "throughput"),
+    ("p50", ("latency_s", "p50"), "latency p50"),
+    ("p99", ("latency_s", "p99"), "latency p99"),
 )
 
 
@@ -171,14 +172,6 @@ def compare_runs(original: dict, rerun: dict, *, tolerance: dict | None = None,
             "repeat_spread": repeat_spread, "line": line}
 
 
-def _fmt_value(metric: str, v: float | None) -> str:
-    if v is None:
-        return "n/a"
-    if metric == "rps":
-        return f"{v:.2f}"
-    return f"{v * 1e3:.3g} ms" if abs(v) < 1 else f"{v:.3g} s"
-
-
 def render_markdown(comparison: dict) -> str:
     """A '## Reproducibility' section: the verdict line, a table of the metrics, the tolerance."""
     c = comparison
@@ -191,10 +184,10 @@ def render_markdown(comparison: dict) -> str:
     names = {k: label for k, _, label in METRICS}
     for m in c["metrics"]:
         delta = "n/a" if m["delta"] is None else (
-            f"{m['delta']:+.2f}" if m["metric"] == "rps" else f"{m['delta'] * 1e3:+.3g} ms")
+            ("+" if m["delta"] >= 0 else "") + format_metric(m["metric"], m["delta"]))
         within = {True: "✅", False: "❌", None: "—"}[m["within"]]
-        out.append(f"| {names.get(m['metric'], m['metric'])} | {_fmt_value(m['metric'], m['original'])} "
-                   f"| {_fmt_value(m['metric'], m['rerun'])} | {delta} | {_signed_pct(m['rel_delta'])} "
+        out.append(f"| {names.get(m['metric'], m['metric'])} | {format_metric(m['metric'], m['original'])} "
+                   f"| {format_metric(m['metric'], m['rerun'])} | {delta} | {_signed_pct(m['rel_delta'])} "
                    f"| ±{_pct(m['tolerance'])} | {within} |")
     out += ["", f"Tolerance: {c['tolerance_source']}."]
     if c["verdict"] == "not comparable":

@@ -91,8 +91,16 @@ def shorten(text: str | None, limit: int = REASON_LIMIT) -> str:
 
 
 def performance_note(summary: dict | None, recipe: dict) -> str:
-    """'3.37 RPS, P95=0.35s' from a summary (one convention with report.json's notes)."""
+    """'3.37 req/s, P95=350 ms' from a summary (one convention with report.json's notes)."""
     return render_notes(summary, with_status=False, recipe=recipe) if summary else ""
+
+
+def concurrency_cell(row: dict) -> str:
+    """The seed's "Concurrency" column names the client count; a recipe's load is clients x
+    in-flight requests per client, so both are shown, labelled: 'clients 1, concurrency 32'."""
+    if row["concurrency"] is None:
+        return "—"
+    return f"clients {row['concurrency']}, concurrency {row.get('concurrency_per_client') or 1}"
 
 
 def _present(value) -> bool:
@@ -158,7 +166,8 @@ def _run_row(bid: str, entry: dict | None, run: dict | None, summary: dict | Non
         "service_kind": kind,
         "status": status,
         "reason": reason,
-        "concurrency": (recipe.get("load") or {}).get("clients"),
+        "concurrency": (recipe.get("load") or {}).get("clients"),  # the seed's name for clients
+        "concurrency_per_client": (recipe.get("load") or {}).get("concurrency", 1),
         "rps": ((summary or {}).get("throughput") or {}).get("rps"),
         "latency_metric": metric,
         "latency_s": lat.get(metric) if lat.get("n") else None,
@@ -313,7 +322,7 @@ def render_markdown(runs: list[dict], sweeps: list[dict], bundle: list[dict],
         out += [heading, f"Services: {', '.join(names) if names else 'none yet'}", "",
                 RUN_HEADER, RUN_RULE]
         for r in rows:
-            conc = r["concurrency"] if r["concurrency"] is not None else "—"
+            conc = concurrency_cell(r)
             out.append("| " + " | ".join(_cell(c) for c in (
                 r["benchmark_id"], r["recipe"], r["date"], r["purpose"], STATUS.get(r["status"], r["status"]),
                 conc, r["notes"])) + " |")
@@ -390,6 +399,8 @@ def render_markdown(runs: list[dict], sweeps: list[dict], bundle: list[dict],
                + ", ".join(r["benchmark_id"] for r in other[:5])] if other else []),
             "- Notes column: throughput in successful requests/s over the measurement window and "
             "the latency percentile of the recipe's first latency SLO rule (else P95)",
+            "- Concurrency column: the recipe's `load.clients` (client connection sets) and "
+            "`load.concurrency` (in-flight requests per client)",
             "- This file is generated from the files on disk by `aifb index` "
             "(`snakemake index`); edit the runs, not this file",
             "", "---", "", f"*Last updated: {updated}*", ""]

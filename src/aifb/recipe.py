@@ -140,9 +140,14 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(recipe: dict, overrides: list[str] | None) -> dict:
+    """Apply `dotted.path=value` overrides in order; `path=null` (or `~`) removes the field, so
+    a recipe can switch e.g. from `load.duration` to `load.requests` without a copy of its file."""
     out = copy.deepcopy(recipe)
     for text in overrides or []:
         parts, value = parse_override(text)
+        if value is None:
+            _remove(out, parts, text)
+            continue
         node = out
         for p in parts[:-1]:
             nxt = node.get(p)
@@ -153,6 +158,15 @@ def apply_overrides(recipe: dict, overrides: list[str] | None) -> dict:
             node = nxt
         node[parts[-1]] = value
     return out
+
+
+def _remove(recipe: dict, parts: list[str], text: str) -> None:
+    node = recipe
+    for p in parts[:-1]:
+        node = node.get(p) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or parts[-1] not in node:
+        raise RecipeError(f"--set {text!r}: the recipe has no field {'.'.join(parts)} to remove")
+    del node[parts[-1]]
 
 
 def validate(recipe: Any, source: str = "recipe") -> dict:

@@ -15,22 +15,13 @@ from .jsonio import read_json, write_json, write_text
 from .metrics import extensions
 from .plots import write_plots
 from .summary import PERCENTILES, RECORDS, SUMMARY_VERSION, summarize
-from .units import format_seconds
+from .units import format_number, format_percent, format_rate, format_seconds
 
 REPORT_VERSION = 1
 _PCT_LABEL = {"p50": "P50", "p90": "P90", "p95": "P95", "p99": "P99", "p999": "P99.9"}
 
 
 # ----------------------------------------------------------------------------- notes
-
-def _notes_seconds(v: float) -> str:
-    """Seed style: 2 decimals in seconds ('0.35s'); ms below 0.1 s ('0.21ms'); µs below 10 µs."""
-    if v >= 0.1:
-        return f"{v:.2f}s"
-    if v >= 1e-5:
-        return f"{v * 1e3:.2f}ms"
-    return f"{v * 1e6:.2f}µs"
-
 
 def notes_percentile(summary: dict, recipe: dict | None = None) -> str:
     """The percentile the notes show: the first latency-percentile SLO rule's (from the summary's
@@ -50,12 +41,12 @@ def notes_percentile(summary: dict, recipe: dict | None = None) -> str:
 
 
 def render_notes(summary: dict, *, with_status: bool = True, recipe: dict | None = None) -> str:
-    """The dataset index's Notes cell, as in the seed: '3.37 RPS, P95=0.35s'.
+    """The dataset index's Notes cell, the seed's 'RPS, P95' in the units every report uses:
+    '3.37 req/s, P95=350 ms'.
 
-    RPS with 2 decimals; the percentile named by the recipe's first latency-percentile SLO rule
-    (else P95; P99 when that rule names p99.9 and n < 10,000); seconds with 2 decimals at or
-    above 0.1 s, else ms ('0.21ms'), or µs below 10 µs. A run that did
-    not complete gets its status and reason appended.
+    Throughput and latency as aifb.units formats them everywhere; the percentile named by the
+    recipe's first latency-percentile SLO rule (else P95; P99 when that rule names p99.9 and
+    n < 10,000). A run that did not complete gets its status and reason appended.
     """
     rps = (summary.get("throughput") or {}).get("rps")
     stat = notes_percentile(summary, recipe)
@@ -63,8 +54,7 @@ def render_notes(summary: dict, *, with_status: bool = True, recipe: dict | None
     value = lat.get(stat)
     if stat == "p999" and value is None and lat.get("p99") is not None:
         stat, value = "p99", lat["p99"]  # p99.9 needs n >= 10,000: show p99 instead
-    text = (f"{rps:.2f} RPS" if rps is not None else "n/a RPS") + \
-        f", {_PCT_LABEL[stat]}=" + (_notes_seconds(value) if value is not None else "n/a")
+    text = f"{format_rate(rps)}, {_PCT_LABEL[stat]}={format_seconds(value)}"
     status = summary.get("status")
     if with_status and status in ("failed", "partial"):
         reason = summary.get("reason")
@@ -94,12 +84,8 @@ def _md(value) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def _secs(v) -> str:
-    return format_seconds(v) if v is not None else "n/a"
-
-
-def _rate(v) -> str:
-    return f"{v:,.2f} req/s" if v is not None else "n/a"
+_secs = format_seconds
+_rate = format_rate
 
 
 def _duration(value) -> str | None:
@@ -345,12 +331,12 @@ def render_markdown(report: dict, summary: dict) -> str:
     lines += ["## Headline", ""]
     window = h.get("window_s")
     err_types = ", ".join(f"{t}: {c:,}" for t, c in (h.get("errors_by_type") or {}).items())
-    err_rate = f" ({h['error_rate'] * 100:.3g}%)" if h.get("error_rate") is not None else ""
+    err_rate = f" ({format_percent(h['error_rate'])})" if h.get("error_rate") is not None else ""
     lat_def = h.get("latency_definition") or "t_end - t_start"
     hfacts = [
         ("Throughput", f"{_rate(h['rps'])} (ok requests / {window:.3f} s window)"
                        if window else _rate(h["rps"])),
-        ("Data rate", f"{h['mib_s']:.3f} MiB/s" if h.get("mib_s") else None),
+        ("Data rate", format_rate(h["mib_s"], "MiB/s") if h.get("mib_s") else None),
         ("Latency p50 / p95 / p99", f"{_secs(h['p50_s'])} / {_secs(h['p95_s'])} / "
                                     f"{_secs(h['p99_s'])} (n = {h['latency_n']:,}, {lat_def})"),
         ("Latency p99.9", _secs(h["p999_s"]) if h.get("p999_s") is not None else
@@ -418,8 +404,7 @@ def render_markdown(report: dict, summary: dict) -> str:
         lines += ["| op | ok | errors | req/s | p50 | p95 | p99 | max |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for op, o in r["per_op"].items():
-            rps = f"{o['rps']:,.2f}" if o["rps"] is not None else "n/a"
-            lines.append(f"| {_md(op)} | {o['ok']:,} | {o['errors']:,} | {rps} | "
+            lines.append(f"| {_md(op)} | {o['ok']:,} | {o['errors']:,} | {format_number(o['rps'])} | "
                          f"{_secs(o['p50_s'])} | {_secs(o['p95_s'])} | {_secs(o['p99_s'])} | "
                          f"{_secs(o['max_s'])} |")
         lines.append("")

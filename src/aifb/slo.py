@@ -28,7 +28,7 @@ import operator
 import re
 from dataclasses import dataclass
 
-from .units import parse_duration
+from .units import format_metric, parse_duration
 
 LATENCY_STATS = ("mean", "min", "max", "p50", "p90", "p95", "p99", "p999")
 LLM_FAMILIES = ("ttft", "tpot", "itl", "e2el")
@@ -152,14 +152,7 @@ def verdict_sources(metric: str, summary: dict) -> tuple[str, str]:
 
 
 def format_value(metric: str, value: float | None) -> str:
-    if value is None:
-        return "n/a"
-    if metric == "error_rate":
-        return f"{value * 100:.3g}%"
-    if metric == "rps":
-        return f"{value:.4g} req/s"
-    from .units import format_seconds
-    return format_seconds(value)
+    return format_metric(metric, value)
 
 
 def evaluate(rules: list[SloRule], summary: dict) -> dict:

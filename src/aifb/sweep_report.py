@@ -32,6 +32,7 @@ from pathlib import Path
 from .jsonio import read_json, write_json, write_text
 from .slo import SloRule, measured_value, parse_rules
 from .stats import mean_ci, t_quantile
+from .units import format_metric, format_number, format_rate, format_seconds
 
 LATENCY_KEYS = ("p50", "p95", "p99")
 PLOT_FILES = {
@@ -55,25 +56,8 @@ MAX_REPEATS_NEEDED = 1000     # repeats_needed looks no further
 
 # ----------------------------------------------------------------------------- formatting
 
-def fmt_seconds(v: float | None) -> str:
-    """0.37 -> '0.37 s', 0.0123 -> '12.3 ms', 0.000183 -> '183 µs'."""
-    if v is None:
-        return "n/a"
-    if abs(v) >= 0.1:
-        return f"{v:.2f} s"
-    if abs(v) >= 1e-3 or v == 0:
-        return f"{v * 1e3:.3g} ms"
-    return f"{v * 1e6:.3g} µs"
-
-
-def fmt_metric(metric: str, v: float | None) -> str:
-    if v is None:
-        return "n/a"
-    if metric == "error_rate":
-        return f"{v * 100:.3g}%"
-    if metric == "rps":
-        return f"{v:.2f} RPS"
-    return fmt_seconds(v)
+fmt_seconds = format_seconds  # one form per quantity in every report (aifb.units)
+fmt_metric = format_metric
 
 
 def _pm(metric: str, ci: dict | None) -> str:
@@ -85,8 +69,8 @@ def _pm(metric: str, ci: dict | None) -> str:
     half = ci["half_width"]
     if abs(half) <= 1e-9 * max(abs(ci["mean"]), 1e-300):  # identical repeats: float noise
         half = 0.0
-    if metric == "rps":
-        return f"{ci['mean']:.2f} ± {half:.2f}"
+    if metric == "rps":  # the table's column names the unit
+        return f"{format_number(ci['mean'])} ± {format_number(half)}"
     return f"{fmt_metric(metric, ci['mean'])} ± {fmt_metric(metric, half)}"
 
 
@@ -407,13 +391,13 @@ def headline(param: str, levels: list[dict], optimal: dict | None, closest: dict
         mean_note = f", mean of {n} runs" if n > 1 else ""
         what = f"meets {slo_text}" if rules else "completed (the sweep has no SLO)"
         return (f"**Optimal {param}: {_level_str(optimal['level'])}** (highest throughput that "
-                f"{what}: {optimal['throughput']:.2f} RPS, {lat} = "
+                f"{what}: {format_rate(optimal['throughput'])}, {lat} = "
                 f"{fmt_seconds(optimal['latency'].get(lat))}{mean_note})")
     if closest is not None:
         misses = [r for r in closest["slo"] if not r["passed"]]
         detail = "; ".join(f"{r['rule'].split()[0]} = {r['measured']}" for r in misses)
         return (f"No level met the SLO ({slo_text}); the closest was {param} = "
-                f"{_level_str(closest['level'])} ({detail}, {closest['throughput']:.2f} RPS)"
+                f"{_level_str(closest['level'])} ({detail}, {format_rate(closest['throughput'])})"
                 if closest["throughput"] is not None else
                 f"No level met the SLO ({slo_text}); the closest was {param} = "
                 f"{_level_str(closest['level'])} ({detail})")
@@ -652,7 +636,7 @@ def _render_md(report: dict, rules: list[SloRule], view: dict | None = None) -> 
 
     out += [view.get("levels_heading") or "## Levels", ""]
     star = view["star"] if "star" in view else (report["optimal"] or {}).get("level")
-    head = ["Level", "Runs", "Status", "Throughput (RPS)", "p50", "p95", "p99", "Error rate",
+    head = ["Level", "Runs", "Status", "Throughput (req/s)", "p50", "p95", "p99", "Error rate",
             *[r.text for r in rules], "Verdict"]
     out.append("| " + " | ".join(_md_cell(h) for h in head) + " |")
     out.append("|" + "|".join("---" for _ in head) + "|")
@@ -663,7 +647,7 @@ def _render_md(report: dict, rules: list[SloRule], view: dict | None = None) -> 
             lats = [_pm(k, ci[k]) for k in LATENCY_KEYS]
             err = _pm("error_rate", ci["error_rate"])
         else:
-            thr = f"{l['throughput']:.2f}" if l["throughput"] is not None else "n/a"
+            thr = format_number(l["throughput"])
             lats = [fmt_seconds(l["latency"][k]) for k in LATENCY_KEYS]
             err = fmt_metric("error_rate", l["error_rate"])
         name = _level_str(l["level"])
@@ -693,13 +677,13 @@ def _render_md(report: dict, rules: list[SloRule], view: dict | None = None) -> 
             "Error rate = failed / all requests in the window.", ""]
 
     if multi:
-        out += ["## Runs", "", "| Level | Repeat | Benchmark ID | Status | Throughput (RPS) | p50 | "
+        out += ["## Runs", "", "| Level | Repeat | Benchmark ID | Status | Throughput (req/s) | p50 | "
                 "p95 | p99 | Error rate |", "|---|---|---|---|---|---|---|---|---|"]
         for l in levels:
             for r in l["runs"]:
                 cells = [_level_str(l["level"]), r["repeat"], r["benchmark_id"],
                          STATUS_LABEL.get(r["status"], r["status"]),
-                         f"{r['rps']:.2f}" if r["rps"] is not None else "n/a",
+                         format_number(r["rps"]),
                          *[fmt_seconds(r[k]) for k in LATENCY_KEYS],
                          fmt_metric("error_rate", r["error_rate"])]
                 out.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")

@@ -10,7 +10,7 @@ rule index:
     params:
         sweeps=index_sweeps,
     log:
-        "logs/index.log",
+        "reports/logs/index.log",
     conda:
         "../../environment.yml"
     script:

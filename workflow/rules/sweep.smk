@@ -27,7 +27,7 @@ rule sweep_report:
     params:
         sweep=lambda wildcards: sweep_of(wildcards).describe(),
     log:
-        "logs/sweep_{first}_{last}.log",
+        "reports/logs/sweep_{first}_{last}.log",
     conda:
         "../../environment.yml"
     script:

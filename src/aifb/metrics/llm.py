@@ -45,7 +45,7 @@ import polars as pl
 from ..slo import parse_rules
 from ..summary import (PERCENTILE_METHOD, is_open_loop, latency_sample, scan_records,
                        sorted_values, stats_sorted)
-from ..units import format_seconds, parse_duration
+from ..units import format_number, format_seconds, parse_duration
 
 KINDS = ("vllm", "ollama", "llamacpp")
 GOODPUT_METRICS = ("ttft", "tpot", "e2el")
@@ -456,9 +456,7 @@ def definitions() -> dict:
 # ----------------------------------------------------------------------------- report
 
 def _f(v, unit="") -> str:
-    if v is None:
-        return "n/a"
-    return f"{v:,.2f}{unit}"
+    return "n/a" if v is None else format_number(v) + unit
 
 
 def markdown(summary: dict) -> list[str]:

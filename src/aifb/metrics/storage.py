@@ -112,7 +112,7 @@ def _size_text(n: int) -> str:
 
 
 def markdown(summary: dict) -> list[str]:
-    from ..units import format_seconds
+    from ..units import format_number, format_seconds
 
     st = summary.get("storage")
     if not st:
@@ -121,22 +121,19 @@ def markdown(summary: dict) -> list[str]:
     def secs(v):
         return format_seconds(v) if v is not None else "n/a"
 
-    def num(v, fmt=",.2f"):
-        return format(v, fmt) if v is not None else "n/a"
-
     lines = ["## Storage", "",
              "Payload data rate (MiB = 2^20 bytes) of the ok operations in the measurement window.",
              "", "| op | ok | ops/s | MiB/s |", "|---|---:|---:|---:|"]
     for op, o in st["per_op"].items():
-        lines.append(f"| {op} | {o['ok']:,} | {num(o['ops_s'])} | {num(o['mib_s'], ',.3f')} |")
+        lines.append(f"| {op} | {o['ok']:,} | {format_number(o['ops_s'])} | {format_number(o['mib_s'])} |")
     lines.append("")
     if st["by_size"]:
         lines += ["By object size:", "",
                   "| op | size | ok | ops/s | MiB/s | p50 | p99 | TTFB p50 | TTFB p99 |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in st["by_size"]:
-            lines.append(f"| {r['op']} | {_size_text(r['size'])} | {r['ok']:,} | {num(r['ops_s'])} | "
-                         f"{num(r['mib_s'], ',.3f')} | {secs(r['latency_p50_s'])} | "
+            lines.append(f"| {r['op']} | {_size_text(r['size'])} | {r['ok']:,} | "
+                         f"{format_number(r['ops_s'])} | {format_number(r['mib_s'])} | {secs(r['latency_p50_s'])} | "
                          f"{secs(r['latency_p99_s'])} | "
                          + (f"{secs(r['ttfb_p50_s'])} | {secs(r['ttfb_p99_s'])} |"
                             if r["ttfb_p50_s"] is not None else "– | – |"))

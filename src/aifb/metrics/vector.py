@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 
 from ..summary import PERCENTILE_METHOD, quantiles_sorted, scan_records
+from ..units import format_number, format_rate
 
 KINDS = ("chroma", "qdrant")
 PLOT_FILE = "vector_recall.png"
@@ -131,9 +132,9 @@ def markdown(summary: dict) -> list[str]:
              f"{_f(r.get('p50'))} | {_f(r.get('min'))} | "
              f"{_f(r.get('perfect_fraction'), '{:.1%}')} |", "",
              "| throughput | value |", "|---|---:|",
-             f"| queries | {_f(v.get('qps'), '{:,.2f}')} QPS |"]
+             f"| queries | {format_rate(v.get('qps'), 'queries/s')} |"]
     if v.get("insert_ps") is not None:
-        lines.append(f"| inserts | {_f(v.get('insert_ps'), '{:,.2f}')} ops/s |")
+        lines.append(f"| inserts | {format_rate(v.get('insert_ps'), 'ops/s')} |")
     lines.append("")
     facts = [f"{v.get('vectors'):,} vectors" if isinstance(v.get("vectors"), int) else None,
              f"dimension {v['dimension']}" if v.get("dimension") else None,
@@ -186,7 +187,7 @@ def plots(records_path: Path, run: dict, summary: dict, plots_dir: Path) -> list
         chart = _configure(alt.layer(*layers).properties(
             title=alt.Title(f"recall@{k} distribution under load",
                             subtitle=f"{bid}: {rec.height:,} ok queries of the measurement "
-                                     f"window at {v.get('qps') or 0:,.1f} QPS"),
+                                     f"window at {format_rate(v.get('qps') or 0, 'queries/s')}"),
             width=WIDTH, height=HEIGHT))
         caption = (f"Distribution of per-query recall@{k} (against the exact brute-force top-{k}) "
                    f"over the {rec.height:,} ok queries of the measurement window, measured under "
@@ -228,7 +229,7 @@ def sweep_section(points: list[dict], param: str, out_dir: Path) -> dict:
              f"| {param} | Benchmark ID | QPS | recall@{k} mean | p5 | min | queries |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['level']} | {r['benchmark_id']} | {_f(r['qps'], '{:,.2f}')} | "
+        lines.append(f"| {r['level']} | {r['benchmark_id']} | {format_number(r['qps'])} | "
                      f"{_f(r['recall_mean'])} | {_f(r['recall_p5'])} | {_f(r['recall_min'])} | "
                      f"{r['n'] or 0:,} |")
     lines += ["", f"![QPS vs recall@{k}](plots/{SWEEP_PLOT})", ""]
