@@ -309,7 +309,7 @@ def test_recall_in_records_is_what_the_server_returned(chroma, tmp_path):
         # a returned id counts when exact, or tied with the k-th distance (float32 tolerance)
         got = {int(i) for i in res["ids"][0]}
         expected[qi] = len({i for i in got if i in exact
-                            or d[i] <= kth + abs(kth) * 1e-4 + 1e-6}) / 10
+                            or d[i] <= kth + abs(kth) * 1e-6 + 1e-9}) / 10
     checked = [r for r in q if r["query_id"] in expected]
     assert checked
     for r in checked:

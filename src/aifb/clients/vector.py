@@ -241,6 +241,10 @@ def f32_json(v: np.ndarray) -> str:
 
 
 TOLERANCE_REL, TOLERANCE_ABS = 1e-4, 1e-6
+# A returned base vector outside the exact top-k counts only when it ties with the k-th distance
+# to within float32 precision of the server's distance (a few ulps over the dimensions): a
+# looser bound would count the (k+1)-th neighbour whenever it happens to lie close.
+TIE_REL, TIE_ABS = 1e-6, 1e-9
 
 
 class RecallScorer:
@@ -248,10 +252,9 @@ class RecallScorer:
 
     `ids` are the returned ids, `dists` the canonical distances of the same items (or None);
     `is_inserted(id)` tells vectors inserted during the load. A returned vector counts when it
-    is in the exact top-k of the preloaded data, or when its distance is within the exact k-th
-    distance (a tie at the k-th distance is as correct an answer as the id the exact search
-    happened to keep; an inserted vector that near belongs to the true top-k of the current
-    data). Each returned id counts once. Denominator: min(k, base vectors matching the filter)."""
+    is in the exact top-k of the preloaded data, or when its distance ties with the exact k-th
+    distance (as correct an answer as the id the exact search happened to keep; TIE_REL), or -
+    an inserted vector - is within it (it then belongs to the true top-k of the current data). Each returned id counts once. Denominator: min(k, base vectors matching the filter)."""
 
     def __init__(self, truth: GroundTruth, id_key):
         self.sets = [frozenset(id_key(int(i)) for i in row if i >= 0) for row in truth.ids]
@@ -266,18 +269,22 @@ class RecallScorer:
         inserted = 0
         kth = self.kth[qi]
         seen = set()
-        limit = None if kth is None else kth + abs(kth) * TOLERANCE_REL + TOLERANCE_ABS
+        near = tie = None
+        if kth is not None:
+            near = kth + abs(kth) * TOLERANCE_REL + TOLERANCE_ABS
+            tie = kth + abs(kth) * TIE_REL + TIE_ABS
         for j, i in enumerate(ids):
             if i in seen:
                 continue
             seen.add(i)
-            if is_inserted(i):
+            new = is_inserted(i)
+            if new:
                 inserted += 1
             if i in truth:
                 hits += 1
-            elif dists is not None and limit is not None:
+            elif dists is not None and near is not None:
                 d = dists[j]
-                if d is not None and d <= limit:
+                if d is not None and d <= (near if new else tie):
                     hits += 1
         if denom == 0:
             return None, inserted
