@@ -28,6 +28,17 @@ Faults and variants, per request through extra body fields (workload.extra_body)
     fake_tokens_per_chunk: m m tokens per chunk (usage counts tokens, so chunks != tokens)
     fake_ttft_ms, fake_itl_ms override the server's timings for this request
 
+Request ids and a request log: a request's X-Request-Id header is echoed in the response
+headers, and GET /fake/log returns what the fake saw of every generation request, in order:
+{"request_id", "messages" (chat) or "prompt" (completions), "max_tokens", "ignore_eos",
+"cache_hit"} (the last 10,000).
+
+A simulated prefix cache (--cache-ttft-ms C; off by default): a request's cacheable prefix is
+everything before its last user message (chat) or before the last blank line of its prompt
+(completions). When that prefix, or the whole prompt, was seen before, the first token comes
+after C ms instead of the configured TTFT and usage.prompt_tokens_details.cached_tokens is
+the prefix's word count. Every request's prefix and whole prompt are then remembered.
+
 Command line (also accepts vLLM's: `fake_openai.py serve MODEL --host H --port P
 [--served-model-name N] [--api-key K]`):
 
@@ -50,7 +61,8 @@ VERSION = "0.0.0-fake"
 
 class Config:
     def __init__(self, models=("fake-model",), ttft_ms=20.0, itl_ms=5.0, api_key=None,
-                 usage=True, owned_by="vllm"):
+                 usage=True, owned_by="vllm", cache_ttft_ms=None):
+        self.cache_ttft_ms = None if cache_ttft_ms is None else float(cache_ttft_ms)
         self.models = list(models)
         self.ttft_ms = float(ttft_ms)
         self.itl_ms = float(itl_ms)
@@ -68,6 +80,53 @@ def prompt_of(body: dict) -> str:
         return " ".join(str(m.get("content") or "") for m in body["messages"] if isinstance(m, dict))
     p = body.get("prompt", "")
     return p if isinstance(p, str) else " ".join(map(str, p))
+
+
+def cache_key(body: dict) -> tuple[str, str]:
+    """(cacheable prefix, whole prompt) of a request, for the simulated prefix cache."""
+    if isinstance(body.get("messages"), list):
+        msgs = [m for m in body["messages"] if isinstance(m, dict)]
+        last_user = max((i for i, m in enumerate(msgs) if m.get("role") == "user"), default=0)
+        dump = [json.dumps(m, sort_keys=True) for m in msgs]
+        return "\n".join(dump[:last_user]), "\n".join(dump)
+    p = prompt_of(body)
+    return (p.rsplit("\n\n", 1)[0] if "\n\n" in p else ""), p
+
+
+class RequestLog:
+    """What the fake saw (GET /fake/log) and its simulated prefix cache."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.seen: set[str] = set()
+        self.entries: list[dict] = []
+
+    def note(self, request, body: dict) -> tuple[float | None, int]:
+        """Log a generation request; returns (TTFT override in s or None, cached words)."""
+        prefix, whole = cache_key(body)
+        hit = self.cfg.cache_ttft_ms is not None and (whole in self.seen or
+                                                      (prefix and prefix in self.seen))
+        cached = count_words(whole if whole in self.seen else prefix) if hit else 0
+        if self.cfg.cache_ttft_ms is not None:
+            self.seen.update(x for x in (prefix, whole) if x)
+        entry = {"request_id": request.headers.get("X-Request-Id"),
+                 "max_tokens": body.get("max_tokens") or (body.get("options") or {}).get("num_predict"),
+                 "ignore_eos": body.get("ignore_eos"), "cache_hit": bool(hit)}
+        if "messages" in body:
+            entry["messages"] = body["messages"]
+        else:
+            entry["prompt"] = body.get("prompt")
+        self.entries.append(entry)
+        del self.entries[:-10000]
+        return (self.cfg.cache_ttft_ms / 1e3 if hit else None), cached
+
+    async def handler(self, request):
+        return web.json_response(self.entries)
+
+
+def echo_id(request) -> dict:
+    rid = request.headers.get("X-Request-Id")
+    return {"X-Request-Id": rid} if rid else {}
 
 
 def error_json(message: str, type_: str, code: int) -> dict:
@@ -116,6 +175,7 @@ class FakeOpenAI:
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self.requests = 0
+        self.log = RequestLog(cfg)
 
     def routes(self, app: web.Application, prefix_models=True) -> None:
         app.router.add_get("/health", self.health)
@@ -124,6 +184,7 @@ class FakeOpenAI:
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/tokenize", self.tokenize)
+        app.router.add_get("/fake/log", self.log.handler)
 
     async def health(self, request):
         return web.Response(status=200)
@@ -178,6 +239,9 @@ class FakeOpenAI:
                                                 "BadRequestError", 400), status=400)
         n = int(body.get("max_tokens") or body.get("max_completion_tokens") or 16)
         ttft = float(body.get("fake_ttft_ms", self.cfg.ttft_ms)) / 1e3
+        cached_ttft, cached = self.log.note(request, body)
+        if cached_ttft is not None:
+            ttft = cached_ttft
         itl = float(body.get("fake_itl_ms", self.cfg.itl_ms)) / 1e3
         usage_on = self.cfg.usage and not body.get("fake_no_usage")
         prompt_tokens = count_words(prompt_of(body))
@@ -187,7 +251,8 @@ class FakeOpenAI:
 
         def usage(k):
             return {"prompt_tokens": prompt_tokens, "completion_tokens": k,
-                    "total_tokens": prompt_tokens + k}
+                    "total_tokens": prompt_tokens + k,
+                    "prompt_tokens_details": {"cached_tokens": cached}}
 
         if not stream:
             await sleep_until(loop, t0 + ttft + (n - 1) * itl)
@@ -199,11 +264,12 @@ class FakeOpenAI:
                    "created": created, "model": model, "choices": [choice]}
             if usage_on:
                 out["usage"] = usage(n)
-            return web.json_response(out)
+            return web.json_response(out, headers=echo_id(request))
 
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache",
-                                           "X-Fake-Arrival-Ns": str(arrival_ns)})
+                                           "X-Fake-Arrival-Ns": str(arrival_ns),
+                                           **echo_id(request)})
         await resp.prepare(request)
         include_usage = usage_on and bool((body.get("stream_options") or {}).get("include_usage"))
 
@@ -298,6 +364,8 @@ def parse_args(argv):
     p.add_argument("--ttft-ms", type=float, default=20.0)
     p.add_argument("--itl-ms", type=float, default=5.0)
     p.add_argument("--no-usage", action="store_true")
+    p.add_argument("--cache-ttft-ms", type=float, default=None,
+                   help="simulate a prefix cache: TTFT of a request whose prefix was seen")
     p.add_argument("--version", action="store_true")
     args, _unknown = p.parse_known_args(argv)   # vLLM engine args are accepted and ignored
     return args
@@ -311,7 +379,7 @@ def main(argv=None) -> int:
     models = (args.models.split(",") if args.models else
               [args.served_model_name or args.model or "fake-model"])
     cfg = Config(models=models, ttft_ms=args.ttft_ms, itl_ms=args.itl_ms, api_key=args.api_key,
-                 usage=not args.no_usage)
+                 usage=not args.no_usage, cache_ttft_ms=args.cache_ttft_ms)
     try:
         import uvloop
         uvloop.install()

@@ -29,7 +29,7 @@ from ..clock import now_ns
 from ..errors import ServiceError
 from . import register
 from .openai import (CONTROL_TIMEOUT_S, OLLAMA_APIS, OPENAI_APIS, ChunkAccumulator,
-                     LLMHttpClient, OpenAIClient, Prompt, PromptSource, _short, choose_model,
+                     LLMHttpClient, OpenAIClient, Prompt, PromptSource, Req, _short, choose_model,
                      error_text, exchange, get_json, make_session, normalize_base,
                      with_prompt_facts)
 
@@ -183,15 +183,15 @@ class OllamaNativeClient(LLMHttpClient):
                 body[k] = v
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
-    async def request(self, worker: int, req: tuple) -> tuple:
-        prompt, body = req
+    async def generate(self, req: Req) -> tuple:
+        prompt, body = req.prompt, req.body
         stream = self.wl.stream
         acc = ChunkAccumulator(chat=self.wl.chat)
         op = self._op
         failed, nbytes, t_end = await exchange(
             self._session, self._url, body, acc, stream=stream, feed_line=acc.feed_ollama_line,
             feed_obj=acc.feed_ollama_obj, op=op, max_tokens=prompt.max_tokens, label=LABEL,
-            base=self.base)
+            base=self.base, headers=req.headers)
         if failed:
             return failed
         bad = None

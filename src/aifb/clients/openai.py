@@ -53,7 +53,7 @@ import aiohttp
 from ..clock import now_ns
 from ..errors import ServiceError
 from . import register
-from .base import CoroutineClient, RequestError
+from .base import CoroutineClient, RequestError, error_result
 
 CONNECT_TIMEOUT_S = 10.0
 CONTROL_TIMEOUT_S = 30.0          # /v1/models, /tokenize, the prepare() request
@@ -129,6 +129,19 @@ class Prompt:
     max_tokens: int
 
 
+class Req:
+    """One request as build() prepares it, before t_start: the prompt, the encoded body, the
+    headers (the request id), and what the record carries about it."""
+
+    __slots__ = ("prompt", "body", "headers", "request_id")
+
+    def __init__(self, prompt: Prompt, body: bytes, headers: dict | None, request_id: str | None):
+        self.prompt = prompt
+        self.body = body
+        self.headers = headers
+        self.request_id = request_id
+
+
 @dataclass
 class LLMWorkload:
     """The recipe's `workload:` for the LLM kinds (one shape for vllm, ollama, llamacpp; see
@@ -150,6 +163,7 @@ class LLMWorkload:
     extra_body: dict = field(default_factory=dict)
     keep_alive: str | None = None
     goodput: dict | None = None
+    request_id_header: str | None = "X-Request-Id"
 
     @classmethod
     def parse(cls, workload: dict | None, kind: str, apis: tuple[str, ...]) -> "LLMWorkload":
@@ -173,6 +187,15 @@ class LLMWorkload:
         extra = wl.get("extra_body") or {}
         if not isinstance(extra, dict):
             raise ServiceError("workload.extra_body: expected a mapping of request fields")
+        rid_header = wl.get("request_id_header", True)
+        if rid_header is True:
+            rid_header = "X-Request-Id"
+        elif rid_header is False or rid_header is None:
+            rid_header = None
+        elif not isinstance(rid_header, str) or not rid_header.strip() or any(
+                c in rid_header for c in ": \t\r\n"):
+            raise ServiceError(f"workload.request_id_header: expected an HTTP header name, true "
+                               f"or false, got {rid_header!r}")
         return cls(api=api, model=wl.get("model"), stream=bool(wl.get("stream", True)),
                    source=source, input_tokens=input_tokens if source == "synthetic" else None,
                    output_tokens=output_tokens, max_tokens=max_tokens,
@@ -180,7 +203,8 @@ class LLMWorkload:
                    temperature=float(wl.get("temperature", 0.0)), path=prompts.get("path"),
                    sha256=prompts.get("sha256"), limit=prompts.get("limit"),
                    shuffle=bool(prompts.get("shuffle", True)), extra_body=dict(extra),
-                   keep_alive=wl.get("keep_alive"), goodput=wl.get("goodput"))
+                   keep_alive=wl.get("keep_alive"), goodput=wl.get("goodput"),
+                   request_id_header=rid_header)
 
     @property
     def chat(self) -> bool:
@@ -642,6 +666,7 @@ def auth_refused(label: str, base: str, status: int, key_given: bool, why: str) 
 
 def with_prompt_facts(out: dict, prompts: "PromptSource", wl: LLMWorkload, notes: list) -> dict:
     """describe() of an LLM client: add the data set's hash, the goodput SLOs and the notes."""
+    out["request_id_header"] = wl.request_id_header
     if prompts.dataset:
         out["dataset_sha256"] = prompts.dataset["sha256"]
     if wl.goodput:
@@ -660,7 +685,8 @@ def partial_record(acc: ChunkAccumulator, max_tokens: int, op: str, etype: str, 
 
 async def exchange(session: aiohttp.ClientSession, url: str, body: bytes, acc: ChunkAccumulator,
                    *, stream: bool, feed_line, feed_obj, op: str, max_tokens: int, label: str,
-                   base: str, reject_obj=None) -> tuple[tuple | None, int, int]:
+                   base: str, reject_obj=None,
+                   headers: dict | None = None) -> tuple[tuple | None, int, int]:
     """One generation request on the wire, for every LLM protocol: POST body, then feed each
     streamed line (SSE or NDJSON, with its arrival time) or the one JSON object of a
     non-streamed reply to acc. t_end is taken when the body has been read to its end.
@@ -671,7 +697,7 @@ async def exchange(session: aiohttp.ClientSession, url: str, body: bytes, acc: C
     response cut off mid-stream. Raises RequestError when no exchange happened at all."""
     nbytes = 0
     try:
-        async with session.post(url, data=body) as resp:
+        async with session.post(url, data=body, headers=headers) as resp:
             if resp.status != 200:
                 raw = await resp.read()
                 t_end = now_ns()
@@ -747,6 +773,9 @@ class LLMHttpClient(CoroutineClient):
         self._url = self.base + self.paths[which]
         self._op = self.ops[which]
         self._notes: list[str] = []
+        self._rid_prefix = "aifb-0"
+        self._seq = 0
+        self.salt: str | None = None
         if self.wl.ignore_eos and not self.supports_ignore_eos:
             self._notes.append(f"ignore_eos requested but {self.label} does not support it: not "
                                "sent (responses may end before max_tokens)")
@@ -771,10 +800,37 @@ class LLMHttpClient(CoroutineClient):
             except Exception:
                 pass
 
-    def build(self, worker: int) -> tuple:
-        """The prompt and the encoded body, before t_start (see CoroutineClient.build)."""
+    def identify(self, benchmark_id: str, client: int, salt: str) -> None:
+        """The run's identity (aifb.engine.run_identity), given before startup: request ids
+        are `<benchmark id>-<client>-<seq>`, seq counting this client's requests from 1."""
+        self._rid_prefix = f"{benchmark_id}-{client}"
+        self.salt = salt
+
+    def build(self, worker: int) -> Req:
+        """The prompt, the encoded body and the request id, before t_start (see
+        CoroutineClient.build)."""
         prompt = self.prompts.next(worker)
-        return prompt, self._body(prompt)
+        self._seq += 1
+        rid = f"{self._rid_prefix}-{self._seq}"
+        header = self.wl.request_id_header
+        return Req(prompt, self._body(prompt), {header: rid} if header else None, rid)
+
+    async def request(self, worker: int, req: Req) -> tuple:
+        """generate(req), its record stamped with the request id (failures too)."""
+        try:
+            result = await self.generate(req)
+        except RequestError as exc:
+            result = error_result(self._op, exc.type, exc.message)
+        return self._stamp(result, req)
+
+    async def generate(self, req: Req) -> tuple:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _stamp(self, result: tuple, req: Req) -> tuple:
+        if len(result) > 8:
+            result[8]["request_id"] = req.request_id
+            return result
+        return (*result, {"request_id": req.request_id})
 
     def _op_name(self, worker: int) -> str:
         return self._op
@@ -911,14 +967,14 @@ class OpenAIClient(LLMHttpClient):
             body.update(wl.extra_body)
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
-    async def request(self, worker: int, req: tuple) -> tuple:
-        prompt, body = req
+    async def generate(self, req: Req) -> tuple:
+        prompt, body = req.prompt, req.body
         stream = self.wl.stream
         acc = ChunkAccumulator(chat=self.wl.chat)
         failed, nbytes, t_end = await exchange(
             self._session, self._url, body, acc, stream=stream, feed_line=acc.feed_sse_line,
             feed_obj=acc.feed_openai_obj, reject_obj=_openai_error_obj, op=self._op,
-            max_tokens=prompt.max_tokens, label=self.label, base=self.base)
+            max_tokens=prompt.max_tokens, label=self.label, base=self.base, headers=req.headers)
         if failed:
             return failed
         return await self.finish(acc, prompt, self._op, stream, len(body), nbytes, t_end)
