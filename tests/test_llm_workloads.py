@@ -87,3 +87,64 @@ def test_failed_requests_keep_their_id(tmp_path):
     finally:
         stop(proc)
     assert recs and all(not r["ok"] and r["request_id"] for r in recs)
+
+
+# ----------------------------------------------------------------------------- length distributions
+
+def test_length_distributions_are_seeded_and_have_their_moments():
+    import random
+    import statistics
+
+    from aifb.clients.llm_shapes import Lengths
+
+    for spec, mean, sd in (({"dist": "normal", "mean": 200, "sd": 40}, 200, 40),
+                           ({"dist": "lognormal", "mean": 300, "sd": 150}, 300, 150),
+                           ({"dist": "uniform", "min": 10, "max": 30}, 20, 20 / 12 ** 0.5)):
+        d = Lengths.parse(spec, "prompts.input_tokens")
+        xs = [d.draw(random.Random(f"s:{i}")) for i in range(4000)]
+        assert xs[:50] == [d.draw(random.Random(f"s:{i}")) for i in range(50)]  # seeded
+        assert abs(statistics.fmean(xs) - mean) < 0.05 * mean, spec
+        assert abs(statistics.stdev(xs) - sd) < 0.1 * sd, spec
+        assert min(xs) >= 1
+    clipped = Lengths.parse({"dist": "normal", "mean": 50, "sd": 100, "min": 20, "max": 60}, "x")
+    xs = [clipped.draw(random.Random(i)) for i in range(500)]
+    assert min(xs) == 20 and max(xs) == 60
+    assert Lengths.parse({"dist": "fixed", "value": 7}, "x").draw(random.Random(1)) == 7
+    # the integer forms draw exactly as before (random.randint), so old seeds keep their prompts
+    r1, r2 = random.Random(3), random.Random(3)
+    assert Lengths.parse([5, 9], "x").draw(r1) == r2.randint(5, 9)
+    for bad, msg in (({"dist": "gamma"}, "dist"), ({"dist": "normal", "mean": 5}, "sd"),
+                     ({"dist": "normal", "mean": 5, "sd": 1, "value": 3}, "not value"),
+                     ({"dist": "lognormal", "mean": -1, "sd": 1}, "mean > 0"), (True, "integer")):
+        with pytest.raises(ServiceError, match=msg):
+            Lengths.parse(bad, "prompts.output_tokens")
+
+
+def test_lognormal_output_lengths_and_ignore_eos_reach_the_server(fake_vllm, tmp_path):
+    before = len(fake_log(fake_vllm))
+    wl = {"prompts": {"input_tokens": {"dist": "normal", "mean": 12, "sd": 3, "min": 4},
+                      "output_tokens": {"dist": "lognormal", "mean": 6, "sd": 3, "max": 20}},
+          "ignore_eos": True}
+    stats, recs = run(tmp_path, "vllm", fake_vllm, wl, concurrency=4, duration=0.8)
+    ok = [r for r in recs if r["ok"]]
+    assert len(ok) > 20
+    assert all(1 <= r["max_tokens"] <= 20 and r["output_tokens"] == r["max_tokens"] for r in ok)
+    assert len({r["max_tokens"] for r in ok}) > 3 and len({r["prompt_tokens"] for r in ok}) > 3
+    assert all(r["prompt_tokens"] >= 4 for r in ok)
+    log = fake_log(fake_vllm)[before:]
+    assert log and all(e["ignore_eos"] is True for e in log if e["max_tokens"] != 1)
+    p = stats["client"]["prompts"]
+    assert p["output_tokens"] == {"dist": "lognormal", "mean": 6, "sd": 3, "max": 20}
+
+
+def test_length_distribution_in_a_recipe_is_schema_checked():
+    from aifb.errors import RecipeError
+    from aifb.recipe import validate
+
+    base = {"name": "x", "category": "inference",
+            "service": {"kind": "llamacpp", "endpoint": "http://127.0.0.1:1"},
+            "load": {"clients": 1, "concurrency": 1, "duration": "1s"}}
+    validate(dict(base, workload={"prompts": {"input_tokens": {"dist": "lognormal", "mean": 100,
+                                                               "sd": 50}}}))
+    with pytest.raises(RecipeError, match="input_tokens.dist: 'zipf'"):
+        validate(dict(base, workload={"prompts": {"input_tokens": {"dist": "zipf"}}}))

@@ -54,6 +54,7 @@ from ..clock import now_ns
 from ..errors import ServiceError
 from . import register
 from .base import CoroutineClient, RequestError, error_result
+from .llm_shapes import Lengths
 
 CONNECT_TIMEOUT_S = 10.0
 CONTROL_TIMEOUT_S = 30.0          # /v1/models, /tokenize, the prepare() request
@@ -86,23 +87,6 @@ street road bridge tower wall door window table chair paper letter word page boo
 
 
 # ----------------------------------------------------------------------------- workload
-
-def _range(value, name: str) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise ServiceError(f"workload.{name}: expected an integer or [min, max], got {value!r}")
-    if isinstance(value, int):
-        lo = hi = value
-    elif isinstance(value, (list, tuple)) and len(value) == 2 and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value):
-        lo, hi = value
-    else:
-        raise ServiceError(f"workload.{name}: expected an integer or [min, max], got {value!r}")
-    if lo < 1 or hi < lo:
-        raise ServiceError(f"workload.{name}: need 1 <= min <= max, got {value!r}")
-    return lo, hi
-
 
 def _resolve_path(path: str) -> Path:
     p = Path(path).expanduser()
@@ -151,8 +135,8 @@ class LLMWorkload:
     model: str | None = None
     stream: bool = True
     source: str = "synthetic"
-    input_tokens: tuple[int, int] | None = (128, 128)
-    output_tokens: tuple[int, int] | None = None
+    input_tokens: Lengths | None = None
+    output_tokens: Lengths | None = None
     max_tokens: int | None = None
     ignore_eos: bool = False
     temperature: float = 0.0
@@ -176,9 +160,9 @@ class LLMWorkload:
         source = prompts.get("source", "synthetic")
         if source not in ("synthetic", "sharegpt", "jsonl"):
             raise ServiceError(f"workload.prompts.source {source!r}: use synthetic, sharegpt or jsonl")
-        input_tokens = _range(prompts.get("input_tokens", 128 if source == "synthetic" else None),
-                              "prompts.input_tokens")
-        output_tokens = _range(prompts.get("output_tokens"), "prompts.output_tokens")
+        input_tokens = Lengths.parse(prompts.get("input_tokens", 128 if source == "synthetic"
+                                                 else None), "prompts.input_tokens")
+        output_tokens = Lengths.parse(prompts.get("output_tokens"), "prompts.output_tokens")
         if source != "synthetic" and not prompts.get("path"):
             raise ServiceError(f"workload.prompts.path: a {source} data set needs a file path")
         max_tokens = wl.get("max_tokens")
@@ -268,7 +252,7 @@ class PromptSource:
     def _out_len(self, rng: random.Random, own: int | None) -> int:
         wl = self.wl
         if wl.output_tokens:
-            n = rng.randint(*wl.output_tokens)
+            n = wl.output_tokens.draw(rng)
         elif own:
             n = own
         else:
@@ -325,7 +309,7 @@ class PromptSource:
             item = self.items[self._next % len(self.items)]
             self._next += 1
             return item
-        n_in = rng.randint(*self.wl.input_tokens)
+        n_in = self.wl.input_tokens.draw(rng)
         words = max(1, round(n_in / self.tokens_per_word))
         choice = rng.choice
         text = " ".join([choice(VOCAB) for _ in range(words)])
@@ -338,9 +322,9 @@ class PromptSource:
     def describe(self) -> dict:
         wl = self.wl
         out = {"source": wl.source, "max_tokens_cap": wl.max_tokens,
-               "output_tokens": list(wl.output_tokens) if wl.output_tokens else None}
+               "output_tokens": wl.output_tokens.describe() if wl.output_tokens else None}
         if wl.source == "synthetic":
-            out.update({"input_tokens": list(wl.input_tokens),
+            out.update({"input_tokens": wl.input_tokens.describe(),
                         "generator": f"seeded words from a {len(VOCAB)}-word list",
                         "tokens_per_word": round(self.tokens_per_word, 4),
                         "calibration": self.calibration})
