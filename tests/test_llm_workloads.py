@@ -148,3 +148,107 @@ def test_length_distribution_in_a_recipe_is_schema_checked():
                                                                "sd": 50}}}))
     with pytest.raises(RecipeError, match="input_tokens.dist: 'zipf'"):
         validate(dict(base, workload={"prompts": {"input_tokens": {"dist": "zipf"}}}))
+
+
+# ----------------------------------------------------------------------------- shared prefixes, cache
+
+def systems(entries):
+    return [e["messages"][0]["content"] for e in entries
+            if e.get("messages") and e["messages"][0]["role"] == "system"]
+
+
+def test_shared_prefix_groups_fraction_and_cold_salt(tmp_path):
+    proc, url = start_openai("fake-model", "--ttft-ms", "40", "--itl-ms", "1",
+                             "--cache-ttft-ms", "5")
+    try:
+        wl = {"prompts": {"input_tokens": 6, "output_tokens": 2},
+              "shared_prefix": {"tokens": 30, "fraction": 0.5, "groups": 3}}
+        stats, recs = run(tmp_path, "vllm", url, wl, concurrency=2, duration=1.0,
+                          identity={"benchmark_id": "c1", "salt": "s4lt1"}, name="c1")
+        log1 = fake_log(url)
+        _, recs2 = run(tmp_path, "vllm", url, wl, concurrency=2, duration=0.5,
+                       identity={"benchmark_id": "c2", "salt": "s4lt2"}, name="c2")
+        log2 = fake_log(url)[len(log1):]
+    finally:
+        stop(proc)
+    measured_ids = {r["request_id"] for r in recs}
+    mine = [e for e in log1 if e["request_id"] in measured_ids]
+    sys1 = systems(mine)
+    assert 0.3 < len(sys1) / len(mine) < 0.7                    # fraction 0.5
+    assert len(set(sys1)) == 3                                   # 3 groups
+    assert all(s.startswith("s4lt1 ") and len(s.split()) == 31 for s in sys1)  # 30 words + salt
+    # prompts without a prefix are salted too (their user message)
+    users = [e["messages"][0]["content"] for e in mine if e["messages"][0]["role"] == "user"]
+    assert users and all(u.startswith("s4lt1 ") for u in users)
+    # within the run the groups share (hits after the first of each group) ...
+    assert sum(e["cache_hit"] for e in mine) >= len(sys1) - 3 - 2
+    # ... but the next run's salt is new: its first request of each group misses again
+    sys2 = [e for e in log2 if systems([e])]
+    assert all(systems([e])[0].startswith("s4lt2 ") for e in sys2)
+    first = {}
+    for e in sys2:
+        first.setdefault(systems([e])[0], e)
+    assert len(first) == 3 and not any(e["cache_hit"] for e in first.values())
+    c = stats["client"]["cache"]
+    assert c["state"] == "cold" and c["salt"] == "s4lt1"
+    assert c["shared_prefix"] == {"tokens": 30, "fraction": 0.5, "groups": 3}
+
+
+@pytest.mark.parametrize("kind", ["vllm", "ollama"])
+def test_warm_cache_replays_the_prefixes_before_measuring(tmp_path, kind):
+    if kind == "vllm":
+        proc, url = start_openai("fake-model", "--ttft-ms", "60", "--itl-ms", "1",
+                                 "--cache-ttft-ms", "5")
+        wl = {}
+    else:
+        proc, url = start_ollama(ttft_ms=60, itl_ms=1, cache_ttft_ms=5, models="llama2",
+                                 load_ms=1)
+        wl = {"api": "ollama-chat"}
+    try:
+        wl.update({"prompts": {"input_tokens": 6, "output_tokens": 2}, "cache": "warm",
+                   "shared_prefix": {"tokens": 20, "groups": 2}})
+        stats, recs = run(tmp_path, kind, url, wl, concurrency=2, duration=0.6, warmup=0.0)
+        log = fake_log(url)
+        cold_wl = dict(wl, cache="cold")
+        stats_c, recs_c = run(tmp_path, kind, url, cold_wl, duration=0.3, warmup=0.0, name="cold")
+    finally:
+        stop(proc)
+    warmers = [e for e in log if e["request_id"] is None and systems([e])]
+    assert len(warmers) == 2 and all(e["max_tokens"] == 1 for e in warmers)
+    m = [r for r in recs if r["ok"]]
+    ids = {r["request_id"] for r in m}
+    assert m and all(e["cache_hit"] for e in log if e["request_id"] in ids)   # every one a hit
+    ttft = sorted(r["t_first"] - r["t_start"] for r in m)
+    assert ttft[len(ttft) // 2] < 0.03
+    if kind == "vllm":   # usage.prompt_tokens_details.cached_tokens (Ollama has no such count)
+        assert all(r["cached_tokens"] > 0 for r in m)
+    assert stats["client"]["cache"]["state"] == "warm"
+    assert stats["client"]["cache"]["warmed"]["prefixes_sent"] == 2
+    assert all(not systems([e])[0][0].isdigit() for e in warmers)       # not salted
+    # cold on the same server: the run's first request of each group pays the full TTFT
+    first = min(recs_c, key=lambda r: r["t_start"])
+    assert first["t_first"] - first["t_start"] > 0.05
+
+
+def test_cache_state_in_run_json_summary_and_report(fake_vllm, tmp_path):
+    from test_llm_fakes import run_recipe
+
+    from aifb.report import build_report
+
+    wl = {"prompts": {"input_tokens": 4, "output_tokens": 2},
+          "shared_prefix": {"tokens": 8, "fraction": 0.25, "groups": 2}}
+    bid, out = run_recipe(tmp_path, {"kind": "vllm", "endpoint": fake_vllm}, wl, duration="0.5s")
+    run_dir = tmp_path / "results" / bid
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["status"] == "completed" and len(run["salt"]) == 8
+    assert run["clients"]["implementation"]["cache"]["salt"] == run["salt"]
+    recs = [json.loads(x) for x in (run_dir / "requests.jsonl").read_text().splitlines()]
+    assert all(r["request_id"].startswith(f"{bid}-0-") for r in recs)
+    from aifb.summary import summarize
+
+    build_report(run_dir, tmp_path / "report")
+    summary = summarize(run_dir)
+    assert summary["llm_workload"]["cache"]["state"] == "cold"
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "Prefix cache: **cold**" in md and run["salt"] in md
+    assert "25% of the requests start with one of 2 system prompt(s) of 8 tokens" in md

@@ -102,3 +102,89 @@ class Lengths:
     def describe(self):
         """[min, max] for the integer forms, else the distribution's mapping as written."""
         return dict(self.spec) if isinstance(self.spec, dict) else [self.lo, self.hi]
+
+
+# ----------------------------------------------------------------------------- shared prefixes
+
+CACHE_STATES = ("cold", "warm")
+
+
+class SharedPrefix:
+    """workload.shared_prefix {tokens: P, fraction: f, groups: g}: a fraction f of the requests
+    start with one of g shared system prompts of P tokens (group drawn uniformly, seeded).
+
+    A group's text depends only on the group and P (not on the client's seed), so every
+    client and process of a run sends the same g prefixes and a server's prefix cache can
+    serve them across clients."""
+
+    __slots__ = ("tokens", "fraction", "groups", "_texts")
+
+    def __init__(self, tokens: int, fraction: float, groups: int):
+        self.tokens, self.fraction, self.groups = tokens, fraction, groups
+        self._texts: dict[int, str] = {}
+
+    @classmethod
+    def parse(cls, value) -> "SharedPrefix | None":
+        if value is None:
+            return None
+        where = "workload.shared_prefix"
+        if not isinstance(value, dict):
+            raise ServiceError(f"{where}: expected {{tokens, fraction, groups}}, got {value!r}")
+        unknown = sorted(set(value) - {"tokens", "fraction", "groups"})
+        if unknown:
+            raise ServiceError(f"{where}: unknown field(s) {', '.join(unknown)} (tokens, "
+                               "fraction, groups)")
+        tokens, fraction, groups = value.get("tokens"), value.get("fraction", 1.0), value.get("groups", 1)
+        if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 1:
+            raise ServiceError(f"{where}.tokens: expected a positive integer, got {tokens!r}")
+        if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+            raise ServiceError(f"{where}.groups: expected a positive integer, got {groups!r}")
+        if (not isinstance(fraction, (int, float)) or isinstance(fraction, bool)
+                or not 0 <= fraction <= 1):
+            raise ServiceError(f"{where}.fraction: expected a number in [0, 1], got {fraction!r}")
+        return cls(tokens, float(fraction), groups)
+
+    def pick(self, rng: random.Random) -> int | None:
+        """The group of the next request, or None (no shared prefix)."""
+        if self.fraction < 1.0 and rng.random() >= self.fraction:
+            return None
+        return rng.randrange(self.groups) if self.groups > 1 else 0
+
+    def text(self, group: int, tokens_per_word: float, vocab: tuple) -> str:
+        t = self._texts.get(group)
+        if t is None:
+            rng = random.Random(f"aifb-llm-prefix:{self.tokens}:{group}")
+            words = max(1, round(self.tokens / tokens_per_word))
+            t = self._texts[group] = " ".join(rng.choice(vocab) for _ in range(words))
+        return t
+
+    def describe(self) -> dict:
+        return {"tokens": self.tokens, "fraction": self.fraction, "groups": self.groups}
+
+
+def parse_cache(value) -> str:
+    value = "cold" if value is None else value
+    if value not in CACHE_STATES:
+        raise ServiceError(f"workload.cache: {value!r} is not one of cold, warm")
+    return value
+
+
+def chat_messages(prefix: str | None, history: list, text: str, salt: str) -> list[dict]:
+    """A chat request's messages: [system prefix], the conversation so far, the new user
+    message; `salt` (cache: cold) starts the first message of a conversation."""
+    msgs: list[dict] = []
+    if prefix is not None:
+        msgs.append({"role": "system", "content": salt + prefix})
+        salt = ""
+    if history:
+        msgs.extend(history)
+        salt = ""
+    msgs.append({"role": "user", "content": salt + text})
+    return msgs
+
+
+def completion_text(prefix: str | None, history: list, text: str, salt: str) -> str:
+    """The same as one completions prompt: prefix, the turns so far, the new text, separated by
+    blank lines."""
+    parts = [m["content"] for m in chat_messages(prefix, history, text, salt)]
+    return "\n\n".join(parts)

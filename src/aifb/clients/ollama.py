@@ -135,6 +135,7 @@ class OllamaNativeClient(LLMHttpClient):
 
     async def prepare(self) -> None:
         self.load_s = await ollama_load(self._session, self.base, self.model, self.wl.keep_alive)
+        await self.warm_cache()
 
     @classmethod
     async def probe(cls, endpoint: str, timeout_s: float, secrets: dict | None = None) -> None:
@@ -164,15 +165,12 @@ class OllamaNativeClient(LLMHttpClient):
             "token_count": "eval_count from the server (the final NDJSON line)",
             "api_key": "sent (from secrets)" if self._api_key else "none",
         }
-        return with_prompt_facts(out, self.prompts, self.wl, self._notes)
+        return with_prompt_facts(out, self.prompts, self.wl, self._notes, self.cache_facts())
 
     def _body(self, prompt: Prompt) -> bytes:
         wl = self.wl
         body: dict = {"model": self.model}
-        if wl.chat:
-            body["messages"] = [{"role": "user", "content": prompt.text}]
-        else:
-            body["prompt"] = prompt.text
+        self._put_input(body, prompt)
         body["stream"] = wl.stream
         body["options"] = {"num_predict": prompt.max_tokens, "temperature": wl.temperature}
         body["keep_alive"] = wl.keep_alive or DEFAULT_KEEP_ALIVE

@@ -54,7 +54,7 @@ from ..clock import now_ns
 from ..errors import ServiceError
 from . import register
 from .base import CoroutineClient, RequestError, error_result
-from .llm_shapes import Lengths
+from .llm_shapes import Lengths, SharedPrefix, chat_messages, completion_text, parse_cache
 
 CONNECT_TIMEOUT_S = 10.0
 CONTROL_TIMEOUT_S = 30.0          # /v1/models, /tokenize, the prepare() request
@@ -111,6 +111,8 @@ def sha256_file(path: Path) -> str:
 class Prompt:
     text: str
     max_tokens: int
+    prefix: str | None = None                         # a shared system prompt (shared_prefix)
+    history: list = field(default_factory=list)        # earlier turns, as sent and answered
 
 
 class Req:
@@ -148,6 +150,8 @@ class LLMWorkload:
     keep_alive: str | None = None
     goodput: dict | None = None
     request_id_header: str | None = "X-Request-Id"
+    shared_prefix: SharedPrefix | None = None
+    cache: str = "cold"
 
     @classmethod
     def parse(cls, workload: dict | None, kind: str, apis: tuple[str, ...]) -> "LLMWorkload":
@@ -188,7 +192,9 @@ class LLMWorkload:
                    sha256=prompts.get("sha256"), limit=prompts.get("limit"),
                    shuffle=bool(prompts.get("shuffle", True)), extra_body=dict(extra),
                    keep_alive=wl.get("keep_alive"), goodput=wl.get("goodput"),
-                   request_id_header=rid_header)
+                   request_id_header=rid_header,
+                   shared_prefix=SharedPrefix.parse(wl.get("shared_prefix")),
+                   cache=parse_cache(wl.get("cache")))
 
     @property
     def chat(self) -> bool:
@@ -305,15 +311,28 @@ class PromptSource:
         rng = self._rngs.get(worker)
         if rng is None:
             rng = self._rngs[worker] = random.Random(f"aifb-llm:{self.seed}:{worker}")
+        sp = self.wl.shared_prefix
+        prefix = None
+        if sp is not None:
+            group = sp.pick(rng)
+            if group is not None:
+                prefix = sp.text(group, self.tokens_per_word, VOCAB)
         if self.items:
             item = self.items[self._next % len(self.items)]
             self._next += 1
-            return item
+            return item if prefix is None else Prompt(item.text, item.max_tokens, prefix)
         n_in = self.wl.input_tokens.draw(rng)
-        words = max(1, round(n_in / self.tokens_per_word))
+        # cache: cold puts the run's salt (one word) first: the prompt is one word shorter
+        salt_words = 1 if self.wl.cache == "cold" and prefix is None else 0
+        words = max(1, round(n_in / self.tokens_per_word) - salt_words)
         choice = rng.choice
         text = " ".join([choice(VOCAB) for _ in range(words)])
-        return Prompt(text, self._out_len(rng, None))
+        return Prompt(text, self._out_len(rng, None), prefix)
+
+    def prefixes(self) -> list[str]:
+        """Every shared prefix's text (cache: warm sends each once before measuring)."""
+        sp = self.wl.shared_prefix
+        return [sp.text(g, self.tokens_per_word, VOCAB) for g in range(sp.groups)] if sp else []
 
     def calibration_text(self) -> str:
         rng = random.Random(f"aifb-llm-calibration:{self.seed}")
@@ -648,9 +667,11 @@ def auth_refused(label: str, base: str, status: int, key_given: bool, why: str) 
                "service.api_key_env or service.api_key_file)") + f" ({why})")
 
 
-def with_prompt_facts(out: dict, prompts: "PromptSource", wl: LLMWorkload, notes: list) -> dict:
+def with_prompt_facts(out: dict, prompts: "PromptSource", wl: LLMWorkload, notes: list,
+                      cache: dict | None = None) -> dict:
     """describe() of an LLM client: add the data set's hash, the goodput SLOs and the notes."""
     out["request_id_header"] = wl.request_id_header
+    out["cache"] = cache
     if prompts.dataset:
         out["dataset_sha256"] = prompts.dataset["sha256"]
     if wl.goodput:
@@ -760,6 +781,7 @@ class LLMHttpClient(CoroutineClient):
         self._rid_prefix = "aifb-0"
         self._seq = 0
         self.salt: str | None = None
+        self._warmed: dict | None = None
         if self.wl.ignore_eos and not self.supports_ignore_eos:
             self._notes.append(f"ignore_eos requested but {self.label} does not support it: not "
                                "sent (responses may end before max_tokens)")
@@ -775,7 +797,53 @@ class LLMHttpClient(CoroutineClient):
 
     async def startup(self, connections: int) -> None:
         self.prompts.load()
+        if self.salt is None:   # not run by the engine (which gives the run's salt)
+            from ..engine import new_salt
+            self.salt = new_salt()
         self._session = make_session(connections, self.force_close, self._headers())
+
+    def _put_input(self, body: dict, prompt: Prompt) -> None:
+        """The prompt into a request body: chat messages or one completions prompt, salted
+        with the run's salt when workload.cache is cold (see aifb.clients.llm_shapes)."""
+        salt = f"{self.salt} " if self.wl.cache == "cold" and self.salt else ""
+        if self.wl.chat:
+            body["messages"] = chat_messages(prompt.prefix, prompt.history, prompt.text, salt)
+        else:
+            body["prompt"] = completion_text(prompt.prefix, prompt.history, prompt.text, salt)
+
+    async def warm_cache(self) -> None:
+        """cache: warm: each shared prefix once (1 output token), before measuring, so the
+        server's prefix cache holds them; recorded in describe()["cache"]."""
+        if self.wl.cache != "warm":
+            return
+        t0 = now_ns()
+        texts = self.prompts.prefixes()
+        for text in texts:
+            body = self._body(Prompt("Hello", 1, text))
+            try:
+                async with asyncio.timeout(max(CONTROL_TIMEOUT_S, 120.0)):
+                    async with self._session.post(self._url, data=body) as resp:
+                        raw = await resp.read()
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                raise ServiceError(connection_error_message(self.label, self.base, exc)) from None
+            if resp.status != 200:
+                raise ServiceError(f"{self.label} at {self.base}: warming the cache (workload."
+                                   f"cache: warm) failed: HTTP {resp.status}: {error_text(raw)}")
+        self._warmed = {"prefixes_sent": len(texts), "seconds": round((now_ns() - t0) / 1e9, 6)}
+
+    def cache_facts(self) -> dict:
+        """The cache state as run.json and the report show it."""
+        wl = self.wl
+        out = {"state": wl.cache,
+               "salt": self.salt if wl.cache == "cold" else None,
+               "how": ("every prompt starts with the run's random salt: no earlier run's "
+                       "prefix cache can serve it" if wl.cache == "cold" else
+                       "prompts are not salted; each shared prefix was sent once before "
+                       "measuring"),
+               "shared_prefix": wl.shared_prefix.describe() if wl.shared_prefix else None}
+        if wl.cache == "warm":
+            out["warmed"] = self._warmed
+        return out
 
     async def shutdown(self) -> None:
         if self._session is not None and not self._session.closed:
@@ -895,6 +963,7 @@ class OpenAIClient(LLMHttpClient):
         if resp.status != 200:
             raise ServiceError(f"{self.label} at {self.base} could not answer a 1-token request "
                                f"for model {self.model!r} (HTTP {resp.status}: {error_text(raw)})")
+        await self.warm_cache()
 
     @classmethod
     async def probe(cls, endpoint: str, timeout_s: float, secrets: dict | None = None) -> None:
@@ -929,17 +998,14 @@ class OpenAIClient(LLMHttpClient):
                                if self._tokenize_ok else "the number of chunks that carried text")),
             "api_key": "sent (from secrets)" if self._api_key else "none",
         }
-        return with_prompt_facts(out, self.prompts, self.wl, self._notes)
+        return with_prompt_facts(out, self.prompts, self.wl, self._notes, self.cache_facts())
 
     # -- per request --------------------------------------------------------------------
     def _body(self, prompt: Prompt, stream: bool | None = None) -> bytes:
         wl = self.wl
         stream = wl.stream if stream is None else stream
         body: dict = {"model": self.model}
-        if wl.chat:
-            body["messages"] = [{"role": "user", "content": prompt.text}]
-        else:
-            body["prompt"] = prompt.text
+        self._put_input(body, prompt)
         body["max_tokens"] = prompt.max_tokens
         body["temperature"] = wl.temperature
         body["stream"] = stream
