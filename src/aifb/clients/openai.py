@@ -811,6 +811,15 @@ class LLMHttpClient(CoroutineClient):
         else:
             body["prompt"] = completion_text(prompt.prefix, prompt.history, prompt.text, salt)
 
+    async def post_once(self, body: bytes) -> tuple[int, bytes]:
+        """(status, body) of one generation request outside the measurement (prepare, warm)."""
+        try:
+            async with asyncio.timeout(max(CONTROL_TIMEOUT_S, 120.0)):
+                async with self._session.post(self._url, data=body) as resp:
+                    return resp.status, await resp.read()
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise ServiceError(connection_error_message(self.label, self.base, exc)) from None
+
     async def warm_cache(self) -> None:
         """cache: warm: each shared prefix once (1 output token), before measuring, so the
         server's prefix cache holds them; recorded in describe()["cache"]."""
@@ -819,16 +828,10 @@ class LLMHttpClient(CoroutineClient):
         t0 = now_ns()
         texts = self.prompts.prefixes()
         for text in texts:
-            body = self._body(Prompt("Hello", 1, text))
-            try:
-                async with asyncio.timeout(max(CONTROL_TIMEOUT_S, 120.0)):
-                    async with self._session.post(self._url, data=body) as resp:
-                        raw = await resp.read()
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                raise ServiceError(connection_error_message(self.label, self.base, exc)) from None
-            if resp.status != 200:
+            status, raw = await self.post_once(self._body(Prompt("Hello", 1, text)))
+            if status != 200:
                 raise ServiceError(f"{self.label} at {self.base}: warming the cache (workload."
-                                   f"cache: warm) failed: HTTP {resp.status}: {error_text(raw)}")
+                                   f"cache: warm) failed: HTTP {status}: {error_text(raw)}")
         self._warmed = {"prefixes_sent": len(texts), "seconds": round((now_ns() - t0) / 1e9, 6)}
 
     def cache_facts(self) -> dict:
@@ -950,19 +953,13 @@ class OpenAIClient(LLMHttpClient):
     async def prepare(self) -> None:
         """One real 1-token request, so that a model that cannot answer (no chat template, out
         of memory, ...) fails here, clearly, and not in the measurement window."""
-        body = self._body(Prompt("Hello", 1), stream=False)
-        try:
-            async with asyncio.timeout(max(CONTROL_TIMEOUT_S, 120.0)):
-                async with self._session.post(self._url, data=body) as resp:
-                    raw = await resp.read()
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise ServiceError(connection_error_message(self.label, self.base, exc)) from None
-        if resp.status in (401, 403):
-            raise ServiceError(auth_refused(self.label, self.base, resp.status,
+        status, raw = await self.post_once(self._body(Prompt("Hello", 1), stream=False))
+        if status in (401, 403):
+            raise ServiceError(auth_refused(self.label, self.base, status,
                                             bool(self._api_key), error_text(raw)))
-        if resp.status != 200:
+        if status != 200:
             raise ServiceError(f"{self.label} at {self.base} could not answer a 1-token request "
-                               f"for model {self.model!r} (HTTP {resp.status}: {error_text(raw)})")
+                               f"for model {self.model!r} (HTTP {status}: {error_text(raw)})")
         await self.warm_cache()
 
     @classmethod
