@@ -252,3 +252,88 @@ def test_cache_state_in_run_json_summary_and_report(fake_vllm, tmp_path):
     md = (tmp_path / "report" / "report.md").read_text()
     assert "Prefix cache: **cold**" in md and run["salt"] in md
     assert "25% of the requests start with one of 2 system prompt(s) of 8 tokens" in md
+
+
+# ----------------------------------------------------------------------------- multi-turn
+
+def conversations(recs):
+    convs: dict = {}
+    for r in sorted(recs, key=lambda r: r["t_start"]):
+        convs.setdefault(r["conversation"], []).append(r)
+    return convs
+
+
+@pytest.mark.parametrize("kind,api", [("vllm", "openai-chat"), ("ollama", "ollama-chat"),
+                                      ("vllm", "openai-completions")])
+def test_multi_turn_sends_the_history_with_the_actual_replies(fake_vllm, fake_ollama, tmp_path,
+                                                              kind, api):
+    endpoint = fake_vllm if kind == "vllm" else fake_ollama
+    before = len(fake_log(endpoint))
+    wl = {"api": api, "prompts": {"input_tokens": 5, "output_tokens": [2, 4]}, "turns": 3}
+    if kind == "ollama":
+        wl["model"] = "llama2"
+    stats, recs = run(tmp_path, kind, endpoint, wl, concurrency=2, duration=1.0, warmup=0.0,
+                      identity={"benchmark_id": "mt", "salt": "zz9"})
+    log = {e["request_id"]: e for e in fake_log(endpoint)[before:]}
+    convs = conversations(recs)
+    full = [c for c in convs.values() if len(c) == 3]
+    assert len(full) >= 2
+    for c in full:
+        assert [r["turn"] for r in c] == [1, 2, 3]
+        assert len({(r["client"], r["worker"]) for r in c}) == 1      # one slot, in order
+        for a, b in zip(c, c[1:]):
+            assert b["t_start"] >= a["t_end"]                         # one turn at a time
+        sent = [log[r["request_id"]] for r in c]
+        reply = lambda r: "".join(f" tok{i}" for i in range(r["output_tokens"]))  # noqa: E731
+        if api.endswith("chat"):
+            m3 = sent[2]["messages"]
+            assert [m["role"] for m in m3] == ["user", "assistant"] * 2 + ["user"]
+            assert m3[:2] == sent[1]["messages"][:2] and m3[:3] == sent[1]["messages"]
+            assert m3[1]["content"] == reply(c[0]) and m3[3]["content"] == reply(c[1])
+            assert m3[0]["content"].startswith("zz9 ") and not m3[2]["content"].startswith("zz9")
+        else:
+            p3 = sent[2]["prompt"]
+            assert p3.startswith(sent[1]["prompt"]) and reply(c[1]) in p3
+            assert p3.startswith("zz9 ")
+        # prompts grow with the history
+        assert c[0]["prompt_tokens"] < c[1]["prompt_tokens"] < c[2]["prompt_tokens"]
+    assert stats["client"]["conversations"]["turns"] == [3, 3]
+
+
+def test_think_time_separates_turns_but_not_latencies(fake_vllm, tmp_path):
+    wl = {"prompts": {"input_tokens": 4, "output_tokens": 2}, "turns": [2, 3],
+          "think_time": "150ms"}
+    _, recs = run(tmp_path, "vllm", fake_vllm, wl, concurrency=2, duration=1.5, warmup=0.0)
+    gaps, ttfts = [], []
+    for c in conversations(recs).values():
+        assert len(c) <= 3
+        gaps += [b["t_start"] - a["t_end"] for a, b in zip(c, c[1:])]
+        ttfts += [r["t_first"] - r["t_start"] for r in c]
+    assert gaps and min(gaps) >= 0.15
+    assert sorted(ttfts)[len(ttfts) // 2] < TTFT_MS / 1e3 + 0.02    # think time not in TTFT
+
+
+def test_ttft_and_e2el_by_turn_in_summary_and_report(fake_vllm, tmp_path):
+    from test_llm_fakes import run_recipe
+
+    from aifb.report import build_report
+    from aifb.summary import summarize
+
+    wl = {"prompts": {"input_tokens": 4, "output_tokens": 3}, "turns": 2}
+    bid, _ = run_recipe(tmp_path, {"kind": "vllm", "endpoint": fake_vllm}, wl, duration="1s")
+    run_dir = tmp_path / "results" / bid
+    s = summarize(run_dir)["llm_workload"]
+    assert [row["turn"] for row in s["by_turn"]] == [1, 2]
+    assert all(abs(row["ttft_s"]["p50"] - TTFT_MS / 1e3) < 0.01 for row in s["by_turn"])
+    assert all(abs(row["e2el_s"]["p50"] - (TTFT_MS + 2 * ITL_MS) / 1e3) < 0.015
+               for row in s["by_turn"])
+    build_report(run_dir, tmp_path / "report")
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "| turn | n | TTFT p50 |" in md and "\n| 2 | " in md
+
+
+def test_turns_and_think_time_errors_are_named():
+    for wl, msg in (({"turns": 0}, "turns"), ({"turns": {"dist": "normal", "mean": 2, "sd": 1}},
+                                              "turns"), ({"think_time": "soon"}, "think_time")):
+        with pytest.raises(ServiceError, match=msg):
+            VLLMClient("http://127.0.0.1:1", wl, 1)

@@ -188,3 +188,44 @@ def completion_text(prefix: str | None, history: list, text: str, salt: str) -> 
     blank lines."""
     parts = [m["content"] for m in chat_messages(prefix, history, text, salt)]
     return "\n\n".join(parts)
+
+
+# ----------------------------------------------------------------------------- conversations
+
+def parse_turns(value) -> tuple[int, int]:
+    """workload.turns: N or [min, max] turns per conversation (default 1)."""
+    if value is None:
+        return 1, 1
+    d = Lengths.parse(value, "turns")
+    if d.dist not in ("fixed", "uniform"):
+        raise ServiceError("workload.turns: expected an integer or [min, max]")
+    return d.lo, d.hi
+
+
+def parse_think_time(value) -> float:
+    """workload.think_time: a duration (seconds as a number, or "500ms"); default 0."""
+    if value is None:
+        return 0.0
+    try:
+        s = parse_duration(value)
+    except Exception:  # noqa: BLE001 - any unparseable value gets the same named error
+        raise ServiceError(f"workload.think_time: {value!r} is not a duration (e.g. 2s, 500ms)") from None
+    if s < 0:
+        raise ServiceError(f"workload.think_time: {value!r} is negative")
+    return float(s)
+
+
+class Conversation:
+    """One multi-turn conversation on one worker slot: its id, how many turns it has, the
+    next turn's index (1-based), its shared prefix, and the history as sent and answered
+    (user messages as they went out, the assistant's actual replies)."""
+
+    __slots__ = ("id", "turns", "turn", "prefix", "history")
+
+    def __init__(self, id_: str, turns: int, prefix: str | None):
+        self.id, self.turns, self.turn, self.prefix = id_, turns, 1, prefix
+        self.history: list[dict] = []
+
+    @property
+    def over(self) -> bool:
+        return self.turn > self.turns

@@ -190,6 +190,7 @@ class OllamaNativeClient(LLMHttpClient):
             self._session, self._url, body, acc, stream=stream, feed_line=acc.feed_ollama_line,
             feed_obj=acc.feed_ollama_obj, op=op, max_tokens=prompt.max_tokens, label=LABEL,
             base=self.base, headers=req.headers)
+        req.acc = acc
         if failed:
             return failed
         bad = None

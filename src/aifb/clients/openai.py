@@ -54,7 +54,8 @@ from ..clock import now_ns
 from ..errors import ServiceError
 from . import register
 from .base import CoroutineClient, RequestError, error_result
-from .llm_shapes import Lengths, SharedPrefix, chat_messages, completion_text, parse_cache
+from .llm_shapes import (Conversation, Lengths, SharedPrefix, chat_messages, completion_text,
+                         parse_cache, parse_think_time, parse_turns)
 
 CONNECT_TIMEOUT_S = 10.0
 CONTROL_TIMEOUT_S = 30.0          # /v1/models, /tokenize, the prepare() request
@@ -119,13 +120,17 @@ class Req:
     """One request as build() prepares it, before t_start: the prompt, the encoded body, the
     headers (the request id), and what the record carries about it."""
 
-    __slots__ = ("prompt", "body", "headers", "request_id")
+    __slots__ = ("prompt", "body", "headers", "request_id", "conv", "user", "acc")
 
-    def __init__(self, prompt: Prompt, body: bytes, headers: dict | None, request_id: str | None):
+    def __init__(self, prompt: Prompt, body: bytes, headers: dict | None, request_id: str | None,
+                 conv: "Conversation | None" = None, user: dict | None = None):
         self.prompt = prompt
         self.body = body
         self.headers = headers
         self.request_id = request_id
+        self.conv = conv          # multi-turn: the conversation this turn belongs to
+        self.user = user          # the user message as sent (joins the history)
+        self.acc = None           # the response's ChunkAccumulator (its text: the reply)
 
 
 @dataclass
@@ -152,6 +157,8 @@ class LLMWorkload:
     request_id_header: str | None = "X-Request-Id"
     shared_prefix: SharedPrefix | None = None
     cache: str = "cold"
+    turns: tuple[int, int] = (1, 1)
+    think_time_s: float = 0.0
 
     @classmethod
     def parse(cls, workload: dict | None, kind: str, apis: tuple[str, ...]) -> "LLMWorkload":
@@ -194,7 +201,8 @@ class LLMWorkload:
                    keep_alive=wl.get("keep_alive"), goodput=wl.get("goodput"),
                    request_id_header=rid_header,
                    shared_prefix=SharedPrefix.parse(wl.get("shared_prefix")),
-                   cache=parse_cache(wl.get("cache")))
+                   cache=parse_cache(wl.get("cache")), turns=parse_turns(wl.get("turns")),
+                   think_time_s=parse_think_time(wl.get("think_time")))
 
     @property
     def chat(self) -> bool:
@@ -221,7 +229,7 @@ class PromptSource:
         self.calibration = "assumed 1 token per word (no tokenize endpoint)"
         self.items: list[Prompt] = []
         self.dataset: dict | None = None
-        self._rngs: dict[int, random.Random] = {}
+        self._rngs: dict = {}
         self._next = 0
 
     # -- data sets ----------------------------------------------------------------------
@@ -328,6 +336,13 @@ class PromptSource:
         choice = rng.choice
         text = " ".join([choice(VOCAB) for _ in range(words)])
         return Prompt(text, self._out_len(rng, None), prefix)
+
+    def turns_rng(self, worker: int) -> random.Random:
+        """The worker's draws of conversation lengths (apart from the prompts' draws)."""
+        rng = self._rngs.get(("turns", worker))
+        if rng is None:
+            rng = self._rngs[("turns", worker)] = random.Random(f"aifb-llm-turns:{self.seed}:{worker}")
+        return rng
 
     def prefixes(self) -> list[str]:
         """Every shared prefix's text (cache: warm sends each once before measuring)."""
@@ -672,6 +687,10 @@ def with_prompt_facts(out: dict, prompts: "PromptSource", wl: LLMWorkload, notes
     """describe() of an LLM client: add the data set's hash, the goodput SLOs and the notes."""
     out["request_id_header"] = wl.request_id_header
     out["cache"] = cache
+    if wl.turns != (1, 1):
+        out["conversations"] = {"turns": list(wl.turns), "think_time_s": wl.think_time_s,
+                                "history": "each turn sends the whole conversation: earlier "
+                                           "user messages and the assistant's actual replies"}
     if prompts.dataset:
         out["dataset_sha256"] = prompts.dataset["sha256"]
     if wl.goodput:
@@ -780,6 +799,8 @@ class LLMHttpClient(CoroutineClient):
         self._notes: list[str] = []
         self._rid_prefix = "aifb-0"
         self._seq = 0
+        self._convs: dict[int, Conversation] = {}
+        self._conv_seq = 0
         self.salt: str | None = None
         self._warmed: dict | None = None
         if self.wl.ignore_eos and not self.supports_ignore_eos:
@@ -802,14 +823,19 @@ class LLMHttpClient(CoroutineClient):
             self.salt = new_salt()
         self._session = make_session(connections, self.force_close, self._headers())
 
-    def _put_input(self, body: dict, prompt: Prompt) -> None:
-        """The prompt into a request body: chat messages or one completions prompt, salted
-        with the run's salt when workload.cache is cold (see aifb.clients.llm_shapes)."""
-        salt = f"{self.salt} " if self.wl.cache == "cold" and self.salt else ""
+    def _input(self, prompt: Prompt) -> list | str:
+        """A request's input: chat messages or one completions prompt, salted with the run's
+        salt when workload.cache is cold (see aifb.clients.llm_shapes)."""
+        salt = self._salt_text()
         if self.wl.chat:
-            body["messages"] = chat_messages(prompt.prefix, prompt.history, prompt.text, salt)
-        else:
-            body["prompt"] = completion_text(prompt.prefix, prompt.history, prompt.text, salt)
+            return chat_messages(prompt.prefix, prompt.history, prompt.text, salt)
+        return completion_text(prompt.prefix, prompt.history, prompt.text, salt)
+
+    def _salt_text(self) -> str:
+        return f"{self.salt} " if self.wl.cache == "cold" and self.salt else ""
+
+    def _put_input(self, body: dict, prompt: Prompt) -> None:
+        body["messages" if self.wl.chat else "prompt"] = self._input(prompt)
 
     async def post_once(self, body: bytes) -> tuple[int, bytes]:
         """(status, body) of one generation request outside the measurement (prepare, warm)."""
@@ -863,20 +889,51 @@ class LLMHttpClient(CoroutineClient):
 
     def build(self, worker: int) -> Req:
         """The prompt, the encoded body and the request id, before t_start (see
-        CoroutineClient.build)."""
+        CoroutineClient.build). Multi-turn (workload.turns): the worker's conversation's next
+        turn, with the whole history; a new conversation when the last one is over."""
         prompt = self.prompts.next(worker)
         self._seq += 1
         rid = f"{self._rid_prefix}-{self._seq}"
         header = self.wl.request_id_header
-        return Req(prompt, self._body(prompt), {header: rid} if header else None, rid)
+        headers = {header: rid} if header else None
+        if self.wl.turns == (1, 1):
+            return Req(prompt, self._body(prompt), headers, rid)
+        conv = self._convs.get(worker)
+        if conv is None or conv.over:
+            self._conv_seq += 1
+            conv = self._convs[worker] = Conversation(
+                f"{self._rid_prefix}-c{self._conv_seq}",
+                self.prompts.turns_rng(worker).randint(*self.wl.turns), prompt.prefix)
+        prompt = Prompt(prompt.text, prompt.max_tokens, conv.prefix, conv.history)
+        user = chat_messages(conv.prefix, conv.history, prompt.text, self._salt_text())[-1]
+        return Req(prompt, self._body(prompt), headers, rid, conv, user)
 
     async def request(self, worker: int, req: Req) -> tuple:
-        """generate(req), its record stamped with the request id (failures too)."""
+        """generate(req), its record stamped with the request id (failures too). A turn adds
+        itself and the actual reply to its conversation (a failed turn ends it), then waits
+        workload.think_time before the worker's next turn (after t_end: never in a latency)."""
         try:
             result = await self.generate(req)
         except RequestError as exc:
             result = error_result(self._op, exc.type, exc.message)
-        return self._stamp(result, req)
+        conv = req.conv
+        if conv is None:
+            return self._stamp(result, req)
+        stamped = self._stamp(result, req)
+        stamped[8]["conversation"] = conv.id
+        stamped[8]["turn"] = conv.turn
+        conv.turn += 1
+        if not result[1] or req.acc is None:
+            conv.turn = conv.turns + 1
+        else:
+            conv.history = conv.history + [req.user, {"role": "assistant",
+                                                       "content": req.acc.text}]
+            if not conv.over and self.wl.think_time_s > 0:
+                # from the reply's t_end (timers may fire early: sleep again until it is due)
+                due = result[7] + round(self.wl.think_time_s * 1e9)
+                while (left := due - now_ns()) > 0:
+                    await asyncio.sleep(left / 1e9)
+        return stamped
 
     async def generate(self, req: Req) -> tuple:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -1022,6 +1079,7 @@ class OpenAIClient(LLMHttpClient):
             self._session, self._url, body, acc, stream=stream, feed_line=acc.feed_sse_line,
             feed_obj=acc.feed_openai_obj, reject_obj=_openai_error_obj, op=self._op,
             max_tokens=prompt.max_tokens, label=self.label, base=self.base, headers=req.headers)
+        req.acc = acc
         if failed:
             return failed
         return await self.finish(acc, prompt, self._op, stream, len(body), nbytes, t_end)

@@ -11,8 +11,35 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import polars as pl
+
+from ..summary import (is_open_loop, latency_sample, scan_records, sorted_values,
+                       stats_sorted)
 from ..units import format_seconds
 from . import llm
+
+TURN_SCHEMA = dict(llm.LLM_SCHEMA, turn=pl.Int64)
+
+
+def by_turn(run: dict, records_path: Path) -> list[dict]:
+    """TTFT and E2EL (aifb.metrics.llm's definitions) of the latency sample's ok requests, per
+    turn index of their conversation; [] for single-turn records."""
+    sample = latency_sample(run, is_open_loop(run))
+
+    def queries(lf: pl.LazyFrame) -> list[pl.LazyFrame]:
+        return [lf.filter(sample & pl.col("ok").fill_null(False) & pl.col("turn").is_not_null())]
+
+    (ok,), _dropped, _note = scan_records(records_path, queries, schema=TURN_SCHEMA)
+    if ok.height == 0:
+        return []
+    per = llm.per_request_frame(ok)
+    out = []
+    for turn in sorted(per["turn"].unique().to_list()):
+        t = per.filter(pl.col("turn") == turn)
+        out.append({"turn": int(turn), "n": t.height,
+                    "ttft_s": stats_sorted(sorted_values(t["ttft"])),
+                    "e2el_s": stats_sorted(sorted_values(t["e2el"]))})
+    return out
 
 
 def applies(run: dict) -> bool:
@@ -24,6 +51,9 @@ def summarize(run: dict, records_path: Path, window_s: float | None) -> dict:
     out: dict = {}
     if isinstance(impl.get("cache"), dict):
         out["cache"] = impl["cache"]
+    if isinstance(impl.get("conversations"), dict):
+        out["conversations"] = impl["conversations"]
+        out["by_turn"] = by_turn(run, records_path)
     return {"llm_workload": out} if out else {}
 
 
@@ -46,5 +76,18 @@ def markdown(summary: dict) -> list[str]:
                       if sp else "none.")))
         lines.append("Runs in different cache states measure different things: compare TTFT "
                      "only between runs in the same state.")
+    conv = wl.get("conversations")
+    if conv:
+        lo, hi = conv.get("turns") or [1, 1]
+        lines += ["", f"Multi-turn conversations: {lo if lo == hi else f'{lo}-{hi}'} turns each, "
+                  f"think time {format_seconds(conv.get('think_time_s'))}; each turn sends the "
+                  "whole history (the assistant's actual replies), so later turns have longer "
+                  "prompts.", "",
+                  "| turn | n | TTFT p50 | TTFT p90 | E2EL p50 | E2EL p90 |",
+                  "|---:|---:|---:|---:|---:|---:|"]
+        for row in wl.get("by_turn") or []:
+            a, b = row["ttft_s"], row["e2el_s"]
+            lines.append(f"| {row['turn']} | {row['n']:,} | " + " | ".join(
+                format_seconds(v) for v in (a["p50"], a["p90"], b["p50"], b["p90"])) + " |")
     lines.append("")
     return lines
