@@ -173,10 +173,13 @@ def test_missing_model_is_a_clear_error(tmp_path):
 @pytest.fixture(scope="module")
 def cached_server(tmp_path_factory):
     """llama-server with its prompt cache on (cache_prompt: true) and one slot, so that a
-    request reuses the KV cache of the prefix it shares with the slot's previous prompt."""
+    request reuses the KV cache of the prefix it shares with the slot's previous prompt.
+    Gemma 3 uses sliding-window attention: llama.cpp reuses a cached prefix only with
+    --swa-full (without it cache_n stayed 0 even for identical prefixes, measured here)."""
     d = tmp_path_factory.mktemp("llama-cache")
     svc = LlamaCppService({"kind": "llamacpp", "model": MODEL, "parallel": 1, "threads": 1,
-                           "cache_prompt": True, "name": "cache"}, d / "service", d / "service.log")
+                           "cache_prompt": True, "args": ["--swa-full"], "name": "cache"},
+                          d / "service", d / "service.log")
     endpoint = asyncio.run(svc.deploy())
     try:
         yield endpoint
@@ -191,24 +194,24 @@ def first_and_rest(recs):
 
 
 def test_prefix_cache_cold_vs_warm_on_the_real_server(cached_server, tmp_path):
-    """A 300-token shared system prompt: cold runs (a new salt each) pay its prefill on their
+    """A 150-token shared system prompt: cold runs (a new salt each) pay its prefill on their
     first request, a warm run finds it cached; later requests of a cold run reuse it too."""
     wl = {"prompts": {"input_tokens": 8, "output_tokens": 2}, "ignore_eos": True,
-          "shared_prefix": {"tokens": 300, "groups": 1}}
+          "shared_prefix": {"tokens": 150, "groups": 1}}
     runs = {}
     for name, cache in (("cold1", "cold"), ("cold2", "cold"), ("warm", "warm")):
         stats, recs, _ = load(tmp_path, cached_server, dict(wl, cache=cache), concurrency=1,
-                              requests=4, warmup=0)
+                              requests=3, warmup=0)
         runs[name] = (stats, first_and_rest(recs))
     ttft = {k: v[1][0]["t_first"] - v[1][0]["t_start"] for k, v in runs.items()}
     for name in ("cold1", "cold2"):      # the salt: no earlier run's cache serves the prefix
         first, rest = runs[name][1]
-        assert first["cached_tokens"] < 50, (name, first["cached_tokens"])
-        assert all(r["cached_tokens"] > 250 for r in rest), [r["cached_tokens"] for r in rest]
+        assert first["cached_tokens"] < 30, (name, first["cached_tokens"])
+        assert all(r["cached_tokens"] > 120 for r in rest), [r["cached_tokens"] for r in rest]
     first, _ = runs["warm"][1]
-    assert first["cached_tokens"] > 250
+    assert first["cached_tokens"] > 120
     assert runs["warm"][0]["client"]["cache"]["warmed"]["prefixes_sent"] == 1
-    assert ttft["warm"] < 0.7 * min(ttft["cold1"], ttft["cold2"]), ttft
+    assert ttft["warm"] < 0.5 * min(ttft["cold1"], ttft["cold2"]), ttft
     print(f"first-request TTFT: {ttft}")
 
 
