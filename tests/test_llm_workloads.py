@@ -337,3 +337,85 @@ def test_turns_and_think_time_errors_are_named():
                                               "turns"), ({"think_time": "soon"}, "think_time")):
         with pytest.raises(ServiceError, match=msg):
             VLLMClient("http://127.0.0.1:1", wl, 1)
+
+
+# ----------------------------------------------------------------------------- trace replay
+
+def write_trace(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_trace_replay_keeps_the_traces_times_and_lengths(fake_vllm, tmp_path):
+    import random
+
+    from aifb.recipe import load_settings, validate
+
+    rng = random.Random(5)
+    t, rows = 1000.0, []
+    for i in range(40):
+        t += rng.choice([5, 20, 60, 150])
+        rows.append({"timestamp": t, "input_length": rng.randint(4, 30),
+                     "output_length": rng.randint(1, 4), "hash_ids": [i % 2, 100 + i]})
+    trace = write_trace(tmp_path / "t.jsonl", rows)
+    recipe = validate({"name": "tr", "category": "inference",
+                       "service": {"kind": "vllm", "endpoint": fake_vllm},
+                       "workload": {"prompts": {"source": "trace", "path": str(trace)}},
+                       "load": {"clients": 2, "concurrency": 4, "arrival": "trace",
+                                "speedup": 2, "duration": "2.5s", "warmup": "0s"}})
+    settings = load_settings(recipe)
+    before = len(fake_log(fake_vllm))
+    path = tmp_path / "r.jsonl"
+    run_load_sync(kind="vllm", endpoint=fake_vllm, workload=recipe["workload"], load=settings,
+                  seed=1, records_path=path, clock=RunClock(), log=lambda m: None)
+    recs = [json.loads(x) for x in path.read_text().splitlines()]
+    assert len(recs) == 40 and all(r["ok"] for r in recs)
+    t_first_sched = min(r["t_sched"] for r in recs)
+    for r in recs:
+        row = rows[r["client"] + 2 * r["seq"]]               # client c: rows c, c + 2, ...
+        planned = (row["timestamp"] - rows[0]["timestamp"]) / 1e3 / 2
+        assert abs(r["t_sched"] - t_first_sched - planned) < 1e-3      # the trace's time / 2
+        assert r["max_tokens"] == row["output_length"] == r["output_tokens"]
+        assert r["prompt_tokens"] == row["input_length"]               # words, salt included
+    lags = sorted(r["t_start"] - r["t_sched"] for r in recs)
+    assert lags[len(lags) // 2] < 1e-3
+    # hash id 0 or 1 first: requests with the same first block share their first words
+    sent = {e["request_id"]: e["messages"][-1]["content"].split()[1:4]
+            for e in fake_log(fake_vllm)[before:]}
+    by_block: dict = {}
+    for r in recs:
+        by_block.setdefault(rows[r["client"] + 2 * r["seq"]]["hash_ids"][0], set()).add(
+            tuple(sent[r["request_id"]]))
+    assert all(len(v) == 1 for v in by_block.values()) and len(by_block) == 2
+
+
+def test_the_shipped_trace_is_the_generators_and_valid():
+    from pathlib import Path
+
+    from aifb.trace import generate, read_trace
+
+    path = Path(__file__).resolve().parents[1] / "data" / "traces" / "sample.jsonl"
+    rows = read_trace(path)
+    assert len(rows) == 200
+    gen = generate(200, 16)
+    assert [(r["timestamp"], r["input_length"], r["output_length"], r["hash_ids"]) for r in rows] == \
+        [(g["timestamp"], g["input_length"], g["output_length"], g["hash_ids"]) for g in gen]
+
+
+def test_trace_errors_are_named(tmp_path):
+    from aifb.errors import ConfigError
+    from aifb.recipe import load_settings, validate
+    from aifb.trace import read_trace
+
+    bad = write_trace(tmp_path / "b.jsonl", [{"timestamp": 5, "input_length": 3, "output_length": 1},
+                                            {"timestamp": 1, "input_length": 3, "output_length": 1}])
+    with pytest.raises(ConfigError, match="line 2: timestamps must not decrease"):
+        read_trace(bad)
+    (tmp_path / "c.jsonl").write_text('{"timestamp": 1, "input_length": 0, "output_length": 1}\n')
+    with pytest.raises(ConfigError, match="line 1: input_length"):
+        read_trace(tmp_path / "c.jsonl")
+    recipe = validate({"name": "tr", "category": "inference",
+                       "service": {"kind": "vllm", "endpoint": "http://127.0.0.1:1"},
+                       "load": {"clients": 1, "arrival": "trace", "duration": "1s"}})
+    with pytest.raises(ConfigError, match="workload.prompts.source: trace"):
+        load_settings(recipe)

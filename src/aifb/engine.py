@@ -162,7 +162,18 @@ class _Arrivals:
         self.cs = cs
         rate_c = eng.rate / eng.n_clients_total   # the rate is over all clients of all processes
         mean_ns = G / rate_c
-        if eng.arrival == "poisson":
+        if eng.arrival == "trace":
+            # this client's share of the trace (aifb.trace): requests ci, ci + n, ci + 2n, ...
+            times = iter(eng.trace_ns[cs.ci::eng.n_clients_total])
+            last = [next(times, None)]
+            never = 10 ** 15          # after the trace's last request: no more arrivals
+
+            def gap() -> int:
+                t = next(times, None)
+                prev, last[0] = last[0], t
+                return never if t is None or prev is None else t - prev
+            self.t = eng.t_load_start + (never if last[0] is None else last[0])
+        elif eng.arrival == "poisson":
             rng = random.Random(f"aifb-arrivals:{eng.seed}:{cs.ci}")
             expo = rng.expovariate
 
@@ -461,6 +472,7 @@ class _Engine:
         self.rate = load.get("rate")
         self.open_loop = self.rate is not None
         self.arrival = load.get("arrival") or "poisson"
+        self.trace_ns = load.get("trace_ns") or []    # arrival: trace (aifb.recipe.load_settings)
         self.duration_s = load.get("duration_s")
         self.requests = load.get("requests")
         if (self.duration_s is None) == (self.requests is None):
@@ -1000,10 +1012,12 @@ async def _start_clients(kind: str, endpoint: str, workload: dict, load: dict, s
     _note_connections(len(ids) * conc, log)
     clients = [cls(endpoint, workload, client_seed(seed, ci), secrets) for ci in ids]
     ident = run_identity(identity)
+    total = ident.get("clients_total") or int(load["clients"])
     for ci, c in zip(ids, clients):
         identify = getattr(c, "identify", None)
         if identify is not None:
-            identify(ident["benchmark_id"], ident["client_offset"] + ci, ident["salt"])
+            identify(ident["benchmark_id"], ident["client_offset"] + ci, ident["salt"],
+                     clients=total)
     for c in clients:
         started.append(c)
         await c.startup(conc)

@@ -169,8 +169,9 @@ class LLMWorkload:
                                f"(available: {', '.join(apis)})")
         prompts = dict(wl.get("prompts") or {})
         source = prompts.get("source", "synthetic")
-        if source not in ("synthetic", "sharegpt", "jsonl"):
-            raise ServiceError(f"workload.prompts.source {source!r}: use synthetic, sharegpt or jsonl")
+        if source not in ("synthetic", "sharegpt", "jsonl", "trace"):
+            raise ServiceError(f"workload.prompts.source {source!r}: use synthetic, sharegpt, "
+                               "jsonl or trace")
         input_tokens = Lengths.parse(prompts.get("input_tokens", 128 if source == "synthetic"
                                                  else None), "prompts.input_tokens")
         output_tokens = Lengths.parse(prompts.get("output_tokens"), "prompts.output_tokens")
@@ -231,6 +232,9 @@ class PromptSource:
         self.dataset: dict | None = None
         self._rngs: dict = {}
         self._next = 0
+        self.trace: list[dict] | None = None
+        self.client, self.clients = 0, 1
+        self._blocks: dict[int, str] = {}
 
     # -- data sets ----------------------------------------------------------------------
     def load(self) -> None:
@@ -244,6 +248,18 @@ class PromptSource:
         if wl.sha256 and wl.sha256.lower().removeprefix("sha256:") != digest:
             raise ServiceError(f"workload.prompts.path: {path} has sha256 {digest}, but the "
                                f"recipe expects {wl.sha256}: the data set changed")
+        if wl.source == "trace":
+            from ..errors import ConfigError
+            from ..trace import read_trace
+            try:
+                self.trace = read_trace(path)
+            except ConfigError as exc:
+                raise ServiceError(f"workload.prompts.path: {exc}") from None
+            self.dataset = {"path": str(path), "format": "trace", "sha256": digest,
+                            "bytes": path.stat().st_size, "prompts_in_file": len(self.trace),
+                            "prompts_used": len(self.trace), "shuffled": False,
+                            "output_length": "from the trace"}
+            return
         try:
             items = (self._sharegpt(path) if wl.source == "sharegpt" else self._jsonl(path))
         except (ValueError, TypeError, KeyError) as exc:
@@ -319,6 +335,8 @@ class PromptSource:
         rng = self._rngs.get(worker)
         if rng is None:
             rng = self._rngs[worker] = random.Random(f"aifb-llm:{self.seed}:{worker}")
+        if self.trace is not None:
+            return self._trace_prompt(rng)
         sp = self.wl.shared_prefix
         prefix = None
         if sp is not None:
@@ -336,6 +354,32 @@ class PromptSource:
         choice = rng.choice
         text = " ".join([choice(VOCAB) for _ in range(words)])
         return Prompt(text, self._out_len(rng, None), prefix)
+
+    def _trace_prompt(self, rng: random.Random) -> Prompt:
+        """This client's next trace request (requests client, client + clients, ...; round
+        again after the end): input_length tokens - the seeded text of each of its hash_ids'
+        blocks, so requests sharing hash ids share that prefix - and output_length."""
+        from ..trace import BLOCK_TOKENS
+
+        idx = (self.client + self._next * self.clients) % len(self.trace)
+        self._next += 1
+        r = self.trace[idx]
+        words = max(1, round(r["input_length"] / self.tokens_per_word)
+                    - (1 if self.wl.cache == "cold" else 0))
+        parts: list[str] = []
+        for h in r["hash_ids"]:
+            block = self._blocks.get(h)
+            if block is None:
+                brng = random.Random(f"aifb-trace-block:{h}")
+                n = max(1, round(BLOCK_TOKENS / self.tokens_per_word))
+                block = self._blocks[h] = " ".join(brng.choice(VOCAB) for _ in range(n))
+            parts.append(block)
+        text = " ".join(parts).split(" ")[:words] if parts else []
+        text += [rng.choice(VOCAB) for _ in range(words - len(text))]
+        out = r["output_length"]
+        if self.wl.max_tokens:
+            out = min(out, self.wl.max_tokens)
+        return Prompt(" ".join(text), out)
 
     def turns_rng(self, worker: int) -> random.Random:
         """The worker's draws of conversation lengths (apart from the prompts' draws)."""
@@ -881,11 +925,13 @@ class LLMHttpClient(CoroutineClient):
             except Exception:
                 pass
 
-    def identify(self, benchmark_id: str, client: int, salt: str) -> None:
+    def identify(self, benchmark_id: str, client: int, salt: str, clients: int = 1) -> None:
         """The run's identity (aifb.engine.run_identity), given before startup: request ids
-        are `<benchmark id>-<client>-<seq>`, seq counting this client's requests from 1."""
+        are `<benchmark id>-<client>-<seq>`, seq counting this client's requests from 1;
+        a trace's requests are shared out by client index among `clients`."""
         self._rid_prefix = f"{benchmark_id}-{client}"
         self.salt = salt
+        self.prompts.client, self.prompts.clients = client, max(1, clients)
 
     def build(self, worker: int) -> Req:
         """The prompt, the encoded body and the request id, before t_start (see
