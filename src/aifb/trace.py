@@ -25,6 +25,7 @@ import random
 from pathlib import Path
 
 from .errors import ConfigError
+from .jsonio import iter_jsonl
 
 BLOCK_TOKENS = 512    # tokens per hash id (Mooncake's block size)
 
@@ -35,35 +36,36 @@ def read_trace(path: Path) -> list[dict]:
     if not path.is_file():
         raise ConfigError(f"trace {path}: not found")
     out: list[dict] = []
-    last = None
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                raise ConfigError(f"trace {path} line {n}: not JSON") from None
-            if not isinstance(obj, dict):
-                raise ConfigError(f"trace {path} line {n}: expected an object")
-            ts, il, ol = obj.get("timestamp"), obj.get("input_length"), obj.get("output_length")
-            if not isinstance(ts, (int, float)) or isinstance(ts, bool) or ts < 0:
-                raise ConfigError(f"trace {path} line {n}: timestamp (ms) must be a number >= 0")
-            for key, v in (("input_length", il), ("output_length", ol)):
-                if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                    raise ConfigError(f"trace {path} line {n}: {key} must be a positive integer")
-            hids = obj.get("hash_ids") or []
-            if not isinstance(hids, list) or not all(isinstance(h, int) for h in hids):
-                raise ConfigError(f"trace {path} line {n}: hash_ids must be a list of integers")
-            if last is not None and ts < last:
-                raise ConfigError(f"trace {path} line {n}: timestamps must not decrease "
-                                  f"({ts} after {last})")
-            last = ts
-            out.append({"timestamp": float(ts), "input_length": il, "output_length": ol,
-                        "hash_ids": hids})
+    try:
+        _check(path, iter_jsonl(path), out)
+    except ValueError as exc:
+        raise ConfigError(f"trace {path}: {exc}") from None
     if not out:
         raise ConfigError(f"trace {path}: holds no request")
     return out
+
+
+def _check(path: Path, lines, out: list) -> None:
+    """Append each line's request to out; ConfigError naming the first bad line."""
+    last = None
+    for n, obj in lines:
+        if not isinstance(obj, dict):
+            raise ConfigError(f"trace {path} line {n}: expected an object")
+        ts, il, ol = obj.get("timestamp"), obj.get("input_length"), obj.get("output_length")
+        if not isinstance(ts, (int, float)) or isinstance(ts, bool) or ts < 0:
+            raise ConfigError(f"trace {path} line {n}: timestamp (ms) must be a number >= 0")
+        for key, v in (("input_length", il), ("output_length", ol)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"trace {path} line {n}: {key} must be a positive integer")
+        hids = obj.get("hash_ids") or []
+        if not isinstance(hids, list) or not all(isinstance(h, int) for h in hids):
+            raise ConfigError(f"trace {path} line {n}: hash_ids must be a list of integers")
+        if last is not None and ts < last:
+            raise ConfigError(f"trace {path} line {n}: timestamps must not decrease "
+                              f"({ts} after {last})")
+        last = ts
+        out.append({"timestamp": float(ts), "input_length": il, "output_length": ol,
+                    "hash_ids": hids})
 
 
 def arrival_offsets_ns(trace: list[dict], speedup: float = 1.0) -> list[int]:

@@ -52,6 +52,7 @@ import aiohttp
 
 from ..clock import now_ns
 from ..errors import ServiceError
+from ..jsonio import iter_jsonl
 from . import register
 from .base import CoroutineClient, RequestError, error_result
 from .llm_shapes import (Conversation, Lengths, SharedPrefix, chat_messages, completion_text,
@@ -311,23 +312,16 @@ class PromptSource:
     def _jsonl(self, path: Path) -> list[Prompt]:
         rng = random.Random(f"aifb-llm-jsonl:{self.seed}")
         items = []
-        with open(path, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except ValueError:
-                    raise ValueError(f"line {n} is not JSON") from None
-                if isinstance(obj, str):
-                    text, own = obj, None
-                elif isinstance(obj, dict) and isinstance(obj.get("prompt"), str):
-                    text = obj["prompt"]
-                    own = obj.get("output_tokens") or obj.get("max_tokens")
-                else:
-                    raise ValueError(f"line {n}: expected {{\"prompt\": \"...\"}} or a string")
-                if text:
-                    items.append(Prompt(text, self._out_len(rng, own)))
+        for n, obj in iter_jsonl(path):
+            if isinstance(obj, str):
+                text, own = obj, None
+            elif isinstance(obj, dict) and isinstance(obj.get("prompt"), str):
+                text = obj["prompt"]
+                own = obj.get("output_tokens") or obj.get("max_tokens")
+            else:
+                raise ValueError(f"line {n}: expected {{\"prompt\": \"...\"}} or a string")
+            if text:
+                items.append(Prompt(text, self._out_len(rng, own)))
         return items
 
     # -- per request ------------------------------------------------------------------
