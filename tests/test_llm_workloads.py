@@ -421,3 +421,44 @@ def test_trace_errors_are_named(tmp_path):
                        "load": {"clients": 1, "arrival": "trace", "duration": "1s"}})
     with pytest.raises(ConfigError, match="workload.prompts.source: trace"):
         load_settings(recipe)
+
+
+# ----------------------------------------------------------------------------- embeddings
+
+@pytest.mark.parametrize("kind,api", [("vllm", "openai-embeddings"), ("ollama", "ollama-embed"),
+                                      ("ollama", "openai-embeddings")])
+def test_embeddings_batches_and_records(fake_vllm, fake_ollama, tmp_path, kind, api):
+    endpoint = fake_vllm if kind == "vllm" else fake_ollama
+    before = len(fake_log(endpoint))
+    wl = {"api": api, "batch_size": 4, "prompts": {"input_tokens": [5, 9]}}
+    if kind == "ollama":
+        wl["model"] = "llama2"
+    stats, recs = run(tmp_path, kind, endpoint, wl, concurrency=2, duration=0.6)
+    ok = [r for r in recs if r["ok"]]
+    assert ok and len(ok) == len(recs)
+    for r in ok:
+        assert r["op"] == "embed" and r["inputs"] == 4 and r["dimensions"] == 8
+        assert 4 * 5 <= r["prompt_tokens"] <= 4 * 9 and r["t_first"] is None
+        assert abs(r["t_end"] - r["t_start"] - TTFT_MS / 1e3) < 0.015
+    sent = {e["request_id"]: e["prompt"] for e in fake_log(endpoint)[before:]}
+    assert all(len(sent[r["request_id"]]) == 4 for r in ok)
+
+
+def test_embeddings_summary_and_report(fake_vllm, tmp_path):
+    from test_llm_fakes import run_recipe
+
+    from aifb.report import build_report
+    from aifb.summary import summarize
+
+    wl = {"api": "openai-embeddings", "batch_size": 3, "prompts": {"input_tokens": 6}}
+    bid, out = run_recipe(tmp_path, {"kind": "vllm", "endpoint": fake_vllm}, wl, duration="0.8s")
+    assert out["status"] == "completed", out.get("reason")
+    run_dir = tmp_path / "results" / bid
+    e = summarize(run_dir)["llm_workload"]["embeddings"]
+    window = json.loads((run_dir / "run.json").read_text())["load_stats"]["window_s"]
+    assert e["inputs"] == 3 * e["requests"] and e["batch_size_mean"] == 3
+    assert e["inputs_per_s"] == pytest.approx(e["inputs"] / window)
+    assert e["prompt_tokens"] == 18 * e["requests"]          # 6 words each, salt included
+    assert abs(e["latency_s"]["p50"] - TTFT_MS / 1e3) < 0.01
+    build_report(run_dir, tmp_path / "report")
+    assert "inputs/s" in (tmp_path / "report" / "report.md").read_text()

@@ -9,6 +9,7 @@ Follows Ollama's documented REST API (docs/api.md) closely enough for the harnes
     POST /api/pull            NDJSON progress ... {"status": "success"}; the model is then present
     POST /api/generate        NDJSON lines {"response": "...", "done": false} ..., then a done line
     POST /api/chat            NDJSON lines {"message": {"role", "content"}, "done": false} ..., done line
+    POST /api/embed           {"embeddings": [[8 floats], ...], "prompt_eval_count"} after the TTFT
     /v1/models, /v1/chat/completions, /v1/completions   Ollama's OpenAI-compatible API
 
 The done line carries Ollama's counters: eval_count (= tokens written), prompt_eval_count (words
@@ -88,6 +89,8 @@ class FakeOllama:
         app.router.add_post("/v1/chat/completions", self.openai.chat)
         app.router.add_post("/v1/completions", self.openai.completions)
         app.router.add_get("/fake/log", self.openai.log.handler)
+        app.router.add_post("/v1/embeddings", self.openai.embeddings)
+        app.router.add_post("/api/embed", self.embed)
 
     async def root(self, request):
         return web.Response(text="Ollama is running")
@@ -125,6 +128,20 @@ class FakeOllama:
             self.present.append(name)
         await resp.write_eof()
         return resp
+
+    async def embed(self, request):
+        """/api/embed: {"embeddings": [[8 floats], ...], "prompt_eval_count"} after the TTFT."""
+        t0 = asyncio.get_running_loop().time()
+        body = await request.json()
+        name = self.find(body.get("model"))
+        if name is None:
+            return web.json_response({"error": f"model '{body.get('model')}' not found"}, status=404)
+        texts = fake_openai.embed_inputs(body)
+        self.openai.log.note(request, {"prompt": texts, "max_tokens": None})
+        await fake_openai.sleep_until(asyncio.get_running_loop(), t0 + self.ttft_ms / 1e3)
+        return web.json_response({"model": name, "embeddings": [fake_openai.fake_vector(t) for t in texts],
+                                  "prompt_eval_count": sum(len(t.split()) for t in texts)},
+                                 headers=fake_openai.echo_id(request))
 
     async def generate(self, request):
         return await self._run(request, chat=False)

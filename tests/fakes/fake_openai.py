@@ -11,6 +11,7 @@ OpenAI API as vLLM serves it:
     POST /v1/chat/completions    chat; stream=true: SSE `data: {...}` chunks, `data: [DONE]`
     POST /v1/completions         completions; same
     POST /tokenize               vLLM's: {"count", "tokens", "max_model_len"} (1 token per word)
+    POST /v1/embeddings          8-dimensional vectors, after the TTFT; usage.prompt_tokens
 
 Streams as vLLM does: the first chunk (role "assistant", content "") and the first token's
 chunk together at TTFT, one chunk per token, finish_reason on the last token's chunk, then -
@@ -124,6 +125,15 @@ class RequestLog:
         return web.json_response(self.entries)
 
 
+def embed_inputs(body: dict) -> list[str]:
+    inp = body.get("input")
+    return [inp] if isinstance(inp, str) else [str(x) for x in (inp or [])]
+
+
+def fake_vector(text: str) -> list[float]:
+    return [round((hash(text) >> (4 * k) & 15) / 15, 3) for k in range(8)]
+
+
 def echo_id(request) -> dict:
     rid = request.headers.get("X-Request-Id")
     return {"X-Request-Id": rid} if rid else {}
@@ -185,6 +195,7 @@ class FakeOpenAI:
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/tokenize", self.tokenize)
         app.router.add_get("/fake/log", self.log.handler)
+        app.router.add_post("/v1/embeddings", self.embeddings)
 
     async def health(self, request):
         return web.Response(status=200)
@@ -205,6 +216,25 @@ class FakeOpenAI:
         body = await request.json()
         n = count_words(body.get("prompt") or prompt_of(body))
         return web.json_response({"count": n, "tokens": list(range(n)), "max_model_len": 4096})
+
+    async def embeddings(self, request):
+        """/v1/embeddings: 8-dimensional vectors after the configured TTFT (the fake's whole
+        latency for an embedding request); usage.prompt_tokens = the inputs' words."""
+        t0 = asyncio.get_running_loop().time()
+        if not authorized(request, self.cfg):
+            return web.json_response({"error": "Unauthorized"}, status=401)
+        body = await request.json()
+        if not self.served(body.get("model")):
+            return web.json_response(error_json(f"The model `{body.get('model')}` does not exist.",
+                                                "NotFoundError", 404), status=404)
+        texts = embed_inputs(body)
+        self.log.note(request, {"prompt": texts, "max_tokens": None})
+        await sleep_until(asyncio.get_running_loop(), t0 + self.cfg.ttft_ms / 1e3)
+        n = sum(count_words(t) for t in texts)
+        return web.json_response({"object": "list", "model": body.get("model"), "data": [
+            {"object": "embedding", "index": i, "embedding": fake_vector(t)}
+            for i, t in enumerate(texts)], "usage": {"prompt_tokens": n, "total_tokens": n}},
+            headers=echo_id(request))
 
     def served(self, model) -> bool:
         return model in self.cfg.models

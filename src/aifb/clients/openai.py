@@ -55,6 +55,8 @@ from ..errors import ServiceError
 from ..jsonio import iter_jsonl
 from . import register
 from .base import CoroutineClient, RequestError, error_result
+from .embeddings import EMBED_APIS, embed_body, embed_exchange
+from .embeddings import PATHS as EMBED_PATHS
 from .llm_shapes import (Conversation, Lengths, SharedPrefix, chat_messages, completion_text,
                          parse_cache, parse_think_time, parse_turns)
 
@@ -64,8 +66,8 @@ ERROR_BODY_MAX = 4096             # bytes of an error body kept for the message
 DEFAULT_MAX_TOKENS = 256
 CHARS_PER_TOKEN = 4.0             # estimate of a ShareGPT reply's tokens without a tokenizer
 CALIBRATION_WORDS = 400
-OPENAI_APIS = ("openai-chat", "openai-completions")
-OLLAMA_APIS = ("ollama-generate", "ollama-chat")
+OPENAI_APIS = ("openai-chat", "openai-completions", "openai-embeddings")
+OLLAMA_APIS = ("ollama-generate", "ollama-chat", "ollama-embed")
 
 # Common English words; with a leading space almost every one is a single token in the usual
 # BPE/SentencePiece vocabularies. Synthetic prompts are seeded draws from this list.
@@ -160,6 +162,7 @@ class LLMWorkload:
     cache: str = "cold"
     turns: tuple[int, int] = (1, 1)
     think_time_s: float = 0.0
+    batch_size: int = 1
 
     @classmethod
     def parse(cls, workload: dict | None, kind: str, apis: tuple[str, ...]) -> "LLMWorkload":
@@ -204,11 +207,22 @@ class LLMWorkload:
                    request_id_header=rid_header,
                    shared_prefix=SharedPrefix.parse(wl.get("shared_prefix")),
                    cache=parse_cache(wl.get("cache")), turns=parse_turns(wl.get("turns")),
-                   think_time_s=parse_think_time(wl.get("think_time")))
+                   think_time_s=parse_think_time(wl.get("think_time")),
+                   batch_size=_positive_int(wl.get("batch_size", 1), "batch_size"))
 
     @property
     def chat(self) -> bool:
         return self.api.endswith("chat")
+
+    @property
+    def embeddings(self) -> bool:
+        return self.api in EMBED_APIS
+
+
+def _positive_int(value, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ServiceError(f"workload.{name}: expected a positive integer, got {value!r}")
+    return value
 
 
 class PromptSource:
@@ -832,8 +846,9 @@ class LLMHttpClient(CoroutineClient):
         self.served: list[str] = []
         self._session: aiohttp.ClientSession | None = None
         which = 0 if self.wl.chat else 1
-        self._url = self.base + self.paths[which]
-        self._op = self.ops[which]
+        self._url = self.base + (EMBED_PATHS[self.wl.api] if self.wl.embeddings
+                                 else self.paths[which])
+        self._op = "embed" if self.wl.embeddings else self.ops[which]
         self._notes: list[str] = []
         self._rid_prefix = "aifb-0"
         self._seq = 0
@@ -936,6 +951,11 @@ class LLMHttpClient(CoroutineClient):
         rid = f"{self._rid_prefix}-{self._seq}"
         header = self.wl.request_id_header
         headers = {header: rid} if header else None
+        if self.wl.embeddings:
+            texts = [self._salt_text() + prompt.text] + [
+                self._salt_text() + self.prompts.next(worker).text
+                for _ in range(self.wl.batch_size - 1)]
+            return Req(prompt, self.embed_body(texts), headers, rid, user={"texts": len(texts)})
         if self.wl.turns == (1, 1):
             return Req(prompt, self._body(prompt), headers, rid)
         conv = self._convs.get(worker)
@@ -948,12 +968,18 @@ class LLMHttpClient(CoroutineClient):
         user = chat_messages(conv.prefix, conv.history, prompt.text, self._salt_text())[-1]
         return Req(prompt, self._body(prompt), headers, rid, conv, user)
 
+    def embed_body(self, texts: list[str]) -> bytes:
+        return embed_body(self.wl.api, self.model, texts, self.wl.extra_body)
+
     async def request(self, worker: int, req: Req) -> tuple:
         """generate(req), its record stamped with the request id (failures too). A turn adds
         itself and the actual reply to its conversation (a failed turn ends it), then waits
         workload.think_time before the worker's next turn (after t_end: never in a latency)."""
         try:
-            result = await self.generate(req)
+            result = await (self.generate(req) if not self.wl.embeddings else embed_exchange(
+                self._session, self._url, req.body, req.headers, self.wl.api,
+                req.user["texts"], self.label, self.base, error_text, http_error_type,
+                connection_error_message))
         except RequestError as exc:
             result = error_result(self._op, exc.type, exc.message)
         conv = req.conv
@@ -1050,7 +1076,8 @@ class OpenAIClient(LLMHttpClient):
     async def prepare(self) -> None:
         """One real 1-token request, so that a model that cannot answer (no chat template, out
         of memory, ...) fails here, clearly, and not in the measurement window."""
-        status, raw = await self.post_once(self._body(Prompt("Hello", 1), stream=False))
+        status, raw = await self.post_once(self.embed_body(["Hello"]) if self.wl.embeddings
+                                           else self._body(Prompt("Hello", 1), stream=False))
         if status in (401, 403):
             raise ServiceError(auth_refused(self.label, self.base, status,
                                             bool(self._api_key), error_text(raw)))

@@ -18,7 +18,28 @@ from ..summary import (is_open_loop, latency_sample, scan_records, sorted_values
 from ..units import format_seconds
 from . import llm
 
-TURN_SCHEMA = dict(llm.LLM_SCHEMA, turn=pl.Int64)
+TURN_SCHEMA = dict(llm.LLM_SCHEMA, turn=pl.Int64, inputs=pl.Int64)
+
+
+def embeddings(run: dict, records_path: Path, window_s: float | None) -> dict | None:
+    """api openai-embeddings / ollama-embed: inputs/s and prompt tokens/s over the requests
+    that completed in the window, latency (t_end - t_start) percentiles over the latency
+    sample; None for a run without embedding records."""
+    sample = latency_sample(run, is_open_loop(run))
+
+    def queries(lf: pl.LazyFrame) -> list[pl.LazyFrame]:
+        lf = lf.filter(pl.col("ok").fill_null(False) & pl.col("inputs").is_not_null())
+        return [lf.filter(pl.col("phase") == "measure"), lf.filter(sample)]
+
+    (done, ok), _dropped, _note = scan_records(records_path, queries, schema=TURN_SCHEMA)
+    if done.height == 0 and ok.height == 0:
+        return None
+    inputs, tokens = int(done["inputs"].sum()), done["prompt_tokens"].sum()
+    per_s = (lambda v: v / window_s if window_s else None)  # noqa: E731
+    return {"requests": done.height, "inputs": inputs, "prompt_tokens": int(tokens or 0),
+            "inputs_per_s": per_s(inputs), "tokens_per_s": per_s(float(tokens or 0)),
+            "batch_size_mean": inputs / done.height if done.height else None,
+            "latency_s": stats_sorted(sorted_values(ok["t_end"] - ok["t_start"]))}
 
 
 def by_turn(run: dict, records_path: Path) -> list[dict]:
@@ -51,17 +72,24 @@ def summarize(run: dict, records_path: Path, window_s: float | None) -> dict:
     out: dict = {}
     if isinstance(impl.get("cache"), dict):
         out["cache"] = impl["cache"]
+    emb = embeddings(run, records_path, window_s)
+    if emb:
+        out["embeddings"] = emb
     if isinstance(impl.get("conversations"), dict):
         out["conversations"] = impl["conversations"]
         out["by_turn"] = by_turn(run, records_path)
     return {"llm_workload": out} if out else {}
 
 
+def _num(v) -> str:
+    return "n/a" if v is None else f"{v:,.1f}"
+
+
 def markdown(summary: dict) -> list[str]:
     wl = summary.get("llm_workload")
     if not wl:
         return []
-    lines = ["## LLM workload: cache state and turns", ""]
+    lines = ["## LLM workload: cache state, turns, embeddings", ""]
     cache = wl.get("cache")
     if cache:
         sp = cache.get("shared_prefix")
@@ -76,6 +104,14 @@ def markdown(summary: dict) -> list[str]:
                       if sp else "none.")))
         lines.append("Runs in different cache states measure different things: compare TTFT "
                      "only between runs in the same state.")
+    emb = wl.get("embeddings")
+    if emb:
+        lat = emb["latency_s"]
+        lines += ["", f"Embeddings: {emb['requests']:,} requests of {emb['batch_size_mean']:.3g} "
+                  f"inputs on average: {_num(emb['inputs_per_s'])} inputs/s, "
+                  f"{_num(emb['tokens_per_s'])} prompt tokens/s; latency p50 "
+                  f"{format_seconds(lat['p50'])}, p90 {format_seconds(lat['p90'])}, p99 "
+                  f"{format_seconds(lat['p99'])}."]
     conv = wl.get("conversations")
     if conv:
         lo, hi = conv.get("turns") or [1, 1]
