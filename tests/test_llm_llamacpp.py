@@ -227,3 +227,23 @@ def test_multi_turn_ttft_by_turn_on_the_real_server(server, tmp_path):
         convs.setdefault(r["conversation"], []).append(r)
     grown = [c for c in convs.values() if len(c) >= 2]
     assert grown and all(c[1]["prompt_tokens"] > c[0]["prompt_tokens"] + 8 for c in grown)
+
+
+def test_embeddings_on_the_real_server(tmp_path):
+    """llama-server --embedding (mean pooling) with the Gemma 3 270M GGUF: /v1/embeddings in
+    batches of 4; every input gets a vector of the model's width (640)."""
+    svc = LlamaCppService({"kind": "llamacpp", "model": MODEL, "parallel": 2, "threads": 1,
+                           "args": ["--embedding", "--pooling", "mean"], "name": "emb"},
+                          tmp_path / "service", tmp_path / "service.log")
+    endpoint = asyncio.run(svc.deploy())
+    try:
+        wl = {"api": "openai-embeddings", "batch_size": 4, "prompts": {"input_tokens": [16, 64]}}
+        stats, recs, path = load(tmp_path, endpoint, wl, concurrency=2, requests=12, warmup=0)
+    finally:
+        asyncio.run(svc.teardown())
+    assert recs and all(r["ok"] for r in recs), [r.get("error") for r in recs][:3]
+    assert all(r["inputs"] == 4 and r["dimensions"] == 640 and r["prompt_tokens"] >= 4 * 16
+               for r in recs)
+    lat = sorted(r["t_end"] - r["t_start"] for r in recs)
+    print(f"embeddings: {len(recs)} requests x 4 inputs, latency p50 {lat[len(lat) // 2]:.3f} s, "
+          f"window {stats['window_s']:.2f} s, {4 * len(recs) / stats['window_s']:.1f} inputs/s")

@@ -462,3 +462,16 @@ def test_embeddings_summary_and_report(fake_vllm, tmp_path):
     assert abs(e["latency_s"]["p50"] - TTFT_MS / 1e3) < 0.01
     build_report(run_dir, tmp_path / "report")
     assert "inputs/s" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_the_llm_workload_recipes_are_valid():
+    from pathlib import Path
+
+    from aifb.recipe import load_recipe, load_settings
+
+    paths = sorted((Path(__file__).resolve().parents[1] / "recipes" / "llm").glob("*.yaml"))
+    assert len(paths) >= 5
+    for p in paths:
+        s = load_settings(load_recipe(p))           # a trace recipe reads its trace here
+        if p.stem.startswith("trace"):
+            assert s["arrival"] == "trace" and len(s["trace_ns"]) == 200
