@@ -475,3 +475,16 @@ def test_the_llm_workload_recipes_are_valid():
         s = load_settings(load_recipe(p))           # a trace recipe reads its trace here
         if p.stem.startswith("trace"):
             assert s["arrival"] == "trace" and len(s["trace_ns"]) == 200
+
+
+def test_a_comparison_across_cache_states_is_not_comparable():
+    from aifb.compare import compare_runs
+
+    def summ(bid, state):
+        return {"benchmark_id": bid, "status": "completed",
+                "throughput": {"rps": 10.0}, "latency_s": {"p50": 0.1, "p99": 0.2},
+                "llm_workload": {"cache": {"state": state}}}
+
+    c = compare_runs(summ("A", "warm"), summ("B", "cold"))
+    assert c["verdict"] == "not comparable" and "warm prefix cache" in c["reason"]
+    assert compare_runs(summ("A", "cold"), summ("B", "cold"))["verdict"] == "reproduced"
