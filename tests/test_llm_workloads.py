@@ -488,3 +488,23 @@ def test_a_comparison_across_cache_states_is_not_comparable():
     c = compare_runs(summ("A", "warm"), summ("B", "cold"))
     assert c["verdict"] == "not comparable" and "warm prefix cache" in c["reason"]
     assert compare_runs(summ("A", "cold"), summ("B", "cold"))["verdict"] == "reproduced"
+
+
+def test_a_timed_out_turn_ends_its_conversation(tmp_path):
+    proc, url = start_openai("fake-model", "--ttft-ms", "5", "--itl-ms", "1")
+    try:
+        path = tmp_path / "t.jsonl"
+        # every third request asks for 400 tokens (0.4 s): past the 0.2 s timeout
+        wl = {"prompts": {"input_tokens": 4, "output_tokens": [1, 400]}, "turns": 3}
+        run_load_sync(kind="vllm", endpoint=url, workload=wl,
+                      load={"clients": 1, "concurrency": 1, "duration_s": 1.5, "warmup_s": 0,
+                            "timeout_s": 0.2}, seed=7, records_path=path, clock=RunClock(),
+                      log=lambda m: None)
+        recs = [json.loads(x) for x in path.read_text().splitlines()]
+        log = [e for e in fake_log(url) if e["request_id"]]
+    finally:
+        stop(proc)
+    assert any(r["error"] and r["error"]["type"] == "Timeout" for r in recs)
+    recorded = {r.get("request_id") for r in recs}
+    after = [b for a, b in zip(log, log[1:]) if a["request_id"] not in recorded]
+    assert after and all(len(b["messages"]) == 1 for b in after)   # a new conversation

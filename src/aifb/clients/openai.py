@@ -968,6 +968,12 @@ class LLMHttpClient(CoroutineClient):
         user = chat_messages(conv.prefix, conv.history, prompt.text, self._salt_text())[-1]
         return Req(prompt, self._body(prompt), headers, rid, conv, user)
 
+    def abort(self, worker: int) -> str | None:
+        """An aborted turn (load.timeout) ends its conversation, at once: the engine builds
+        the worker's next request before the cancelled one unwinds."""
+        self._convs.pop(worker, None)
+        return super().abort(worker)
+
     def embed_body(self, texts: list[str]) -> bytes:
         return embed_body(self.wl.api, self.model, texts, self.wl.extra_body)
 
