@@ -298,6 +298,8 @@ def test_multi_turn_sends_the_history_with_the_actual_replies(fake_vllm, fake_ol
         # prompts grow with the history
         assert c[0]["prompt_tokens"] < c[1]["prompt_tokens"] < c[2]["prompt_tokens"]
     assert stats["client"]["conversations"]["turns"] == [3, 3]
+    from aifb.schemas import validation_errors
+    assert all(validation_errors(r, "request.schema.yaml") == [] for r in recs)
 
 
 def test_think_time_separates_turns_but_not_latencies(fake_vllm, tmp_path):
@@ -444,6 +446,8 @@ def test_embeddings_batches_and_records(fake_vllm, fake_ollama, tmp_path, kind, 
     assert lat[len(lat) // 2] - TTFT_MS / 1e3 < 0.015
     sent = {e["request_id"]: e["prompt"] for e in fake_log(endpoint)[before:]}
     assert all(len(sent[r["request_id"]]) == 4 for r in ok)
+    from aifb.schemas import validation_errors
+    assert all(validation_errors(r, "request.schema.yaml") == [] for r in recs)
 
 
 def test_embeddings_summary_and_report(fake_vllm, tmp_path):
