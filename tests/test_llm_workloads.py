@@ -514,3 +514,17 @@ def test_a_timed_out_turn_ends_its_conversation(tmp_path):
     recorded = {r.get("request_id") for r in recs}
     after = [b for a, b in zip(log, log[1:]) if a["request_id"] not in recorded]
     assert after and all(len(b["messages"]) == 1 for b in after)   # a new conversation
+
+
+def test_multi_turn_with_an_open_loop_is_a_named_error():
+    from aifb.errors import ConfigError
+    from aifb.recipe import load_settings, validate
+
+    recipe = validate({"name": "mt", "category": "inference",
+                       "service": {"kind": "vllm", "endpoint": "http://127.0.0.1:1"},
+                       "workload": {"turns": [2, 4]},
+                       "load": {"clients": 1, "rate": 5, "duration": "1s"}})
+    with pytest.raises(ConfigError, match="closed loop only"):
+        load_settings(recipe)
+    recipe["load"].pop("rate")
+    assert load_settings(recipe)["rate"] is None

@@ -250,6 +250,13 @@ def load_settings(recipe: dict) -> dict:
     }
     if settings["arrival"] == "trace":
         _trace_settings(recipe, settings)
+    turns = (recipe.get("workload") or {}).get("turns") if isinstance(recipe.get("workload"), dict) else None
+    if turns not in (None, 1, [1, 1]) and settings["rate"] is not None:
+        # an arrival would take any free slot and continue that slot's conversation, and the
+        # think time would hold the slot: queued arrivals would wait on other conversations
+        raise ConfigError("workload.turns > 1 runs closed loop only (load.concurrency slots, "
+                          "one conversation each): open-loop conversations (load.rate, "
+                          "arrival: trace) are not implemented")
     return settings
 
 
