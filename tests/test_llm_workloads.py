@@ -528,3 +528,36 @@ def test_multi_turn_with_an_open_loop_is_a_named_error():
         load_settings(recipe)
     recipe["load"].pop("rate")
     assert load_settings(recipe)["rate"] is None
+
+
+def test_capacity_search_over_a_traces_speedup(tmp_path):
+    """How much of this traffic can the server take: the search varies load.speedup of the
+    trace recipe (steps judged from their summary.json, written here by a stand-in runner)."""
+    import shutil
+    from pathlib import Path
+
+    from aifb import registry
+    from aifb.capacity import run_capacity
+    from support import make_workspace
+
+    ws = make_workspace(tmp_path)
+    shutil.copytree(Path(__file__).resolve().parents[1] / "data", ws / "data")
+    spec = {"mode": "capacity", "recipe": "recipes/llm/trace_llamacpp.yaml",
+            "param": "load.speedup", "start": 0.5, "max": 64, "resolution": "10%",
+            "slo": ["p99 < 1s"]}
+
+    def fake_step(bid):
+        level = registry.get(bid, ws)["recipe"]["load"]["speedup"]
+        d = ws / "results" / bid
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "run.json").write_text(json.dumps({"status": "completed", "benchmark_id": bid}))
+        p99 = 0.1 * level           # passes below speed-up 10
+        (d / "summary.json").write_text(json.dumps({
+            "status": "completed", "benchmark_id": bid, "requests": {"total": 100, "errors": 0},
+            "throughput": {"rps": 10.0 * level},
+            "latency_s": {"n": 100, "p50": p99 / 2, "p95": p99, "p99": p99}}))
+        (ws / "reports" / bid).mkdir(parents=True, exist_ok=True)
+        return 0
+
+    res = run_capacity("trace_cap", spec, root=ws, log=lambda m: None, run_step=fake_step)
+    assert 9.0 <= res["capacity"] < 10.0 <= res["first_fail"] <= 11.0
