@@ -538,7 +538,7 @@ def test_capacity_search_over_a_traces_speedup(tmp_path):
 
     from aifb import registry
     from aifb.capacity import run_capacity
-    from support import make_workspace
+    from support import make_workspace, write_step_result
 
     ws = make_workspace(tmp_path)
     shutil.copytree(Path(__file__).resolve().parents[1] / "data", ws / "data")
@@ -548,16 +548,7 @@ def test_capacity_search_over_a_traces_speedup(tmp_path):
 
     def fake_step(bid):
         level = registry.get(bid, ws)["recipe"]["load"]["speedup"]
-        d = ws / "results" / bid
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "run.json").write_text(json.dumps({"status": "completed", "benchmark_id": bid}))
-        p99 = 0.1 * level           # passes below speed-up 10
-        (d / "summary.json").write_text(json.dumps({
-            "status": "completed", "benchmark_id": bid, "requests": {"total": 100, "errors": 0},
-            "throughput": {"rps": 10.0 * level},
-            "latency_s": {"n": 100, "p50": p99 / 2, "p95": p99, "p99": p99}}))
-        (ws / "reports" / bid).mkdir(parents=True, exist_ok=True)
-        return 0
+        return write_step_result(ws, bid, 10.0 * level, 0.1 * level)   # passes below 10
 
     res = run_capacity("trace_cap", spec, root=ws, log=lambda m: None, run_step=fake_step)
     assert 9.0 <= res["capacity"] < 10.0 <= res["first_fail"] <= 11.0
