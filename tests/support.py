@@ -131,3 +131,18 @@ class TimedReplies:
     def _send(self, reply):
         if not self.transport.is_closing():
             self.transport.write(reply)
+
+
+def write_step_result(ws: Path, bid: str, rps: float, p99: float) -> int:
+    """What a completed capacity-search step leaves (run.json, summary.json, its report dir),
+    for stand-in step runners; returns 0 like a successful step."""
+    import json
+
+    d = ws / "results" / bid
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "run.json").write_text(json.dumps({"status": "completed", "benchmark_id": bid}))
+    (d / "summary.json").write_text(json.dumps({
+        "status": "completed", "benchmark_id": bid, "requests": {"total": 100, "errors": 0},
+        "throughput": {"rps": rps}, "latency_s": {"n": 100, "p50": p99 / 2, "p95": p99, "p99": p99}}))
+    (ws / "reports" / bid).mkdir(parents=True, exist_ok=True)
+    return 0

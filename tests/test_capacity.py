@@ -15,7 +15,7 @@ from aifb.capacity import CapacitySearch, capacity_headline, run_capacity
 from aifb.clients.redis import parse_reply
 from aifb.errors import ConfigError
 
-from support import TimedReplies, make_workspace, read_json
+from support import TimedReplies, make_workspace, read_json, write_step_result
 
 
 def search_with(threshold, start=1, maximum=128, resolution=None, integer=True):
@@ -224,8 +224,6 @@ def test_capacity_search_through_snakemake(tmp_path, fake_capacity_server):
 
 def test_capacity_with_a_fake_step_runner(tmp_path):
     """The decision comes from each step's summary.json (here written by a stand-in runner)."""
-    import json
-
     ws = make_workspace(tmp_path)
     spec = {"mode": "capacity", "recipe": "recipes/recipe_redis_1client.yaml",
             "param": "load.concurrency", "start": 2, "max": 100, "slo": ["p99 < 10.2ms"]}
@@ -233,16 +231,8 @@ def test_capacity_with_a_fake_step_runner(tmp_path):
 
     def fake_step(bid):
         level = registry.get(bid, ws)["recipe"]["load"]["concurrency"]
-        d = ws / "results" / bid
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "run.json").write_text(json.dumps({"status": "completed", "benchmark_id": bid}))
-        p99 = 0.0004 * level        # 25 passes (10 ms), 26 fails (10.4 ms)
-        (d / "summary.json").write_text(json.dumps({
-            "status": "completed", "benchmark_id": bid, "requests": {"total": 100, "errors": 0},
-            "throughput": {"rps": 1000.0 * level},
-            "latency_s": {"n": 100, "p50": p99 / 2, "p95": p99, "p99": p99}}))
-        (ws / "reports" / bid).mkdir(parents=True, exist_ok=True)
-        return 0
+        # 25 passes (10 ms), 26 fails (10.4 ms)
+        return write_step_result(ws, bid, 1000.0 * level, 0.0004 * level)
 
     res = run_capacity("cap", spec, root=ws, log=lambda m: None, run_step=fake_step)
     assert (res["capacity"], res["first_fail"]) == (25, 26)

@@ -166,3 +166,84 @@ def test_missing_model_is_a_clear_error(tmp_path):
     bid = registry.allocate(registry.make_entry(recipe), tmp_path)
     out = run_benchmark(bid, root=tmp_path, log=lambda m: None)
     assert out["status"] == "failed" and "none.gguf" in out["reason"] and "GGUF" in out["reason"]
+
+
+# ----------------------------------------------------------------------------- issue 16 workloads
+
+@pytest.fixture(scope="module")
+def cached_server(tmp_path_factory):
+    """llama-server with its prompt cache on (cache_prompt: true) and one slot, so that a
+    request reuses the KV cache of the prefix it shares with the slot's previous prompt.
+    Gemma 3 uses sliding-window attention: llama.cpp reuses a cached prefix only with
+    --swa-full (without it cache_n stayed 0 even for identical prefixes, measured here)."""
+    d = tmp_path_factory.mktemp("llama-cache")
+    svc = LlamaCppService({"kind": "llamacpp", "model": MODEL, "parallel": 1, "threads": 1,
+                           "cache_prompt": True, "args": ["--swa-full"], "name": "cache"},
+                          d / "service", d / "service.log")
+    endpoint = asyncio.run(svc.deploy())
+    try:
+        yield endpoint
+    finally:
+        asyncio.run(svc.teardown())
+
+
+def first_and_rest(recs):
+    recs = sorted(recs, key=lambda r: r["t_start"])
+    assert recs and all(r["ok"] for r in recs), [r.get("error") for r in recs][:3]
+    return recs[0], recs[1:]
+
+
+def test_prefix_cache_cold_vs_warm_on_the_real_server(cached_server, tmp_path):
+    """A 150-token shared system prompt: cold runs (a new salt each) pay its prefill on their
+    first request, a warm run finds it cached; later requests of a cold run reuse it too."""
+    wl = {"prompts": {"input_tokens": 8, "output_tokens": 2}, "ignore_eos": True,
+          "shared_prefix": {"tokens": 150, "groups": 1}}
+    runs = {}
+    for name, cache in (("cold1", "cold"), ("cold2", "cold"), ("warm", "warm")):
+        stats, recs, _ = load(tmp_path, cached_server, dict(wl, cache=cache), concurrency=1,
+                              requests=3, warmup=0)
+        runs[name] = (stats, first_and_rest(recs))
+    ttft = {k: v[1][0]["t_first"] - v[1][0]["t_start"] for k, v in runs.items()}
+    for name in ("cold1", "cold2"):      # the salt: no earlier run's cache serves the prefix
+        first, rest = runs[name][1]
+        assert first["cached_tokens"] < 30, (name, first["cached_tokens"])
+        assert all(r["cached_tokens"] > 120 for r in rest), [r["cached_tokens"] for r in rest]
+    first, _ = runs["warm"][1]
+    assert first["cached_tokens"] > 120
+    assert runs["warm"][0]["client"]["cache"]["warmed"]["prefixes_sent"] == 1
+    assert ttft["warm"] < 0.5 * min(ttft["cold1"], ttft["cold2"]), ttft
+    print(f"first-request TTFT: {ttft}")
+
+
+def test_multi_turn_ttft_by_turn_on_the_real_server(server, tmp_path):
+    from aifb.metrics.llm_workload import by_turn
+
+    wl = {"prompts": {"input_tokens": 16, "output_tokens": 8}, "ignore_eos": True, "turns": 3}
+    stats, recs, path = load(tmp_path, server[0], wl, concurrency=2, requests=6, warmup=0)
+    rows = by_turn({"recipe": {"load": {}}, "load_stats": stats}, path)
+    assert [r["turn"] for r in rows][:2] == [1, 2] and all(r["ttft_s"]["n"] for r in rows)
+    convs: dict = {}
+    for r in sorted(recs, key=lambda r: r["t_start"]):
+        convs.setdefault(r["conversation"], []).append(r)
+    grown = [c for c in convs.values() if len(c) >= 2]
+    assert grown and all(c[1]["prompt_tokens"] > c[0]["prompt_tokens"] + 8 for c in grown)
+
+
+def test_embeddings_on_the_real_server(tmp_path):
+    """llama-server --embedding (mean pooling) with the Gemma 3 270M GGUF: /v1/embeddings in
+    batches of 4; every input gets a vector of the model's width (640)."""
+    svc = LlamaCppService({"kind": "llamacpp", "model": MODEL, "parallel": 2, "threads": 1,
+                           "args": ["--embedding", "--pooling", "mean"], "name": "emb"},
+                          tmp_path / "service", tmp_path / "service.log")
+    endpoint = asyncio.run(svc.deploy())
+    try:
+        wl = {"api": "openai-embeddings", "batch_size": 4, "prompts": {"input_tokens": [16, 64]}}
+        stats, recs, path = load(tmp_path, endpoint, wl, concurrency=2, requests=12, warmup=0)
+    finally:
+        asyncio.run(svc.teardown())
+    assert recs and all(r["ok"] for r in recs), [r.get("error") for r in recs][:3]
+    assert all(r["inputs"] == 4 and r["dimensions"] == 640 and r["prompt_tokens"] >= 4 * 16
+               for r in recs)
+    lat = sorted(r["t_end"] - r["t_start"] for r in recs)
+    print(f"embeddings: {len(recs)} requests x 4 inputs, latency p50 {lat[len(lat) // 2]:.3f} s, "
+          f"window {stats['window_s']:.2f} s, {4 * len(recs) / stats['window_s']:.1f} inputs/s")

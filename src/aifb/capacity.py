@@ -5,7 +5,7 @@ A sweep in config/config.yaml with `mode: capacity`:
     redis_capacity:
       mode: capacity
       recipe: recipes/recipe_redis_1client.yaml
-      param: load.clients          # or load.concurrency, load.rate
+      param: load.clients          # or load.concurrency, load.rate, load.speedup (a trace's)
       start: 1                     # first level measured (> 0)
       max: 256                     # never measured above this
       resolution: 1                # stop when the last pass and the first fail are this close
@@ -49,7 +49,7 @@ from .units import format_number
 from .sweep import _latest
 from .sweep_report import _level_str, _md_cell, judged_rules
 
-PARAMS = ("load.clients", "load.concurrency", "load.rate")
+PARAMS = ("load.clients", "load.concurrency", "load.rate", "load.speedup")
 INTEGER_PARAMS = ("load.clients", "load.concurrency")
 MODE = "capacity"
 

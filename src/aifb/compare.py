@@ -129,6 +129,11 @@ def compare_runs(original: dict, rerun: dict, *, tolerance: dict | None = None,
         if status not in ("completed", None):
             reason = f": {s['reason']}" if s.get("reason") else ""
             problems.append(f"{label} is {status}{reason}")
+    states = [((s.get("llm_workload") or {}).get("cache") or {}).get("state")
+              for s in (original, rerun)]
+    if states[0] and states[1] and states[0] != states[1]:
+        problems.append(f"{oid} measured a {states[0]} prefix cache and {rid} a {states[1]} "
+                        "one (workload.cache): their latencies measure different things")
     metrics = []
     for key, path, _ in METRICS:
         a, b = _get(original, path), _get(rerun, path)

@@ -162,7 +162,18 @@ class _Arrivals:
         self.cs = cs
         rate_c = eng.rate / eng.n_clients_total   # the rate is over all clients of all processes
         mean_ns = G / rate_c
-        if eng.arrival == "poisson":
+        if eng.arrival == "trace":
+            # this client's share of the trace (aifb.trace): requests ci, ci + n, ci + 2n, ...
+            times = iter(eng.trace_ns[cs.ci::eng.n_clients_total])
+            last = [next(times, None)]
+            never = 10 ** 15          # after the trace's last request: no more arrivals
+
+            def gap() -> int:
+                t = next(times, None)
+                prev, last[0] = last[0], t
+                return never if t is None or prev is None else t - prev
+            self.t = eng.t_load_start + (never if last[0] is None else last[0])
+        elif eng.arrival == "poisson":
             rng = random.Random(f"aifb-arrivals:{eng.seed}:{cs.ci}")
             expo = rng.expovariate
 
@@ -461,6 +472,7 @@ class _Engine:
         self.rate = load.get("rate")
         self.open_loop = self.rate is not None
         self.arrival = load.get("arrival") or "poisson"
+        self.trace_ns = load.get("trace_ns") or []    # arrival: trace (aifb.recipe.load_settings)
         self.duration_s = load.get("duration_s")
         self.requests = load.get("requests")
         if (self.duration_s is None) == (self.requests is None):
@@ -968,16 +980,44 @@ def _connections_needed(load: dict, n_clients: int) -> int:
     return n_clients * conc + timers
 
 
+def run_identity(identity: dict | None) -> dict:
+    """What a client may stamp on its requests: {"benchmark_id", "salt", "client_offset"}.
+    benchmark_id names the run in request ids (X-Request-Id); salt is one random value per run
+    (LLM cache: cold prefixes every prompt with it), the same in every process and client job;
+    client_offset: this job's first global client index. Missing fields get defaults here."""
+    out = dict(identity or {})
+    out.setdefault("benchmark_id", "aifb")
+    if not out.get("salt"):
+        out["salt"] = new_salt()
+    out.setdefault("client_offset", 0)
+    return out
+
+
+def new_salt() -> str:
+    """A per-run random value (never seeded: two runs of one recipe must differ)."""
+    import secrets as _secrets
+    return _secrets.token_hex(4)
+
+
 async def _start_clients(kind: str, endpoint: str, workload: dict, load: dict, seed: int,
-                         secrets: dict | None, ids, log, started: list) -> list:
+                         secrets: dict | None, ids, log, started: list,
+                         identity: dict | None = None) -> list:
     """Clients `ids` (each seeded by its index), `concurrency` connections each, validated.
     `started` collects every client whose startup began: the caller shuts those down, whatever
-    happens."""
+    happens. Clients with an `identify(benchmark_id, client, salt)` method get the run's
+    identity (run_identity) before startup."""
     cls = get_client(kind)
     conc = int(load.get("concurrency", 1))
     raise_nofile_limit(_connections_needed(load, len(ids)))
     _note_connections(len(ids) * conc, log)
     clients = [cls(endpoint, workload, client_seed(seed, ci), secrets) for ci in ids]
+    ident = run_identity(identity)
+    total = ident.get("clients_total") or int(load["clients"])
+    for ci, c in zip(ids, clients):
+        identify = getattr(c, "identify", None)
+        if identify is not None:
+            identify(ident["benchmark_id"], ident["client_offset"] + ci, ident["salt"],
+                     clients=total)
     for c in clients:
         started.append(c)
         await c.startup(conc)
@@ -997,7 +1037,8 @@ async def run_load(*, kind: str, endpoint: str, workload: dict, load: dict, seed
                    records_path: Path, clock: RunClock, secrets: dict | None = None,
                    log=_stderr, on_ready=None, stats_out: dict | None = None,
                    unreachable_after_s: float = 5.0, flush_interval_s: float = 0.25,
-                   progress_interval_s: float = 5.0, share: RequestShare | None = None) -> dict:
+                   progress_interval_s: float = 5.0, share: RequestShare | None = None,
+                   identity: dict | None = None) -> dict:
     """Run one load against `endpoint`; stream records to `records_path`; return load_stats.
 
     Raises ServiceError (before any record is written) when a client cannot start, validate
@@ -1010,7 +1051,9 @@ async def run_load(*, kind: str, endpoint: str, workload: dict, load: dict, seed
     (see run_load_processes); the contract above holds unchanged.
     `share`: this load is one member of a `requests: N` shared with other loads (Slurm client
     jobs; see RequestShare): the window ends when the root says so.
+    `identity`: the run's benchmark id, cache salt and client offset (see run_identity).
     """
+    identity = run_identity(identity)
     processes = int(load.get("processes") or 1)
     if processes > 1 and int(load["clients"]) > 1:
         return await run_load_processes(
@@ -1018,14 +1061,14 @@ async def run_load(*, kind: str, endpoint: str, workload: dict, load: dict, seed
             records_path=records_path, clock=clock, secrets=secrets, log=log, on_ready=on_ready,
             stats_out=stats_out, unreachable_after_s=unreachable_after_s,
             flush_interval_s=flush_interval_s, progress_interval_s=progress_interval_s,
-            processes=processes, share=share)
+            processes=processes, share=share, identity=identity)
     if processes > 1:
         log("load.processes > 1 with a single client: one process drives it")
     n_clients = int(load["clients"])
     started: list = []
     try:
         clients = await _start_clients(kind, endpoint, workload, load, seed, secrets,
-                                       range(n_clients), log, started)
+                                       range(n_clients), log, started, identity)
         info = await _prepare(clients[0])
         info["t_ready"] = _s(now_ns() - clock.t0_ns)
         prepare_s = info["prepare_s"]
@@ -1302,7 +1345,8 @@ async def run_load_processes(*, kind: str, endpoint: str, workload: dict, load: 
                              records_path: Path, clock: RunClock, secrets: dict | None, log,
                              on_ready, stats_out: dict | None, unreachable_after_s: float,
                              flush_interval_s: float, progress_interval_s: float,
-                             processes: int, share: RequestShare | None = None) -> dict:
+                             processes: int, share: RequestShare | None = None,
+                             identity: dict | None = None) -> dict:
     """run_load over `processes` worker processes (see the comment above)."""
     import os
     import socket
@@ -1457,7 +1501,8 @@ async def run_load_processes(*, kind: str, endpoint: str, workload: dict, load: 
                 "t0_ns": clock.t0_ns, "t0_unix_ns": clock.t0_unix_ns, "clients": (lo, hi),
                 "n_clients_total": n_clients, "secrets": secrets, "shared": shared,
                 "unreachable_after_s": unreachable_after_s, "flush_interval_s": flush_interval_s,
-                "progress_interval_s": progress_interval_s})
+                "progress_interval_s": progress_interval_s,
+                "identity": run_identity(identity)})
         pids = [p.pid for p in procs]
         for k in range(n_proc):
             await expect(k, "ready")
@@ -1616,7 +1661,8 @@ async def _worker(fd: int) -> int:
     try:
         try:
             clients = await _start_clients(p["kind"], p["endpoint"], p["workload"], load,
-                                           p["seed"], p["secrets"], range(lo, hi), log, started)
+                                           p["seed"], p["secrets"], range(lo, hi), log, started,
+                                           p.get("identity"))
         except ServiceError as exc:
             ch.send("error", str(exc))
             return 0

@@ -44,3 +44,16 @@ def read_json(path: str | Path):
                                f"{exc.msg}); the file is truncated or corrupt") from None
     except RecursionError:
         raise CorruptFileError(f"{path}: nested too deeply to be one of our files") from None
+
+
+def iter_jsonl(path: str | Path):
+    """(line number, parsed value) of each non-blank line of a JSONL file; ValueError
+    "line N is not JSON" on the first line that is not."""
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield n, json.loads(line)
+            except ValueError:
+                raise ValueError(f"line {n} is not JSON") from None

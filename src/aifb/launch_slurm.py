@@ -799,6 +799,7 @@ class ClientJobs:
         return out
 
     async def start(self) -> None:
+        from .runner import run_identity
         from .service_job import node_address
 
         host = node_address(self.target.get("bind", "auto"))
@@ -814,6 +815,7 @@ class ClientJobs:
             "benchmark_id": self.run["benchmark_id"], "coordinator": [host, port],
             "kind": spec["kind"], "endpoint": self.endpoint, "service": spec,
             "workload": self.recipe.get("workload") or {}, "t0_unix_ns": self.clock.t0_unix_ns,
+            "salt": run_identity(self.run)["salt"],
             "jobs": [{"k": k, "clients": list(self.blocks[k]), "load": self.load_for(k),
                       "seed": job_seed(self.recipe.get("seed", 42), k)} for k in range(self.n)]})
         cj = self.target.get("clients") or {}
@@ -1189,7 +1191,10 @@ async def _client_job(run_dir: Path, k: int, log) -> int:
                                load=me["load"], seed=me["seed"],
                                records_path=out_dir / "requests.jsonl", clock=clock,
                                secrets=secrets, log=log, on_ready=on_ready,
-                               share=share if me["load"].get("requests") is not None else None)
+                               share=share if me["load"].get("requests") is not None else None,
+                               identity={"benchmark_id": plan["benchmark_id"],
+                                         "salt": plan.get("salt"),
+                                         "client_offset": me["clients"][0]})
     except AifbError as exc:
         ch.send({"error": str(exc)})
         await ch.drain()

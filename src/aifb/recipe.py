@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from . import endpoints
-from .errors import RecipeError, ServiceError
+from .errors import ConfigError, RecipeError, ServiceError
 from .paths import schema_dir
 from .schemas import validation_errors
 from .units import parse_duration, parse_size
@@ -255,7 +255,7 @@ def recipe_hash(recipe: dict) -> str:
 def load_settings(recipe: dict) -> dict:
     """The load block with units resolved to numbers, as the engine consumes it."""
     load = recipe["load"]
-    return {
+    settings = {
         "clients": int(load["clients"]),
         "concurrency": int(load.get("concurrency", 1)),
         "processes": int(load.get("processes", 1)),
@@ -267,3 +267,35 @@ def load_settings(recipe: dict) -> dict:
         "cooldown_s": parse_duration(load.get("cooldown", 0)),
         "timeout_s": parse_duration(load.get("timeout", "30s")),
     }
+    if settings["arrival"] == "trace":
+        _trace_settings(recipe, settings)
+    turns = (recipe.get("workload") or {}).get("turns") if isinstance(recipe.get("workload"), dict) else None
+    if turns not in (None, 1, [1, 1]) and settings["rate"] is not None:
+        # an arrival would take any free slot and continue that slot's conversation, and the
+        # think time would hold the slot: queued arrivals would wait on other conversations
+        raise ConfigError("workload.turns > 1 runs closed loop only (load.concurrency slots, "
+                          "one conversation each): open-loop conversations (load.rate, "
+                          "arrival: trace) are not implemented")
+    return settings
+
+
+def _trace_settings(recipe: dict, settings: dict) -> None:
+    """load.arrival: trace: the arrival offsets of workload.prompts' trace (aifb.trace), sped
+    up by load.speedup, and the rate they offer (for the open-loop statistics)."""
+    from .trace import arrival_offsets_ns, offered_rate, read_trace
+
+    load = recipe["load"]
+    prompts = ((recipe.get("workload") or {}).get("prompts") or {})
+    if prompts.get("source") != "trace" or not prompts.get("path"):
+        raise ConfigError("load.arrival: trace replays workload.prompts.source: trace (with "
+                          "workload.prompts.path): set both")
+    if load.get("rate") is not None:
+        raise ConfigError("load.arrival: trace takes its rate from the trace: remove load.rate "
+                          "(use load.speedup to replay it faster)")
+    from .clients.openai import _resolve_path
+
+    trace = read_trace(_resolve_path(prompts["path"]))
+    speedup = float(load.get("speedup", 1.0))
+    settings["speedup"] = speedup
+    settings["trace_ns"] = arrival_offsets_ns(trace, speedup)
+    settings["rate"] = offered_rate(trace, speedup)

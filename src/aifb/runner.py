@@ -202,6 +202,17 @@ def _start_telemetry(run: dict, run_dir: Path, clock: RunClock, spec: dict, endp
     return sampler
 
 
+def run_identity(run: dict) -> dict:
+    """The run's identity for its clients (aifb.engine.run_identity): the benchmark id (in
+    request ids) and one random salt per run, kept in run.json (`salt`: an LLM workload with
+    cache: cold prefixes every prompt with it, so no earlier run's cache helps)."""
+    from .engine import new_salt
+
+    if not run.get("salt"):
+        run["salt"] = new_salt()
+    return {"benchmark_id": run["benchmark_id"], "salt": run["salt"], "client_offset": 0}
+
+
 async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path | None = None) -> None:
     from .engine import run_load
     from .launch_slurm import get_target
@@ -265,7 +276,7 @@ async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path 
         stats = await run_load(kind=spec["kind"], endpoint=endpoint, workload=recipe.get("workload") or {},
                                load=load0, seed=recipe.get("seed", 42), records_path=records_path,
                                clock=clock, secrets=secrets, log=log, on_ready=on_ready,
-                               stats_out=stats_out, share=share)
+                               stats_out=stats_out, share=share, identity=run_identity(run))
         if client_jobs is not None:
             stats = await client_jobs.finish(stats)
             run["clients"].update(client_jobs.describe())

@@ -175,11 +175,12 @@ def scan_records(path: Path, queries, *, chunk_bytes: int = CHUNK_BYTES,
 
 
 def is_open_loop(run: dict) -> bool | None:
-    """True for a recipe with `load.rate`, False for a closed-loop recipe, None when unknown."""
+    """True for a recipe with `load.rate` or `load.arrival: trace`, False for a closed-loop
+    recipe, None when unknown."""
     load = (run.get("recipe") or {}).get("load")
     if not isinstance(load, dict):
         return None
-    return load.get("rate") is not None
+    return load.get("rate") is not None or load.get("arrival") == "trace"
 
 
 def latency_expr(open_loop: bool | None) -> pl.Expr:

@@ -9,6 +9,7 @@ Follows Ollama's documented REST API (docs/api.md) closely enough for the harnes
     POST /api/pull            NDJSON progress ... {"status": "success"}; the model is then present
     POST /api/generate        NDJSON lines {"response": "...", "done": false} ..., then a done line
     POST /api/chat            NDJSON lines {"message": {"role", "content"}, "done": false} ..., done line
+    POST /api/embed           {"embeddings": [[8 floats], ...], "prompt_eval_count"} after the TTFT
     /v1/models, /v1/chat/completions, /v1/completions   Ollama's OpenAI-compatible API
 
 The done line carries Ollama's counters: eval_count (= tokens written), prompt_eval_count (words
@@ -23,7 +24,9 @@ Timing: token i is written at arrival + ttft + i * itl (absolute schedule). Conf
 environment, since `ollama serve` takes no flags: FAKE_OLLAMA_TTFT_MS (20), FAKE_OLLAMA_ITL_MS
 (5), FAKE_OLLAMA_MODELS (present at start, comma-separated; default none),
 FAKE_OLLAMA_PULLABLE (models /api/pull can fetch; default any), FAKE_OLLAMA_LOAD_MS (50: the
-first use of a model pays it once, as a real load would). Binds OLLAMA_HOST (127.0.0.1:11434).
+first use of a model pays it once, as a real load would), FAKE_OLLAMA_CACHE_TTFT_MS (the
+simulated prefix cache of fake_openai.py, off by default). GET /fake/log and the X-Request-Id
+echo are fake_openai.py's too. Binds OLLAMA_HOST (127.0.0.1:11434).
 
     OLLAMA_HOST=127.0.0.1:11500 python tests/fakes/fake_ollama.py serve
     python tests/fakes/fake_ollama.py --version      # "ollama version is 0.0.0-fake"
@@ -57,13 +60,14 @@ def _canon(name: str) -> str:
 
 
 class FakeOllama:
-    def __init__(self, ttft_ms=20.0, itl_ms=5.0, present=(), pullable=None, load_ms=50.0):
+    def __init__(self, ttft_ms=20.0, itl_ms=5.0, present=(), pullable=None, load_ms=50.0,
+                 cache_ttft_ms=None):
         self.ttft_ms, self.itl_ms, self.load_ms = float(ttft_ms), float(itl_ms), float(load_ms)
         self.present: list[str] = [_canon(m) for m in present]
         self.pullable = None if pullable is None else {_canon(m) for m in pullable}
         self.loaded: set[str] = set()
         self.cfg = fake_openai.Config(models=self.present, ttft_ms=ttft_ms, itl_ms=itl_ms,
-                                      owned_by="library")
+                                      owned_by="library", cache_ttft_ms=cache_ttft_ms)
         self.openai = fake_openai.FakeOpenAI(self.cfg)
         self.openai.served = lambda model: self.find(model) is not None
 
@@ -84,6 +88,9 @@ class FakeOllama:
         app.router.add_get("/v1/models", self.v1_models)
         app.router.add_post("/v1/chat/completions", self.openai.chat)
         app.router.add_post("/v1/completions", self.openai.completions)
+        app.router.add_get("/fake/log", self.openai.log.handler)
+        app.router.add_post("/v1/embeddings", self.openai.embeddings)
+        app.router.add_post("/api/embed", self.embed)
 
     async def root(self, request):
         return web.Response(text="Ollama is running")
@@ -122,6 +129,20 @@ class FakeOllama:
         await resp.write_eof()
         return resp
 
+    async def embed(self, request):
+        """/api/embed: {"embeddings": [[8 floats], ...], "prompt_eval_count"} after the TTFT."""
+        t0 = asyncio.get_running_loop().time()
+        body = await request.json()
+        name = self.find(body.get("model"))
+        if name is None:
+            return web.json_response({"error": f"model '{body.get('model')}' not found"}, status=404)
+        texts = fake_openai.embed_inputs(body)
+        self.openai.log.note(request, {"prompt": texts, "max_tokens": None})
+        await fake_openai.sleep_until(asyncio.get_running_loop(), t0 + self.ttft_ms / 1e3)
+        return web.json_response({"model": name, "embeddings": [fake_openai.fake_vector(t) for t in texts],
+                                  "prompt_eval_count": sum(len(t.split()) for t in texts)},
+                                 headers=fake_openai.echo_id(request))
+
     async def generate(self, request):
         return await self._run(request, chat=False)
 
@@ -151,6 +172,9 @@ class FakeOllama:
         n = int(options.get("num_predict", 128))
         n = 128 if n < 0 else n
         ttft = float(body.get("fake_ttft_ms", self.ttft_ms)) / 1e3
+        cached_ttft, _cached = self.openai.log.note(request, body)
+        if cached_ttft is not None:
+            ttft = cached_ttft
         itl = float(body.get("fake_itl_ms", self.itl_ms)) / 1e3
         stream = body.get("stream", True)
         prompt_n = len(prompt.split())
@@ -187,9 +211,10 @@ class FakeOllama:
                 obj["message"]["content"] = text
             else:
                 obj["response"] = text
-            return web.json_response(obj)
+            return web.json_response(obj, headers=fake_openai.echo_id(request))
 
-        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson",
+                                           **fake_openai.echo_id(request)})
         await resp.prepare(request)
         err_after = body.get("fake_error_after")
         written = await fake_openai.write_tokens(request, resp, n, ttft, itl, t0, line,
@@ -223,6 +248,7 @@ def main(argv=None) -> int:
     pullable = env("FAKE_OLLAMA_PULLABLE")
     fake = FakeOllama(ttft_ms=env("FAKE_OLLAMA_TTFT_MS", "20"), itl_ms=env("FAKE_OLLAMA_ITL_MS", "5"),
                       present=present, load_ms=env("FAKE_OLLAMA_LOAD_MS", "50"),
+                      cache_ttft_ms=env("FAKE_OLLAMA_CACHE_TTFT_MS"),
                       pullable=None if pullable is None else [m for m in pullable.split(",") if m])
     try:
         import uvloop

@@ -11,6 +11,7 @@ OpenAI API as vLLM serves it:
     POST /v1/chat/completions    chat; stream=true: SSE `data: {...}` chunks, `data: [DONE]`
     POST /v1/completions         completions; same
     POST /tokenize               vLLM's: {"count", "tokens", "max_model_len"} (1 token per word)
+    POST /v1/embeddings          8-dimensional vectors, after the TTFT; usage.prompt_tokens
 
 Streams as vLLM does: the first chunk (role "assistant", content "") and the first token's
 chunk together at TTFT, one chunk per token, finish_reason on the last token's chunk, then -
@@ -27,6 +28,17 @@ Faults and variants, per request through extra body fields (workload.extra_body)
     fake_no_usage: true      no usage (neither in the stream nor in a non-streamed body)
     fake_tokens_per_chunk: m m tokens per chunk (usage counts tokens, so chunks != tokens)
     fake_ttft_ms, fake_itl_ms override the server's timings for this request
+
+Request ids and a request log: a request's X-Request-Id header is echoed in the response
+headers, and GET /fake/log returns what the fake saw of every generation request, in order:
+{"request_id", "messages" (chat) or "prompt" (completions), "max_tokens", "ignore_eos",
+"cache_hit"} (the last 10,000).
+
+A simulated prefix cache (--cache-ttft-ms C; off by default): a request's cacheable prefix is
+everything before its last user message (chat) or before the last blank line of its prompt
+(completions). When that prefix, or the whole prompt, was seen before, the first token comes
+after C ms instead of the configured TTFT and usage.prompt_tokens_details.cached_tokens is
+the prefix's word count. Every request's prefix and whole prompt are then remembered.
 
 Command line (also accepts vLLM's: `fake_openai.py serve MODEL --host H --port P
 [--served-model-name N] [--api-key K]`):
@@ -50,7 +62,8 @@ VERSION = "0.0.0-fake"
 
 class Config:
     def __init__(self, models=("fake-model",), ttft_ms=20.0, itl_ms=5.0, api_key=None,
-                 usage=True, owned_by="vllm"):
+                 usage=True, owned_by="vllm", cache_ttft_ms=None):
+        self.cache_ttft_ms = None if cache_ttft_ms is None else float(cache_ttft_ms)
         self.models = list(models)
         self.ttft_ms = float(ttft_ms)
         self.itl_ms = float(itl_ms)
@@ -68,6 +81,67 @@ def prompt_of(body: dict) -> str:
         return " ".join(str(m.get("content") or "") for m in body["messages"] if isinstance(m, dict))
     p = body.get("prompt", "")
     return p if isinstance(p, str) else " ".join(map(str, p))
+
+
+def cache_key(body: dict) -> tuple[str, str]:
+    """(cacheable prefix, whole prompt) of a request, for the simulated prefix cache."""
+    if isinstance(body.get("messages"), list):
+        msgs = [m for m in body["messages"] if isinstance(m, dict)]
+        last_user = max((i for i, m in enumerate(msgs) if m.get("role") == "user"), default=0)
+        dump = [json.dumps(m, sort_keys=True) for m in msgs]
+        return "\n".join(dump[:last_user]), "\n".join(dump)
+    p = prompt_of(body)
+    return (p.rsplit("\n\n", 1)[0] if "\n\n" in p else ""), p
+
+
+class RequestLog:
+    """What the fake saw (GET /fake/log) and its simulated prefix cache."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.seen: set[str] = set()
+        self.entries: list[tuple] = []   # (request id, body, cache hit)
+
+    def note(self, request, body: dict) -> tuple[float | None, int]:
+        """Log a generation request; returns (TTFT override in s or None, cached words).
+        Cheap when the cache is off (the timing tests run 64 streams through this)."""
+        hit, cached = False, 0
+        if self.cfg.cache_ttft_ms is not None:
+            prefix, whole = cache_key(body)
+            hit = whole in self.seen or bool(prefix and prefix in self.seen)
+            cached = count_words(whole if whole in self.seen else prefix) if hit else 0
+            self.seen.update(x for x in (prefix, whole) if x)
+        self.entries.append((request.headers.get("X-Request-Id"), body, hit))
+        if len(self.entries) > 20000:
+            del self.entries[:10000]
+        return (self.cfg.cache_ttft_ms / 1e3 if hit else None), cached
+
+    async def handler(self, request):
+        out = []
+        for rid, body, hit in self.entries[-10000:]:
+            e = {"request_id": rid, "max_tokens": body.get("max_tokens")
+                 or (body.get("options") or {}).get("num_predict"),
+                 "ignore_eos": body.get("ignore_eos"), "cache_hit": hit}
+            if "messages" in body:
+                e["messages"] = body["messages"]
+            else:
+                e["prompt"] = body.get("prompt")
+            out.append(e)
+        return web.json_response(out)
+
+
+def embed_inputs(body: dict) -> list[str]:
+    inp = body.get("input")
+    return [inp] if isinstance(inp, str) else [str(x) for x in (inp or [])]
+
+
+def fake_vector(text: str) -> list[float]:
+    return [round((hash(text) >> (4 * k) & 15) / 15, 3) for k in range(8)]
+
+
+def echo_id(request) -> dict:
+    rid = request.headers.get("X-Request-Id")
+    return {"X-Request-Id": rid} if rid else {}
 
 
 def error_json(message: str, type_: str, code: int) -> dict:
@@ -146,6 +220,7 @@ class FakeOpenAI:
         self.requests = 0
         self.metrics = FakeVLLMMetrics()
         self.in_flight = 0
+        self.log = RequestLog(cfg)
 
     def routes(self, app: web.Application, prefix_models=True) -> None:
         app.router.add_get("/health", self.health)
@@ -154,6 +229,8 @@ class FakeOpenAI:
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/tokenize", self.tokenize)
+        app.router.add_get("/fake/log", self.log.handler)
+        app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_get("/metrics", self.prometheus)
 
     async def prometheus(self, request):
@@ -191,6 +268,25 @@ class FakeOpenAI:
         n = count_words(body.get("prompt") or prompt_of(body))
         return web.json_response({"count": n, "tokens": list(range(n)), "max_model_len": 4096})
 
+    async def embeddings(self, request):
+        """/v1/embeddings: 8-dimensional vectors after the configured TTFT (the fake's whole
+        latency for an embedding request); usage.prompt_tokens = the inputs' words."""
+        t0 = asyncio.get_running_loop().time()
+        if not authorized(request, self.cfg):
+            return web.json_response({"error": "Unauthorized"}, status=401)
+        body = await request.json()
+        if not self.served(body.get("model")):
+            return web.json_response(error_json(f"The model `{body.get('model')}` does not exist.",
+                                                "NotFoundError", 404), status=404)
+        texts = embed_inputs(body)
+        self.log.note(request, {"prompt": texts, "max_tokens": None})
+        await sleep_until(asyncio.get_running_loop(), t0 + self.cfg.ttft_ms / 1e3)
+        n = sum(count_words(t) for t in texts)
+        return web.json_response({"object": "list", "model": body.get("model"), "data": [
+            {"object": "embedding", "index": i, "embedding": fake_vector(t)}
+            for i, t in enumerate(texts)], "usage": {"prompt_tokens": n, "total_tokens": n}},
+            headers=echo_id(request))
+
     def served(self, model) -> bool:
         return model in self.cfg.models
 
@@ -224,6 +320,9 @@ class FakeOpenAI:
                                                 "BadRequestError", 400), status=400)
         n = int(body.get("max_tokens") or body.get("max_completion_tokens") or 16)
         ttft = float(body.get("fake_ttft_ms", self.cfg.ttft_ms)) / 1e3
+        cached_ttft, cached = self.log.note(request, body)
+        if cached_ttft is not None:
+            ttft = cached_ttft
         itl = float(body.get("fake_itl_ms", self.cfg.itl_ms)) / 1e3
         usage_on = self.cfg.usage and not body.get("fake_no_usage")
         prompt_tokens = count_words(prompt_of(body))
@@ -233,7 +332,8 @@ class FakeOpenAI:
 
         def usage(k):
             return {"prompt_tokens": prompt_tokens, "completion_tokens": k,
-                    "total_tokens": prompt_tokens + k}
+                    "total_tokens": prompt_tokens + k,
+                    "prompt_tokens_details": {"cached_tokens": cached}}
 
         self.in_flight += 1
         self.metrics.running.labels(model).set(self.in_flight)
@@ -261,11 +361,12 @@ class FakeOpenAI:
             if usage_on:
                 out["usage"] = usage(n)
             self._served(model, prompt_tokens, n, ttft, itl)
-            return web.json_response(out)
+            return web.json_response(out, headers=echo_id(request))
 
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache",
-                                           "X-Fake-Arrival-Ns": str(arrival_ns)})
+                                           "X-Fake-Arrival-Ns": str(arrival_ns),
+                                           **echo_id(request)})
         await resp.prepare(request)
         include_usage = usage_on and bool((body.get("stream_options") or {}).get("include_usage"))
 
@@ -361,6 +462,8 @@ def parse_args(argv):
     p.add_argument("--ttft-ms", type=float, default=20.0)
     p.add_argument("--itl-ms", type=float, default=5.0)
     p.add_argument("--no-usage", action="store_true")
+    p.add_argument("--cache-ttft-ms", type=float, default=None,
+                   help="simulate a prefix cache: TTFT of a request whose prefix was seen")
     p.add_argument("--version", action="store_true")
     args, _unknown = p.parse_known_args(argv)   # vLLM engine args are accepted and ignored
     return args
@@ -374,7 +477,7 @@ def main(argv=None) -> int:
     models = (args.models.split(",") if args.models else
               [args.served_model_name or args.model or "fake-model"])
     cfg = Config(models=models, ttft_ms=args.ttft_ms, itl_ms=args.itl_ms, api_key=args.api_key,
-                 usage=not args.no_usage)
+                 usage=not args.no_usage, cache_ttft_ms=args.cache_ttft_ms)
     try:
         import uvloop
         uvloop.install()

@@ -29,7 +29,7 @@ from ..clock import now_ns
 from ..errors import ServiceError
 from . import register
 from .openai import (CONTROL_TIMEOUT_S, OLLAMA_APIS, OPENAI_APIS, ChunkAccumulator,
-                     LLMHttpClient, OpenAIClient, Prompt, PromptSource, _short, choose_model,
+                     LLMHttpClient, OpenAIClient, Prompt, PromptSource, Req, _short, choose_model,
                      error_text, exchange, get_json, make_session, normalize_base,
                      with_prompt_facts)
 
@@ -135,6 +135,7 @@ class OllamaNativeClient(LLMHttpClient):
 
     async def prepare(self) -> None:
         self.load_s = await ollama_load(self._session, self.base, self.model, self.wl.keep_alive)
+        await self.warm_cache()
 
     @classmethod
     async def probe(cls, endpoint: str, timeout_s: float, secrets: dict | None = None) -> None:
@@ -164,15 +165,12 @@ class OllamaNativeClient(LLMHttpClient):
             "token_count": "eval_count from the server (the final NDJSON line)",
             "api_key": "sent (from secrets)" if self._api_key else "none",
         }
-        return with_prompt_facts(out, self.prompts, self.wl, self._notes)
+        return with_prompt_facts(out, self.prompts, self.wl, self._notes, self.cache_facts())
 
     def _body(self, prompt: Prompt) -> bytes:
         wl = self.wl
         body: dict = {"model": self.model}
-        if wl.chat:
-            body["messages"] = [{"role": "user", "content": prompt.text}]
-        else:
-            body["prompt"] = prompt.text
+        self._put_input(body, prompt)
         body["stream"] = wl.stream
         body["options"] = {"num_predict": prompt.max_tokens, "temperature": wl.temperature}
         body["keep_alive"] = wl.keep_alive or DEFAULT_KEEP_ALIVE
@@ -183,15 +181,16 @@ class OllamaNativeClient(LLMHttpClient):
                 body[k] = v
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
-    async def request(self, worker: int, req: tuple) -> tuple:
-        prompt, body = req
+    async def generate(self, req: Req) -> tuple:
+        prompt, body = req.prompt, req.body
         stream = self.wl.stream
         acc = ChunkAccumulator(chat=self.wl.chat)
         op = self._op
         failed, nbytes, t_end = await exchange(
             self._session, self._url, body, acc, stream=stream, feed_line=acc.feed_ollama_line,
             feed_obj=acc.feed_ollama_obj, op=op, max_tokens=prompt.max_tokens, label=LABEL,
-            base=self.base)
+            base=self.base, headers=req.headers)
+        req.acc = acc
         if failed:
             return failed
         bad = None

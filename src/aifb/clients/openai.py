@@ -53,8 +53,13 @@ import aiohttp
 from .. import endpoints
 from ..clock import now_ns
 from ..errors import ServiceError
+from ..jsonio import iter_jsonl
 from . import register
-from .base import CoroutineClient, RequestError
+from .base import CoroutineClient, RequestError, error_result
+from .embeddings import EMBED_APIS, embed_body, embed_exchange
+from .embeddings import PATHS as EMBED_PATHS
+from .llm_shapes import (Conversation, Lengths, SharedPrefix, chat_messages, completion_text,
+                         parse_cache, parse_think_time, parse_turns)
 
 CONNECT_TIMEOUT_S = 10.0
 CONTROL_TIMEOUT_S = 30.0          # /v1/models, /tokenize, the prepare() request
@@ -62,8 +67,8 @@ ERROR_BODY_MAX = 4096             # bytes of an error body kept for the message
 DEFAULT_MAX_TOKENS = 256
 CHARS_PER_TOKEN = 4.0             # estimate of a ShareGPT reply's tokens without a tokenizer
 CALIBRATION_WORDS = 400
-OPENAI_APIS = ("openai-chat", "openai-completions")
-OLLAMA_APIS = ("ollama-generate", "ollama-chat")
+OPENAI_APIS = ("openai-chat", "openai-completions", "openai-embeddings")
+OLLAMA_APIS = ("ollama-generate", "ollama-chat", "ollama-embed")
 
 # Common English words; with a leading space almost every one is a single token in the usual
 # BPE/SentencePiece vocabularies. Synthetic prompts are seeded draws from this list.
@@ -88,23 +93,6 @@ street road bridge tower wall door window table chair paper letter word page boo
 
 # ----------------------------------------------------------------------------- workload
 
-def _range(value, name: str) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise ServiceError(f"workload.{name}: expected an integer or [min, max], got {value!r}")
-    if isinstance(value, int):
-        lo = hi = value
-    elif isinstance(value, (list, tuple)) and len(value) == 2 and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value):
-        lo, hi = value
-    else:
-        raise ServiceError(f"workload.{name}: expected an integer or [min, max], got {value!r}")
-    if lo < 1 or hi < lo:
-        raise ServiceError(f"workload.{name}: need 1 <= min <= max, got {value!r}")
-    return lo, hi
-
-
 def _resolve_path(path: str) -> Path:
     p = Path(path).expanduser()
     if p.is_absolute():
@@ -128,6 +116,25 @@ def sha256_file(path: Path) -> str:
 class Prompt:
     text: str
     max_tokens: int
+    prefix: str | None = None                         # a shared system prompt (shared_prefix)
+    history: list = field(default_factory=list)        # earlier turns, as sent and answered
+
+
+class Req:
+    """One request as build() prepares it, before t_start: the prompt, the encoded body, the
+    headers (the request id), and what the record carries about it."""
+
+    __slots__ = ("prompt", "body", "headers", "request_id", "conv", "user", "acc")
+
+    def __init__(self, prompt: Prompt, body: bytes, headers: dict | None, request_id: str | None,
+                 conv: "Conversation | None" = None, user: dict | None = None):
+        self.prompt = prompt
+        self.body = body
+        self.headers = headers
+        self.request_id = request_id
+        self.conv = conv          # multi-turn: the conversation this turn belongs to
+        self.user = user          # the user message as sent (joins the history)
+        self.acc = None           # the response's ChunkAccumulator (its text: the reply)
 
 
 @dataclass
@@ -139,8 +146,8 @@ class LLMWorkload:
     model: str | None = None
     stream: bool = True
     source: str = "synthetic"
-    input_tokens: tuple[int, int] | None = (128, 128)
-    output_tokens: tuple[int, int] | None = None
+    input_tokens: Lengths | None = None
+    output_tokens: Lengths | None = None
     max_tokens: int | None = None
     ignore_eos: bool = False
     temperature: float = 0.0
@@ -151,6 +158,12 @@ class LLMWorkload:
     extra_body: dict = field(default_factory=dict)
     keep_alive: str | None = None
     goodput: dict | None = None
+    request_id_header: str | None = "X-Request-Id"
+    shared_prefix: SharedPrefix | None = None
+    cache: str = "cold"
+    turns: tuple[int, int] = (1, 1)
+    think_time_s: float = 0.0
+    batch_size: int = 1
 
     @classmethod
     def parse(cls, workload: dict | None, kind: str, apis: tuple[str, ...]) -> "LLMWorkload":
@@ -161,11 +174,12 @@ class LLMWorkload:
                                f"(available: {', '.join(apis)})")
         prompts = dict(wl.get("prompts") or {})
         source = prompts.get("source", "synthetic")
-        if source not in ("synthetic", "sharegpt", "jsonl"):
-            raise ServiceError(f"workload.prompts.source {source!r}: use synthetic, sharegpt or jsonl")
-        input_tokens = _range(prompts.get("input_tokens", 128 if source == "synthetic" else None),
-                              "prompts.input_tokens")
-        output_tokens = _range(prompts.get("output_tokens"), "prompts.output_tokens")
+        if source not in ("synthetic", "sharegpt", "jsonl", "trace"):
+            raise ServiceError(f"workload.prompts.source {source!r}: use synthetic, sharegpt, "
+                               "jsonl or trace")
+        input_tokens = Lengths.parse(prompts.get("input_tokens", 128 if source == "synthetic"
+                                                 else None), "prompts.input_tokens")
+        output_tokens = Lengths.parse(prompts.get("output_tokens"), "prompts.output_tokens")
         if source != "synthetic" and not prompts.get("path"):
             raise ServiceError(f"workload.prompts.path: a {source} data set needs a file path")
         max_tokens = wl.get("max_tokens")
@@ -174,6 +188,15 @@ class LLMWorkload:
         extra = wl.get("extra_body") or {}
         if not isinstance(extra, dict):
             raise ServiceError("workload.extra_body: expected a mapping of request fields")
+        rid_header = wl.get("request_id_header", True)
+        if rid_header is True:
+            rid_header = "X-Request-Id"
+        elif rid_header is False or rid_header is None:
+            rid_header = None
+        elif not isinstance(rid_header, str) or not rid_header.strip() or any(
+                c in rid_header for c in ": \t\r\n"):
+            raise ServiceError(f"workload.request_id_header: expected an HTTP header name, true "
+                               f"or false, got {rid_header!r}")
         return cls(api=api, model=wl.get("model"), stream=bool(wl.get("stream", True)),
                    source=source, input_tokens=input_tokens if source == "synthetic" else None,
                    output_tokens=output_tokens, max_tokens=max_tokens,
@@ -181,11 +204,26 @@ class LLMWorkload:
                    temperature=float(wl.get("temperature", 0.0)), path=prompts.get("path"),
                    sha256=prompts.get("sha256"), limit=prompts.get("limit"),
                    shuffle=bool(prompts.get("shuffle", True)), extra_body=dict(extra),
-                   keep_alive=wl.get("keep_alive"), goodput=wl.get("goodput"))
+                   keep_alive=wl.get("keep_alive"), goodput=wl.get("goodput"),
+                   request_id_header=rid_header,
+                   shared_prefix=SharedPrefix.parse(wl.get("shared_prefix")),
+                   cache=parse_cache(wl.get("cache")), turns=parse_turns(wl.get("turns")),
+                   think_time_s=parse_think_time(wl.get("think_time")),
+                   batch_size=_positive_int(wl.get("batch_size", 1), "batch_size"))
 
     @property
     def chat(self) -> bool:
         return self.api.endswith("chat")
+
+    @property
+    def embeddings(self) -> bool:
+        return self.api in EMBED_APIS
+
+
+def _positive_int(value, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ServiceError(f"workload.{name}: expected a positive integer, got {value!r}")
+    return value
 
 
 class PromptSource:
@@ -208,8 +246,11 @@ class PromptSource:
         self.calibration = "assumed 1 token per word (no tokenize endpoint)"
         self.items: list[Prompt] = []
         self.dataset: dict | None = None
-        self._rngs: dict[int, random.Random] = {}
+        self._rngs: dict = {}
         self._next = 0
+        self.trace: list[dict] | None = None
+        self.client, self.clients = 0, 1
+        self._blocks: dict[int, str] = {}
 
     # -- data sets ----------------------------------------------------------------------
     def load(self) -> None:
@@ -223,6 +264,18 @@ class PromptSource:
         if wl.sha256 and wl.sha256.lower().removeprefix("sha256:") != digest:
             raise ServiceError(f"workload.prompts.path: {path} has sha256 {digest}, but the "
                                f"recipe expects {wl.sha256}: the data set changed")
+        if wl.source == "trace":
+            from ..errors import ConfigError
+            from ..trace import read_trace
+            try:
+                self.trace = read_trace(path)
+            except ConfigError as exc:
+                raise ServiceError(f"workload.prompts.path: {exc}") from None
+            self.dataset = {"path": str(path), "format": "trace", "sha256": digest,
+                            "bytes": path.stat().st_size, "prompts_in_file": len(self.trace),
+                            "prompts_used": len(self.trace), "shuffled": False,
+                            "output_length": "from the trace"}
+            return
         try:
             items = (self._sharegpt(path) if wl.source == "sharegpt" else self._jsonl(path))
         except (ValueError, TypeError, KeyError) as exc:
@@ -245,7 +298,7 @@ class PromptSource:
     def _out_len(self, rng: random.Random, own: int | None) -> int:
         wl = self.wl
         if wl.output_tokens:
-            n = rng.randint(*wl.output_tokens)
+            n = wl.output_tokens.draw(rng)
         elif own:
             n = own
         else:
@@ -274,23 +327,16 @@ class PromptSource:
     def _jsonl(self, path: Path) -> list[Prompt]:
         rng = random.Random(f"aifb-llm-jsonl:{self.seed}")
         items = []
-        with open(path, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except ValueError:
-                    raise ValueError(f"line {n} is not JSON") from None
-                if isinstance(obj, str):
-                    text, own = obj, None
-                elif isinstance(obj, dict) and isinstance(obj.get("prompt"), str):
-                    text = obj["prompt"]
-                    own = obj.get("output_tokens") or obj.get("max_tokens")
-                else:
-                    raise ValueError(f"line {n}: expected {{\"prompt\": \"...\"}} or a string")
-                if text:
-                    items.append(Prompt(text, self._out_len(rng, own)))
+        for n, obj in iter_jsonl(path):
+            if isinstance(obj, str):
+                text, own = obj, None
+            elif isinstance(obj, dict) and isinstance(obj.get("prompt"), str):
+                text = obj["prompt"]
+                own = obj.get("output_tokens") or obj.get("max_tokens")
+            else:
+                raise ValueError(f"line {n}: expected {{\"prompt\": \"...\"}} or a string")
+            if text:
+                items.append(Prompt(text, self._out_len(rng, own)))
         return items
 
     # -- per request ------------------------------------------------------------------
@@ -298,15 +344,63 @@ class PromptSource:
         rng = self._rngs.get(worker)
         if rng is None:
             rng = self._rngs[worker] = random.Random(f"aifb-llm:{self.seed}:{worker}")
+        if self.trace is not None:
+            return self._trace_prompt(rng)
+        sp = self.wl.shared_prefix
+        prefix = None
+        if sp is not None:
+            group = sp.pick(rng)
+            if group is not None:
+                prefix = sp.text(group, self.tokens_per_word, VOCAB)
         if self.items:
             item = self.items[self._next % len(self.items)]
             self._next += 1
-            return item
-        n_in = rng.randint(*self.wl.input_tokens)
-        words = max(1, round(n_in / self.tokens_per_word))
+            return item if prefix is None else Prompt(item.text, item.max_tokens, prefix)
+        n_in = self.wl.input_tokens.draw(rng)
+        # cache: cold puts the run's salt (one word) first: the prompt is one word shorter
+        salt_words = 1 if self.wl.cache == "cold" and prefix is None else 0
+        words = max(1, round(n_in / self.tokens_per_word) - salt_words)
         choice = rng.choice
         text = " ".join([choice(VOCAB) for _ in range(words)])
-        return Prompt(text, self._out_len(rng, None))
+        return Prompt(text, self._out_len(rng, None), prefix)
+
+    def _trace_prompt(self, rng: random.Random) -> Prompt:
+        """This client's next trace request (requests client, client + clients, ...; round
+        again after the end): input_length tokens - the seeded text of each of its hash_ids'
+        blocks, so requests sharing hash ids share that prefix - and output_length."""
+        from ..trace import BLOCK_TOKENS
+
+        idx = (self.client + self._next * self.clients) % len(self.trace)
+        self._next += 1
+        r = self.trace[idx]
+        words = max(1, round(r["input_length"] / self.tokens_per_word)
+                    - (1 if self.wl.cache == "cold" else 0))
+        parts: list[str] = []
+        for h in r["hash_ids"]:
+            block = self._blocks.get(h)
+            if block is None:
+                brng = random.Random(f"aifb-trace-block:{h}")
+                n = max(1, round(BLOCK_TOKENS / self.tokens_per_word))
+                block = self._blocks[h] = " ".join(brng.choice(VOCAB) for _ in range(n))
+            parts.append(block)
+        text = " ".join(parts).split(" ")[:words] if parts else []
+        text += [rng.choice(VOCAB) for _ in range(words - len(text))]
+        out = r["output_length"]
+        if self.wl.max_tokens:
+            out = min(out, self.wl.max_tokens)
+        return Prompt(" ".join(text), out)
+
+    def turns_rng(self, worker: int) -> random.Random:
+        """The worker's draws of conversation lengths (apart from the prompts' draws)."""
+        rng = self._rngs.get(("turns", worker))
+        if rng is None:
+            rng = self._rngs[("turns", worker)] = random.Random(f"aifb-llm-turns:{self.seed}:{worker}")
+        return rng
+
+    def prefixes(self) -> list[str]:
+        """Every shared prefix's text (cache: warm sends each once before measuring)."""
+        sp = self.wl.shared_prefix
+        return [sp.text(g, self.tokens_per_word, VOCAB) for g in range(sp.groups)] if sp else []
 
     def calibration_text(self) -> str:
         rng = random.Random(f"aifb-llm-calibration:{self.seed}")
@@ -315,9 +409,9 @@ class PromptSource:
     def describe(self) -> dict:
         wl = self.wl
         out = {"source": wl.source, "max_tokens_cap": wl.max_tokens,
-               "output_tokens": list(wl.output_tokens) if wl.output_tokens else None}
+               "output_tokens": wl.output_tokens.describe() if wl.output_tokens else None}
         if wl.source == "synthetic":
-            out.update({"input_tokens": list(wl.input_tokens),
+            out.update({"input_tokens": wl.input_tokens.describe(),
                         "generator": f"seeded words from a {len(VOCAB)}-word list",
                         "tokens_per_word": round(self.tokens_per_word, 4),
                         "calibration": self.calibration})
@@ -639,8 +733,15 @@ def auth_refused(label: str, base: str, status: int, key_given: bool, why: str) 
                "service.api_key_env or service.api_key_file)") + f" ({why})")
 
 
-def with_prompt_facts(out: dict, prompts: "PromptSource", wl: LLMWorkload, notes: list) -> dict:
+def with_prompt_facts(out: dict, prompts: "PromptSource", wl: LLMWorkload, notes: list,
+                      cache: dict | None = None) -> dict:
     """describe() of an LLM client: add the data set's hash, the goodput SLOs and the notes."""
+    out["request_id_header"] = wl.request_id_header
+    out["cache"] = cache
+    if wl.turns != (1, 1):
+        out["conversations"] = {"turns": list(wl.turns), "think_time_s": wl.think_time_s,
+                                "history": "each turn sends the whole conversation: earlier "
+                                           "user messages and the assistant's actual replies"}
     if prompts.dataset:
         out["dataset_sha256"] = prompts.dataset["sha256"]
     if wl.goodput:
@@ -659,7 +760,8 @@ def partial_record(acc: ChunkAccumulator, max_tokens: int, op: str, etype: str, 
 
 async def exchange(session: aiohttp.ClientSession, url: str, body: bytes, acc: ChunkAccumulator,
                    *, stream: bool, feed_line, feed_obj, op: str, max_tokens: int, label: str,
-                   base: str, reject_obj=None) -> tuple[tuple | None, int, int]:
+                   base: str, reject_obj=None,
+                   headers: dict | None = None) -> tuple[tuple | None, int, int]:
     """One generation request on the wire, for every LLM protocol: POST body, then feed each
     streamed line (SSE or NDJSON, with its arrival time) or the one JSON object of a
     non-streamed reply to acc. t_end is taken when the body has been read to its end.
@@ -670,7 +772,7 @@ async def exchange(session: aiohttp.ClientSession, url: str, body: bytes, acc: C
     response cut off mid-stream. Raises RequestError when no exchange happened at all."""
     nbytes = 0
     try:
-        async with session.post(url, data=body) as resp:
+        async with session.post(url, data=body, headers=headers) as resp:
             if resp.status != 200:
                 raw = await resp.read()
                 t_end = now_ns()
@@ -743,9 +845,16 @@ class LLMHttpClient(CoroutineClient):
         self.served: list[str] = []
         self._session: aiohttp.ClientSession | None = None
         which = 0 if self.wl.chat else 1
-        self._url = self.base + self.paths[which]
-        self._op = self.ops[which]
+        self._url = self.base + (EMBED_PATHS[self.wl.api] if self.wl.embeddings
+                                 else self.paths[which])
+        self._op = "embed" if self.wl.embeddings else self.ops[which]
         self._notes: list[str] = []
+        self._rid_prefix = "aifb-0"
+        self._seq = 0
+        self._convs: dict[int, Conversation] = {}
+        self._conv_seq = 0
+        self.salt: str | None = None
+        self._warmed: dict | None = None
         if self.wl.ignore_eos and not self.supports_ignore_eos:
             self._notes.append(f"ignore_eos requested but {self.label} does not support it: not "
                                "sent (responses may end before max_tokens)")
@@ -761,7 +870,61 @@ class LLMHttpClient(CoroutineClient):
 
     async def startup(self, connections: int) -> None:
         self.prompts.load()
+        if self.salt is None:   # not run by the engine (which gives the run's salt)
+            from ..engine import new_salt
+            self.salt = new_salt()
         self._session = make_session(connections, self.force_close, self._headers())
+
+    def _input(self, prompt: Prompt) -> list | str:
+        """A request's input: chat messages or one completions prompt, salted with the run's
+        salt when workload.cache is cold (see aifb.clients.llm_shapes)."""
+        salt = self._salt_text()
+        if self.wl.chat:
+            return chat_messages(prompt.prefix, prompt.history, prompt.text, salt)
+        return completion_text(prompt.prefix, prompt.history, prompt.text, salt)
+
+    def _salt_text(self) -> str:
+        return f"{self.salt} " if self.wl.cache == "cold" and self.salt else ""
+
+    def _put_input(self, body: dict, prompt: Prompt) -> None:
+        body["messages" if self.wl.chat else "prompt"] = self._input(prompt)
+
+    async def post_once(self, body: bytes) -> tuple[int, bytes]:
+        """(status, body) of one generation request outside the measurement (prepare, warm)."""
+        try:
+            async with asyncio.timeout(max(CONTROL_TIMEOUT_S, 120.0)):
+                async with self._session.post(self._url, data=body) as resp:
+                    return resp.status, await resp.read()
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise ServiceError(connection_error_message(self.label, self.base, exc)) from None
+
+    async def warm_cache(self) -> None:
+        """cache: warm: each shared prefix once (1 output token), before measuring, so the
+        server's prefix cache holds them; recorded in describe()["cache"]."""
+        if self.wl.cache != "warm":
+            return
+        t0 = now_ns()
+        texts = self.prompts.prefixes()
+        for text in texts:
+            status, raw = await self.post_once(self._body(Prompt("Hello", 1, text)))
+            if status != 200:
+                raise ServiceError(f"{self.label} at {self.base}: warming the cache (workload."
+                                   f"cache: warm) failed: HTTP {status}: {error_text(raw)}")
+        self._warmed = {"prefixes_sent": len(texts), "seconds": round((now_ns() - t0) / 1e9, 6)}
+
+    def cache_facts(self) -> dict:
+        """The cache state as run.json and the report show it."""
+        wl = self.wl
+        out = {"state": wl.cache,
+               "salt": self.salt if wl.cache == "cold" else None,
+               "how": ("every prompt starts with the run's random salt: no earlier run's "
+                       "prefix cache can serve it" if wl.cache == "cold" else
+                       "prompts are not salted; each shared prefix was sent once before "
+                       "measuring"),
+               "shared_prefix": wl.shared_prefix.describe() if wl.shared_prefix else None}
+        if wl.cache == "warm":
+            out["warmed"] = self._warmed
+        return out
 
     async def shutdown(self) -> None:
         if self._session is not None and not self._session.closed:
@@ -770,10 +933,87 @@ class LLMHttpClient(CoroutineClient):
             except Exception:
                 pass
 
-    def build(self, worker: int) -> tuple:
-        """The prompt and the encoded body, before t_start (see CoroutineClient.build)."""
+    def identify(self, benchmark_id: str, client: int, salt: str, clients: int = 1) -> None:
+        """The run's identity (aifb.engine.run_identity), given before startup: request ids
+        are `<benchmark id>-<client>-<seq>`, seq counting this client's requests from 1;
+        a trace's requests are shared out by client index among `clients`."""
+        self._rid_prefix = f"{benchmark_id}-{client}"
+        self.salt = salt
+        self.prompts.client, self.prompts.clients = client, max(1, clients)
+
+    def build(self, worker: int) -> Req:
+        """The prompt, the encoded body and the request id, before t_start (see
+        CoroutineClient.build). Multi-turn (workload.turns): the worker's conversation's next
+        turn, with the whole history; a new conversation when the last one is over."""
         prompt = self.prompts.next(worker)
-        return prompt, self._body(prompt)
+        self._seq += 1
+        rid = f"{self._rid_prefix}-{self._seq}"
+        header = self.wl.request_id_header
+        headers = {header: rid} if header else None
+        if self.wl.embeddings:
+            texts = [self._salt_text() + prompt.text] + [
+                self._salt_text() + self.prompts.next(worker).text
+                for _ in range(self.wl.batch_size - 1)]
+            return Req(prompt, self.embed_body(texts), headers, rid, user={"texts": len(texts)})
+        if self.wl.turns == (1, 1):
+            return Req(prompt, self._body(prompt), headers, rid)
+        conv = self._convs.get(worker)
+        if conv is None or conv.over:
+            self._conv_seq += 1
+            conv = self._convs[worker] = Conversation(
+                f"{self._rid_prefix}-c{self._conv_seq}",
+                self.prompts.turns_rng(worker).randint(*self.wl.turns), prompt.prefix)
+        prompt = Prompt(prompt.text, prompt.max_tokens, conv.prefix, conv.history)
+        user = chat_messages(conv.prefix, conv.history, prompt.text, self._salt_text())[-1]
+        return Req(prompt, self._body(prompt), headers, rid, conv, user)
+
+    def abort(self, worker: int) -> str | None:
+        """An aborted turn (load.timeout) ends its conversation, at once: the engine builds
+        the worker's next request before the cancelled one unwinds."""
+        self._convs.pop(worker, None)
+        return super().abort(worker)
+
+    def embed_body(self, texts: list[str]) -> bytes:
+        return embed_body(self.wl.api, self.model, texts, self.wl.extra_body)
+
+    async def request(self, worker: int, req: Req) -> tuple:
+        """generate(req), its record stamped with the request id (failures too). A turn adds
+        itself and the actual reply to its conversation (a failed turn ends it), then waits
+        workload.think_time before the worker's next turn (after t_end: never in a latency)."""
+        try:
+            result = await (self.generate(req) if not self.wl.embeddings else embed_exchange(
+                self._session, self._url, req.body, req.headers, self.wl.api,
+                req.user["texts"], self.label, self.base, error_text, http_error_type,
+                connection_error_message))
+        except RequestError as exc:
+            result = error_result(self._op, exc.type, exc.message)
+        conv = req.conv
+        if conv is None:
+            return self._stamp(result, req)
+        stamped = self._stamp(result, req)
+        stamped[8]["conversation"] = conv.id
+        stamped[8]["turn"] = conv.turn
+        conv.turn += 1
+        if not result[1] or req.acc is None:
+            conv.turn = conv.turns + 1
+        else:
+            conv.history = conv.history + [req.user, {"role": "assistant",
+                                                       "content": req.acc.text}]
+            if not conv.over and self.wl.think_time_s > 0:
+                # from the reply's t_end (timers may fire early: sleep again until it is due)
+                due = result[7] + round(self.wl.think_time_s * 1e9)
+                while (left := due - now_ns()) > 0:
+                    await asyncio.sleep(left / 1e9)
+        return stamped
+
+    async def generate(self, req: Req) -> tuple:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _stamp(self, result: tuple, req: Req) -> tuple:
+        if len(result) > 8:
+            result[8]["request_id"] = req.request_id
+            return result
+        return (*result, {"request_id": req.request_id})
 
     def _op_name(self, worker: int) -> str:
         return self._op
@@ -841,19 +1081,15 @@ class OpenAIClient(LLMHttpClient):
     async def prepare(self) -> None:
         """One real 1-token request, so that a model that cannot answer (no chat template, out
         of memory, ...) fails here, clearly, and not in the measurement window."""
-        body = self._body(Prompt("Hello", 1), stream=False)
-        try:
-            async with asyncio.timeout(max(CONTROL_TIMEOUT_S, 120.0)):
-                async with self._session.post(self._url, data=body) as resp:
-                    raw = await resp.read()
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise ServiceError(connection_error_message(self.label, self.base, exc)) from None
-        if resp.status in (401, 403):
-            raise ServiceError(auth_refused(self.label, self.base, resp.status,
+        status, raw = await self.post_once(self.embed_body(["Hello"]) if self.wl.embeddings
+                                           else self._body(Prompt("Hello", 1), stream=False))
+        if status in (401, 403):
+            raise ServiceError(auth_refused(self.label, self.base, status,
                                             bool(self._api_key), error_text(raw)))
-        if resp.status != 200:
+        if status != 200:
             raise ServiceError(f"{self.label} at {self.base} could not answer a 1-token request "
-                               f"for model {self.model!r} (HTTP {resp.status}: {error_text(raw)})")
+                               f"for model {self.model!r} (HTTP {status}: {error_text(raw)})")
+        await self.warm_cache()
 
     @classmethod
     async def probe(cls, endpoint: str, timeout_s: float, secrets: dict | None = None) -> None:
@@ -888,17 +1124,14 @@ class OpenAIClient(LLMHttpClient):
                                if self._tokenize_ok else "the number of chunks that carried text")),
             "api_key": "sent (from secrets)" if self._api_key else "none",
         }
-        return with_prompt_facts(out, self.prompts, self.wl, self._notes)
+        return with_prompt_facts(out, self.prompts, self.wl, self._notes, self.cache_facts())
 
     # -- per request --------------------------------------------------------------------
     def _body(self, prompt: Prompt, stream: bool | None = None) -> bytes:
         wl = self.wl
         stream = wl.stream if stream is None else stream
         body: dict = {"model": self.model}
-        if wl.chat:
-            body["messages"] = [{"role": "user", "content": prompt.text}]
-        else:
-            body["prompt"] = prompt.text
+        self._put_input(body, prompt)
         body["max_tokens"] = prompt.max_tokens
         body["temperature"] = wl.temperature
         body["stream"] = stream
@@ -910,14 +1143,15 @@ class OpenAIClient(LLMHttpClient):
             body.update(wl.extra_body)
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
-    async def request(self, worker: int, req: tuple) -> tuple:
-        prompt, body = req
+    async def generate(self, req: Req) -> tuple:
+        prompt, body = req.prompt, req.body
         stream = self.wl.stream
         acc = ChunkAccumulator(chat=self.wl.chat)
         failed, nbytes, t_end = await exchange(
             self._session, self._url, body, acc, stream=stream, feed_line=acc.feed_sse_line,
             feed_obj=acc.feed_openai_obj, reject_obj=_openai_error_obj, op=self._op,
-            max_tokens=prompt.max_tokens, label=self.label, base=self.base)
+            max_tokens=prompt.max_tokens, label=self.label, base=self.base, headers=req.headers)
+        req.acc = acc
         if failed:
             return failed
         return await self.finish(acc, prompt, self._op, stream, len(body), nbytes, t_end)
