@@ -539,14 +539,18 @@ class _Engine:
     def count_completion(self, t_end: int) -> None:
         self.n_counted += 1
         if self.n_counted == self.count_target:
-            self.measure_end_ns = t_end
-            self.cpu_end = self._cpu_sample()
-            self.count_target = None
-            self.stop_ns = t_end + int(self.cooldown_s * G)
-            if self.stopped_by is None:
-                self.stopped_by = "requests"
-            delay = max(0.0, (self.stop_ns - now_ns()) / G)
-            self.handles.append(self.loop.call_later(delay, self.stop_event.set))
+            self._end_window(t_end)
+
+    def _end_window(self, t_end: int) -> None:
+        """Requests mode: the window ends at t_end (ns); the load stops after the cooldown."""
+        self.measure_end_ns = t_end
+        self.cpu_end = self._cpu_sample()
+        self.count_target = None
+        self.stop_ns = t_end + int(self.cooldown_s * G)
+        if self.stopped_by is None:
+            self.stopped_by = "requests"
+        delay = max(0.0, (self.stop_ns - now_ns()) / G)
+        self.handles.append(self.loop.call_later(delay, self.stop_event.set))
 
     # -- a shared requests count ------------------------------------------------------
     def shared_message(self, kind: str, t: int) -> None:
@@ -555,16 +559,8 @@ class _Engine:
         if kind == "safe":
             self.safe_ns = max(self.safe_ns, t_abs)
             return
-        if self.measure_end_ns is not None:
-            return
-        self.measure_end_ns = t_abs
-        self.cpu_end = self._cpu_sample()
-        self.count_target = None
-        self.stop_ns = t_abs + int(self.cooldown_s * G)
-        if self.stopped_by is None:
-            self.stopped_by = "requests"
-        delay = max(0.0, (self.stop_ns - now_ns()) / G)
-        self.handles.append(self.loop.call_later(delay, self.stop_event.set))
+        if self.measure_end_ns is None:
+            self._end_window(t_abs)
 
     async def share_reporter(self) -> None:
         last = -1
