@@ -2,7 +2,7 @@
 """How long does Snakemake take to plan the workflow with 1,000 registered benchmarks?
 
 Builds a scratch workspace like tests/support.make_workspace (config/ with no sweeps, recipes/),
-registers --ids benchmark IDs with aifb.registry.allocate (the redis recipe, one override each so
+registers --ids benchmark IDs with aifb.workflow.registry.allocate (the redis recipe, one override each so
 the entries differ), then times, --repeat times each and interleaved:
 
     snakemake -n all                                   (every registered run's report: 3 jobs/ID)
@@ -46,8 +46,8 @@ def make_workspace(base: Path) -> Path:
 
 
 def register(ws: Path, n: int) -> list[str]:
-    from aifb import registry
-    from aifb.recipe import load_recipe
+    from aifb.workflow import registry
+    from aifb.workflow.recipe import load_recipe
 
     ids = []
     for i in range(n):

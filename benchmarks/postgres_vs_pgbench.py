@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from aifb.clock import RunClock  # noqa: E402
-from aifb.engine import run_load_sync  # noqa: E402
+from aifb.load.engine import run_load_sync  # noqa: E402
 from aifb.records import iter_records  # noqa: E402
 from aifb.services.postgres import PostgresService  # noqa: E402
 

@@ -51,9 +51,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from aifb import launch  # noqa: E402
+from aifb import process  # noqa: E402
 from aifb.clock import RunClock  # noqa: E402
-from aifb.engine import run_load_sync  # noqa: E402
+from aifb.load.engine import run_load_sync  # noqa: E402
 
 
 def redis_benchmark(port: int, c: int, n: int, keyspace: int, size: int) -> dict:
@@ -167,11 +167,11 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     workdir = Path(tempfile.mkdtemp(prefix="aifb-rvrb-"))
-    port = launch.free_port()
+    port = process.free_port()
     # maxclients above the largest concurrency (redis-benchmark and aifb each open C, plus the
     # preload connection); redis lowers it by itself when its `ulimit -n` does not allow it.
     maxclients = max(10000, max(args.concurrency) + 100)
-    proc = launch.spawn(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+    proc = process.spawn(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                          "--appendonly", "no", "--maxclients", str(maxclients),
                          "--dir", str(workdir)], workdir / "redis.log")
     results = {}
@@ -231,7 +231,7 @@ def main() -> int:
                   + "; ".join(f"aifb {m} P={P} {[round(x['ops_s']) for x in r]}"
                               for (m, P), r in ours.items()), flush=True)
     finally:
-        launch.stop(proc)
+        process.stop(proc)
         shutil.rmtree(workdir, ignore_errors=True)
 
     print()

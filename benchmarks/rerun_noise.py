@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Run-to-run noise of identical Redis benchmarks: the evidence behind the default rerun
-tolerances in aifb.compare.DEFAULT_TOLERANCE.
+tolerances in aifb.analysis.compare.DEFAULT_TOLERANCE.
 
 Runs the same recipe N times back to back (each on a freshly deployed redis-server, exactly as
 `aifb run` does), then prints, for throughput, p50 and p99: every run's value, the relative
@@ -19,10 +19,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from aifb import registry
-from aifb.recipe import validate
-from aifb.runner import run_benchmark
-from aifb.summary import summarize
+from aifb.workflow import registry
+from aifb.workflow.recipe import validate
+from aifb.workflow.runner import run_benchmark
+from aifb.analysis.summary import summarize
 
 
 def main() -> int:

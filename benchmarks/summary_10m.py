@@ -8,7 +8,7 @@ default or open loop with t_sched), and a run.json (recipe with SLO, load_stats)
 vectorised (polars builds each line with concat_str and writes them as CSV without quoting):
 ~10 s for 10 M lines here, not json.dumps per row.
 
-Then runs `aifb.summary.summarize(run_dir)` in a child process, --repeat times, and reports the
+Then runs `aifb.analysis.summary.summarize(run_dir)` in a child process, --repeat times, and reports the
 child's wall time (process start to exit, imports included), the time inside summarize(), and
 the child's peak RSS (resource.getrusage of the child via os.wait4: ru_maxrss).
 
@@ -141,8 +141,8 @@ def generate(run_dir: Path, n: int, open_loop: bool, seed: int = 42) -> dict:
 CHILD = """
 import os, sys, time, json
 t = time.perf_counter()
-from aifb import summary as S
-from aifb.summary import summarize
+from aifb.analysis import summary as S
+from aifb.analysis.summary import summarize
 t_imp = time.perf_counter() - t
 if os.environ.get("AIFB_BENCH_PROPOSED"):
     # The change proposed for summary.stats_by_op (same output): sort each op's latencies on

@@ -29,11 +29,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from aifb import registry  # noqa: E402
-from aifb.recipe import validate  # noqa: E402
-from aifb.runner import run_benchmark  # noqa: E402
+from aifb.workflow import registry  # noqa: E402
+from aifb.workflow.recipe import validate  # noqa: E402
+from aifb.workflow.runner import run_benchmark  # noqa: E402
 from aifb.services.llamacpp import find_llama_server  # noqa: E402
-from aifb.summary import summarize  # noqa: E402
+from aifb.analysis.summary import summarize  # noqa: E402
 
 
 def run(root: Path, service: dict, workload: dict, category: str, seconds: float, interval: str,

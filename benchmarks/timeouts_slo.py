@@ -65,9 +65,9 @@ def serve() -> None:
 
 def measure(port: int, seconds: float, concurrency: int, run_dir: Path) -> dict:
     from aifb.clock import RunClock
-    from aifb.engine import run_load_sync
+    from aifb.load.engine import run_load_sync
     from aifb.jsonio import write_json
-    from aifb.summary import summarize
+    from aifb.analysis.summary import summarize
 
     load = {"clients": 1, "concurrency": concurrency, "rate": None, "duration_s": seconds,
             "requests": None, "warmup_s": 0.5, "cooldown_s": 0.0, "timeout_s": TIMEOUT_S,

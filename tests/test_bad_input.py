@@ -17,10 +17,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aifb import registry
+from aifb.workflow import registry
 from aifb.errors import AifbError, RecipeError, RegistryError
-from aifb.recipe import MAX_RECIPE_BYTES, load_recipe, read_yaml, recipe_hash, validate
-from aifb.sweep import resolve_all
+from aifb.workflow.recipe import MAX_RECIPE_BYTES, load_recipe, read_yaml, recipe_hash, validate
+from aifb.workflow.sweep import resolve_all
 from support import REPO, VENV_BIN, aifb, make_workspace, read_json, snakemake
 
 BASE_PATH = REPO / "recipes" / "recipe_redis_1client.yaml"

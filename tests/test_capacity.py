@@ -1,4 +1,4 @@
-"""SLO capacity search (aifb.capacity): the double-then-bisect logic against known verdicts, and
+"""SLO capacity search (aifb.workflow.capacity): the double-then-bisect logic against known verdicts, and
 a whole search through Snakemake against FakeLoadDependentRedis, a RESP server in this file whose
 reply time grows with its number of open connections, so the answer is known in advance."""
 
@@ -11,7 +11,7 @@ import time
 import pytest
 import yaml
 
-from aifb.capacity import CapacitySearch, capacity_headline, run_capacity
+from aifb.workflow.capacity import CapacitySearch, capacity_headline, run_capacity
 from aifb.clients.redis import parse_reply
 from aifb.errors import ConfigError
 
@@ -230,7 +230,7 @@ def test_capacity_with_a_fake_step_runner(tmp_path):
     ws = make_workspace(tmp_path)
     spec = {"mode": "capacity", "recipe": "recipes/recipe_redis_1client.yaml",
             "param": "load.concurrency", "start": 2, "max": 100, "slo": ["p99 < 10.2ms"]}
-    from aifb import registry
+    from aifb.workflow import registry
 
     def fake_step(bid):
         level = registry.get(bid, ws)["recipe"]["load"]["concurrency"]
@@ -252,7 +252,7 @@ def test_capacity_steps_are_judged_like_sweep_levels(tmp_path):
     (each level is measured once)."""
     import json
 
-    from aifb import registry
+    from aifb.workflow import registry
 
     ws = make_workspace(tmp_path)
     spec = {"mode": "capacity", "recipe": "recipes/recipe_redis_1client.yaml",

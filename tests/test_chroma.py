@@ -21,7 +21,7 @@ import pytest
 from aifb.clients.vector import (BLOCK, RecallScorer, VectorWorkload, canonical_distances,
                                 data_rows, dataset_for, exact_topk, query_set)
 from aifb.clock import RunClock
-from aifb.engine import run_load_sync
+from aifb.load.engine import run_load_sync
 from aifb.errors import RecipeError, ServiceError
 from conftest import require
 
@@ -227,7 +227,7 @@ def test_bad_workloads_are_named(workload, words):
 
 
 def test_recipe_schema_rejects_a_bad_chroma_workload():
-    from aifb.recipe import validate
+    from aifb.workflow.recipe import validate
     recipe = {"name": "x", "category": "retrieval", "service": {"kind": "chroma"},
               "workload": {"dimension": 0, "ops": {"search": 1}, "index": {"space": "manhattan"}},
               "load": {"clients": 1, "duration": "1s"}}
@@ -240,7 +240,7 @@ def test_recipe_schema_rejects_a_bad_chroma_workload():
 # ----------------------------------------------------------------------------- against chroma
 
 def test_probe_answers_with_a_real_heartbeat(chroma):
-    from aifb.clients.chroma import ChromaClient
+    from aifb.clients.vector.chroma import ChromaClient
     asyncio.run(ChromaClient.probe(chroma, 5))
 
 
@@ -255,7 +255,7 @@ def test_not_a_chroma_server_is_named():
     import http.server
     import threading
 
-    from aifb.clients.chroma import ChromaClient
+    from aifb.clients.vector.chroma import ChromaClient
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = server.server_address[1]
@@ -383,7 +383,7 @@ def test_token_never_appears(chroma, tmp_path):
 # ----------------------------------------------------------------------------- service
 
 def test_service_deploys_binds_loopback_and_tears_down(tmp_path):
-    from aifb.launch import port_in_use
+    from aifb.process import port_in_use
     from aifb.services import get_service
     if chroma_binary() is None:
         require("chroma not installed (pip install chromadb)")
@@ -395,7 +395,7 @@ def test_service_deploys_binds_loopback_and_tears_down(tmp_path):
         endpoint = await svc.deploy()
         try:
             assert svc.alive()
-            from aifb.clients.chroma import ChromaClient
+            from aifb.clients.vector.chroma import ChromaClient
             await ChromaClient.probe(endpoint, 5)
             return endpoint
         finally:
@@ -429,7 +429,7 @@ def _write_records(path: Path, rows):
 
 
 def test_vector_summary_counts_only_ok_measured_queries(tmp_path):
-    from aifb.metrics import vector
+    from aifb.analysis.metrics import vector
     rows = []
     base = {"client": 0, "seq": 0, "t_start": 0.0, "t_end": 0.001, "error": None}
     for i, rec in enumerate([0.5, 0.7, 0.9, 1.0]):
@@ -454,7 +454,7 @@ def test_vector_summary_counts_only_ok_measured_queries(tmp_path):
 
 
 def test_vector_sweep_section_plots_qps_against_recall(tmp_path):
-    from aifb.metrics import vector
+    from aifb.analysis.metrics import vector
     points = [{"level": n, "benchmark_id": f"BM-20260101-00{n}",
                "summary": {"vector": {"k": 10, "qps": 100.0 * n,
                                       "recall_at_k": {"n": 50, "mean": 0.9 - 0.01 * n,

@@ -1,11 +1,13 @@
-"""Rerun comparison (aifb.compare): deltas, tolerances and their source, verdicts, files."""
+"""Rerun comparison (aifb.analysis.compare): deltas, tolerances and their source, verdicts, files."""
 
 import json
 
 import pytest
 
-from aifb import compare, registry
-from aifb.compare import (DEFAULT_TOLERANCE, compare_runs, render_markdown, tolerances,
+from aifb.analysis import compare
+
+from aifb.workflow import registry
+from aifb.analysis.compare import (DEFAULT_TOLERANCE, compare_runs, render_markdown, tolerances,
                           write_comparison)
 
 ORIG, NEW = "BM-20260109-002", "BM-20260109-005"
@@ -143,8 +145,8 @@ def test_markdown_and_files(tmp_path):
 
 
 def test_rerun_compare_and_report_uses_repeat_spread(tmp_path):
-    """The contract with aifb.rerun: summaries on disk, repeat spread from the sweep level."""
-    from aifb.rerun import compare_and_report
+    """The contract with aifb.workflow.rerun: summaries on disk, repeat spread from the sweep level."""
+    from aifb.workflow.rerun import compare_and_report
 
     recipe = {"name": "r", "category": "storage", "service": {"kind": "redis"},
               "load": {"clients": 2, "duration": "1s"}}

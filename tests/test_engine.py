@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from aifb.clients.redis import encode_command, parse_reply
 from aifb.clock import RunClock, ns_to_s_text
-from aifb.engine import run_load, run_load_sync
+from aifb.load.engine import run_load, run_load_sync
 from aifb.errors import ServiceError
 from aifb.records import encode_row, encode_rows, iter_records, read_records
 from aifb.schemas import validation_errors

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aifb.errors import RecipeError
-from aifb.recipe import load_recipe, validate
+from aifb.workflow.recipe import load_recipe, validate
 from support import (VENV_BIN, aifb, benchmark_id_from, make_workspace, pid_alive, read_json,
                      redis_servers_under)
 

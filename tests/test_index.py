@@ -1,4 +1,4 @@
-"""The dataset index (aifb.index): a generated twin of the seed document, from files on disk."""
+"""The dataset index (aifb.workflow.index): a generated twin of the seed document, from files on disk."""
 
 import datetime as dt
 import json
@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 
-from aifb.index import write_index
+from aifb.workflow.index import write_index
 
 NOW = dt.datetime(2026, 1, 9, 12, 0, tzinfo=dt.timezone.utc)
 DAY = "20260109"

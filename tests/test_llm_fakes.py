@@ -17,16 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from aifb import registry
+from aifb.workflow import registry
 from aifb.clients import get_client
-from aifb.clients.ollama import OllamaNativeClient, OllamaOpenAIClient
-from aifb.clients.openai import VLLMClient
+from aifb.clients.llm.ollama import OllamaNativeClient, OllamaOpenAIClient
+from aifb.clients.llm.openai import VLLMClient
 from aifb.clock import RunClock
-from aifb.engine import run_load_sync
+from aifb.load.engine import run_load_sync
 from aifb.errors import ServiceError
-from aifb.metrics import llm
-from aifb.recipe import validate
-from aifb.runner import run_benchmark
+from aifb.analysis.metrics import llm
+from aifb.workflow.recipe import validate
+from aifb.workflow.runner import run_benchmark
 from fakes import fake_openai
 from support import pid_alive
 
@@ -422,7 +422,7 @@ def test_ollama_service_model_that_cannot_be_pulled(tmp_path):
 
 def test_the_seed_ollama_recipes_run_against_another_server(fake_vllm, fake_ollama, tmp_path):
     """recipe_ollama_1client.yaml unchanged but for service.kind/endpoint (and short)."""
-    from aifb.recipe import load_recipe
+    from aifb.workflow.recipe import load_recipe
     repo = Path(__file__).resolve().parents[1]
     for kind in ("vllm", "llamacpp", "ollama"):
         recipe = load_recipe(repo / "recipes" / "recipe_ollama_1client.yaml",

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from aifb import registry
-from aifb.clients.openai import LlamaCppClient
+from aifb.workflow import registry
+from aifb.clients.llm.openai import LlamaCppClient
 from aifb.clock import RunClock
-from aifb.engine import run_load_sync
+from aifb.load.engine import run_load_sync
 from aifb.errors import ServiceError
-from aifb.metrics import llm
-from aifb.recipe import validate
-from aifb.runner import run_benchmark
+from aifb.analysis.metrics import llm
+from aifb.workflow.recipe import validate
+from aifb.workflow.runner import run_benchmark
 from aifb.services.llamacpp import LlamaCppService, find_llama_server
 from support import llama_servers_under, pid_alive
 
@@ -216,7 +216,7 @@ def test_prefix_cache_cold_vs_warm_on_the_real_server(cached_server, tmp_path):
 
 
 def test_multi_turn_ttft_by_turn_on_the_real_server(server, tmp_path):
-    from aifb.metrics.llm_workload import by_turn
+    from aifb.analysis.metrics.llm_workload import by_turn
 
     wl = {"prompts": {"input_tokens": 16, "output_tokens": 8}, "ignore_eos": True, "turns": 3}
     stats, recs, path = load(tmp_path, server[0], wl, concurrency=2, requests=6, warmup=0)

@@ -11,11 +11,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from aifb.clients.openai import (ChunkAccumulator, LineSplitter, LlamaCppClient, Prompt,
+from aifb.clients.llm.openai import (ChunkAccumulator, LineSplitter, LlamaCppClient, Prompt,
                                  VLLMClient)
 from aifb.clock import ns_to_s_text
-from aifb.metrics import llm
-from aifb.summary import stats_sorted
+from aifb.analysis.metrics import llm
+from aifb.analysis.summary import stats_sorted
 from aifb.jsonio import write_json
 
 MS = 1_000_000  # ns
@@ -347,7 +347,7 @@ def test_open_loop_ttft_and_e2el_from_the_scheduled_time(tmp_path):
     """Open loop: each request waited `lag` s in the client after its t_sched (0, 0.25, 0.5,
     0.75 s). vLLM's TTFT (from t_start) is 0.25 s for all four; from t_sched it is 0.25 + lag.
     Goodput (TTFT <= 400 ms) and the `ttft_p99 < 500ms` verdict use the t_sched figures."""
-    from aifb.summary import summarize
+    from aifb.analysis.summary import summarize
 
     run_dir = tmp_path / "BM-20260109-003"
     run_dir.mkdir()
@@ -385,7 +385,7 @@ def test_open_loop_ttft_and_e2el_from_the_scheduled_time(tmp_path):
 def test_summary_and_report_from_files(tmp_path):
     """requests.jsonl as the engine writes it -> summary.json's llm block, an LLM SLO rule
     checked against it, and the report section."""
-    from aifb.summary import summarize
+    from aifb.analysis.summary import summarize
 
     run_dir = tmp_path / "BM-20260101-001"
     run_dir.mkdir()
@@ -448,7 +448,7 @@ def test_ttft_slo_does_not_pass_while_requests_time_out(tmp_path):
     0.2 s, so `ttft_p99 < 2s` passed on them alone; over every request (a failed one at its
     elapsed time) TTFT p99 = 30 s (numpy 'linear': rank 98.01 of 0..99 lies among the 30 s
     values) and the rule fails, read from llm.ttft_all_s. Same for E2EL."""
-    from aifb.summary import summarize
+    from aifb.analysis.summary import summarize
 
     run_dir = tmp_path / "BM-20260109-004"
     run_dir.mkdir()

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from aifb.metrics import llm
+from aifb.analysis.metrics import llm
 from aifb.services.llamacpp import find_llama_server
 from support import aifb, llama_servers_under, make_workspace, read_json
 

@@ -11,9 +11,9 @@ import urllib.request
 import pytest
 
 from aifb.clock import RunClock
-from aifb.engine import run_load_sync
+from aifb.load.engine import run_load_sync
 from aifb.errors import ServiceError
-from aifb.clients.openai import VLLMClient
+from aifb.clients.llm.openai import VLLMClient
 from test_llm_fakes import (ITL_MS, TTFT_MS, fake_ollama, fake_vllm, measured,  # noqa: F401
                             start_ollama, start_openai, stop)
 
@@ -95,7 +95,7 @@ def test_length_distributions_are_seeded_and_have_their_moments():
     import random
     import statistics
 
-    from aifb.clients.llm_shapes import Lengths
+    from aifb.clients.llm.shapes import Lengths
 
     for spec, mean, sd in (({"dist": "normal", "mean": 200, "sd": 40}, 200, 40),
                            ({"dist": "lognormal", "mean": 300, "sd": 150}, 300, 150),
@@ -139,7 +139,7 @@ def test_lognormal_output_lengths_and_ignore_eos_reach_the_server(fake_vllm, tmp
 
 def test_length_distribution_in_a_recipe_is_schema_checked():
     from aifb.errors import RecipeError
-    from aifb.recipe import validate
+    from aifb.workflow.recipe import validate
 
     base = {"name": "x", "category": "inference",
             "service": {"kind": "llamacpp", "endpoint": "http://127.0.0.1:1"},
@@ -233,7 +233,7 @@ def test_warm_cache_replays_the_prefixes_before_measuring(tmp_path, kind):
 def test_cache_state_in_run_json_summary_and_report(fake_vllm, tmp_path):
     from test_llm_fakes import run_recipe
 
-    from aifb.report import build_report
+    from aifb.reporting.report import build_report
 
     wl = {"prompts": {"input_tokens": 4, "output_tokens": 2},
           "shared_prefix": {"tokens": 8, "fraction": 0.25, "groups": 2}}
@@ -244,7 +244,7 @@ def test_cache_state_in_run_json_summary_and_report(fake_vllm, tmp_path):
     assert run["clients"]["implementation"]["cache"]["salt"] == run["salt"]
     recs = [json.loads(x) for x in (run_dir / "requests.jsonl").read_text().splitlines()]
     assert all(r["request_id"].startswith(f"{bid}-0-") for r in recs)
-    from aifb.summary import summarize
+    from aifb.analysis.summary import summarize
 
     build_report(run_dir, tmp_path / "report")
     summary = summarize(run_dir)
@@ -318,8 +318,8 @@ def test_think_time_separates_turns_but_not_latencies(fake_vllm, tmp_path):
 def test_ttft_and_e2el_by_turn_in_summary_and_report(fake_vllm, tmp_path):
     from test_llm_fakes import run_recipe
 
-    from aifb.report import build_report
-    from aifb.summary import summarize
+    from aifb.reporting.report import build_report
+    from aifb.analysis.summary import summarize
 
     wl = {"prompts": {"input_tokens": 4, "output_tokens": 3}, "turns": 2}
     bid, _ = run_recipe(tmp_path, {"kind": "vllm", "endpoint": fake_vllm}, wl, duration="1s")
@@ -351,7 +351,7 @@ def write_trace(path, rows):
 def test_trace_replay_keeps_the_traces_times_and_lengths(fake_vllm, tmp_path):
     import random
 
-    from aifb.recipe import load_settings, validate
+    from aifb.workflow.recipe import load_settings, validate
 
     rng = random.Random(5)
     t, rows = 1000.0, []
@@ -396,7 +396,7 @@ def test_trace_replay_keeps_the_traces_times_and_lengths(fake_vllm, tmp_path):
 def test_the_shipped_trace_is_the_generators_and_valid():
     from pathlib import Path
 
-    from aifb.trace import generate, read_trace
+    from aifb.clients.llm.trace import generate, read_trace
 
     path = Path(__file__).resolve().parents[1] / "data" / "traces" / "sample.jsonl"
     rows = read_trace(path)
@@ -408,8 +408,8 @@ def test_the_shipped_trace_is_the_generators_and_valid():
 
 def test_trace_errors_are_named(tmp_path):
     from aifb.errors import ConfigError
-    from aifb.recipe import load_settings, validate
-    from aifb.trace import read_trace
+    from aifb.workflow.recipe import load_settings, validate
+    from aifb.clients.llm.trace import read_trace
 
     bad = write_trace(tmp_path / "b.jsonl", [{"timestamp": 5, "input_length": 3, "output_length": 1},
                                             {"timestamp": 1, "input_length": 3, "output_length": 1}])
@@ -453,8 +453,8 @@ def test_embeddings_batches_and_records(fake_vllm, fake_ollama, tmp_path, kind, 
 def test_embeddings_summary_and_report(fake_vllm, tmp_path):
     from test_llm_fakes import run_recipe
 
-    from aifb.report import build_report
-    from aifb.summary import summarize
+    from aifb.reporting.report import build_report
+    from aifb.analysis.summary import summarize
 
     wl = {"api": "openai-embeddings", "batch_size": 3, "prompts": {"input_tokens": 6}}
     bid, out = run_recipe(tmp_path, {"kind": "vllm", "endpoint": fake_vllm}, wl, duration="0.8s")
@@ -473,7 +473,7 @@ def test_embeddings_summary_and_report(fake_vllm, tmp_path):
 def test_the_llm_workload_recipes_are_valid():
     from pathlib import Path
 
-    from aifb.recipe import load_recipe, load_settings
+    from aifb.workflow.recipe import load_recipe, load_settings
 
     paths = sorted((Path(__file__).resolve().parents[1] / "recipes" / "llm").glob("*.yaml"))
     assert len(paths) >= 5
@@ -484,7 +484,7 @@ def test_the_llm_workload_recipes_are_valid():
 
 
 def test_a_comparison_across_cache_states_is_not_comparable():
-    from aifb.compare import compare_runs
+    from aifb.analysis.compare import compare_runs
 
     def summ(bid, state):
         return {"benchmark_id": bid, "status": "completed",
@@ -518,7 +518,7 @@ def test_a_timed_out_turn_ends_its_conversation(tmp_path):
 
 def test_multi_turn_with_an_open_loop_is_a_named_error():
     from aifb.errors import ConfigError
-    from aifb.recipe import load_settings, validate
+    from aifb.workflow.recipe import load_settings, validate
 
     recipe = validate({"name": "mt", "category": "inference",
                        "service": {"kind": "vllm", "endpoint": "http://127.0.0.1:1"},
@@ -536,8 +536,8 @@ def test_capacity_search_over_a_traces_speedup(tmp_path):
     import shutil
     from pathlib import Path
 
-    from aifb import registry
-    from aifb.capacity import run_capacity
+    from aifb.workflow import registry
+    from aifb.workflow.capacity import run_capacity
     from support import make_workspace, write_step_result
 
     ws = make_workspace(tmp_path)

@@ -22,8 +22,8 @@ import pytest
 from aifb import clients
 from aifb.clients.base import CoroutineClient
 from aifb.clock import RunClock, now_ns
-from aifb.engine import _open_loop_stats, _pct, run_load_sync
-from aifb.summary import summarize
+from aifb.load.engine import _open_loop_stats, _pct, run_load_sync
+from aifb.analysis.summary import summarize
 
 from support import run_async
 
@@ -94,7 +94,7 @@ def test_llm_ttft_excludes_building_the_prompt(tmp_path, monkeypatch):
     """The real OpenAI client against the FAKE server with a known 50 ms TTFT, with and without
     its prompt generation made to cost 20 ms more (as a 32k-token prompt's does): the median
     TTFT does not move by the 20 ms (compared within the test, so machine load cancels out)."""
-    from aifb.clients.openai import PromptSource
+    from aifb.clients.llm.openai import PromptSource
     from test_llm_fakes import TTFT_MS, start_openai, stop
 
     real_next = PromptSource.next
@@ -179,7 +179,7 @@ def test_latency_sample_is_the_requests_started_in_the_window(tmp_path):
 # --------------------------------------------------------------------------- item 9
 def test_cancelled_run_keeps_its_window(redis_server, tmp_path):
     """The runner passes stats_out to the engine and keeps it when the load is cancelled."""
-    from aifb.engine import run_load
+    from aifb.load.engine import run_load
 
     out: dict = {}
 

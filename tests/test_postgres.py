@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from aifb import registry
+from aifb.workflow import registry
 from aifb.clock import RunClock
-from aifb.engine import run_load_sync
+from aifb.load.engine import run_load_sync
 from aifb.errors import ServiceError
-from aifb.recipe import validate
-from aifb.runner import run_benchmark
+from aifb.workflow.recipe import validate
+from aifb.workflow.runner import run_benchmark
 from support import (aifb, benchmark_id_from, make_workspace, pid_alive, processes_under, read_json,
                      run_async as run)
 
@@ -117,7 +117,7 @@ def pg_cluster():
 
 
 def load(duration="1s", warmup="0.2s", clients=1, concurrency=2):
-    from aifb.recipe import load_settings
+    from aifb.workflow.recipe import load_settings
     return load_settings({"load": {"clients": clients, "concurrency": concurrency,
                                    "duration": duration, "warmup": warmup, "timeout": "10s"}})
 
@@ -284,7 +284,7 @@ def test_terminated_backends_are_recorded_and_reconnected(pg_cluster, tmp_path):
 
     async def main():
         from aifb.clients.postgres import connect, parse_endpoint
-        from aifb.engine import run_load
+        from aifb.load.engine import run_load
         task = asyncio.create_task(run_load(
             kind="postgres", endpoint=endpoint, workload={"table_rows": 1000, "table_prefix": "kill_"},
             load=load(duration="1.5s", warmup="0s", concurrency=2), seed=3, records_path=path,

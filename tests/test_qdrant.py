@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from aifb.clock import RunClock
-from aifb.engine import run_load_sync
+from aifb.load.engine import run_load_sync
 from aifb.errors import ServiceError
 from fakes.fake_qdrant import FakeQdrant, start
 
@@ -175,7 +175,7 @@ def test_missing_or_wrong_api_key_fails_before_measuring(fake_qdrant, tmp_path):
 # ----------------------------------------------------------------------------- bad input
 
 def test_unreachable_endpoint(tmp_path):
-    from aifb.launch import free_port
+    from aifb.process import free_port
     port = free_port()
     with pytest.raises(ServiceError, match=f"cannot reach qdrant at 127.0.0.1:{port}"):
         load(f"http://127.0.0.1:{port}", SMALL, tmp_path)
@@ -228,7 +228,7 @@ def test_service_without_the_binary_says_what_to_do(tmp_path):
 
 
 def test_service_deploys_with_env_config_and_api_key(tmp_path, monkeypatch):
-    from aifb.clients.qdrant import QdrantClient
+    from aifb.clients.vector.qdrant import QdrantClient
     from aifb.services import get_service
     monkeypatch.setenv("AIFB_TEST_QDRANT_KEY", KEY)
     binary = fake_binary(tmp_path)

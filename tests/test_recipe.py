@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from aifb.errors import RecipeError
-from aifb.recipe import (apply_overrides, load_recipe, load_settings, parse_override, recipe_hash,
+from aifb.workflow.recipe import (apply_overrides, load_recipe, load_settings, parse_override, recipe_hash,
                          validate)
 
 ROOT = Path(__file__).resolve().parents[1]

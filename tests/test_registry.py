@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from aifb import registry
+from aifb.workflow import registry
 from aifb.errors import RegistryError
 
 ENTRY = registry.make_entry({"name": "x", "category": "storage", "service": {"kind": "redis"},

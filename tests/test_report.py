@@ -8,9 +8,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from aifb import plots
-from aifb.report import build_report, render_notes
-from aifb.summary import summarize, write_summary
+from aifb.reporting import plots
+from aifb.reporting.report import build_report, render_notes
+from aifb.analysis.summary import summarize, write_summary
 
 _spec = importlib.util.spec_from_file_location(
     "synthetic_run", Path(__file__).parent / "data" / "synthetic_run.py")

@@ -6,10 +6,12 @@ import json
 
 import pytest
 
-from aifb import provenance, registry
+from aifb import provenance
+
+from aifb.workflow import registry
 from aifb.errors import AifbError
-from aifb.recipe import recipe_hash, validate
-from aifb.rerun import prepare_rerun
+from aifb.workflow.recipe import recipe_hash, validate
+from aifb.workflow.rerun import prepare_rerun
 
 RECIPE = validate({"name": "r", "category": "storage", "service": {"kind": "redis"},
                    "load": {"clients": 1, "duration": "1s"}})

@@ -1,4 +1,4 @@
-"""One benchmark through aifb.runner: bad input becomes a recorded failure with a clear reason,
+"""One benchmark through aifb.workflow.runner: bad input becomes a recorded failure with a clear reason,
 before the measure phase, and no server is left behind."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ import socket
 
 import pytest
 
-from aifb import registry
-from aifb.recipe import validate
+from aifb.workflow import registry
+from aifb.workflow.recipe import validate
 from aifb.endpoints import redact
-from aifb.runner import run_benchmark
+from aifb.workflow.runner import run_benchmark
 from support import pid_alive, read_json, redis_servers_under
 
 pytestmark = pytest.mark.redis

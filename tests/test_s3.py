@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from aifb import registry
+from aifb.workflow import registry
 from aifb.clock import RunClock
-from aifb.engine import run_load_sync
+from aifb.load.engine import run_load_sync
 from aifb.errors import RecipeError, ServiceError
-from aifb.recipe import load_settings, validate
-from aifb.runner import run_benchmark
+from aifb.workflow.recipe import load_settings, validate
+from aifb.workflow.runner import run_benchmark
 from support import (aifb, benchmark_id_from, make_workspace, pid_alive, processes_under, read_json,
                      run_async as run)
 
@@ -308,7 +308,7 @@ def test_server_errors_are_records_named_by_s3_code(weed_server, tmp_path):
     path = tmp_path / "r.jsonl"
 
     async def main():
-        from aifb.engine import run_load
+        from aifb.load.engine import run_load
         task = asyncio.create_task(run_load(
             kind="s3", endpoint=endpoint, workload={"bucket": "aifb-gone", "objects": 3,
                                                     "ops": {"get": 1, "stat": 1}},
@@ -337,7 +337,7 @@ def test_server_gone_mid_run_is_recorded_with_backoff(tmp_path, monkeypatch):
     path = tmp_path / "r.jsonl"
 
     async def main():
-        from aifb.engine import run_load
+        from aifb.load.engine import run_load
         try:
             endpoint = await svc.deploy()
             task = asyncio.create_task(run_load(
@@ -455,7 +455,7 @@ def test_local_server_without_configured_credentials(tmp_path, monkeypatch):
     async def main():
         try:
             endpoint = await svc.deploy()
-            from aifb.engine import run_load
+            from aifb.load.engine import run_load
             return await run_load(kind="s3", endpoint=endpoint, workload={"objects": 5},
                                   load=load(duration="0.3s", warmup="0s"), seed=1,
                                   records_path=tmp_path / "r.jsonl", clock=RunClock(),
@@ -488,7 +488,7 @@ def test_named_credential_variables_through_service_and_client(tmp_path, s3_env,
     async def main():
         try:
             endpoint = await svc.deploy()
-            from aifb.engine import run_load
+            from aifb.load.engine import run_load
             return await run_load(kind="s3", endpoint=endpoint, workload={"objects": 5},
                                   load=load(duration="0.3s", warmup="0s"), seed=1,
                                   records_path=tmp_path / "r.jsonl", clock=RunClock(),

@@ -17,10 +17,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aifb import endpoints, trust
+from aifb import endpoints
+
+from aifb.workflow import trust
 from aifb.credentials import load_secrets
 from aifb.errors import AifbError, ConfigError, RecipeError, ServiceError
-from aifb.recipe import load_recipe, validate
+from aifb.workflow.recipe import load_recipe, validate
 from conftest import require
 from support import REPO, aifb, make_workspace, read_json, run_async
 
@@ -31,7 +33,7 @@ REDIS = {"name": "r", "category": "storage", "service": {"kind": "redis"},
 def bundle(ws: Path, bid: str, recipe: dict) -> Path:
     """A run bundle as someone else would hand it over: results/<id>/run.json only."""
     recipe = validate(json.loads(json.dumps(recipe)))
-    from aifb.recipe import recipe_hash
+    from aifb.workflow.recipe import recipe_hash
     d = ws / "results" / bid
     d.mkdir(parents=True)
     (d / "run.json").write_text(json.dumps({"benchmark_id": bid, "status": "completed",
@@ -173,7 +175,7 @@ class _Clock:
 
 
 def _coordinator(tmp_path, logs):
-    from aifb.launch_slurm import ClientJobs
+    from aifb.slurm.launch import ClientJobs
     target = {"name": "t", "executor": "slurm", "clients": {"max_per_job": 1}}
     cj = ClientJobs(run={"benchmark_id": "BM-20250101-001"}, run_dir=tmp_path, target=target,
                     endpoint="redis://127.0.0.1:1", settings={"clients": 2, "duration_s": 1.0},
@@ -213,7 +215,7 @@ def test_coordinator_refuses_forged_messages_and_flags_the_run(tmp_path):
 
 
 def test_coordinator_accepts_only_the_submitted_job_with_the_token(tmp_path):
-    from aifb.launch_slurm import Channel
+    from aifb.slurm.launch import Channel
 
     logs: list[str] = []
 
@@ -257,7 +259,7 @@ def test_coordinator_accepts_only_the_submitted_job_with_the_token(tmp_path):
 
 
 def test_the_token_file_is_private(tmp_path):
-    from aifb.launch_slurm import read_token, write_token
+    from aifb.slurm.launch import read_token, write_token
     token = write_token(tmp_path / "token")
     assert stat.S_IMODE((tmp_path / "token").stat().st_mode) == 0o600
     assert read_token(tmp_path / "token") == token and len(token) == 32
@@ -269,7 +271,7 @@ BAD_KEY = "X=1; touch {marker}; Y"
 
 
 def test_an_env_key_in_targets_yaml_cannot_inject_a_command(tmp_path):
-    from aifb.launch_slurm import job_script, load_targets_file
+    from aifb.slurm.launch import job_script, load_targets_file
 
     marker = tmp_path / "somefile"
     targets = yaml.safe_load((REPO / "config" / "targets.yaml").read_text())
@@ -298,8 +300,8 @@ def _redis_recipe(**service):
 
 
 def _bench(root: Path, recipe: dict) -> tuple[str, dict]:
-    from aifb import registry
-    from aifb.runner import run_benchmark
+    from aifb.workflow import registry
+    from aifb.workflow.runner import run_benchmark
     bid = registry.allocate(registry.make_entry(recipe), root)
     return bid, run_benchmark(bid, root=root, log=lambda m: None)
 
@@ -323,7 +325,7 @@ def test_managed_redis_honours_password_env(tmp_path, monkeypatch):
     assert "requirepass" in svc["extra"]["exposure"] and "loopback only" in svc["extra"]["exposure"]
     assert secret not in " ".join(svc["command"])
     _no_file_holds(tmp_path, secret)
-    from aifb.report import build_report
+    from aifb.reporting.report import build_report
     build_report(tmp_path / "results" / bid, tmp_path / "reports" / bid)
     md = (tmp_path / "reports" / bid / "report.md").read_text()
     assert "| Exposure | loopback only" in md and "requirepass" in md

@@ -1,8 +1,8 @@
-"""The SLO grammar (aifb.slo): parsing, errors, and evaluation against summary.json dicts."""
+"""The SLO grammar (aifb.analysis.slo): parsing, errors, and evaluation against summary.json dicts."""
 
 import pytest
 
-from aifb.slo import P999_MIN_N, evaluate, format_value, parse_rule, parse_rules
+from aifb.analysis.slo import P999_MIN_N, evaluate, format_value, parse_rule, parse_rules
 
 
 @pytest.mark.parametrize("text, metric, op, threshold", [

@@ -440,7 +440,7 @@ def test_cleanup_cancels_leftovers_and_keeps_live_runs(tmp_path):
     """Ours = marked with this work root (launch_slurm.job_comment); a job named aifb-* without
     the marker, or a marked job of another work root, is never touched; a live owner's job only
     goes when named."""
-    from aifb.launch_slurm import job_comment
+    from aifb.slurm.launch import job_comment
 
     ws = make_workspace(tmp_path)
     other = make_workspace(tmp_path / "other")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aifb import summary as S
+from aifb.analysis import summary as S
 from aifb.errors import AifbError
 from aifb.schemas import validation_errors
 

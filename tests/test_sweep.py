@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from aifb import registry
+from aifb.workflow import registry
 from aifb.errors import ConfigError
-from aifb.sweep import expand, invocation_allocates, resolve_all
+from aifb.workflow.sweep import expand, invocation_allocates, resolve_all
 from support import make_workspace
 
 

@@ -1,4 +1,4 @@
-"""Sweep reports (aifb.sweep_report): the optimal level under the sweep's SLO, failed levels,
+"""Sweep reports (aifb.reporting.sweep_report): the optimal level under the sweep's SLO, failed levels,
 repeats with confidence intervals, and the files (report.md, report.json, three PNGs)."""
 
 import json
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from aifb.sweep_report import build_sweep_report, choose_optimal
+from aifb.reporting.sweep_report import build_sweep_report, choose_optimal
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -281,8 +281,8 @@ def test_more_repeats_never_lower_the_pass_probability():
     repeats (0.84, 0.92, 0.96, 0.99 for 1, 2, 3, 5 repeats; 20,000 trials each, seed 12); the
     old upper-95%-bound rule gave 0.84, 0.09, 0.18, 0.40."""
     np = pytest.importorskip("numpy")
-    from aifb.slo import parse_rule
-    from aifb.sweep_report import judge_rule
+    from aifb.analysis.slo import parse_rule
+    from aifb.reporting.sweep_report import judge_rule
 
     rule = parse_rule("p99 < 1s")
     rng = np.random.default_rng(12)
@@ -336,7 +336,7 @@ def test_a_failed_repeat_fails_the_level(tmp_path):
 
 
 def test_number_formats():
-    from aifb.sweep_report import fmt_metric, fmt_seconds
+    from aifb.reporting.sweep_report import fmt_metric, fmt_seconds
     assert fmt_seconds(0.37) == "370 ms"
     assert fmt_seconds(0.0123) == "12.3 ms"
     assert fmt_seconds(0.000183) == "183 µs"

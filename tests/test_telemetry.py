@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from aifb import registry
+from aifb.workflow import registry
 from aifb.errors import RecipeError
-from aifb.recipe import validate
-from aifb.report import build_report
-from aifb.runner import run_benchmark
-from aifb.summary import summarize
+from aifb.workflow.recipe import validate
+from aifb.reporting.report import build_report
+from aifb.workflow.runner import run_benchmark
+from aifb.analysis.summary import summarize
 from aifb.telemetry import window as tw
 from aifb.telemetry.launch import Sampler, settings
 from aifb.telemetry.server import server_block
@@ -343,7 +343,7 @@ def test_the_sampler_stops_when_its_parent_dies(tmp_path):
 
 
 def test_sweep_section_has_server_columns_and_an_efficiency_plot(tmp_path):
-    from aifb.metrics.server import sweep_section
+    from aifb.analysis.metrics.server import sweep_section
 
     def point(level, cpu_per_1k, jpt):
         srv = {"requests_ratio": {"value": 1.0}, "sources": {"redis": {"gaps": 0}},

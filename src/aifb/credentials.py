@@ -18,8 +18,8 @@ from secrets import token_urlsafe
 
 import yaml
 
-from .errors import ServiceError
-from .paths import work_root
+from aifb.errors import ServiceError
+from aifb.paths import work_root
 
 ALLOW_ENV = "AIFB_SECRET_FILES"
 RUN_PASSWORD_ENV = "AIFB_RUN_PASSWORD"

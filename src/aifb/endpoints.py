@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from urllib.parse import SplitResult, urlsplit
 
-from .errors import ServiceError
+from aifb.errors import ServiceError
 
 HTTP = ("http", "https")
 SCHEMES = {

@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from .errors import CorruptFileError
+from aifb.errors import CorruptFileError
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:

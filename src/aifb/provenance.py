@@ -15,8 +15,8 @@ import socket
 import subprocess
 from pathlib import Path
 
-from . import __version__
-from .paths import code_root
+from aifb import __version__
+from aifb.paths import code_root
 
 KEY_PACKAGES = ("snakemake", "snakemake-executor-plugin-slurm", "polars", "altair",
                 "vl-convert-python", "aiohttp", "uvloop", "jsonschema", "pyyaml")

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from .clock import ns_to_s_text
+from aifb.clock import ns_to_s_text
 
 log = logging.getLogger("aifb.records")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from .paths import schema_dir
+from aifb.paths import schema_dir
 
 
 @functools.cache

@@ -126,7 +126,7 @@ def relative_spread(values: Iterable[float | None]) -> float | None:
     """Coefficient of variation of repeated measurements: sample std (ddof=1) / |mean|.
 
     None with fewer than two values or a zero mean. Rerun tolerances are a prediction
-    interval built on it (aifb.compare.rerun_tolerance).
+    interval built on it (aifb.analysis.compare.rerun_tolerance).
     """
     xs = _clean(values)
     if len(xs) < 2:

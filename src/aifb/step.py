@@ -8,7 +8,7 @@ import contextlib
 import sys
 import traceback
 
-from .errors import AifbError
+from aifb.errors import AifbError
 
 
 @contextlib.contextmanager

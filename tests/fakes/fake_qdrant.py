@@ -1,7 +1,7 @@
 """FAKE Qdrant server for tests: no Qdrant server can be installed on these machines.
 
 An aiohttp app that follows Qdrant's published REST API (v1.x OpenAPI) for the endpoints
-aifb.clients.qdrant uses - and nothing more:
+aifb.clients.vector.qdrant uses - and nothing more:
 
     GET  /  /healthz /livez /readyz              (health endpoints need no API key, as in Qdrant)
     GET  /collections      GET|PUT|DELETE /collections/{name}

@@ -7,9 +7,11 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from aifb import registry, sweep as aifb_sweep
+from aifb.workflow import registry
+
+from aifb.workflow import sweep as aifb_sweep
 from aifb.errors import AifbError
-from aifb.launch_slurm import DEFAULT_QUEUE_TIMEOUT_S, load_targets_file
+from aifb.slurm.launch import DEFAULT_QUEUE_TIMEOUT_S, load_targets_file
 
 
 validate(config, schema="../schemas/config.schema.yaml")

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from aifb.index import write_index
+from aifb.workflow.index import write_index
 from aifb.step import step_log
 
 with step_log(snakemake):

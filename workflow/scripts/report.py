@@ -1,11 +1,11 @@
-"""Snakemake shim: one run's files -> reports/<id>/ (aifb.report); a rerun is compared with its
-original first (aifb.rerun), and the verdict goes into the report."""
+"""Snakemake shim: one run's files -> reports/<id>/ (aifb.reporting.report); a rerun is compared with its
+original first (aifb.workflow.rerun), and the verdict goes into the report."""
 
 from pathlib import Path
 
 from aifb.jsonio import read_json
-from aifb.report import build_report
-from aifb.rerun import compare_and_report
+from aifb.reporting.report import build_report
+from aifb.workflow.rerun import compare_and_report
 from aifb.step import step_log
 
 with step_log(snakemake) as (log, _):

@@ -1,10 +1,10 @@
-"""Snakemake shim: run one registered benchmark (aifb.runner) into results/<id>/.
+"""Snakemake shim: run one registered benchmark (aifb.workflow.runner) into results/<id>/.
 
 Progress goes to the job's log and to the terminal (Snakemake passes a local job's stderr on)."""
 
 from pathlib import Path
 
-from aifb.runner import run_benchmark
+from aifb.workflow.runner import run_benchmark
 from aifb.step import step_log
 
 with step_log(snakemake, "a") as (log, terminal):

@@ -1,9 +1,9 @@
-"""Snakemake shim: results/<id>/requests.jsonl + run.json -> summary.json (aifb.summary)."""
+"""Snakemake shim: results/<id>/requests.jsonl + run.json -> summary.json (aifb.analysis.summary)."""
 
 from pathlib import Path
 
 from aifb.step import step_log
-from aifb.summary import write_summary
+from aifb.analysis.summary import write_summary
 
 with step_log(snakemake):
     write_summary(Path(snakemake.input.run).parent, Path(snakemake.output[0]))

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from aifb.step import step_log
-from aifb.sweep_report import build_sweep_report
+from aifb.reporting.sweep_report import build_sweep_report
 
 with step_log(snakemake):
     build_sweep_report(

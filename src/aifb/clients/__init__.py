@@ -6,8 +6,8 @@ A new kind is one module here whose class is decorated with `@register("kind")` 
 
 from __future__ import annotations
 
-from ..errors import NotImplementedKind
-from .base import Client, CoroutineClient, RequestError, Result
+from aifb.errors import NotImplementedKind
+from aifb.clients.base import Client, CoroutineClient, RequestError, Result
 
 _REGISTRY: dict[str, type] = {}
 
@@ -40,9 +40,9 @@ def _load_builtin() -> None:
     import importlib
     import pkgutil
 
-    for mod in pkgutil.iter_modules(__path__):
-        if mod.name != "base":
-            importlib.import_module(f"{__name__}.{mod.name}")
+    for mod in pkgutil.walk_packages(__path__, prefix=f"{__name__}."):
+        if not mod.name.endswith(".base"):
+            importlib.import_module(mod.name)
 
 
 __all__ = ["Client", "CoroutineClient", "RequestError", "Result", "register", "get_client",

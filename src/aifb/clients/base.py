@@ -53,8 +53,8 @@ from __future__ import annotations
 import asyncio
 from typing import Callable, ClassVar, Protocol, runtime_checkable
 
-from ..clock import now_ns
-from ..errors import ServiceError
+from aifb.clock import now_ns
+from aifb.errors import ServiceError
 
 # Result tuple layout.
 R_OP, R_OK, R_ERR_TYPE, R_ERR_MSG, R_BYTES_OUT, R_BYTES_IN, R_T_FIRST, R_T_END = range(8)

@@ -39,11 +39,11 @@ import re
 import socket
 from urllib.parse import unquote
 
-from .. import endpoints
-from ..clock import now_ns
-from ..errors import ServiceError
-from . import register
-from .base import CoroutineClient, OpMix, RequestError
+from aifb import endpoints
+from aifb.clock import now_ns
+from aifb.errors import ServiceError
+from aifb.clients import register
+from aifb.clients.base import CoroutineClient, OpMix, RequestError
 
 DEFAULT_PORT = 5432
 DEFAULT_USER = "postgres"

@@ -24,12 +24,12 @@ import random
 import socket
 from urllib.parse import unquote
 
-from .. import endpoints
-from ..clock import now_ns
-from ..errors import ServiceError
-from ..units import parse_size
-from . import register
-from .base import OpMix, RequestError
+from aifb import endpoints
+from aifb.clock import now_ns
+from aifb.errors import ServiceError
+from aifb.units import parse_size
+from aifb.clients import register
+from aifb.clients.base import OpMix, RequestError
 
 DEFAULT_PORT = 6379
 CONNECT_TIMEOUT_S = 10.0

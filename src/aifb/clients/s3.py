@@ -47,13 +47,13 @@ import random
 import re
 from urllib.parse import parse_qsl, quote
 
-from .. import endpoints
-from ..credentials import read_secret_file
-from ..clock import now_ns
-from ..errors import ServiceError
-from ..units import parse_size
-from . import register
-from .base import CoroutineClient, OpMix, RequestError
+from aifb import endpoints
+from aifb.credentials import read_secret_file
+from aifb.clock import now_ns
+from aifb.errors import ServiceError
+from aifb.units import parse_size
+from aifb.clients import register
+from aifb.clients.base import CoroutineClient, OpMix, RequestError
 
 DEFAULT_REGION = "us-east-1"
 ACCESS_KEY_ENV = "AWS_ACCESS_KEY_ID"

@@ -6,8 +6,8 @@ client in aifb.clients, a schema fragment and recipes.
 
 from __future__ import annotations
 
-from ..errors import NotImplementedKind
-from .base import Service, ServiceInfo
+from aifb.errors import NotImplementedKind
+from aifb.services.base import Service, ServiceInfo
 
 _REGISTRY: dict[str, type] = {}
 

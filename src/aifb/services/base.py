@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from .. import endpoints, launch
-from ..errors import ServiceError
-from ..units import parse_duration
+from aifb import endpoints, process
+from aifb.errors import ServiceError
+from aifb.units import parse_duration
 
 
 def run_version(argv: list[str], pattern: str | None = None) -> str | None:
@@ -28,7 +28,7 @@ def run_version(argv: list[str], pattern: str | None = None) -> str | None:
     be run."""
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=30,
-                             env=launch.server_env())
+                             env=process.server_env())
     except (OSError, subprocess.TimeoutExpired):
         return None
     text = (out.stdout + "\n" + out.stderr).strip()
@@ -115,7 +115,7 @@ class LocalProcessService:
         raise NotImplementedError
 
     async def probe(self, endpoint: str, timeout_s: float) -> None:
-        from ..clients import get_client
+        from aifb.clients import get_client
         await get_client(self.kind).probe(endpoint, timeout_s)
 
     # -- may override ------------------------------------------------------------------
@@ -128,7 +128,7 @@ class LocalProcessService:
         return None
 
     def spawn_env(self, host: str, port: int) -> dict:
-        """What the kind adds to the server's minimal environment (launch.server_env). Called
+        """What the kind adds to the server's minimal environment (process.server_env). Called
         once the port is chosen; record here what run.json should say about it."""
         return {}
 
@@ -178,26 +178,26 @@ class LocalProcessService:
         self.check_bind(host)
         binary = self.resolve_binary()
         port = self.spec.get("port")
-        if port is not None and launch.port_in_use(host, port):
+        if port is not None and process.port_in_use(host, port):
             raise ServiceError(f"port {port} on {host} is in use: cannot deploy {self.kind} there "
                                "(choose another service.port, or omit it to use a free one)")
-        port = port or launch.free_port(host)
+        port = port or process.free_port(host)
         self.workdir.mkdir(parents=True, exist_ok=True)
         argv = self.argv(binary, host, port, self.workdir)
         self.info.binary, self.info.host, self.info.port = binary, host, port
         self.info.version = self.version(binary)
         self.info.command = argv
         self.info.endpoint = self.endpoint_for(host, port)
-        env = launch.server_env(self.spawn_env(host, port), self.keep_env)
-        self.info.started_at = launch.wall_iso()
+        env = process.server_env(self.spawn_env(host, port), self.keep_env)
+        self.info.started_at = process.wall_iso()
         t0 = time.monotonic()
-        self.proc = launch.spawn(argv, self.log_path, cwd=self.workdir, env=env,
+        self.proc = process.spawn(argv, self.log_path, cwd=self.workdir, env=env,
                                  stdin_data=self.spawn_stdin())
         self.info.pid = self.proc.pid
         timeout = parse_duration(self.spec.get("ready_timeout", self.default_ready_timeout))
         await self._wait_ready(timeout)
         self.info.ready_s = round(time.monotonic() - t0, 6)
-        self.info.ready_at = launch.wall_iso()
+        self.info.ready_at = process.wall_iso()
         return self.info.endpoint
 
     async def _wait_ready(self, timeout_s: float) -> None:
@@ -207,7 +207,7 @@ class LocalProcessService:
             if self.proc.poll() is not None:
                 raise ServiceError(
                     f"{self.kind} exited with code {self.proc.returncode} before it was ready "
-                    f"(log: {self.log_path})", log_tail=launch.log_tail(self.log_path))
+                    f"(log: {self.log_path})", log_tail=process.log_tail(self.log_path))
             try:
                 await self.probe(self.info.endpoint,
                                  min(self.probe_timeout_s, deadline - time.monotonic()))
@@ -218,7 +218,7 @@ class LocalProcessService:
                 last = exc
             await asyncio.sleep(self.probe_every_s)
         raise ServiceError(f"{self.kind} did not answer a readiness probe within {timeout_s:g} s "
-                           f"({last}); log: {self.log_path}", log_tail=launch.log_tail(self.log_path))
+                           f"({last}); log: {self.log_path}", log_tail=process.log_tail(self.log_path))
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -234,8 +234,8 @@ class LocalProcessService:
         if self.proc is None or self.info.stopped_at:
             return
         died_before = self.proc.poll() is not None
-        code = await asyncio.to_thread(launch.stop, self.proc)
+        code = await asyncio.to_thread(process.stop, self.proc)
         self.info.exit_code = code
-        self.info.stopped_at = launch.wall_iso()
+        self.info.stopped_at = process.wall_iso()
         if died_before:
             self.info.extra["died_before_teardown"] = True

@@ -15,9 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .. import launch
-from . import register
-from .base import LocalProcessService
+from aifb import process
+from aifb.services import register
+from aifb.services.base import LocalProcessService
 
 CLUSTER_IMAGE = "docker.io/chromadb/chroma"
 
@@ -67,7 +67,7 @@ class ChromaService(LocalProcessService):
         pkg = package_version(binary, "chromadb")
         try:
             out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=20,
-                                 env=launch.server_env(self.environment))
+                                 env=process.server_env(self.environment))
             m = re.search(r"(\d+\.\d+\.\d+\S*)", out.stdout)
             cli = m.group(1) if m else None
         except (OSError, subprocess.TimeoutExpired):

@@ -40,10 +40,10 @@ import re
 import shutil
 from pathlib import Path
 
-from ..errors import ServiceError
-from . import register
-from .base import run_version
-from .vllm import HttpServerService
+from aifb.errors import ServiceError
+from aifb.services import register
+from aifb.services.base import run_version
+from aifb.services.vllm import HttpServerService
 
 DEFAULT_PARALLEL = 4
 

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import launch
-from ..errors import ServiceError
-from . import register
-from .base import run_version
-from .s3 import LocalS3Service
+from aifb import process
+from aifb.errors import ServiceError
+from aifb.services import register
+from aifb.services.base import run_version
+from aifb.services.s3 import LocalS3Service
 
 MINIO_DOWNLOAD = "https://dl.min.io/server/minio/release/linux-amd64/minio"
 
@@ -54,7 +54,7 @@ class MinioService(LocalS3Service):
         return run_version([binary, "--version"], r"version\s+(\S+)")
 
     def argv(self, binary: str, host: str, port: int, workdir: Path) -> list[str]:
-        (console,) = launch.free_ports(host, 1, {port})
+        (console,) = process.free_ports(host, 1, {port})
         data = workdir / "data"
         data.mkdir(parents=True, exist_ok=True)
         self.info.extra.update({"server": "MinIO (single node, single drive)",

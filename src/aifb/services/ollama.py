@@ -32,11 +32,11 @@ from pathlib import Path
 
 import aiohttp
 
-from ..errors import ServiceError
-from ..units import parse_duration
-from . import register
-from .base import run_version
-from .vllm import HttpServerService
+from aifb.errors import ServiceError
+from aifb.units import parse_duration
+from aifb.services import register
+from aifb.services.base import run_version
+from aifb.services.vllm import HttpServerService
 
 ENV_FIELDS = {"num_parallel": "OLLAMA_NUM_PARALLEL", "max_loaded_models": "OLLAMA_MAX_LOADED_MODELS",
               "keep_alive": "OLLAMA_KEEP_ALIVE", "context_length": "OLLAMA_CONTEXT_LENGTH",
@@ -81,13 +81,13 @@ class OllamaService(HttpServerService):
         return run_version(argv, r"version is (\S+)")
 
     async def probe(self, endpoint: str, timeout_s: float) -> None:
-        from ..clients.ollama import OllamaNativeClient
+        from aifb.clients.llm.ollama import OllamaNativeClient
         await OllamaNativeClient.probe(endpoint, timeout_s)
 
     async def after_ready(self) -> None:
         """Pull the model (unless pull: false), then load it with keep_alive: before the load."""
-        from ..clients.ollama import missing_model_message, ollama_load, ollama_models
-        from ..clients.openai import get_json, make_session, match_model
+        from aifb.clients.llm.ollama import missing_model_message, ollama_load, ollama_models
+        from aifb.clients.llm.openai import get_json, make_session, match_model
 
         base = self.info.endpoint
         model = self.spec["model"]
@@ -123,7 +123,7 @@ class OllamaService(HttpServerService):
             async with session.post(base + "/api/pull", data=json.dumps({"model": model, "stream": True}),
                                     timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
                 if resp.status != 200:
-                    from ..clients.openai import error_text
+                    from aifb.clients.llm.openai import error_text
                     raise ServiceError(f"Ollama at {base} could not pull {model!r}: HTTP "
                                        f"{resp.status}: {error_text(await resp.read())}")
                 async for line in resp.content:

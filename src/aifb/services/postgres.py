@@ -45,12 +45,12 @@ from secrets import token_urlsafe
 from pathlib import Path
 from urllib.parse import quote
 
-from .. import endpoints, launch
-from ..credentials import RUN_PASSWORD_ENV, load_secrets
-from ..errors import ServiceError
-from ..units import parse_duration
-from . import register
-from .base import LocalProcessService, run_version
+from aifb import endpoints, process
+from aifb.credentials import RUN_PASSWORD_ENV, load_secrets
+from aifb.errors import ServiceError
+from aifb.units import parse_duration
+from aifb.services import register
+from aifb.services.base import LocalProcessService, run_version
 
 DEFAULT_SETTINGS = {
     # PostgreSQL's own durable defaults, stated so that run.json says what was measured.
@@ -184,7 +184,7 @@ class PostgresService(LocalProcessService):
         return f"scram-sha-256 with {source}"
 
     async def probe(self, endpoint: str, timeout_s: float) -> None:
-        from ..clients.postgres import PostgresClient
+        from aifb.clients.postgres import PostgresClient
         await PostgresClient.probe(endpoint, timeout_s, {"password": self._password})
 
     # -- helpers -------------------------------------------------------------------------
@@ -240,7 +240,7 @@ class PostgresService(LocalProcessService):
 
     def tool_argv(self, binary: str, name: str, args: list[str]) -> list[str]:
         """The command line of a server tool (initdb) run the way the server is run: a
-        container launcher (e.g. aifb.service_job's Apptainer wrapper) overrides this with argv."""
+        container launcher (e.g. aifb.slurm.service_job's Apptainer wrapper) overrides this with argv."""
         return [*self._as_user(pdeathsig=False), self.tool(binary, name), *args]
 
     async def _initdb(self, binary: str) -> list[str]:
@@ -263,10 +263,10 @@ class PostgresService(LocalProcessService):
                 try:
                     proc = await asyncio.to_thread(
                         subprocess.run, argv, stdout=log, stderr=subprocess.STDOUT,
-                        stdin=subprocess.DEVNULL, timeout=300, env=launch.server_env())
+                        stdin=subprocess.DEVNULL, timeout=300, env=process.server_env())
                 except subprocess.TimeoutExpired:
                     raise ServiceError(f"initdb did not finish within 300 s (log: {self.log_path})",
-                                       log_tail=launch.log_tail(self.log_path)) from None
+                                       log_tail=process.log_tail(self.log_path)) from None
                 except OSError as exc:
                     raise ServiceError(f"cannot run {argv[0]}: {exc.strerror}") from None
         finally:
@@ -274,7 +274,7 @@ class PostgresService(LocalProcessService):
                 shutil.rmtree(pwdir, ignore_errors=True)
         if proc.returncode != 0:
             raise ServiceError(f"initdb failed with exit code {proc.returncode} (log: "
-                               f"{self.log_path})", log_tail=launch.log_tail(self.log_path))
+                               f"{self.log_path})", log_tail=process.log_tail(self.log_path))
         return argv
 
     def _allow_remote(self, host: str) -> None:
@@ -294,7 +294,7 @@ class PostgresService(LocalProcessService):
             if self.proc.poll() is not None:
                 raise ServiceError(
                     f"postgres exited with code {self.proc.returncode} before it was ready "
-                    f"(log: {self.log_path})", log_tail=launch.log_tail(self.log_path))
+                    f"(log: {self.log_path})", log_tail=process.log_tail(self.log_path))
             try:
                 await self.probe(endpoint, max(0.1, min(2.0, deadline - time.monotonic())))
                 return
@@ -302,11 +302,11 @@ class PostgresService(LocalProcessService):
                 last = exc
             await asyncio.sleep(0.05)
         raise ServiceError(f"postgres did not answer SELECT 1 within {timeout_s:g} s ({last}); "
-                           f"log: {self.log_path}", log_tail=launch.log_tail(self.log_path))
+                           f"log: {self.log_path}", log_tail=process.log_tail(self.log_path))
 
     async def _create_database(self, admin_endpoint: str) -> dict:
-        from ..clients.base import RequestError
-        from ..clients.postgres import connect, parse_endpoint, server_facts
+        from aifb.clients.base import RequestError
+        from aifb.clients.postgres import connect, parse_endpoint, server_facts
 
         ep = parse_endpoint(admin_endpoint, {"password": self._password})
         try:
@@ -329,15 +329,15 @@ class PostgresService(LocalProcessService):
         binary = self.resolve_binary()
         host = self.spec.get("host", "127.0.0.1")
         port = self.spec.get("port")
-        if port is not None and launch.port_in_use(host, port):
+        if port is not None and process.port_in_use(host, port):
             raise ServiceError(f"port {port} on {host} is in use: cannot deploy postgres there "
                                "(choose another service.port, or omit it to use a free one)")
         self.check_bind(host)
-        port = port or launch.free_port(host)
+        port = port or process.free_port(host)
         self._resolve_run_as()
         self.info.binary, self.info.host, self.info.port = os.path.realpath(binary), host, port
         self.info.version = self.version(binary)
-        self.info.started_at = launch.wall_iso()
+        self.info.started_at = process.wall_iso()
         t0 = time.monotonic()
         self.data_dir = self._choose_data_dir()
         initdb_argv = await self._initdb(binary)
@@ -356,8 +356,8 @@ class PostgresService(LocalProcessService):
             "settings": dict(self.settings),
             "args": [str(a) for a in self.spec.get("args", [])],
         })
-        self.proc = launch.spawn(argv, self.log_path, cwd=self.workdir,
-                                 env=launch.server_env(keep=self.keep_env))
+        self.proc = process.spawn(argv, self.log_path, cwd=self.workdir,
+                                 env=process.server_env(keep=self.keep_env))
         self.info.pid = self.proc.pid
         timeout = parse_duration(self.spec.get("ready_timeout", "60s"))
         await self._wait_ready_at(self.endpoint_for(host, port, "postgres"), timeout)
@@ -365,7 +365,7 @@ class PostgresService(LocalProcessService):
             self.endpoint_for(host, port, "postgres"))
         await self._wait_ready_at(self.info.endpoint, 10)
         self.info.ready_s = round(time.monotonic() - t0, 6)
-        self.info.ready_at = launch.wall_iso()
+        self.info.ready_at = process.wall_iso()
         return self.info.endpoint
 
     async def teardown(self) -> None:
@@ -381,8 +381,8 @@ class PostgresService(LocalProcessService):
                         await asyncio.to_thread(self.proc.wait, 20)
                     except subprocess.TimeoutExpired:
                         pass
-                self.info.exit_code = await asyncio.to_thread(launch.stop, self.proc)
-                self.info.stopped_at = launch.wall_iso()
+                self.info.exit_code = await asyncio.to_thread(process.stop, self.proc)
+                self.info.stopped_at = process.wall_iso()
                 if died_before:
                     self.info.extra["died_before_teardown"] = True
         finally:

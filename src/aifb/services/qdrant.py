@@ -17,10 +17,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .. import launch
-from ..credentials import api_key
-from . import register
-from .base import LocalProcessService, run_version
+from aifb import process
+from aifb.credentials import api_key
+from aifb.services import register
+from aifb.services.base import LocalProcessService, run_version
 
 CLUSTER_IMAGE = "docker.io/qdrant/qdrant"
 
@@ -38,7 +38,7 @@ class QdrantService(LocalProcessService):
     def environment(self, host: str, port: int) -> dict:
         grpc_port = self.spec.get("grpc_port")
         if not grpc_port or grpc_port == port:
-            (grpc_port,) = launch.free_ports(host, 1, {port})
+            (grpc_port,) = process.free_ports(host, 1, {port})
         env = {
             "QDRANT__SERVICE__HOST": host,
             "QDRANT__SERVICE__HTTP_PORT": str(port),
@@ -64,7 +64,7 @@ class QdrantService(LocalProcessService):
         return f"http://{host}:{port}"
 
     async def probe(self, endpoint: str, timeout_s: float) -> None:
-        from ..clients.qdrant import QdrantClient
+        from aifb.clients.vector.qdrant import QdrantClient
         key = getattr(self, "_key", None)
         await QdrantClient.probe(endpoint, timeout_s, {"api_key": key} if key else None)
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..credentials import load_secrets
-from . import register
-from .base import LocalProcessService, run_version
+from aifb.credentials import load_secrets
+from aifb.services import register
+from aifb.services.base import LocalProcessService, run_version
 
 
 def config_string(value: str) -> str:
@@ -49,7 +49,7 @@ class RedisService(LocalProcessService):
                 str(workdir), "--daemonize", "no", *self.spec.get("args", [])]
 
     async def probe(self, endpoint: str, timeout_s: float) -> None:
-        from ..clients.redis import RedisClient
+        from aifb.clients.redis import RedisClient
         await RedisClient.probe(endpoint, timeout_s,
                                 {"password": self._password} if self._password else None)
 

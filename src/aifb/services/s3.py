@@ -34,10 +34,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .. import launch
-from ..errors import ServiceError
-from . import register
-from .base import LocalProcessService, run_version
+from aifb import process
+from aifb.errors import ServiceError
+from aifb.services import register
+from aifb.services.base import LocalProcessService, run_version
 
 GRPC_OFFSET = 10000
 
@@ -45,10 +45,10 @@ GRPC_OFFSET = 10000
 def _free_port_pair(host: str, taken: set[int], tries: int = 200) -> int:
     """A free port p with p + 10000 free too (weed derives gRPC ports that way)."""
     for _ in range(tries):
-        p = launch.free_port(host)
+        p = process.free_port(host)
         if p in taken or p + GRPC_OFFSET > 65535 or p + GRPC_OFFSET in taken:
             continue
-        if not launch.port_in_use(host, p + GRPC_OFFSET):
+        if not process.port_in_use(host, p + GRPC_OFFSET):
             return p
     raise ServiceError(f"could not find a free port pair (p, p+{GRPC_OFFSET}) on {host}")
 
@@ -69,7 +69,7 @@ class LocalS3Service(LocalProcessService):
         """The kind's secrets for the client (the runner merges them into `secrets`): the
         credentials named by service.access_key_env / secret_key_env / *_file, or for a server
         deployed here with none configured, placeholders (see server_env)."""
-        from ..clients.s3 import secrets_from_spec
+        from aifb.clients.s3 import secrets_from_spec
         return secrets_from_spec(spec, local_default=not spec.get("endpoint"))
 
     # -- to implement ---------------------------------------------------------------------
@@ -84,7 +84,7 @@ class LocalS3Service(LocalProcessService):
         return f"http://{host}:{port}"
 
     async def probe(self, endpoint: str, timeout_s: float) -> None:
-        from ..clients.s3 import S3Client
+        from aifb.clients.s3 import S3Client
         await S3Client.probe(endpoint, timeout_s, self._secrets)
 
     def resolve_binary(self) -> str:
@@ -119,7 +119,7 @@ class LocalS3Service(LocalProcessService):
         return None if self._secrets.get("local") else "SigV4 signatures with the configured keys"
 
     def spawn_env(self, host: str, port: int) -> dict:
-        # The harness's own AWS keys never reach the server (launch.server_env leaves them
+        # The harness's own AWS keys never reach the server (process.server_env leaves them
         # out): it gets those of server_env().
         self.info.extra["credentials"] = self._secrets.get("source")
         return self.server_env()
@@ -165,7 +165,7 @@ class SeaweedS3Service(LocalS3Service):
         taken = {port, port + GRPC_OFFSET}
         admin = _free_port_pair(host, taken)
         taken |= {admin, admin + GRPC_OFFSET}
-        (master, master_g, volume, volume_g, filer, filer_g, s3_g, metrics) = launch.free_ports(host, 8, taken)
+        (master, master_g, volume, volume_g, filer, filer_g, s3_g, metrics) = process.free_ports(host, 8, taken)
         self._scratch = Path(tempfile.mkdtemp(prefix="aifb-weed-"))  # short: Unix socket paths
         data = workdir / "data"
         data.mkdir(parents=True, exist_ok=True)

@@ -27,10 +27,10 @@ import shutil
 import time
 from pathlib import Path
 
-from ..credentials import load_secrets
-from ..errors import ServiceError
-from . import register
-from .base import LocalProcessService, run_version
+from aifb.credentials import load_secrets
+from aifb.errors import ServiceError
+from aifb.services import register
+from aifb.services.base import LocalProcessService, run_version
 
 CONTAINER_RUNTIMES = ("apptainer", "singularity")
 
@@ -146,7 +146,7 @@ class HttpServerService(LocalProcessService):
 
     async def probe(self, endpoint: str, timeout_s: float) -> None:
         """Ready when GET /health answers 200 and /v1/models lists a model."""
-        from ..clients.openai import OpenAIClient, get_json, make_session
+        from aifb.clients.llm.openai import OpenAIClient, get_json, make_session
         async with make_session(1) as session:
             status, _ = await get_json(session, endpoint + "/health", label=self.label,
                                        base=endpoint, timeout_s=max(0.05, timeout_s))

@@ -30,8 +30,8 @@ import sys
 import threading
 import time
 
-from . import MIN_INTERVAL_S
-from .sources import Metric, build_source, monotonic_ns
+from aifb.telemetry import MIN_INTERVAL_S
+from aifb.telemetry.sources import Metric, build_source, monotonic_ns
 
 ERROR_TEXT_MAX = 200
 

@@ -10,14 +10,14 @@
     sampler          the sampler's own CPU time in the window
     warnings         a ratio outside its tolerance, a source with gaps
 
-`client` (from the records, computed by aifb.metrics.server) holds: requests (completed in the
+`client` (from the records, computed by aifb.analysis.metrics.server) holds: requests (completed in the
 window, ok or not), ok, output_tokens (sum over ok requests with a count), ttft_mean_s.
 Pure Python, like aifb.telemetry.window.
 """
 
 from __future__ import annotations
 
-from .window import COVERAGE_MIN, Telemetry
+from aifb.telemetry.window import COVERAGE_MIN, Telemetry
 
 BASE_TOLERANCE = 0.05
 # PostgreSQL backends flush their statistics at most once a second (PGSTAT_MIN_INTERVAL,

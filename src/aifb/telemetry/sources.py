@@ -413,13 +413,13 @@ class RedisSource(Source):
 
     def __init__(self, cfg: dict, timeout_s: float):
         super().__init__(cfg, timeout_s)
-        from ..clients.redis import parse_endpoint
+        from aifb.clients.redis import parse_endpoint
         self.ep = parse_endpoint(cfg["endpoint"], cfg.get("secrets") or {})
         self.sock: socket.socket | None = None
         self.buf = b""
 
     def _call(self, *args) -> object:
-        from ..clients.redis import ReplyError, encode_command, parse_reply
+        from aifb.clients.redis import ReplyError, encode_command, parse_reply
         self.sock.sendall(encode_command(*args))
         while True:
             parsed = parse_reply(self.buf) if self.buf else None
@@ -489,7 +489,7 @@ class PostgresSource(Source):
         super().__init__(cfg, timeout_s)
         import asyncio
 
-        from ..clients.postgres import parse_endpoint
+        from aifb.clients.postgres import parse_endpoint
         self.ep = parse_endpoint(cfg["endpoint"], cfg.get("secrets") or {})
         self.loop = asyncio.new_event_loop()
         self.conn = None

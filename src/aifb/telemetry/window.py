@@ -19,7 +19,7 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..stats import quantiles_sorted
+from aifb.stats import quantiles_sorted
 
 COVERAGE_MIN = 0.9   # below this share of expected samples, a source's gap is a warning
 

@@ -1,0 +1,289 @@
+"""The server-side telemetry extension (every kind): summary.json's `server` block, its report
+table and the time-aligned panel, for a run that recorded telemetry (run.json `telemetry`,
+results/<id>/telemetry.jsonl written by aifb.telemetry.sampler).
+
+The block itself is aifb.telemetry.server (pure Python); here are the client's counts it is
+cross-checked against (from requests.jsonl: the requests that completed in the measurement
+window, as throughput counts them) and the report's rendering.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from aifb.analysis.summary import CONNECT_OP, latency_window, scan_records
+from aifb.telemetry import TELEMETRY_FILE
+from aifb.telemetry import window as tw
+from aifb.telemetry.server import PROCESS_CPU, SERVER_DEFINITIONS, server_block
+
+CLIENT_SCHEMA = {"op": pl.String, "t_start": pl.Float64, "t_first": pl.Float64,
+                 "t_end": pl.Float64, "ok": pl.Boolean, "phase": pl.String,
+                 "output_tokens": pl.Int64}
+PANEL_FILE = "server_over_time.png"
+
+
+def applies(run: dict) -> bool:
+    return bool(run.get("telemetry"))
+
+
+def client_counts(records_path: Path) -> dict:
+    def queries(lf: pl.LazyFrame):
+        m = lf.filter((pl.col("phase") == "measure") & (pl.col("op").fill_null("") != CONNECT_OP))
+        ok = m.filter(pl.col("ok").fill_null(False))
+        return [m.select(pl.len().alias("requests")),
+                ok.select(pl.len().alias("ok"), pl.col("output_tokens").sum().alias("tokens"),
+                          pl.col("output_tokens").is_not_null().sum().alias("with_tokens"),
+                          (pl.col("t_first") - pl.col("t_start")).mean().alias("ttft"))]
+    (req, ok), _dropped, _note = scan_records(records_path, queries, schema=CLIENT_SCHEMA)
+    n_ok = int(ok["ok"].sum())
+    with_tokens = int(ok["with_tokens"].sum())
+    ttft = None
+    if ok.height and ok["ttft"].drop_nulls().len():   # chunk means weighted by chunk size
+        w = ok.filter(pl.col("ttft").is_not_null())
+        ttft = float((w["ttft"] * w["ok"]).sum() / w["ok"].sum())
+    return {"requests": int(req["requests"].sum()), "ok": n_ok,
+            "output_tokens": int(ok["tokens"].sum()) if with_tokens else None, "ttft_mean_s": ttft}
+
+
+def summarize(run: dict, records_path: Path, window_s: float | None) -> dict:
+    tele = run.get("telemetry") or {}
+    path = Path(records_path).parent / (tele.get("file") or TELEMETRY_FILE)
+    win = latency_window(run)
+    if win is None:
+        return {"server": {"warnings": ["run.json has no measurement window (load_stats): the "
+                                        "server telemetry was not summarised."]}}
+    tel = tw.load(path)
+    if not tel.samples:
+        return {"server": {"warnings": [f"{path.name} holds no sample: the sampler recorded "
+                                        "nothing (see run.json telemetry)."]}}
+    kind = (run.get("service") or {}).get("kind") or ((run.get("recipe") or {}).get("service") or {}).get("kind")
+    block = server_block(tel, kind, win[0], win[1], float(tele.get("interval_s") or 1.0),
+                         client_counts(records_path), tele)
+    return {"server": block}
+
+
+def definitions() -> dict:
+    return dict(SERVER_DEFINITIONS)
+
+
+def _f(v, fmt="{:.4g}") -> str:
+    return "–" if v is None else fmt.format(v)
+
+
+def markdown(summary: dict) -> list[str]:
+    srv = summary.get("server")
+    if not srv:
+        return []
+    lines = ["## Server side", "",
+             "What the service's own interfaces said over the measurement window (sampler "
+             f"every {_f(srv.get('interval_s'), '{:g}')} s; see the panel *Client and server over "
+             "time*).", ""]
+    for w in srv.get("warnings") or []:
+        lines.append(f"- **Warning:** {w}")
+    if srv.get("warnings"):
+        lines.append("")
+    rows = [("figure", "value", "definition")]
+    r = srv.get("requests_ratio")
+    if r:
+        rows.append(("server.requests_ratio", f"{r['value']:.4f} (server {r['server']:.0f} / "
+                     f"client {r['client']:.0f}; tolerance ±{r['tolerance']:.3f})", r["basis"]))
+    eff = srv.get("efficiency") or {}
+    if eff.get("service_cpu_s") is not None:
+        rows.append(("service CPU", f"{eff['service_cpu_s']:.3f} s ({eff['service_cpu_cores']:.3f} cores)",
+                     "user + system CPU of the service's process tree in the window"))
+        rows.append(("CPU-s per 1k requests", _f(eff.get("cpu_s_per_1k_requests")),
+                     "service CPU seconds x 1000 / requests completed in the window"))
+    if eff.get("node_cpu_busy_ratio") is not None:
+        rows.append(("node CPU busy", f"{eff['node_cpu_busy_ratio']:.1%}", "1 - (idle + iowait) share of all CPU time"))
+    if eff.get("cpu_energy_j") is not None:
+        rows.append(("CPU package energy", f"{eff['cpu_energy_j']:.1f} J", "RAPL counters, increase in the window"))
+    gpu = eff.get("gpu")
+    if gpu:
+        rows += [("GPUs", str(gpu["count"]), "NVML devices"),
+                 ("GPU utilisation (mean)", _f(gpu.get("util_mean"), "{:.1%}"), "NVML utilization.gpu, mean over GPUs"),
+                 ("GPU energy", f"{gpu['energy_j']:.1f} J", SERVER_DEFINITIONS["server.efficiency.gpu"]),
+                 ("J per request", _f(gpu.get("j_per_request")), "GPU energy / ok requests"),
+                 ("J per output token", _f(gpu.get("j_per_output_token")), "GPU energy / output tokens"),
+                 ("output tokens/s per GPU", _f(gpu.get("output_tokens_per_s_per_gpu")), "")]
+    llm = srv.get("llm") or {}
+    for key, label in (("kv_cache_usage_p95", "KV cache usage p95"), ("kv_cache_usage_max", "KV cache usage max"),
+                       ("waiting_max", "queue (waiting) max"), ("running_mean", "running (mean)"),
+                       ("prefix_cache_hit_rate", "prefix-cache hit rate"), ("preemptions", "preemptions"),
+                       ("server_ttft_mean_s", "server TTFT mean (s)"), ("client_ttft_mean_s", "client TTFT mean (s)"),
+                       ("network_client_share_s", "network + client share of TTFT (s)")):
+        if llm.get(key) is not None:
+            rows.append((label, _f(llm[key]), "server's /metrics over the window"))
+    smp = srv.get("sampler") or {}
+    if smp.get("sampler_cpu_s") is not None:
+        rows.append(("sampler CPU", f"{smp['sampler_cpu_s']:.3f} s over {smp['sampler_wall_s']:.1f} s "
+                     f"({smp['sampler_cpu_util']:.2%} of a core)", "the sampler's own cost (wait4 rusage)"))
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows[:1]] + ["| --- | --- | --- |"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows[1:]]
+    lines += ["", "| source | samples | gaps | coverage | errors |", "| --- | --- | --- | --- | --- |"]
+    for src, cov in (srv.get("sources") or {}).items():
+        lines.append(f"| {src} | {cov['samples']} | {cov['gaps']} | {_f(cov.get('coverage'), '{:.0%}')} "
+                     f"| {'; '.join(cov.get('errors') or []) or '–'} |")
+    for src, err in (srv.get("unavailable") or {}).items():
+        lines.append(f"| {src} | unavailable | | | {err or ''} |")
+    lines.append("")
+    return lines
+
+
+# ----------------------------------------------------------------------------- the panel
+
+QUEUE_SERIES = (("vllm", "vllm:num_requests_waiting"), ("vllm", "vllm:num_requests_running"),
+                ("llamacpp", "llamacpp:requests_processing"), ("llamacpp", "llamacpp:requests_deferred"),
+                ("llamacpp_slots", "slots_processing"), ("redis", "connected_clients"),
+                ("postgres", "backends"))
+KV_SERIES = (("vllm", "vllm:kv_cache_usage_perc"), ("vllm", "vllm:gpu_cache_usage_perc"),
+             ("llamacpp", "llamacpp:kv_cache_usage_ratio"))
+
+
+def _rate_points(tel: tw.Telemetry, series: list) -> list[tuple[float, float]]:
+    """Summed per-second increase of counters, between consecutive samples (at their midpoint)."""
+    pts: dict = {}
+    for s in series:
+        adj = s.adjusted()
+        for k in range(1, len(s.t)):
+            dt = s.t[k] - s.t[k - 1]
+            if dt > 0:
+                key = round(s.t[k], 1)
+                pts[key] = pts.get(key, 0.0) + (adj[k] - adj[k - 1]) / dt
+    return sorted(pts.items())
+
+
+def panel_frame(tel: tw.Telemetry, records_path: Path) -> pl.DataFrame:
+    """Long format (panel, series, t, value) of every row of the panel."""
+    rows = []
+
+    def add(panel, name, pts):
+        rows.extend({"panel": panel, "series": name, "t": float(t), "value": float(v)} for t, v in pts)
+
+    req = pl.DataFrame(schema=CLIENT_SCHEMA)
+    if Path(records_path).is_file():
+        (req,), _, _ = scan_records(records_path, lambda lf: [lf.filter(pl.col("ok").fill_null(False))
+                                    .select("t_start", "t_end")], schema=CLIENT_SCHEMA)
+    if req.height:
+        per_s = (req.with_columns(sec=pl.col("t_end").floor(), lat=pl.col("t_end") - pl.col("t_start"))
+                 .group_by("sec").agg(pl.len().alias("n"), pl.col("lat").quantile(0.99, "linear").alias("p99"))
+                 .sort("sec"))
+        add("client req/s", "completed ok/s", zip((per_s["sec"] + 0.5).to_list(), per_s["n"].to_list()))
+        add("client p99 (s)", "p99 latency per second", zip((per_s["sec"] + 0.5).to_list(), per_s["p99"].to_list()))
+    cpu = tel.find(*PROCESS_CPU)
+    if cpu:
+        add("service CPU (cores)", "process tree", _rate_points(tel, cpu))
+    for src, name in QUEUE_SERIES:
+        for s in tel.find(src, name):
+            label = f"{src} {name}" + (f" {s.labels}" if s.labels else "")
+            add("server queue / in flight", label, zip(s.t, s.v))
+    for src, name in KV_SERIES:
+        for s in tel.find(src, name):
+            add("KV cache usage", f"{src} {name}", zip(s.t, s.v))
+    for s in tel.find("gpu", "power_watts"):
+        add("GPU power (W)", f"GPU {s.labels.get('gpu')}", zip(s.t, s.v))
+    return pl.DataFrame(rows, schema={"panel": pl.String, "series": pl.String, "t": pl.Float64,
+                                      "value": pl.Float64})
+
+
+def plots(records_path: Path, run: dict, summary: dict, plots_dir: Path) -> list[dict]:
+    import altair as alt
+
+    from aifb.reporting.plots import WIDTH, _configure, save_png
+
+    tele = run.get("telemetry") or {}
+    tel = tw.load(Path(records_path).parent / (tele.get("file") or TELEMETRY_FILE))
+    df = panel_frame(tel, records_path)
+    if df.height == 0:
+        return []
+    xmax = float(df["t"].max())
+    x = alt.X("t:Q", title="time since run start (s)", scale=alt.Scale(domain=[0, xmax]))
+    win = (summary.get("server") or {}).get("window")
+    charts = []
+    for panel in [p for p in ("client req/s", "client p99 (s)", "service CPU (cores)",
+                              "server queue / in flight", "KV cache usage", "GPU power (W)")
+                  if p in set(df["panel"].to_list())]:
+        sub = df.filter(pl.col("panel") == panel)
+        line = (alt.Chart(sub).mark_line(interpolate="step-after", strokeWidth=1.5)
+                .encode(x=x, y=alt.Y("value:Q", title=panel), color=alt.Color("series:N", title=None)))
+        layers = [line]
+        if win:
+            band = pl.DataFrame({"start": [win[0]], "end": [win[1]]})
+            layers.insert(0, alt.Chart(band).mark_rect(color="#2ca02c", opacity=0.12)
+                          .encode(x="start:Q", x2="end:Q"))
+        charts.append(alt.layer(*layers).properties(width=WIDTH, height=110))
+    chart = _configure(alt.vconcat(*charts).resolve_scale(color="independent").properties(
+        title=alt.Title("Client and server over time",
+                        subtitle=f"{summary.get('benchmark_id') or ''}: one time base (seconds "
+                                 "since the run's t0); shaded = measurement window")))
+    save_png(chart, Path(plots_dir) / PANEL_FILE)
+    return [{"path": f"plots/{PANEL_FILE}", "title": "Client and server over time",
+             "caption": ("Client throughput (ok requests completed per second) and p99 latency per "
+                         "second above the server's own view on the same clock: the service's "
+                         "CPU (cores, from its process tree), its queue or requests in flight, "
+                         "KV-cache usage and GPU power where the service exposes them.")}]
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+SWEEP_PLOT = "server_efficiency_vs_level.png"
+
+
+def sweep_rows(points: list[dict]) -> list[dict]:
+    """One row per sweep point with a server block (points: {"level", "benchmark_id", "summary"})."""
+    rows = []
+    for p in points:
+        srv = (p.get("summary") or {}).get("server")
+        if not srv or "efficiency" not in srv:
+            continue
+        eff, gpu, llm = srv["efficiency"], srv["efficiency"].get("gpu") or {}, srv.get("llm") or {}
+        rows.append({"level": p.get("level"), "benchmark_id": p.get("benchmark_id"),
+                     "requests_ratio": (srv.get("requests_ratio") or {}).get("value"),
+                     "service_cpu_cores": eff.get("service_cpu_cores"),
+                     "cpu_s_per_1k_requests": eff.get("cpu_s_per_1k_requests"),
+                     "node_cpu_busy_ratio": eff.get("node_cpu_busy_ratio"),
+                     "gpu_util_mean": gpu.get("util_mean"), "j_per_request": gpu.get("j_per_request"),
+                     "j_per_output_token": gpu.get("j_per_output_token"),
+                     "kv_cache_usage_p95": llm.get("kv_cache_usage_p95"), "waiting_max": llm.get("waiting_max"),
+                     "gaps": sum(c.get("gaps", 0) for c in (srv.get("sources") or {}).values())})
+    return rows
+
+
+def sweep_section(points: list[dict], param: str, out_dir: Path) -> dict:
+    """The sweep report's server-side columns per level and an efficiency plot (J/output token
+    where GPUs were sampled, else service CPU-seconds per 1,000 requests, against the level)."""
+    rows = sweep_rows(points)
+    if not rows:
+        return {"lines": [], "plots": [], "rows": []}
+    cols = [("requests_ratio", "server/client requests"), ("service_cpu_cores", "service CPU (cores)"),
+            ("cpu_s_per_1k_requests", "CPU-s / 1k req"), ("node_cpu_busy_ratio", "node CPU busy"),
+            ("gpu_util_mean", "GPU util"), ("j_per_request", "J / req"),
+            ("j_per_output_token", "J / output token"), ("kv_cache_usage_p95", "KV cache p95"),
+            ("waiting_max", "queue max"), ("gaps", "telemetry gaps")]
+    cols = [(k, t) for k, t in cols if any(r[k] is not None for r in rows)]
+    lines = ["## Server side by level", "",
+             "From each run's `server` block (summary.json; definitions in each run's report).", "",
+             f"| {param} | Benchmark ID | " + " | ".join(t for _, t in cols) + " |",
+             "|---|---|" + "---:|" * len(cols)]
+    for r in rows:
+        lines.append(f"| {r['level']} | {r['benchmark_id']} | "
+                     + " | ".join(_f(r[k]) for k, _ in cols) + " |")
+    key, title = (("j_per_output_token", "GPU energy per output token (J)")
+                  if any(r["j_per_output_token"] is not None for r in rows) else
+                  ("cpu_s_per_1k_requests", "service CPU-seconds per 1,000 requests"))
+    pts = [r for r in rows if r[key] is not None]
+    plots = []
+    if pts:
+        import altair as alt
+
+        from aifb.reporting.plots import HEIGHT, WIDTH, _configure, save_png
+        levels = [str(r["level"]) for r in pts]
+        df = pl.DataFrame({"level": levels, "y": [float(r[key]) for r in pts]})
+        chart = (alt.Chart(df).mark_line(point=True)
+                 .encode(x=alt.X("level:O", sort=levels, title=param), y=alt.Y("y:Q", title=title))
+                 .properties(title=f"Efficiency vs {param}", width=WIDTH, height=HEIGHT))
+        save_png(_configure(chart), Path(out_dir) / "plots" / SWEEP_PLOT)
+        plots.append(f"plots/{SWEEP_PLOT}")
+        lines += ["", f"![Efficiency vs level](plots/{SWEEP_PLOT})", ""]
+    return {"lines": lines, "plots": plots, "rows": rows}

@@ -1,0 +1,209 @@
+"""Object-storage metrics (S3, MinIO): data rate per operation and per object size, GET time to
+first byte by size. Reads requests.jsonl only (the `size` field the S3 client records).
+
+summary.json gains
+    "storage": {
+      "per_op":  {op: {ok, ops_s, mib_s, bytes}},
+      "by_size": [{op, size, ok, ops_s, mib_s, latency_p50_s, latency_p99_s,
+                   ttfb_p50_s, ttfb_p99_s}, ...],         # sorted by op, then size
+      "window_s", "percentile_method"}
+and the report a section with both tables and two plots: MiB/s vs object size per operation,
+and the GET time-to-first-byte CDF per object size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+KINDS = ("s3", "minio")
+MIB = 2 ** 20
+CDF_POINTS = 500
+SCHEMA = {"op": pl.String, "ok": pl.Boolean, "phase": pl.String, "t_sched": pl.Float64,
+          "t_start": pl.Float64, "t_first": pl.Float64, "t_end": pl.Float64,
+          "bytes_in": pl.Int64, "bytes_out": pl.Int64, "size": pl.Int64}
+
+
+def applies(run: dict) -> bool:
+    kind = (run.get("service") or {}).get("kind") or \
+        ((run.get("recipe") or {}).get("service") or {}).get("kind")
+    return kind in KINDS
+
+
+def _measured_ok(run: dict, records_path: Path) -> pl.DataFrame:
+    from aifb.analysis.summary import is_open_loop, latency_expr, latency_sample, scan_records
+
+    open_loop = is_open_loop(run)
+    sample = latency_sample(run, open_loop)
+
+    def queries(lf: pl.LazyFrame) -> list[pl.LazyFrame]:
+        # counts and rates: completed in the window; latencies: started in it (the sample)
+        done = pl.col("phase") == "measure"
+        ok = lf.filter((sample | done) & pl.col("ok").fill_null(False))
+        return [ok.select(
+            done.alias("done"), sample.alias("in_sample"),
+            pl.col("op").fill_null("unknown"),
+            pl.col("size"),
+            (pl.col("bytes_in").fill_null(0) + pl.col("bytes_out").fill_null(0)).alias("bytes"),
+            latency_expr(open_loop).alias("latency"),
+            (pl.col("t_first") - pl.col("t_start")).alias("ttfb"))]
+
+    (frame,), _, _ = scan_records(records_path, queries, schema=SCHEMA)
+    return frame
+
+
+def _q(values, q: float):
+    from aifb.analysis.summary import quantiles_sorted
+    return quantiles_sorted(values, [q])[0] if len(values) else None
+
+
+def summarize(run: dict, records_path: Path, window_s: float | None) -> dict:
+    from aifb.analysis.summary import PERCENTILE_METHOD, sorted_values
+
+    df = _measured_ok(run, records_path)
+
+    def rate(x: float):
+        return x / window_s if window_s else None
+
+    per_op = {}
+    done = df.filter(pl.col("done"))
+    for op, n, nbytes in done.group_by("op").agg(pl.len(), pl.col("bytes").sum()).sort("op").iter_rows():
+        per_op[op] = {"ok": int(n), "ops_s": rate(n), "mib_s": rate(nbytes / MIB), "bytes": int(nbytes)}
+    by_size = []
+    sized = df.filter(pl.col("size").is_not_null())
+    for (op, size), part in sorted(sized.group_by("op", "size"), key=lambda kv: kv[0]):
+        sample = part.filter(pl.col("in_sample"))
+        lat = sorted_values(sample["latency"])
+        ttfb = sorted_values(sample["ttfb"])
+        part = part.filter(pl.col("done"))
+        nbytes = int(part["bytes"].sum())
+        by_size.append({
+            "op": op, "size": int(size), "ok": part.height, "ops_s": rate(part.height),
+            "mib_s": rate(nbytes / MIB),
+            "latency_p50_s": _q(lat, 0.5), "latency_p99_s": _q(lat, 0.99),
+            "ttfb_p50_s": _q(ttfb, 0.5), "ttfb_p99_s": _q(ttfb, 0.99),
+        })
+    return {"storage": {"window_s": window_s, "per_op": per_op, "by_size": by_size,
+                        "percentile_method": PERCENTILE_METHOD}}
+
+
+def definitions() -> dict:
+    return {
+        "storage.per_op": ("Per operation over the measurement window: ops_s = ok operations / "
+                           "window_s; mib_s = payload bytes of the ok operations (PUT body out, "
+                           "GET body in; headers and framing excluded) / 2^20 / window_s."),
+        "storage.by_size": ("The same per operation and object size (the `size` recorded with "
+                            "each request; for list requests there is none), with latency and "
+                            "GET time-to-first-byte p50/p99 of that size (over the requests that "
+                            "started in the window, as latency_s; counts and rates over those "
+                            "that completed in it)."),
+        "storage.ttfb": ("GET time to first byte = t_first - t_start, t_first being when the "
+                         "response status and headers had arrived (the body not yet read)."),
+    }
+
+
+def _size_text(n: int) -> str:
+    for unit, f in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if n >= f:
+            v = n / f
+            return f"{v:g} {unit}" if v == int(v) else f"{v:.3g} {unit}"
+    return f"{n} B"
+
+
+def markdown(summary: dict) -> list[str]:
+    from aifb.units import format_number, format_seconds
+
+    st = summary.get("storage")
+    if not st:
+        return []
+
+    def secs(v):
+        return format_seconds(v) if v is not None else "n/a"
+
+    lines = ["## Storage", "",
+             "Payload data rate (MiB = 2^20 bytes) of the ok operations in the measurement window.",
+             "", "| op | ok | ops/s | MiB/s |", "|---|---:|---:|---:|"]
+    for op, o in st["per_op"].items():
+        lines.append(f"| {op} | {o['ok']:,} | {format_number(o['ops_s'])} | {format_number(o['mib_s'])} |")
+    lines.append("")
+    if st["by_size"]:
+        lines += ["By object size:", "",
+                  "| op | size | ok | ops/s | MiB/s | p50 | p99 | TTFB p50 | TTFB p99 |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in st["by_size"]:
+            lines.append(f"| {r['op']} | {_size_text(r['size'])} | {r['ok']:,} | "
+                         f"{format_number(r['ops_s'])} | {format_number(r['mib_s'])} | {secs(r['latency_p50_s'])} | "
+                         f"{secs(r['latency_p99_s'])} | "
+                         + (f"{secs(r['ttfb_p50_s'])} | {secs(r['ttfb_p99_s'])} |"
+                            if r["ttfb_p50_s"] is not None else "– | – |"))
+        lines.append("")
+    return lines
+
+
+def plots(records_path: Path, run: dict, summary: dict, plots_dir: Path) -> list[dict]:
+    import altair as alt
+
+    from aifb.reporting.plots import HEIGHT, WIDTH, _configure, no_data_chart, save_png, time_unit
+
+    st = summary.get("storage") or {}
+    bid = summary.get("benchmark_id") or ""
+    out = []
+
+    rows = [r for r in st.get("by_size") or []
+            if r.get("mib_s") is not None and r["op"] in ("get", "put")]
+    name = "storage_mib_s_vs_size.png"
+    if rows:
+        order = [_size_text(s) for s in sorted({r["size"] for r in rows})]
+        df = pl.DataFrame({"op": [r["op"] for r in rows],
+                           "size_label": [_size_text(r["size"]) for r in rows],
+                           "mib_s": [r["mib_s"] for r in rows]})
+        base = alt.Chart(df).encode(
+            x=alt.X("size_label:O", sort=order, title="object size",
+                    axis=alt.Axis(labelAngle=0)),
+            y=alt.Y("mib_s:Q", title="payload MiB/s (measurement window)"),
+            color=alt.Color("op:N", title="operation"))
+        chart = alt.layer(base.mark_line(strokeWidth=2),
+                          base.mark_point(size=90, filled=True)).properties(
+            title=alt.Title("Data rate vs object size", subtitle=f"{bid}: GET and PUT payload; "
+                            "ok operations of the measurement window"), width=WIDTH, height=HEIGHT)
+        chart = _configure(chart)
+        caption = ("Payload MiB/s of GET (bodies in) and PUT (bodies out) per object size over "
+                   "the measurement window; HEAD and LIST move no payload and are not drawn.")
+    else:
+        chart = no_data_chart("Data rate vs object size", "no GET or PUT in the measurement window")
+        caption = "No GET or PUT in the measurement window: nothing to plot."
+    save_png(chart, plots_dir / name)
+    out.append({"path": f"plots/{name}", "title": "Data rate vs object size", "caption": caption})
+
+    gets = [r for r in st.get("by_size") or [] if r["op"] == "get" and r.get("ttfb_p50_s") is not None]
+    if gets:
+        df = _measured_ok(run, records_path).filter(
+            (pl.col("op") == "get") & pl.col("ttfb").is_not_null() & pl.col("size").is_not_null())
+        parts = []
+        order = []
+        for (size,), part in sorted(df.group_by("size"), key=lambda kv: kv[0]):
+            order.append(_size_text(int(size)))
+            vals = part["ttfb"].sort().to_numpy()
+            n = len(vals)
+            idx = sorted({min(n - 1, int(k * n / CDF_POINTS)) for k in range(CDF_POINTS)} | {n - 1})
+            parts.append(pl.DataFrame({"size": [_size_text(int(size))] * len(idx),
+                                       "ttfb": [float(vals[i]) for i in idx],
+                                       "fraction": [(i + 1) / n for i in idx]}))
+        cdf = pl.concat(parts)
+        label, factor = time_unit(float(cdf["ttfb"].median()))
+        cdf = cdf.with_columns((pl.col("ttfb") * factor).alias("t")).filter(pl.col("t") > 0)
+        chart = _configure(alt.Chart(cdf).mark_line(interpolate="step-after", strokeWidth=2).encode(
+            x=alt.X("t:Q", scale=alt.Scale(type="log"), title=f"time to first byte ({label}, log scale)"),
+            y=alt.Y("fraction:Q", scale=alt.Scale(domain=[0, 1]), title="fraction of GETs ≤ TTFB"),
+            color=alt.Color("size:N", title="object size", sort=order)).properties(
+            title=alt.Title("GET time to first byte", subtitle=f"{bid}: t_first - t_start, ok GETs "
+                            "of the measurement window, one curve per object size"),
+            width=WIDTH, height=HEIGHT))
+        name = "storage_get_ttfb_cdf.png"
+        save_png(chart, plots_dir / name)
+        out.append({"path": f"plots/{name}", "title": "GET time to first byte",
+                    "caption": ("Cumulative distribution of GET time to first byte (response "
+                                "headers received) per object size, ok GETs of the measurement "
+                                "window, on a log time axis.")})
+    return out

@@ -1,0 +1,437 @@
+"""The dataset index: the generated twin of the seed document (reports/dataset_index.md) and its
+machine-readable form (reports/index.json), rebuilt from the files on disk.
+
+Reads every registry entry (results/registry/<id>.json), each run's results/<id>/run.json and
+summary.json, rerun comparisons (reports/<id>/comparison.json) and sweep reports
+(reports/sweep_<first>_<last>/report.json). Knows files, not services: it can be rebuilt
+anywhere the files are.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+
+from aifb.workflow import registry
+from aifb.jsonio import write_json, write_text
+from aifb.reporting.report import notes_percentile, render_notes
+
+TITLE = "# AI Factory Benchmarking Dataset Index"
+INTRO = "This document tracks all benchmark runs with their artifacts for reproducibility and analysis."
+STRUCTURE = [
+    ("results/<id>/run.json", "Full recipe, parameters, job IDs, git commit"),
+    ("results/<id>/requests.jsonl", "Per-request timing data"),
+    ("results/<id>/summary.json", "Aggregated metrics"),
+    ("reports/<id>/report.md", "Human-readable analysis"),
+    ("reports/<id>/report.json", "Machine-readable analysis"),
+    ("reports/<id>/plots/*.png", "Visualization artifacts"),
+]
+CATEGORIES = [
+    ("inference", "### Category 1: Inference (LLM)", "### Inference Sweep",
+     "Find optimal concurrency for LLM inference under SLO"),
+    ("storage", "### Category 2: Storage (Database/Object Store)", "### Storage Sweep",
+     "Find optimal concurrency for database operations under SLO"),
+    ("retrieval", "### Category 3: Retrieval (Vector DB)", "### Retrieval Sweep",
+     "Find optimal concurrency for vector search under SLO"),
+]
+SERVICE_NAMES = {"vllm": "vLLM", "ollama": "Ollama", "llamacpp": "llama.cpp",
+                 "postgres": "PostgreSQL", "minio": "MinIO", "s3": "S3", "redis": "Redis",
+                 "chroma": "ChromaDB", "qdrant": "Qdrant"}
+KIND_CATEGORY = {"vllm": "inference", "ollama": "inference", "llamacpp": "inference",
+                 "postgres": "storage", "minio": "storage", "s3": "storage", "redis": "storage",
+                 "chroma": "retrieval", "qdrant": "retrieval"}
+RUN_HEADER = "| Benchmark ID | Recipe | Date | Purpose | Status | Concurrency | Notes |"
+RUN_RULE = "|--------------|--------|------|---------|--------|-------------|-------|"
+SWEEP_HEADER = "| Sweep Name | Service | Concurrency Levels | Sweep Report | Status | Optimal |"
+SWEEP_RULE = "|------------|---------|-------------------|--------------|--------|---------|"
+STATUS = {"completed": "✅ Complete", "failed": "❌ Failed", "partial": "⚠️ Partial",
+          "registered": "⏳ Registered", "running": "🏃 Running"}
+BUNDLE_FIELDS = [
+    ("benchmark_id", "Unique identifier"),
+    ("created_at", "Timestamp"),
+    ("git_commit", "Code version"),
+    ("recipe_hash", "Recipe fingerprint"),
+    ("recipe", "Full recipe embedded"),
+    ("target", "Cluster name"),
+    ("service", "Service deployment details (name, job_id, image, port, etc.)"),
+    ("clients", "Client deployment details (job_id, command, etc.)"),
+    ("environment", "Framework version"),
+]
+REASON_LIMIT = 60
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+def _read(path: Path):
+    """A JSON file's content, or None if it is missing, unreadable or half-written."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
+def _id_key(bid: str):
+    m = registry.ID_RE.match(bid)
+    return (m.group(1), int(m.group(2)), bid) if m else ("", 0, bid)
+
+
+def _cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ").strip()
+
+
+def shorten(text: str | None, limit: int = REASON_LIMIT) -> str:
+    """First line of a reason, at most `limit` characters (an ellipsis marks a cut)."""
+    if not text or not str(text).strip():
+        return "no reason recorded"
+    line = str(text).strip().splitlines()[0].strip()
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
+
+
+def performance_note(summary: dict | None, recipe: dict) -> str:
+    """'3.37 req/s, P95=350 ms' from a summary (one convention with report.json's notes)."""
+    return render_notes(summary, with_status=False, recipe=recipe) if summary else ""
+
+
+def concurrency_cell(row: dict) -> str:
+    """The seed's "Concurrency" column names the client count; a recipe's load is clients x
+    in-flight requests per client, so both are shown, labelled: 'clients 1, concurrency 32'."""
+    if row["concurrency"] is None:
+        return "—"
+    return f"clients {row['concurrency']}, concurrency {row.get('concurrency_per_client') or 1}"
+
+
+def _present(value) -> bool:
+    return value is not None and value != "" and value != {} and value != []
+
+
+# ----------------------------------------------------------------------------- runs
+
+def _run_row(bid: str, entry: dict | None, run: dict | None, summary: dict | None,
+             comparison: dict | None) -> dict:
+    recipe = (run or {}).get("recipe") or (entry or {}).get("recipe") or {}
+    recipe_path = (run or {}).get("recipe_path") or (entry or {}).get("recipe_path")
+    kind = ((run or {}).get("service") or {}).get("kind") or (recipe.get("service") or {}).get("kind")
+    category = recipe.get("category") or KIND_CATEGORY.get(kind)
+    if run is None:
+        status = "registered"
+        date = ((entry or {}).get("registered_at") or "")[:10]
+    else:
+        status = run.get("status") or "running"
+        date = (run.get("created_at") or (entry or {}).get("registered_at") or "")[:10]
+    reason = (run or {}).get("reason")
+    rerun_of = (run or {}).get("rerun_of") or (entry or {}).get("rerun_of")
+
+    if status == "completed":
+        notes = performance_note(summary, recipe) or "no summary.json yet"
+    elif status == "failed":
+        notes = shorten(reason)
+    elif status == "partial":
+        perf = performance_note(summary, recipe)
+        notes = f"{perf}; {shorten(reason)}" if perf else shorten(reason)
+    elif status == "running":
+        notes = "running"
+    elif status == "registered":
+        notes = "registered, not run yet"
+    else:
+        notes = shorten(reason) if reason else status
+    reproduced = None
+    if rerun_of:
+        verdict = (comparison or {}).get("verdict")
+        if verdict == "reproduced":
+            reproduced = True
+            extra = f"rerun of {rerun_of}; reproduced ✓"
+        elif verdict == "not reproduced":
+            reproduced = False
+            extra = f"rerun of {rerun_of}; reproduced ✗"
+        elif verdict:
+            extra = f"rerun of {rerun_of}; {verdict}"
+        else:
+            extra = f"rerun of {rerun_of}"
+        notes = f"{notes}; {extra}" if notes else extra
+
+    lat = (summary or {}).get("latency_s") or {}
+    metric = notes_percentile(summary or {}, recipe)
+    return {
+        "benchmark_id": bid,
+        "recipe": os.path.basename(recipe_path) if recipe_path else (recipe.get("name") or "—"),
+        "recipe_path": recipe_path,
+        "recipe_name": recipe.get("name"),
+        "date": date or "—",
+        "created_at": (run or {}).get("created_at"),
+        "purpose": recipe.get("purpose") or "—",
+        "category": category,
+        "service_kind": kind,
+        "status": status,
+        "reason": reason,
+        "concurrency": (recipe.get("load") or {}).get("clients"),  # the seed's name for clients
+        "concurrency_per_client": (recipe.get("load") or {}).get("concurrency", 1),
+        "rps": ((summary or {}).get("throughput") or {}).get("rps"),
+        "latency_metric": metric,
+        "latency_s": lat.get(metric) if lat.get("n") else None,
+        "slo_passed": ((summary or {}).get("slo") or {}).get("passed"),
+        "has_summary": summary is not None,
+        "rerun_of": rerun_of,
+        "reproduced": reproduced,
+        "comparison": (comparison or {}).get("line"),
+        "sweep": (run or {}).get("sweep") or (entry or {}).get("sweep"),
+        "notes": notes,
+        "bundle_missing": ([f for f, _ in BUNDLE_FIELDS if not _present(run.get(f))]
+                           if run is not None else None),
+    }
+
+
+def collect_runs(root: Path) -> list[dict]:
+    """One row per benchmark: every registry entry, plus any results/<id>/ with a run.json that
+    has no registry entry (e.g. copied from another machine). Sorted by ID."""
+    root = Path(root)
+    entries = {e["benchmark_id"]: e for e in registry.all_entries(root) if "benchmark_id" in e}
+    results = root / "results"
+    ids = set(entries)
+    if results.is_dir():
+        with os.scandir(results) as it:
+            for d in it:
+                if registry.ID_RE.match(d.name) and os.path.isfile(os.path.join(d.path, "run.json")):
+                    ids.add(d.name)
+    rows = []
+    for bid in sorted(ids, key=_id_key):
+        run_dir = results / bid
+        run = _read(run_dir / "run.json")
+        summary = _read(run_dir / "summary.json") if run is not None else None
+        entry = entries.get(bid)
+        rerun_of = (run or {}).get("rerun_of") or (entry or {}).get("rerun_of")
+        comparison = _read(root / "reports" / bid / "comparison.json") if rerun_of else None
+        rows.append(_run_row(bid, entry, run if isinstance(run, dict) else None,
+                             summary if isinstance(summary, dict) else None,
+                             comparison if isinstance(comparison, dict) else None))
+    return rows
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+def _slo_display(rules: list[str]) -> str:
+    """'p99 < 1.0s' -> 'P99 < 1.0s' (the seed's spelling); other rules as written."""
+    out = []
+    for text in rules:
+        head, _, rest = text.strip().partition(" ")
+        if head.startswith("p") and head[1:2].isdigit():
+            head = head.upper()
+        out.append(f"{head} {rest}".strip())
+    return ", ".join(out)
+
+
+def _sweep_category(sweep: dict, root: Path, runs_by_id: dict) -> str | None:
+    for p in sweep.get("points") or []:
+        row = runs_by_id.get(p.get("benchmark_id"))
+        if row and row.get("category"):
+            return row["category"]
+    for p in sweep.get("points") or []:
+        path = p.get("recipe_path")
+        if path and (root / path).is_file():
+            try:
+                import yaml
+                recipe = yaml.safe_load((root / path).read_text(encoding="utf-8")) or {}
+            except Exception:  # an unreadable recipe only costs the category
+                continue
+            cat = recipe.get("category") or KIND_CATEGORY.get((recipe.get("service") or {}).get("kind"))
+            if cat:
+                return cat
+    service = (sweep.get("service") or "").lower()
+    for kind, name in SERVICE_NAMES.items():
+        if service.startswith(name.lower()) or service.startswith(kind):
+            return KIND_CATEGORY[kind]
+    return None
+
+
+def _sweep_row(sweep: dict, root: Path, runs_by_id: dict) -> dict:
+    points = sweep.get("points") or []
+    ids = [p.get("benchmark_id") for p in points]
+    report_dir = sweep.get("report_dir")
+    statuses = [runs_by_id[i]["status"] if i in runs_by_id else "registered" for i in ids if i]
+    statuses += ["registered"] * sum(1 for i in ids if not i)
+    report = _read(root / report_dir / "report.json") if report_dir else None
+    optimal = "—"
+    optimal_level = None
+    if not report_dir and sweep.get("skip_reason"):
+        status_text = f"❌ Skipped: {sweep['skip_reason']}"
+        status = "skipped"
+    elif not report_dir:  # runnable, never built: no IDs are registered for it yet
+        status_text, status = f"⏳ Not run (`aifb sweep {sweep.get('name')}`)", "not run"
+    elif statuses and all(s == "completed" for s in statuses):
+        status_text, status = "✅ Complete", "complete"
+    elif all(s == "registered" for s in statuses):
+        status_text, status = "⏳ Not run", "not run"
+    elif "running" in statuses:
+        status_text, status = "🏃 Running", "running"
+    elif all(s == "failed" for s in statuses):
+        status_text, status = "❌ Failed", "failed"
+    else:
+        done = sum(s == "completed" for s in statuses)
+        status_text, status = f"⚠️ Partial ({done}/{len(statuses)} complete)", "partial"
+    if isinstance(report, dict) and report_dir:
+        opt = report.get("optimal")
+        if opt:
+            optimal_level = opt.get("level")
+            optimal = str(optimal_level)
+        elif report.get("levels") is not None:
+            optimal = "none met the SLO"
+    return {
+        "name": sweep.get("name"),
+        "service": sweep.get("service") or "—",
+        "category": _sweep_category(sweep, root, runs_by_id),
+        "param": sweep.get("param"),
+        "levels": list(sweep.get("levels") or []),
+        "repeats": sweep.get("repeats", 1),
+        "purpose": sweep.get("purpose"),
+        "slo": list(sweep.get("slo") or []),
+        "report_dir": f"{report_dir}/" if report_dir else None,
+        "report_built": isinstance(report, dict),
+        "status": status,
+        "status_text": status_text,
+        "skip_reason": sweep.get("skip_reason"),
+        "optimal": optimal_level,
+        "optimal_text": optimal,
+        "ids": [i for i in ids if i],
+    }
+
+
+# ----------------------------------------------------------------------------- markdown
+
+def _bundle_summary(runs: list[dict]) -> list[dict]:
+    with_run = [r for r in runs if r["bundle_missing"] is not None]
+    out = []
+    for field, desc in BUNDLE_FIELDS:
+        lacking = [r["benchmark_id"] for r in with_run if field in r["bundle_missing"]]
+        out.append({"field": field, "description": desc, "checked": len(with_run),
+                    "missing": lacking})
+    return out
+
+
+def render_markdown(runs: list[dict], sweeps: list[dict], bundle: list[dict],
+                    updated: str) -> str:
+    out = [TITLE, "", INTRO, "", "## Dataset Structure", "", "Each benchmark produces:"]
+    out += [f"- `{path}` - {desc}" for path, desc in STRUCTURE]
+    out += ["", "---", "", "## Benchmark Categories", ""]
+    for cat, heading, _, _ in CATEGORIES:
+        rows = [r for r in runs if r["category"] == cat]
+        kinds = {r["service_kind"] for r in rows if r["service_kind"]}
+        names = [SERVICE_NAMES[k] for k in SERVICE_NAMES if k in kinds]
+        names += sorted(k for k in kinds if k not in SERVICE_NAMES)
+        out += [heading, f"Services: {', '.join(names) if names else 'none yet'}", "",
+                RUN_HEADER, RUN_RULE]
+        for r in rows:
+            conc = concurrency_cell(r)
+            out.append("| " + " | ".join(_cell(c) for c in (
+                r["benchmark_id"], r["recipe"], r["date"], r["purpose"], STATUS.get(r["status"], r["status"]),
+                conc, r["notes"])) + " |")
+        out.append("")
+    out += ["---", "", "## Concurrency Sweeps", ""]
+    for cat, _, heading, default_purpose in CATEGORIES:
+        rows = [s for s in sweeps if s["category"] == cat]
+        purposes = list(dict.fromkeys(s["purpose"] for s in rows if s["purpose"]))
+        slos = list(dict.fromkeys(_slo_display(s["slo"]) for s in rows if s["slo"]))
+        if len(slos) > 1:
+            slos = [f"{_slo_display(s['slo'])} ({s['name']})" for s in rows if s["slo"]]
+        out += [heading,
+                f"**Purpose**: {'; '.join(purposes) if purposes else default_purpose}",
+                f"**SLO**: {'; '.join(slos) if slos else 'none configured'}", "",
+                SWEEP_HEADER, SWEEP_RULE]
+        for s in rows:
+            report = f"`{s['report_dir']}`" if s["report_dir"] else "—"
+            out.append("| " + " | ".join(_cell(c) for c in (
+                s["name"], s["service"], ", ".join(str(l) for l in s["levels"]), report,
+                s["status_text"], s["optimal_text"])) + " |")
+        out.append("")
+    out += ["---", "", "## Reproducibility Guide", "", "### Re-running a Benchmark", "",
+            "Each benchmark can be reproduced from its `run.json`:", "",
+            "```bash",
+            "# Option 1: Use the rerun command (new ID, rerun_of set, comparison in reports/<new_id>/)",
+            "aifb rerun <benchmark_id>          # the same as: aifb run --rerun <benchmark_id>",
+            "",
+            "# Option 2: Manual reproduction from run.json",
+            "# 1. Extract recipe from run.json",
+            "jq '.recipe' results/<id>/run.json > recipe.yaml",
+            "",
+            "# 2. Verify git commit matches",
+            "git checkout $(jq -r '.git_commit' results/<id>/run.json)",
+            "",
+            "# 3. Run the recipe",
+            "aifb run recipe.yaml",
+            "```", "",
+            "### Verifying Reproducibility Bundle", "",
+            "Each `run.json` must contain:"]
+    for b in bundle:
+        line = f"- {'⚠️' if b['missing'] else '✅'} `{b['field']}` - {b['description']}"
+        if b["missing"]:
+            n = len(b["missing"])
+            shown = ", ".join(b["missing"][:5]) + (", …" if n > 5 else "")
+            line += f" ({n} run{'s' if n != 1 else ''} lack{'s' if n == 1 else ''} {b['field']}: {shown})"
+        out.append(line)
+    checked = bundle[0]["checked"] if bundle else 0
+    out += ["", f"Checked in the {checked} run.json file{'s' if checked != 1 else ''} on disk "
+            "(registered runs that have not started have none yet).", ""]
+    counts = {}
+    for r in runs:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    order = ["completed", "failed", "partial", "running", "registered"]
+    status_counts = ", ".join(f"{counts[s]} {STATUS[s].split(' ', 1)[1].lower()}" for s in order
+                              if counts.get(s)) + "".join(
+        f", {c} {s}" for s, c in counts.items() if s not in order)
+    known = {c for c, *_ in CATEGORIES}
+    other = [r for r in runs if r["category"] not in known]
+    reruns = [r for r in runs if r["rerun_of"]]
+    rep = sum(1 for r in reruns if r["reproduced"] is True)
+    sweep_counts = {}
+    for s in sweeps:
+        sweep_counts[s["status"]] = sweep_counts.get(s["status"], 0) + 1
+    out += ["---", "", "## Notes", "",
+            "- All benchmarks use `BM-YYYYMMDD-NNN` format for IDs",
+            "- Sweep reports are in `reports/sweep_<first>_<last>/`",
+            f"- {len(runs)} benchmark{'s' if len(runs) != 1 else ''} indexed"
+            + (f": {status_counts}" if runs else ""),
+            f"- {len(sweeps)} sweep{'s' if len(sweeps) != 1 else ''} configured"
+            + (": " + ", ".join(f"{c} {s}" for s, c in sweep_counts.items()) if sweeps else ""),
+            f"- {len(reruns)} rerun{'s' if len(reruns) != 1 else ''}, {rep} reproduced its original"
+            if reruns else "- No reruns yet",
+            *([f"- {len(other)} run(s) of another category are in index.json only: "
+               + ", ".join(r["benchmark_id"] for r in other[:5])] if other else []),
+            "- Notes column: throughput in successful requests/s over the measurement window and "
+            "the latency percentile of the recipe's first latency SLO rule (else P95)",
+            "- Concurrency column: the recipe's `load.clients` (client connection sets) and "
+            "`load.concurrency` (in-flight requests per client)",
+            "- This file is generated from the files on disk by `aifb index` "
+            "(`snakemake index`); edit the runs, not this file",
+            "", "---", "", f"*Last updated: {updated}*", ""]
+    return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------- entry point
+
+def write_index(root: Path, sweeps: list[dict], md_path: Path, json_path: Path,
+                *, now: dt.datetime | None = None) -> dict:
+    """Build the dataset index from the files under `root` and write it as markdown (the seed's
+    structure) and JSON. `sweeps` are Sweep.describe() dicts plus report_dir / skip_reason.
+    Returns the index.json content."""
+    root = Path(root)
+    now = now or dt.datetime.now(dt.timezone.utc)
+    runs = collect_runs(root)
+    runs_by_id = {r["benchmark_id"]: r for r in runs}
+    sweep_rows = [_sweep_row(s, root, runs_by_id) for s in sweeps]
+    bundle = _bundle_summary(runs)
+    updated = now.strftime("%Y-%m-%d")
+    md = render_markdown(runs, sweep_rows, bundle, updated)
+    counts = {}
+    for r in runs:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    index = {
+        "generated_at": now.isoformat(timespec="seconds"),
+        "counts": counts,
+        "runs": runs,
+        "sweeps": sweep_rows,
+        "bundle": bundle,
+    }
+    write_text(md_path, md)
+    write_json(json_path, index)
+    return index

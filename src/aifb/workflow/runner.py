@@ -1,0 +1,396 @@
+"""One benchmark, start to finish: run.json first, deploy, load, teardown, run.json last.
+
+run.json is written (atomically) before anything starts and rewritten at each step, so a crash
+leaves a file that says how far the run got. The service is torn down on success, failure and
+interruption (SIGINT/SIGTERM cancel the load; records written so far are kept). Benchmark-level
+failures (service won't start, endpoint unreachable) are results, not crashes: run.json says
+`failed` with the reason and the service's log tail, and the function returns normally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import sys
+import traceback
+from pathlib import Path
+
+from aifb import process, provenance
+
+from aifb.workflow import registry
+from aifb.credentials import load_secrets, with_run_password
+from aifb.endpoints import redact
+from aifb.clock import RunClock
+from aifb.errors import AifbError
+from aifb.jsonio import read_json, write_json
+from aifb.paths import work_root
+from aifb.workflow.recipe import load_settings, recipe_hash
+
+RUN_FILES = ("run.json", "requests.jsonl", "summary.json", "service.log", "service.json",
+             "service-job.json", "telemetry.jsonl", "telemetry.log")
+
+
+def service_secrets(spec: dict, service_cls) -> dict:
+    """The secrets a benchmark's clients use: load_secrets plus the kind's own (e.g. the S3
+    access and secret keys), the same in the benchmark job and every extra client job."""
+    secrets = load_secrets(spec)
+    kind_secrets = getattr(service_cls, "secrets", None)
+    if callable(kind_secrets):
+        secrets.update(kind_secrets(spec))
+    return secrets
+
+
+def _next_attempt_dir(run_dir: Path) -> Path:
+    n = 1
+    while (run_dir / "attempts" / str(n)).exists():
+        n += 1
+    return run_dir / "attempts" / str(n)
+
+
+# A second hard link to requests.jsonl for as long as the run writes it. On Slurm, a cancelled
+# job's Snakemake (inside the job) removes the job's outputs at once, while the runner is still
+# writing and stopping; through this link the records survive for keep_attempt().
+INFLIGHT = ".requests.jsonl.inflight"
+# Likewise the latest run.json (a copy: run.json is replaced by rename, which a link can't
+# follow), so that an attempt killed outright (SIGKILL, OOM) can still say what it was.
+INFLIGHT_RUN = ".run.json.inflight"
+
+
+def save_run(run_dir: Path, run: dict) -> None:
+    write_json(run_dir / "run.json", run)
+    write_json(run_dir / INFLIGHT_RUN, run)
+
+
+def _records_size(run_dir: Path) -> int:
+    for name in ("requests.jsonl", INFLIGHT):
+        try:
+            return (run_dir / name).stat().st_size
+        except OSError:
+            continue
+    return 0
+
+
+def keep_attempt(run_dir: Path) -> Path | None:
+    """Hard-link this attempt's files into attempts/<n>/ so that Snakemake, which deletes the
+    outputs of an interrupted job, cannot take the records with it."""
+    present = [f for f in RUN_FILES if (run_dir / f).exists()]
+    shadow = run_dir / INFLIGHT
+    if "requests.jsonl" not in present and shadow.exists():
+        present.append(INFLIGHT)
+    if not present:
+        return None
+    dest = _next_attempt_dir(run_dir)
+    dest.mkdir(parents=True)
+    for f in present:
+        name = "requests.jsonl" if f == INFLIGHT else f
+        try:
+            os.link(run_dir / f, dest / name)
+        except OSError:
+            shutil.copy2(run_dir / f, dest / name)
+    return dest
+
+
+def archive_previous_attempt(run_dir: Path) -> Path | None:
+    """Files left by an earlier attempt are moved to attempts/<n>/, never overwritten (files
+    that keep_attempt already linked there are just unlinked here)."""
+    shadow = run_dir / INFLIGHT
+    if shadow.exists():  # an attempt that was killed outright
+        if not (run_dir / "requests.jsonl").exists():
+            os.link(shadow, run_dir / "requests.jsonl")
+        shadow.unlink()
+    shadow_run = run_dir / INFLIGHT_RUN
+    if shadow_run.exists():
+        if not (run_dir / "run.json").exists():
+            last = read_json(shadow_run)
+            if last.get("status") == "running":  # it never wrote its final status
+                last["status"] = "partial" if _records_size(run_dir) else "failed"
+                last["reason"] = ("the benchmark process was killed before it finished (no final "
+                                  "status was written); the records up to then are kept")
+            write_json(run_dir / "run.json", last)
+        shadow_run.unlink()
+    present = [f for f in RUN_FILES if (run_dir / f).exists()]
+    if not present:
+        return None
+    if all((run_dir / f).stat().st_nlink > 1 for f in present):
+        for f in present:
+            (run_dir / f).unlink()
+        return None
+    dest = _next_attempt_dir(run_dir)
+    dest.mkdir(parents=True)
+    for f in present:
+        shutil.move(str(run_dir / f), dest / f)
+    return dest
+
+
+def initial_run_record(benchmark_id: str, entry: dict, clock: RunClock) -> dict:
+    recipe = entry["recipe"]
+    load = recipe["load"]
+    service = recipe["service"]
+    return {
+        "benchmark_id": benchmark_id,
+        "created_at": process.wall_iso(),
+        "finished_at": None,
+        "status": "running",
+        "reason": None,
+        **provenance.git_state(),
+        "recipe_hash": recipe_hash(recipe),
+        "recipe": recipe,
+        "recipe_path": entry.get("recipe_path"),
+        "overrides": entry.get("overrides", []),
+        "sweep": entry.get("sweep"),
+        "rerun_of": entry.get("rerun_of"),
+        "target": recipe.get("target", "local"),
+        "service": {"kind": service["kind"], "name": recipe["name"],
+                    "managed": not service.get("endpoint"),
+                    "endpoint": redact(service.get("endpoint"))},
+        "clients": {
+            "count": load["clients"],
+            "concurrency": load.get("concurrency", 1),
+            "workers": load["clients"] * load.get("concurrency", 1),
+            "mode": "open" if load.get("rate") else "closed",
+            "job_ids": [os.environ["SLURM_JOB_ID"]] if os.environ.get("SLURM_JOB_ID") else [],
+            "hosts": [socket.gethostname()],
+            "nodes": [os.environ["SLURMD_NODENAME"]] if os.environ.get("SLURMD_NODENAME") else [],
+            "pids": [os.getpid()],
+            "command": [sys.executable, *sys.argv],
+            "workflow_command": provenance.parent_command("snakemake"),
+            "invocation": os.environ.get("AIFB_INVOCATION"),
+            "implementation": None,
+        },
+        "environment": provenance.environment(),
+        "clock": clock.describe(),
+        "load_stats": None,
+    }
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _target_record(target: dict) -> dict:
+    """What run.json keeps of the target (its name is `target`): executor and site settings."""
+    keep = ("executor", "description", "partitions", "slurm", "bind", "shared_dir", "scratch_dir",
+            "service_margin", "queue_timeout", "clients")
+    return {k: target[k] for k in keep if k in target}
+
+
+# -- server telemetry (aifb.telemetry): a sampler process from deploy to teardown ----------
+def _start_telemetry(run: dict, run_dir: Path, clock: RunClock, spec: dict, endpoint: str,
+                     service, target: dict, secrets: dict, log):
+    """Start the sampler beside the service (None when the recipe says `telemetry: false`).
+    On a Slurm target it runs here, in the benchmark job, and reads the service's own
+    interfaces only: process, node and GPU sources need the service's node."""
+    from aifb import telemetry
+    from aifb.telemetry.launch import Sampler, plan, public, settings
+
+    cfg = settings(run["recipe"])
+    if cfg is None:
+        run["telemetry"] = None
+        return None
+    local = target["executor"] != "slurm"
+    pid = service.info.pid if (service is not None and local) else None
+    sources = plan(spec["kind"], endpoint, pid=pid, local=local, secrets=secrets,
+                   extra=service.info.extra if service is not None else None)
+    sampler = Sampler.start(run_dir, clock.t0_ns, cfg["interval_s"], sources,
+                            log_path=run_dir / "telemetry.log")
+    run["telemetry"] = {"file": telemetry.TELEMETRY_FILE, "interval_s": cfg["interval_s"],
+                        "sources": public(sources), "pid": sampler.proc.pid, "status": "running"}
+    save_run(run_dir, run)
+    log(f"telemetry: {len(sources) + 1} source(s) every {cfg['interval_s']:g} s "
+        f"(pid {sampler.proc.pid})")
+    return sampler
+
+
+def run_identity(run: dict) -> dict:
+    """The run's identity for its clients (aifb.load.engine.run_identity): the benchmark id (in
+    request ids) and one random salt per run, kept in run.json (`salt`: an LLM workload with
+    cache: cold prefixes every prompt with it, so no earlier run's cache helps)."""
+    from aifb.load.engine import new_salt
+
+    if not run.get("salt"):
+        run["salt"] = new_salt()
+    return {"benchmark_id": run["benchmark_id"], "salt": run["salt"], "client_offset": 0}
+
+
+async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path | None = None) -> None:
+    from aifb.load.engine import run_load
+    from aifb.slurm.launch import get_target
+    from aifb.services import get_service
+
+    recipe = run["recipe"]
+    spec = dict(recipe["service"], name=recipe["name"])
+    records_path = run_dir / "requests.jsonl"
+    service = client_jobs = sampler = None
+    stats_out: dict = {}
+    try:
+        service_cls = get_service(spec["kind"])  # an unimplemented kind stops here, clearly
+        target = get_target(run["target"], root)  # an unknown target too
+        run["target_config"] = _target_record(target)
+        spec = with_run_password(spec, service_cls)  # no open PostgreSQL or Redis
+        secrets = service_secrets(spec, service_cls)
+        endpoint = spec.get("endpoint")
+        if not endpoint:
+            if target["executor"] == "slurm":
+                from aifb.slurm.launch import SlurmServiceLauncher
+
+                def checkpoint():  # the job ID is in run.json before we wait for the job
+                    run["service"].update(service.describe())
+                    save_run(run_dir, run)
+
+                service = SlurmServiceLauncher(spec, run_dir, target, benchmark_id=run["benchmark_id"],
+                                               recipe=recipe, log=log, on_submit=checkpoint)
+            else:
+                service = service_cls(spec, run_dir / "service", run_dir / "service.log")
+            log(f"deploying {spec['kind']} ...")
+            try:
+                endpoint = await service.deploy()
+            finally:
+                run["service"].update(service.describe())
+                save_run(run_dir, run)
+            where = (f"Slurm job {service.info.job_id} on {service.info.node}, "
+                     if service.info.job_id else "")
+            log(f"{spec['kind']} ready at {endpoint} after {service.info.ready_s:.2f} s "
+                f"({where}pid {service.info.pid}, version {service.info.version})")
+        sampler = _start_telemetry(run, run_dir, clock, spec, endpoint, service, target, secrets, log)
+        settings = load_settings(recipe)
+        log(f"load: {settings['clients']} client(s) x {settings['concurrency']} in flight, "
+            + (f"{settings['duration_s']:g} s" if settings["duration_s"] else f"{settings['requests']} requests")
+            + f" after {settings['warmup_s']:g} s warmup")
+        load0, on_ready, share = settings, None, None
+        if target["executor"] == "slurm":
+            from aifb.slurm.launch import ClientJobs, client_job_count
+
+            if client_job_count(settings, target) > 1:
+                client_jobs = ClientJobs(run=run, run_dir=run_dir, target=target, endpoint=endpoint,
+                                         settings=settings, recipe=recipe, clock=clock, log=log,
+                                         service=spec)
+                await client_jobs.start()
+                run["clients"].update(client_jobs.describe())
+                save_run(run_dir, run)
+                load0, on_ready = client_jobs.load_for(0), client_jobs.barrier
+                share = client_jobs.share0
+        # Filled by the engine also when the load is cancelled: an interrupted run keeps its
+        # window (warmup_end / measure_end), so its summary never falls back to the records'
+        # extent, which would include the warmup.
+        stats = await run_load(kind=spec["kind"], endpoint=endpoint, workload=recipe.get("workload") or {},
+                               load=load0, seed=recipe.get("seed", 42), records_path=records_path,
+                               clock=clock, secrets=secrets, log=log, on_ready=on_ready,
+                               stats_out=stats_out, share=share, identity=run_identity(run))
+        if client_jobs is not None:
+            stats = await client_jobs.finish(stats)
+            run["clients"].update(client_jobs.describe())
+        run["load_stats"] = stats
+        run["clients"]["implementation"] = stats.get("client")
+        run["clients"]["processes"] = stats.get("processes", 1)
+        run["clients"]["pids"] += [p["pid"] for p in stats.get("process_stats", [])]
+        if client_jobs is not None and client_jobs.problems:
+            run["status"], run["reason"] = "partial", "; ".join(client_jobs.problems)
+        elif service is not None and not service.alive():
+            died = service.death_reason()
+            run["status"], run["reason"] = "partial", f"{died}; records up to then are kept"
+        elif stats.get("stopped_by") not in ("duration", "requests"):
+            run["status"], run["reason"] = "partial", f"load stopped early: {stats.get('stopped_by')}"
+        else:
+            run["status"] = "completed"
+    except asyncio.CancelledError:
+        if stats_out:
+            run["load_stats"] = dict(stats_out, stopped_by="cancelled")
+        run["status"] = "partial" if _records_size(run_dir) else "failed"
+        run["reason"] = f"interrupted by {run.get('_signal', 'cancellation')}; records up to then are kept"
+        raise
+    except AifbError as exc:
+        run["status"], run["reason"] = "failed", str(exc)
+        if getattr(exc, "log_tail", None):
+            run["service"]["log_tail"] = exc.log_tail
+        log(f"FAILED: {exc}")
+    except Exception as exc:  # a bug in the harness: keep the traceback in the log, say so in run.json
+        run["status"], run["reason"] = "failed", f"internal error: {type(exc).__name__}: {exc}"
+        log(traceback.format_exc())
+    finally:
+        if client_jobs is not None:
+            try:
+                await asyncio.shield(client_jobs.close())
+            except Exception:
+                log(traceback.format_exc())
+            run["clients"].update(client_jobs.describe())
+        if sampler is not None:   # before the teardown: a stopped service is not a gap
+            try:
+                run["telemetry"] = await asyncio.shield(asyncio.to_thread(sampler.stop))
+            except Exception:
+                log(traceback.format_exc())
+        if service is not None:
+            try:
+                await asyncio.shield(service.teardown())
+            finally:
+                run["service"].update(service.describe())
+
+
+def run_benchmark(benchmark_id: str, *, root: Path | None = None, log=None) -> dict:
+    """Run a registered benchmark into results/<id>/; returns the final run.json."""
+    import uvloop
+
+    root = root or work_root()
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    entry = registry.get(benchmark_id, root)
+    run_dir = root / "results" / benchmark_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    moved = archive_previous_attempt(run_dir)
+    if moved:
+        log(f"an earlier attempt's files were kept in {moved}")
+    clock = RunClock()
+    run = initial_run_record(benchmark_id, entry, clock)
+    save_run(run_dir, run)
+    log(f"{benchmark_id}: {entry['recipe']['name']} -> {run_dir}")
+    (run_dir / "requests.jsonl").touch()
+    try:
+        os.link(run_dir / "requests.jsonl", run_dir / INFLIGHT)
+    except OSError:
+        pass  # a filesystem without hard links: keep_attempt copies what is there
+
+    async def main():
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            def on_signal(sig=sig):
+                # Only the first signal cancels. Further ones (Slurm's SIGTERM is often followed
+                # by Snakemake's SIGINT, and users press Ctrl-C twice) must not cancel the
+                # teardown that the first one started, or the service outlives the benchmark.
+                # The teardown is bounded; SIGKILL remains the last resort.
+                name = signal.Signals(sig).name
+                if "_signal" in run:
+                    log(f"{name} received while stopping after {run['_signal']}: "
+                        "finishing the teardown first")
+                    return
+                run["_signal"] = name
+                task.cancel()
+            loop.add_signal_handler(sig, on_signal)
+        await _benchmark(run, run_dir, clock, log, root)
+
+    interrupted = None
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main())
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        interrupted = run.get("_signal", "SIGINT")
+    finally:
+        run.pop("_signal", None)
+        run["finished_at"] = process.wall_iso()
+        if run["status"] == "running":
+            run["status"], run["reason"] = "failed", run["reason"] or "the harness stopped unexpectedly"
+        write_json(run_dir / "run.json", run)
+        (run_dir / INFLIGHT_RUN).unlink(missing_ok=True)
+        log(f"{benchmark_id}: {run['status']}" + (f" ({run['reason']})" if run["reason"] else ""))
+        if interrupted or sys.exc_info()[0] is not None:
+            kept = keep_attempt(run_dir)
+            log(f"this attempt's files are kept in {kept}")
+        (run_dir / INFLIGHT).unlink(missing_ok=True)
+    if interrupted:
+        raise KeyboardInterrupt(interrupted)
+    return run
+
+
+def read_run(run_dir: Path) -> dict:
+    return read_json(Path(run_dir) / "run.json")
