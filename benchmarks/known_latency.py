@@ -96,7 +96,7 @@ class _Scheduler:
     REPLY = b"$4\r\nfake\r\n"
 
     def __init__(self, dist: str, seed: int):
-        from aifb.load.engine import _TimerFd
+        from aifb.load.arrivals import TimerFd as _TimerFd
 
         rng = random.Random(seed)
         if dist == "fixed":

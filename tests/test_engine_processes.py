@@ -23,7 +23,8 @@ import uvloop
 
 from aifb.clients.redis import encode_command, parse_reply
 from aifb.clock import RunClock
-from aifb.load.engine import merge_stats, run_load, run_load_sync
+from aifb.load.engine import run_load, run_load_sync
+from aifb.load.merge import merge_stats
 from aifb.errors import ServiceError
 from aifb.records import read_records
 from aifb.schemas import validation_errors
@@ -421,7 +422,7 @@ def test_channel_carries_large_messages_over_a_non_blocking_socket():
     bytes arrive, and a send on the non-blocking socket (as libuv leaves it) still completes."""
     import threading
 
-    from aifb.load.engine import _Channel
+    from aifb.load.processes import Channel as _Channel
 
     a, b = socket.socketpair()
     tx_fd = b.detach()

@@ -22,7 +22,9 @@ import pytest
 from aifb import clients
 from aifb.clients.base import CoroutineClient
 from aifb.clock import RunClock, now_ns
-from aifb.load.engine import _open_loop_stats, _pct, run_load_sync
+from aifb.load.engine import run_load_sync
+from aifb.load.figures import open_loop_stats as _open_loop_stats
+from aifb.load.figures import pct as _pct
 from aifb.analysis.summary import summarize
 
 from support import run_async

@@ -46,8 +46,9 @@ Processes (`load.processes: P`, default 1): P worker processes each run this eng
 contiguous block of the clients, started at one common instant on the parent's clock, all
 appending whole lines to the one requests.jsonl; load_stats then sums the counts, pools the
 scheduling lags, and reports the busiest process's client_cpu and loop_lag_s (every process's
-in process_stats). See run_load_processes below. The engine raises its own RLIMIT_NOFILE when
-the connections need it. Above ~1,000 busy connections in one process uvloop runs timers and
+in process_stats). See aifb.load.processes (coordinator), aifb.load.worker (each process) and
+aifb.load.merge. The engine raises its own RLIMIT_NOFILE when the connections need it
+(aifb.load.limits). Above ~1,000 busy connections in one process uvloop runs timers and
 tasks late (libuv handles up to 48 x 1024 ready events per poll): the engine says so, the
 flusher then writes whole batches when it gets a turn, and loop_lag_s shows it.
 """
@@ -57,190 +58,27 @@ from __future__ import annotations
 import asyncio
 import collections
 import gc
-import hashlib
 import inspect
 import math
-import random
 import resource
-import signal
-import sys
 import time
-from pathlib import Path
 
-from aifb.clients import get_client
-from aifb.clients.base import RequestError
-from aifb.clock import RunClock, now_ns
+from aifb.clients.base import R_ERR_TYPE, R_OK, R_OP, R_T_END, RequestError
+from aifb.clock import now_ns
 from aifb.errors import ServiceError
-from aifb.records import PHASES, RecordWriter
-from aifb.stats import quantiles_sorted
+from aifb.load.arrivals import Arrivals
+from aifb.load.figures import G, open_loop_stats, pct, seconds
+from aifb.load.processes import run_load_processes
+from aifb.load.settings import LoadRun
+from aifb.load.share import SHARE_TICK_S
+from aifb.load.startup import prepare, run_identity, shut_down, start_clients
+from aifb.records import RecordWriter
 
-G = 1_000_000_000
 FLUSH_CHUNK = 128  # rows formatted per step of the flusher (~0.15 ms), then the loop runs
 STARVED_NS = 20_000_000  # a flusher step that waited longer than this for its turn: loop starved
-# Busy connections per process beyond which uvloop's batching delays timers and tasks (libuv
-# reads up to 48 x 1024 ready events per poll phase; measured here: 1,000 connections -> loop
-# lag p99 18 ms, 2,000 -> 0.77 s). Above it the engine says so and suggests load.processes.
-CONNECTIONS_PER_PROCESS = 1000
+CONNECT_OP = "connect"   # the op of a failed reconnect attempt's record: not a request
 
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def client_seed(seed: int, client: int) -> int:
-    """Each logical client's seed, derived from the recipe's seed and its index."""
-    return int.from_bytes(hashlib.sha256(f"aifb:{seed}:{client}".encode()).digest()[:6], "big")
-
-
-def _pct(sorted_vals: list, q: float):
-    """Percentile of an ascending list of ns (None when empty), by the method of every other
-    figure (aifb.stats.quantiles_sorted: linear interpolation, Hyndman-Fan 7)."""
-    if not sorted_vals:
-        return None
-    return round(quantiles_sorted(sorted_vals, [q])[0])
-
-
-def _s(ns: int | None) -> float | None:
-    return None if ns is None else round(ns / G, 9)
-
-
-class _TimerFd:
-    """A Linux timerfd armed at absolute CLOCK_MONOTONIC times (= perf_counter_ns): the event
-    loop wakes within tens of microseconds of an arrival, where loop timers have 1 ms
-    resolution, and without spinning. Built with ctypes (os.timerfd_* is Python 3.13+)."""
-
-    _libc = None
-
-    def __init__(self):
-        import ctypes
-        import os
-
-        cls = type(self)
-        if cls._libc is None:
-            class _TS(ctypes.Structure):
-                _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
-
-            class _ITS(ctypes.Structure):
-                _fields_ = [("it_interval", _TS), ("it_value", _TS)]
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.timerfd_create  # noqa: B018  (AttributeError where there is none)
-            cls._libc, cls._ITS, cls._byref = libc, _ITS, ctypes.byref
-        self._os = os
-        self.fd = cls._libc.timerfd_create(1, os.O_NONBLOCK | os.O_CLOEXEC)  # CLOCK_MONOTONIC
-        if self.fd < 0:
-            raise OSError("timerfd_create failed")
-        self._spec = cls._ITS()
-        self._ref = cls._byref(self._spec)
-        self._settime = cls._libc.timerfd_settime
-
-    def arm(self, t_ns: int) -> None:
-        v = self._spec.it_value
-        v.tv_sec, v.tv_nsec = divmod(max(t_ns, 1), G)
-        if self._settime(self.fd, 1, self._ref, None) != 0:  # TFD_TIMER_ABSTIME
-            raise OSError("timerfd_settime failed")
-
-    def clear(self) -> None:
-        try:
-            self._os.read(self.fd, 8)
-        except BlockingIOError:
-            pass
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            self._os.close(self.fd)
-            self.fd = -1
-
-
-class _Arrivals:
-    """One client's open-loop arrival process: seeded Poisson or constant gaps at rate_c."""
-
-    __slots__ = ("eng", "cs", "t", "gap", "timer")
-
-    def __init__(self, eng: "_Engine", cs: "_ClientState"):
-        self.eng = eng
-        self.cs = cs
-        rate_c = eng.rate / eng.n_clients_total   # the rate is over all clients of all processes
-        mean_ns = G / rate_c
-        if eng.arrival == "trace":
-            # this client's share of the trace (aifb.clients.llm.trace): requests ci, ci + n, ci + 2n, ...
-            times = iter(eng.trace_ns[cs.ci::eng.n_clients_total])
-            last = [next(times, None)]
-            never = 10 ** 15          # after the trace's last request: no more arrivals
-
-            def gap() -> int:
-                t = next(times, None)
-                prev, last[0] = last[0], t
-                return never if t is None or prev is None else t - prev
-            self.t = eng.t_load_start + (never if last[0] is None else last[0])
-        elif eng.arrival == "poisson":
-            rng = random.Random(f"aifb-arrivals:{eng.seed}:{cs.ci}")
-            expo = rng.expovariate
-
-            def gap() -> int:
-                return int(expo(rate_c) * G)
-            self.t = eng.t_load_start + gap()
-        else:
-            k = [0]
-
-            def gap() -> int:  # exact on average: the n-th arrival at int(n * mean)
-                k[0] += 1
-                return int(mean_ns * k[0]) - int(mean_ns * (k[0] - 1))
-            self.t = eng.t_load_start + int(mean_ns * cs.ci / eng.n_clients_total)
-        self.gap = gap
-        self.timer = None
-
-    def dispatch_due(self) -> None:
-        cs = self.cs
-        free = cs.free
-        backlog = cs.backlog
-        now = now_ns()
-        t = self.t
-        while t <= now:
-            if free:
-                s = free.pop()
-                s.t_sched = t
-                s.issue()
-            else:
-                backlog.append(t)
-            t += self.gap()
-        self.t = t
-
-    def start(self, loop) -> asyncio.Task | None:
-        """Drive by timerfd where there is one, else by a sleeping (then yielding) task."""
-        try:
-            self.timer = _TimerFd()
-        except (OSError, AttributeError):
-            self.timer = None
-            return loop.create_task(self.run_sleeping())
-        loop.add_reader(self.timer.fd, self.on_timer)
-        self.timer.arm(self.t)
-        return None
-
-    def on_timer(self) -> None:
-        if self.eng.running:
-            self.dispatch_due()
-            self.timer.arm(self.t)  # re-arming also resets the expiration count: no read needed
-        else:
-            self.timer.clear()
-
-    def stop(self, loop) -> None:
-        if self.timer is not None:
-            loop.remove_reader(self.timer.fd)
-            self.timer.close()
-            self.timer = None
-
-    async def run_sleeping(self) -> None:
-        while self.eng.running:
-            self.dispatch_due()
-            wait = self.t - now_ns()
-            if wait > 2_000_000:
-                await asyncio.sleep((wait - 1_000_000) / G)
-            else:
-                await asyncio.sleep(0)
-
-
-class _ClientState:
+class ClientState:
     __slots__ = ("ci", "client", "seq", "free", "backlog", "slots")
 
     def __init__(self, ci: int, client):
@@ -252,13 +90,13 @@ class _ClientState:
         self.slots: list = []
 
 
-class _Slot:
+class Slot:
     """One worker: one connection of one client, at most one request in flight."""
 
     __slots__ = ("eng", "cs", "ci", "wi", "client", "start", "append", "cb", "seq", "t_start",
                  "t_sched", "busy", "backoff", "reconnecting")
 
-    def __init__(self, eng: "_Engine", cs: _ClientState, wi: int):
+    def __init__(self, eng: "Engine", cs: ClientState, wi: int):
         self.eng = eng
         self.cs = cs
         self.ci = cs.ci
@@ -266,7 +104,7 @@ class _Slot:
         self.client = cs.client
         self.start = cs.client.start
         self.append = eng.rows.append
-        self.cb = self.done_open if eng.open_loop else self.done_closed
+        self.cb = self.done
         self.seq = 0
         self.t_start = 0
         self.t_sched = None
@@ -286,28 +124,18 @@ class _Slot:
             self.t_start = t
 
     # -- completions (called by the client, from the event loop) ------------------------
-    def done_closed(self, res: tuple) -> None:
-        self.append((self.ci, self.wi, self.seq, None, self.t_start, res))
-        self.busy = False
-        eng = self.eng
-        if eng.count_target and res[7] >= eng.warmup_end_ns:
-            eng.count_completion(res[7])
-        if not res[1]:
-            self.failed()
-        elif eng.running:
-            self.issue()
-
-    def done_open(self, res: tuple) -> None:
+    def done(self, res: tuple) -> None:
         self.append((self.ci, self.wi, self.seq, self.t_sched, self.t_start, res))
         self.busy = False
         eng = self.eng
-        if eng.count_target and res[7] >= eng.warmup_end_ns:
-            eng.count_completion(res[7])
-        if not res[1]:
+        if eng.count_target and res[R_T_END] >= eng.warmup_end_ns:
+            eng.count_completion(res[R_T_END])
+        if not res[R_OK]:
             self.failed()
-        else:
+        elif eng.open_loop:
             self.next_open()
-
+        elif eng.running:
+            self.issue()
     def next_open(self) -> None:
         cs = self.cs
         if cs.backlog:
@@ -318,8 +146,8 @@ class _Slot:
 
     def done_probation(self, res: tuple) -> None:
         """The first completion after a reconnect: a good reply resets the backoff."""
-        self.cb = self.done_open if self.eng.open_loop else self.done_closed
-        if res[1]:
+        self.cb = self.done
+        if res[R_OK]:
             self.backoff = 0.01
         self.cb(res)
 
@@ -360,15 +188,15 @@ class _Slot:
                     async with asyncio.timeout(eng.timeout_s):
                         await self.client.reconnect(self.wi)
                 except RequestError as exc:
-                    res = ("connect", False, exc.type, exc.message[:200], None, None, None, now_ns())
+                    res = (CONNECT_OP, False, exc.type, exc.message[:200], None, None, None, now_ns())
                 except TimeoutError:
-                    res = ("connect", False, "Timeout",
+                    res = (CONNECT_OP, False, "Timeout",
                            f"no connection within {eng.timeout_s:g} s", None, None, None, now_ns())
                 except ServiceError as exc:
-                    res = ("connect", False, "ConnectionError", str(exc)[:200], None, None, None,
+                    res = (CONNECT_OP, False, "ConnectionError", str(exc)[:200], None, None, None,
                            now_ns())
                 except OSError as exc:
-                    res = ("connect", False, "ConnectionError",
+                    res = (CONNECT_OP, False, "ConnectionError",
                            (exc.strerror or type(exc).__name__)[:200], None, None, None, now_ns())
                 else:
                     self.reconnecting = None
@@ -399,67 +227,13 @@ class _Slot:
 # in between (at most a tick or two) so that no label is ever wrong. At least N requests are
 # measured: the count reaches N between two ticks, so up to a tick's worth more.
 # Times in messages are ns since the run's t0 (each Slurm job's t0 is the benchmark's on its
-# own clock, see launch_slurm).
 
-SHARE_TICK_S = 0.01
+class Engine:
+    """One process's load over its block of clients (see the module's docstring)."""
 
-
-class RequestShare:
-    """One member's link to the root of a shared `requests: N`: report(n) sends the member's
-    measured completions up; deliver(kind, t) hands the root's "safe"/"end" to `target(kind, t)`
-    (the engine, or a process parent relaying to its workers)."""
-
-    def __init__(self, send):
-        self.send = send
-        self.target = None
-
-    def report(self, n: int) -> None:
-        self.send(n)
-
-    def deliver(self, kind: str, t: int) -> None:
-        if self.target is not None:
-            self.target(kind, t)
-
-
-class RequestQuota:
-    """The root of a shared `requests: N`: sums the members' reported counts and, every tick,
-    broadcasts ("safe", now) or, the first time the sum reaches N, ("end", now); times in ns
-    since t0. `broadcast(kind, t)` reaches every member."""
-
-    def __init__(self, n: int, members: int, t0_ns: int, broadcast):
-        self.n, self.t0, self.broadcast = int(n), t0_ns, broadcast
-        self.counts = [0] * members
-        self.end: int | None = None
-
-    def update(self, member: int, count: int) -> None:
-        self.counts[member] = max(self.counts[member], int(count))
-
-    def tick(self) -> None:
-        now = now_ns() - self.t0
-        if self.end is None and sum(self.counts) >= self.n:
-            self.end = now
-        self.broadcast("end" if self.end is not None else "safe",
-                       self.end if self.end is not None else now)
-
-    async def run(self) -> None:
-        while True:
-            self.tick()
-            await asyncio.sleep(SHARE_TICK_S)
-
-    def describe(self) -> dict:
-        return {"target": self.n, "members": len(self.counts), "counted": sum(self.counts),
-                "tick_s": SHARE_TICK_S,
-                "rule": "requests: N shared by every client process/job: each keeps its load on "
-                        "until the measured completions of all add up to N; the window ends "
-                        "then for all (at least N measured, up to a tick's worth more)"}
-
-
-class _Engine:
-    def __init__(self, clients: list, load: dict, seed: int, writer: RecordWriter,
-                 clock: RunClock, log, unreachable_after_s: float, flush_interval_s: float,
-                 progress_interval_s: float, client_ids: list[int] | None = None,
-                 n_clients_total: int | None = None, progress_cb=None,
-                 share: RequestShare | None = None):
+    def __init__(self, run: LoadRun, clients: list, writer: RecordWriter, *,
+                 client_ids: list[int] | None = None, n_clients_total: int | None = None,
+                 progress_cb=None):
         self.loop = asyncio.get_running_loop()
         self.clients = clients
         self.n_clients = len(clients)
@@ -468,27 +242,29 @@ class _Engine:
         self.client_ids = list(client_ids) if client_ids is not None else list(range(len(clients)))
         self.n_clients_total = n_clients_total or len(clients)
         self.progress_cb = progress_cb
-        self.conc = int(load.get("concurrency", 1))
-        self.rate = load.get("rate")
-        self.open_loop = self.rate is not None
-        self.arrival = load.get("arrival") or "poisson"
-        self.trace_ns = load.get("trace_ns") or []    # arrival: trace (aifb.workflow.recipe.load_settings)
-        self.duration_s = load.get("duration_s")
-        self.requests = load.get("requests")
+        load = run.load
+        self.conc = load.concurrency
+        self.rate = load.rate
+        self.open_loop = load.open_loop
+        self.arrival = load.arrival
+        self.trace_ns = load.trace_ns    # arrival: trace (aifb.workflow.recipe.load_settings)
+        self.duration_s = load.duration_s
+        self.requests = load.requests
         if (self.duration_s is None) == (self.requests is None):
             raise ValueError("load needs exactly one of duration_s and requests")
-        self.warmup_s = float(load.get("warmup_s") or 0.0)
-        self.cooldown_s = float(load.get("cooldown_s") or 0.0)
-        self.timeout_s = float(load.get("timeout_s") or 30.0)
+        self.warmup_s = load.warmup_s
+        self.cooldown_s = load.cooldown_s
+        self.timeout_s = load.timeout_s
         self.timeout_ns = int(self.timeout_s * G)
-        self.seed = seed
+        self.seed = run.seed
         self.writer = writer
-        self.clock = clock
-        self.t0 = clock.t0_ns
-        self.log = log
-        self.unreachable_ns = int(unreachable_after_s * G)
-        self.flush_interval_s = min(flush_interval_s, 0.5)
-        self.progress_interval_s = progress_interval_s
+        self.clock = run.clock
+        self.t0 = run.clock.t0_ns
+        self.log = run.log
+        self.unreachable_ns = int(run.unreachable_after_s * G)
+        self.flush_interval_s = min(run.flush_interval_s, 0.5)
+        self.progress_interval_s = run.progress_interval_s
+        share = run.share
 
         self.rows: list = []
         self.running = False
@@ -506,11 +282,11 @@ class _Engine:
         self.stopped_by: str | None = None
         self.stop_event = asyncio.Event()
 
-        self.states = [_ClientState(ci, c) for ci, c in zip(self.client_ids, clients)]
-        self.slots: list[_Slot] = []
+        self.states = [ClientState(ci, c) for ci, c in zip(self.client_ids, clients)]
+        self.slots: list[Slot] = []
         for cs in self.states:
             for wi in range(self.conc):
-                s = _Slot(self, cs, wi)
+                s = Slot(self, cs, wi)
                 cs.slots.append(s)
                 self.slots.append(s)
 
@@ -533,7 +309,7 @@ class _Engine:
         self.lags: list[int] = []
         self.tasks: list[asyncio.Task] = []
         self.handles: list[asyncio.TimerHandle] = []
-        self.arrival_procs: list[_Arrivals] = []
+        self.arrival_procs: list[Arrivals] = []
 
     # -- requests mode --------------------------------------------------------------------
     def count_completion(self, t_end: int) -> None:
@@ -577,7 +353,7 @@ class _Engine:
             return len(rows)
         wu, safe = self.warmup_end_ns, self.safe_ns
         for i, row in enumerate(rows):
-            te = row[5][7]
+            te = row[5][R_T_END]
             if te >= wu and te > safe:
                 return i
         return len(rows)
@@ -600,12 +376,12 @@ class _Engine:
         counting = self.requests is not None and self.share is None
         for row in batch:
             res = row[5]
-            te = res[7]
+            te = res[R_T_END]
             if te < wu:
                 ph = "warmup"
             elif counting:  # the first N request completions (connect attempts are not requests)
                 if self.f_counted < self.requests:
-                    if res[0] != "connect":
+                    if res[R_OP] != CONNECT_OP:
                         self.f_counted += 1
                     ph = "measure"
                 else:
@@ -617,20 +393,20 @@ class _Engine:
             else:
                 ph = "cooldown"
             add(ph)
-            if res[0] == "connect":  # a failed reconnect attempt, not a request
+            if res[R_OP] == CONNECT_OP:  # a failed reconnect attempt, not a request
                 self.connects_by_phase[ph] += 1
                 if ph == "measure":
-                    et = res[2]
+                    et = res[R_ERR_TYPE]
                     self.connect_errors[et] = self.connect_errors.get(et, 0) + 1
                 if self.streak_start is None:
                     self.streak_start = te
                 continue
-            if res[1]:
+            if res[R_OK]:
                 nb[ph][0] += 1
                 self.streak_start = None
             else:
                 nb[ph][1] += 1
-                et = res[2]
+                et = res[R_ERR_TYPE]
                 self.errors_by_type[et] = self.errors_by_type.get(et, 0) + 1
                 if self.streak_start is None:
                     self.streak_start = te
@@ -710,7 +486,7 @@ class _Engine:
                 next_progress += int(self.progress_interval_s * G)
                 self.progress(now)
 
-    def expire_queued(self, cs: _ClientState, t_sched: int, now: int) -> None:
+    def expire_queued(self, cs: ClientState, t_sched: int, now: int) -> None:
         seq = cs.seq
         cs.seq += 1
         res = ("?", False, "Timeout",
@@ -808,7 +584,7 @@ class _Engine:
             if self.open_loop:
                 for cs in self.states:
                     cs.free = list(reversed(cs.slots))
-                    arr = _Arrivals(self, cs)
+                    arr = Arrivals(self, cs)
                     self.arrival_procs.append(arr)
                     task = arr.start(loop)
                     if task is not None:
@@ -890,10 +666,10 @@ class _Engine:
                    "wall_s": round(wall, 6), "util_of_one_core": round(cpu_s / wall, 4)}
         lags = sorted(self.lags)
         out = {
-            "t_load_start": _s(self.t_load_start - t0),
-            "warmup_end": _s(self.warmup_end_ns - t0),
-            "measure_end": _s(measure_end - t0),
-            "t_load_end": _s(t_end_ns - t0),
+            "t_load_start": seconds(self.t_load_start - t0),
+            "warmup_end": seconds(self.warmup_end_ns - t0),
+            "measure_end": seconds(measure_end - t0),
+            "t_load_end": seconds(t_end_ns - t0),
             "window_s": round(window_s, 9),
             "mode": "open" if self.open_loop else "closed",
             "clients": self.n_clients,
@@ -910,132 +686,21 @@ class _Engine:
             "stopped_by": self.stopped_by,
             "client_cpu": cpu,
             "loop_lag_s": {"n": len(lags), "period_s": 0.01,
-                           "p50": _s(_pct(lags, 0.5)), "p99": _s(_pct(lags, 0.99)),
-                           "max": _s(lags[-1] if lags else None)},
+                           "p50": seconds(pct(lags, 0.5)), "p99": seconds(pct(lags, 0.99)),
+                           "max": seconds(lags[-1] if lags else None)},
         }
         if self.open_loop:
-            out.update(_open_loop_stats(sorted(self.sched_lags), self.rate, self.arrival,
+            out.update(open_loop_stats(sorted(self.sched_lags), self.rate, self.arrival,
                                         ok_m + err_m, window_s))
         return out
 
 
-FD_MARGIN = 64  # descriptors beside the connections: files, pipes, epoll, timerfds, sockets
 
-
-def _open_loop_stats(sorted_lags: list, rate, arrival: str, n_measured: int,
-                     window_s: float) -> dict:
-    """Offered vs achieved rate and the scheduling lag (t_start - t_sched, ns) percentiles."""
-    sl = sorted_lags
-    return {
-        "offered_rate": rate,
-        "arrival": arrival,
-        "achieved_rate": round(n_measured / window_s, 3) if window_s else None,
-        "sched_lag_s": {"n": len(sl), "p50": _s(_pct(sl, 0.5)), "p90": _s(_pct(sl, 0.9)),
-                        "p99": _s(_pct(sl, 0.99)), "max": _s(sl[-1] if sl else None),
-                        "mean": round(sum(sl) / len(sl) / G, 9) if sl else None},
-    }
-
-
-def raise_nofile_limit(connections: int) -> tuple[int, int]:
-    """Make sure this process may hold `connections` sockets (plus a margin): raise the soft
-    RLIMIT_NOFILE up to the hard limit, and - as root - the hard limit too (up to
-    /proc/sys/fs/nr_open). Returns the (soft, hard) limits in force. Raises ServiceError naming
-    `ulimit -n` when the limit cannot be raised far enough."""
-    want = connections + FD_MARGIN
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    inf = resource.RLIM_INFINITY
-    if soft == inf or want <= soft:
-        return soft, hard
-    try:
-        if hard != inf and want > hard:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))  # needs CAP_SYS_RESOURCE
-        else:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    except (ValueError, OSError):
-        if hard != inf and hard > soft:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != inf and want > soft:
-        raise ServiceError(
-            f"{connections} connections in one client process need about {want} open files, "
-            f"but `ulimit -n` is {soft} (hard limit {hard}) and cannot be raised here: raise the "
-            "limit, or spread the connections over more processes (load.processes) or client jobs")
-    return soft, hard
-
-
-def _note_connections(n: int, log) -> None:
-    if n > CONNECTIONS_PER_PROCESS:
-        log(f"note: {n} connections in one process; above ~{CONNECTIONS_PER_PROCESS} busy "
-            "connections per process the event loop runs its timers late (see loop_lag_s): "
-            f"use load.processes >= {-(-n // CONNECTIONS_PER_PROCESS)} where the cores allow")
-
-
-def _connections_needed(load: dict, n_clients: int) -> int:
-    conc = int(load.get("concurrency", 1))
-    timers = n_clients if load.get("rate") is not None else 0  # one timerfd per open-loop client
-    return n_clients * conc + timers
-
-
-def run_identity(identity: dict | None) -> dict:
-    """What a client may stamp on its requests: {"benchmark_id", "salt", "client_offset"}.
-    benchmark_id names the run in request ids (X-Request-Id); salt is one random value per run
-    (LLM cache: cold prefixes every prompt with it), the same in every process and client job;
-    client_offset: this job's first global client index. Missing fields get defaults here."""
-    out = dict(identity or {})
-    out.setdefault("benchmark_id", "aifb")
-    if not out.get("salt"):
-        out["salt"] = new_salt()
-    out.setdefault("client_offset", 0)
-    return out
-
-
-def new_salt() -> str:
-    """A per-run random value (never seeded: two runs of one recipe must differ)."""
-    import secrets as _secrets
-    return _secrets.token_hex(4)
-
-
-async def _start_clients(kind: str, endpoint: str, workload: dict, load: dict, seed: int,
-                         secrets: dict | None, ids, log, started: list,
-                         identity: dict | None = None) -> list:
-    """Clients `ids` (each seeded by its index), `concurrency` connections each, validated.
-    `started` collects every client whose startup began: the caller shuts those down, whatever
-    happens. Clients with an `identify(benchmark_id, client, salt)` method get the run's
-    identity (run_identity) before startup."""
-    cls = get_client(kind)
-    conc = int(load.get("concurrency", 1))
-    raise_nofile_limit(_connections_needed(load, len(ids)))
-    _note_connections(len(ids) * conc, log)
-    clients = [cls(endpoint, workload, client_seed(seed, ci), secrets) for ci in ids]
-    ident = run_identity(identity)
-    total = ident.get("clients_total") or int(load["clients"])
-    for ci, c in zip(ids, clients):
-        identify = getattr(c, "identify", None)
-        if identify is not None:
-            identify(ident["benchmark_id"], ident["client_offset"] + ci, ident["salt"],
-                     clients=total)
-    for c in clients:
-        started.append(c)
-        await c.startup(conc)
-    for c in clients:
-        await c.validate()
-    return clients
-
-
-async def _prepare(client) -> dict:
-    """The one-off preload (client 0 only), outside any measured window."""
-    t_prep = now_ns()
-    await client.prepare()
-    return {"client": client.describe(), "prepare_s": round((now_ns() - t_prep) / G, 6)}
-
-
-async def run_load(*, kind: str, endpoint: str, workload: dict, load: dict, seed: int,
-                   records_path: Path, clock: RunClock, secrets: dict | None = None,
-                   log=_stderr, on_ready=None, stats_out: dict | None = None,
-                   unreachable_after_s: float = 5.0, flush_interval_s: float = 0.25,
-                   progress_interval_s: float = 5.0, share: RequestShare | None = None,
-                   identity: dict | None = None) -> dict:
+async def run_load(**kw) -> dict:
     """Run one load against `endpoint`; stream records to `records_path`; return load_stats.
+    The keywords are those of aifb.load.settings.LoadRun (kind, endpoint, workload, load, seed,
+    records_path, clock, and optional secrets, log, on_ready, stats_out, share, identity and
+    engine tuning); `load` is a dict or a LoadSettings.
 
     Raises ServiceError (before any record is written) when a client cannot start, validate
     or prepare. On cancellation: completed records are written, connections closed, `stats_out`
@@ -1044,44 +709,43 @@ async def run_load(*, kind: str, endpoint: str, workload: dict, load: dict, seed
     with {"client": describe(), "prepare_s": ..., "t_ready": seconds since t0}.
 
     `load["processes"]` (default 1) > 1 spreads the clients over that many worker processes
-    (see run_load_processes); the contract above holds unchanged.
+    (see aifb.load.processes); the contract above holds unchanged.
     `share`: this load is one member of a `requests: N` shared with other loads (Slurm client
-    jobs; see RequestShare): the window ends when the root says so.
+    jobs; see aifb.load.share): the window ends when the root says so.
     `identity`: the run's benchmark id, cache salt and client offset (see run_identity).
     """
-    identity = run_identity(identity)
-    processes = int(load.get("processes") or 1)
-    if processes > 1 and int(load["clients"]) > 1:
-        return await run_load_processes(
-            kind=kind, endpoint=endpoint, workload=workload, load=load, seed=seed,
-            records_path=records_path, clock=clock, secrets=secrets, log=log, on_ready=on_ready,
-            stats_out=stats_out, unreachable_after_s=unreachable_after_s,
-            flush_interval_s=flush_interval_s, progress_interval_s=progress_interval_s,
-            processes=processes, share=share, identity=identity)
-    if processes > 1:
-        log("load.processes > 1 with a single client: one process drives it")
-    n_clients = int(load["clients"])
+    run = LoadRun(**kw)
+    run = run.replace(identity=run_identity(run.identity))
+    load = run.load
+    if load.processes > 1 and load.clients > 1:
+        return await run_load_processes(run)
+    if load.processes > 1:
+        run.log("load.processes > 1 with a single client: one process drives it")
+    return await _run_here(run)
+
+
+async def _run_here(run: LoadRun) -> dict:
+    """run_load in this process."""
+    log, load = run.log, run.load
     started: list = []
     try:
-        clients = await _start_clients(kind, endpoint, workload, load, seed, secrets,
-                                       range(n_clients), log, started, identity)
-        info = await _prepare(clients[0])
-        info["t_ready"] = _s(now_ns() - clock.t0_ns)
+        clients = await start_clients(run, range(load.clients), started)
+        info = await prepare(clients[0])
+        info["t_ready"] = seconds(now_ns() - run.clock.t0_ns)
         prepare_s = info["prepare_s"]
-        log(f"{kind}: {n_clients} client(s) x {int(load.get('concurrency', 1))} connection(s) "
+        log(f"{run.kind}: {load.clients} client(s) x {load.concurrency} connection(s) "
             "ready" + (f", preloaded in {prepare_s:.2f} s" if prepare_s > 0.01 else ""))
-        if on_ready is not None:
-            r = on_ready(info)
+        if run.on_ready is not None:
+            r = run.on_ready(info)
             if inspect.isawaitable(r):
                 await r
-        writer = RecordWriter(records_path, clock.t0_ns, background=True)
+        writer = RecordWriter(run.records_path, run.clock.t0_ns, background=True)
         try:
-            eng = _Engine(clients, load, seed, writer, clock, log, unreachable_after_s,
-                          flush_interval_s, progress_interval_s, share=share)
+            eng = Engine(run, clients, writer)
         except BaseException:
             writer.close()
             raise
-        stats = await eng.run(stats_out)
+        stats = await eng.run(run.stats_out)
         stats["client"] = info["client"]
         stats["prepare_s"] = info["prepare_s"]
         log(f"load done ({stats['stopped_by']}): {stats['records_written']} records, "
@@ -1089,11 +753,7 @@ async def run_load(*, kind: str, endpoint: str, workload: dict, load: dict, seed
             f"{stats['window_s']:.3f} s window")
         return stats
     finally:
-        for c in started:
-            try:
-                await c.shutdown()
-            except Exception:
-                pass
+        await shut_down(started)
 
 
 def run_load_sync(**kw) -> dict:
@@ -1102,616 +762,3 @@ def run_load_sync(**kw) -> dict:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(run_load(**kw))
-
-
-# --------------------------------------------------------------------------- processes
-#
-# `load.processes: P` (> 1): P worker processes, each a full engine on its own uvloop driving a
-# contiguous block of the clients (global client indices, seeds and open-loop schedules are
-# those of the one-process run). The parent only coordinates:
-#
-#   spawn P workers (`python -c "...engine._worker_main(FD)"`, a socketpair for messages)
-#   -> each: startup + validate its clients -> "ready" (or "error": ServiceError in the parent,
-#      before the records file is even opened)
-#   -> worker 0 (which holds client 0): prepare -> "prepared"; on_ready(info)
-#   -> parent truncates requests.jsonl and sends every worker "go" with one start instant
-#      t_load_start (now + START_DELAY), so warmup_end / measure_end / stop are the same
-#      CLOCK_MONOTONIC instants in every process (perf_counter_ns is CLOCK_MONOTONIC, one
-#      clock for all processes of a host; t0 is the parent's)
-#   -> each worker appends its records to the same requests.jsonl (O_APPEND, one write() of
-#      whole lines per batch: the kernel serialises O_APPEND writes on a local file system, so
-#      batches of different processes never interleave inside a line) and sends "done" with
-#      its load_stats and raw samples; the parent merges them.
-#
-# Requests mode (`requests: N`): N is shared (RequestShare / RequestQuota above): every process
-# keeps its load on until all of them together have completed N measured requests; the window
-# ends then, for all (at least N measured records, up to a share tick's worth more).
-# Stopping: cancellation of run_load (SIGINT/SIGTERM in the runner) sends "stop" to every
-# worker, which cancels its engine (completed records are written) and reports; a worker that
-# does not finish in time gets SIGTERM, then SIGKILL. A worker also stops on SIGTERM, when its
-# socket to the parent closes (parent gone) and - PR_SET_PDEATHSIG - when the parent dies.
-
-START_DELAY_NS = 100_000_000     # "go" -> the common start instant
-WORKER_GRACE_S = 5.0             # after "stop": time to write records and report
-
-
-def _split(n: int, parts: int) -> list[tuple[int, int]]:
-    """Contiguous, near-equal [lo, hi) blocks of range(n)."""
-    return [(n * k // parts, n * (k + 1) // parts) for k in range(parts)]
-
-
-class _Channel:
-    """Pickled messages between the parent and a worker over one socket (8-byte length +
-    pickle), read by the event loop as bytes arrive. The event loop makes the socket
-    non-blocking (libuv does), so frames are reassembled here; a send switches the socket to
-    blocking for the length of one frame (messages from the parent are small; a worker's final
-    report may be megabytes, which the parent's reader drains as it comes). Messages go to
-    `handler(msg)` when it returns True, else to the queue as (tag, msg); EOF (the peer is gone)
-    is the message ("eof",)."""
-
-    def __init__(self, fd: int, loop, queue: asyncio.Queue, tag=None, handler=None):
-        self.fd, self.loop, self.queue, self.tag, self.handler = fd, loop, queue, tag, handler
-        self.closed = False
-        self.buf = bytearray()
-        loop.add_reader(fd, self._readable)
-
-    def _deliver(self, msg) -> None:
-        if self.handler is None or not self.handler(msg):
-            self.queue.put_nowait((self.tag, msg))
-
-    def _readable(self) -> None:
-        import os
-        import pickle
-
-        eof = False
-        while True:
-            try:
-                data = os.read(self.fd, 1 << 20)
-            except BlockingIOError:
-                break
-            except OSError:
-                eof = True
-                break
-            if not data:
-                eof = True
-                break
-            self.buf += data
-        buf = self.buf
-        while len(buf) >= 8:
-            n = int.from_bytes(buf[:8], "little")
-            if len(buf) < 8 + n:
-                break
-            msg = pickle.loads(bytes(buf[8:8 + n]))
-            del buf[:8 + n]
-            self._deliver(msg)
-        if eof:
-            self._stop_reading()
-            self._deliver(("eof",))
-
-    def _stop_reading(self) -> None:
-        if not self.closed:
-            self.closed = True
-            try:
-                self.loop.remove_reader(self.fd)
-            except (ValueError, OSError):
-                pass
-
-    def send(self, *msg) -> bool:
-        import os
-        import pickle
-
-        data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
-        frame = memoryview(len(data).to_bytes(8, "little") + data)
-        try:
-            blocking = os.get_blocking(self.fd)
-            os.set_blocking(self.fd, True)
-            try:
-                while frame:
-                    frame = frame[os.write(self.fd, frame):]
-            finally:
-                os.set_blocking(self.fd, blocking)
-            return True
-        except OSError:
-            return False
-
-    def close(self) -> None:
-        import os
-
-        self._stop_reading()
-        if self.fd >= 0:
-            try:
-                os.close(self.fd)
-            except OSError:
-                pass
-            self.fd = -1
-
-
-def _pool_lags(raw_parts: list[bytes]) -> list[int]:
-    import array
-
-    out = array.array("q")
-    for b in raw_parts:
-        out.frombytes(b)
-    return sorted(out)
-
-
-def _worst(items: list[tuple[int, dict | None]], key: str) -> dict | None:
-    best = None
-    for k, d in items:
-        if d and d.get(key) is not None and (best is None or d[key] > best[key]):
-            best = {**d, "process": k}
-    return best
-
-
-_STOP_RANK = {None: 0, "duration": 1, "requests": 1, "service_unreachable": 2,
-              "client_process_failed": 3, "cancelled": 4}
-
-
-def merge_connect_attempts(parts: list) -> dict:
-    """The sum of several engines' connect_attempts blocks (processes or Slurm client jobs)."""
-    by_phase = {ph: 0 for ph in PHASES}
-    errs: dict[str, int] = {}
-    for s in parts:
-        ca = s.get("connect_attempts") or {}
-        for ph, c in (ca.get("by_phase") or {}).items():
-            by_phase[ph] = by_phase.get(ph, 0) + c
-        for t, c in (ca.get("measure_errors_by_type") or {}).items():
-            errs[t] = errs.get(t, 0) + c
-    return {"by_phase": by_phase, "measure_errors_by_type": dict(sorted(errs.items()))}
-
-
-def merge_stats(parts: list, *, blocks: list, pids: list, load: dict, lost: list) -> dict:
-    """One load_stats from the workers' (stats, raw) parts (None for a worker that reported
-    nothing). Counts are summed, the window is the common one (latest end in requests mode),
-    sched_lag percentiles are over the pooled samples, and client_cpu / loop_lag_s are those of
-    the busiest process, with every process's in `process_stats`."""
-    got = [(k, p[0], p[1]) for k, p in enumerate(parts) if p is not None]
-    if not got:
-        raise RuntimeError("no client process reported any statistics")
-    sts = [s for _, s, _ in got]
-    open_loop = load.get("rate") is not None
-    warmup_end = min(s["warmup_end"] for s in sts)
-    measure_end = max(s["measure_end"] for s in sts)
-    window_s = round(max(0.0, measure_end - warmup_end), 9)
-    ok_m = sum(s["measured"]["ok"] for s in sts)
-    err_m = sum(s["measured"]["errors"] for s in sts)
-    by_phase = {ph: sum(s["records_by_phase"].get(ph, 0) for s in sts)
-                for ph in PHASES}
-    errors: dict[str, int] = {}
-    for s in sts:
-        for t, c in s["errors_by_type"].items():
-            errors[t] = errors.get(t, 0) + c
-    connects = merge_connect_attempts(sts)
-    stopped = max((s["stopped_by"] for s in sts), key=lambda v: _STOP_RANK.get(v, 2))
-    if lost and _STOP_RANK.get(stopped, 2) < _STOP_RANK["client_process_failed"]:
-        stopped = "client_process_failed"
-    per = []
-    for k, s, _ in got:
-        cpu = s.get("client_cpu")
-        per.append({"process": k, "pid": pids[k], "clients": list(blocks[k]),
-                    "connections": s["connections"], "records_written": s["records_written"],
-                    "measured": s["measured"], "stopped_by": s["stopped_by"],
-                    "client_cpu": cpu, "loop_lag_s": s["loop_lag_s"]})
-    cpu_worst = _worst([(p["process"], p["client_cpu"]) for p in per], "util_of_one_core")
-    if cpu_worst is not None:
-        cpus = [p["client_cpu"] for p in per if p["client_cpu"]]
-        cpu_worst["cpu_s_all_processes"] = round(sum(c["cpu_s"] for c in cpus), 6)
-        cpu_worst["util_all_processes"] = round(sum(c["util_of_one_core"] for c in cpus), 4)
-    lag_worst = _worst([(p["process"], p["loop_lag_s"]) for p in per], "p99")
-    if lag_worst is None:
-        lag_worst = {**sts[0]["loop_lag_s"], "process": got[0][0]}
-    out = {
-        "t_load_start": min(s["t_load_start"] for s in sts),
-        "warmup_end": warmup_end,
-        "measure_end": measure_end,
-        "t_load_end": max(s["t_load_end"] for s in sts),
-        "window_s": window_s,
-        "mode": "open" if open_loop else "closed",
-        "clients": int(load["clients"]),
-        "processes": len(parts),
-        "concurrency": int(load.get("concurrency", 1)),
-        "connections": sum(s["connections"] for s in sts),
-        "requests_issued": sum(s["requests_issued"] for s in sts),
-        "records_written": sum(s["records_written"] for s in sts),
-        "records_by_phase": by_phase,
-        "measured": {"ok": ok_m, "errors": err_m},
-        "errors_by_type": dict(sorted(errors.items())),
-        "connect_attempts": connects,
-        "stopped_by": stopped,
-        "client_cpu": cpu_worst,
-        "loop_lag_s": lag_worst,
-        "process_stats": per,
-    }
-    if lost:
-        out["lost_processes"] = lost
-    if open_loop:
-        out.update(_open_loop_stats(_pool_lags([raw["sched_lags"] for _, _, raw in got]),
-                                    load.get("rate"), load.get("arrival") or "poisson",
-                                    ok_m + err_m, window_s))
-    return out
-
-
-def _worker_argv(fd: int) -> list[str]:
-    return [sys.executable, "-c",
-            "import sys; from aifb.load.engine import _worker_main; sys.exit(_worker_main(int(sys.argv[1])))",
-            str(fd)]
-
-
-async def run_load_processes(*, kind: str, endpoint: str, workload: dict, load: dict, seed: int,
-                             records_path: Path, clock: RunClock, secrets: dict | None, log,
-                             on_ready, stats_out: dict | None, unreachable_after_s: float,
-                             flush_interval_s: float, progress_interval_s: float,
-                             processes: int, share: RequestShare | None = None,
-                             identity: dict | None = None) -> dict:
-    """run_load over `processes` worker processes (see the comment above)."""
-    import os
-    import socket
-    import subprocess
-
-    get_client(kind)  # an unknown kind fails here, before any process starts
-    n_clients = int(load["clients"])
-    conc = int(load.get("concurrency", 1))
-    n_proc = min(processes, n_clients)
-    if n_proc < processes:
-        log(f"load.processes={processes} but only {n_clients} clients: using {n_proc} processes")
-    blocks = _split(n_clients, n_proc)
-    loads = [dict(load) for _ in blocks]
-    shared = load.get("requests") is not None  # one N for all the workers (RequestShare)
-    quota: RequestQuota | None = None
-    quota_task: asyncio.Task | None = None
-    counts = [0] * n_proc
-
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue()
-    procs: list[subprocess.Popen] = []
-    chans: list[_Channel] = []
-    parts: list = [None] * n_proc
-    finished = [False] * n_proc
-    lost: list[dict] = []
-    ticks: dict[int, dict] = {}
-    last_mark = [None]
-    t_go = None
-
-    def progress(k: int, msg) -> None:
-        _, tick, now, ok, err, phase = msg
-        row = ticks.setdefault(tick, {})
-        row[k] = (now, ok, err, phase)
-        if len(row) < n_proc:
-            return
-        del ticks[tick]
-        now = max(v[0] for v in row.values())
-        ok = sum(v[1] for v in row.values())
-        err = sum(v[2] for v in row.values())
-        phase = max((v[3] for v in row.values()), key=PHASES.index)
-        prev = last_mark[0] or (t_go or now, 0)
-        rate = (ok + err - prev[1]) / ((now - prev[0]) / G) if now > prev[0] else 0.0
-        last_mark[0] = (now, ok + err)
-        log(f"[{(now - (t_go or now)) / G:7.1f} s] {phase:8s} {ok} ok, {err} errors, "
-            f"{rate:,.0f} ops/s ({n_proc} processes)")
-
-    def handler_for(k: int):
-        def handle(msg) -> bool:
-            if msg[0] == "log":
-                log(f"[process {k}] {msg[1]}")
-                return True
-            if msg[0] == "progress":
-                progress(k, msg)
-                return True
-            if msg[0] == "count":
-                counts[k] = msg[1]
-                if quota is not None:
-                    quota.update(k, msg[1])
-                return True
-            return False
-        return handle
-
-    env = dict(os.environ)
-    src = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-
-    pending_other: list = []
-
-    async def next_msg(k: int):
-        for i, (tag, msg) in enumerate(pending_other):
-            if tag == k:
-                del pending_other[i]
-                return msg
-        while True:
-            tag, msg = await queue.get()
-            if tag == k:
-                return msg
-            pending_other.append((tag, msg))
-
-    async def expect(k: int, what: str):
-        """The next message of worker k, which must be `what`; ServiceError on its error or exit."""
-        msg = await next_msg(k)
-        if msg[0] == what:
-            return msg
-        if msg[0] == "error":
-            raise ServiceError(msg[1])
-        if msg[0] == "eof":
-            finished[k] = True
-            await asyncio.sleep(0.05)
-            rc = procs[k].poll()
-            raise ServiceError(f"client process {k} (pid {procs[k].pid}) exited before the "
-                               f"load started (exit code {rc}); see its messages above")
-        if msg[0] == "failed":
-            raise RuntimeError(f"client process {k} failed: {msg[1]}")
-        raise RuntimeError(f"client process {k}: unexpected message {msg[0]!r}")
-
-    def take(tag, msg) -> None:
-        """A message that arrives once the load runs: done, failed, eof."""
-        if msg[0] == "done":
-            parts[tag] = (msg[1], msg[2])
-        elif msg[0] == "failed":
-            log(f"[process {tag}] failed: {msg[1]}")
-        elif msg[0] == "error":
-            log(f"[process {tag}] {msg[1]}")
-        elif msg[0] == "eof":
-            if not finished[tag]:
-                finished[tag] = True
-                if parts[tag] is None:
-                    rc = procs[tag].poll()
-                    lost.append({"process": tag, "pid": procs[tag].pid, "exit_code": rc})
-                    log(f"client process {tag} (pid {procs[tag].pid}) ended without reporting "
-                        f"(exit code {rc}): stopping the others")
-                    for ch in chans:
-                        ch.send("stop")
-
-    async def collect(deadline_s: float | None) -> None:
-        for tag, msg in pending_other:
-            take(tag, msg)
-        pending_other.clear()
-        end = None if deadline_s is None else loop.time() + deadline_s
-        while not all(finished):
-            timeout = None if end is None else end - loop.time()
-            if timeout is not None and timeout <= 0:
-                return
-            if timeout is None:
-                tag, msg = await queue.get()
-            else:
-                getter = loop.create_task(queue.get())
-                done, _ = await asyncio.wait({getter}, timeout=timeout)
-                if not done:
-                    getter.cancel()
-                    return
-                tag, msg = getter.result()
-            take(tag, msg)
-
-    started = False
-    cancelled = False
-    try:
-        for k, (lo, hi) in enumerate(blocks):
-            mine, theirs = socket.socketpair()
-            try:
-                proc = subprocess.Popen(_worker_argv(theirs.fileno()), pass_fds=(theirs.fileno(),),
-                                        stdin=subprocess.DEVNULL, env=env)
-            finally:
-                theirs.close()
-            procs.append(proc)
-            ch = _Channel(mine.detach(), loop, queue, tag=k, handler=handler_for(k))
-            chans.append(ch)
-            ch.send("init", {
-                "index": k, "kind": kind, "endpoint": endpoint, "workload": workload,
-                "load": loads[k], "seed": seed, "records_path": str(records_path),
-                "t0_ns": clock.t0_ns, "t0_unix_ns": clock.t0_unix_ns, "clients": (lo, hi),
-                "n_clients_total": n_clients, "secrets": secrets, "shared": shared,
-                "unreachable_after_s": unreachable_after_s, "flush_interval_s": flush_interval_s,
-                "progress_interval_s": progress_interval_s,
-                "identity": run_identity(identity)})
-        pids = [p.pid for p in procs]
-        for k in range(n_proc):
-            await expect(k, "ready")
-        chans[0].send("prepare")
-        _, info = await expect(0, "prepared")
-        info["t_ready"] = _s(now_ns() - clock.t0_ns)
-        log(f"{kind}: {n_clients} client(s) x {conc} connection(s) ready in {n_proc} processes "
-            f"(pids {', '.join(map(str, pids))})"
-            + (f", preloaded in {info['prepare_s']:.2f} s" if info["prepare_s"] > 0.01 else ""))
-        if on_ready is not None:
-            r = on_ready(info)
-            if inspect.isawaitable(r):
-                await r
-        RecordWriter(records_path, clock.t0_ns).close()  # create / truncate; workers append
-        t_go = now_ns() + START_DELAY_NS
-        for ch in chans:
-            ch.send("go", t_go)
-        started = True
-        if shared:
-            def relay(kind: str, t: int) -> None:
-                for ch in chans:
-                    ch.send(kind, t)
-
-            if share is None:  # the root: this parent decides the end
-                quota = RequestQuota(int(load["requests"]), n_proc, clock.t0_ns, relay)
-                for k, c in enumerate(counts):
-                    quota.update(k, c)
-                quota_task = loop.create_task(quota.run())
-            else:  # a member of a larger share (a Slurm client job): report the sum, relay
-                share.target = relay
-
-                async def report_up():
-                    last = -1
-                    while True:
-                        if sum(counts) != last:
-                            last = sum(counts)
-                            share.report(last)
-                        await asyncio.sleep(SHARE_TICK_S)
-
-                quota_task = loop.create_task(report_up())
-        await collect(None)
-    except asyncio.CancelledError:
-        cancelled = True
-        raise
-    finally:
-        if quota_task is not None:
-            quota_task.cancel()
-        for ch, done in zip(chans, finished):
-            if not done:
-                ch.send("stop")
-        if started:
-            try:
-                await collect(float(load.get("timeout_s") or 30.0) + WORKER_GRACE_S if cancelled
-                              else WORKER_GRACE_S)
-            except asyncio.CancelledError:
-                pass
-        _reap(procs)
-        for ch in chans:
-            ch.close()
-        if started and any(p is not None for p in parts):
-            merged = merge_stats(parts, blocks=blocks, pids=[p.pid for p in procs], load=load,
-                                 lost=lost)
-            if quota is not None:
-                merged["shared_requests"] = quota.describe()
-            if cancelled:
-                merged["stopped_by"] = "cancelled"
-            if stats_out is not None:
-                stats_out.update(merged)
-            if cancelled:
-                log(f"load cancelled: {merged['records_written']} records written")
-    if not any(p is not None for p in parts):
-        raise RuntimeError("no client process reported its statistics (see the log above)")
-    stats = merged
-    stats["client"] = info["client"]
-    stats["prepare_s"] = info["prepare_s"]
-    log(f"load done ({stats['stopped_by']}): {stats['records_written']} records, "
-        f"{stats['measured']['ok']} ok / {stats['measured']['errors']} errors in the "
-        f"{stats['window_s']:.3f} s window ({n_proc} processes)")
-    return stats
-
-
-def _reap(procs: list, grace_s: float = WORKER_GRACE_S) -> None:
-    """Wait for the workers to exit; SIGTERM, then SIGKILL the ones that do not. None is left."""
-    import subprocess
-
-    deadline = time.monotonic() + grace_s
-    for sig in (None, signal.SIGTERM, signal.SIGKILL):
-        for p in procs:
-            if sig is not None and p.poll() is None:
-                try:
-                    p.send_signal(sig)
-                except ProcessLookupError:
-                    pass
-        for p in procs:
-            try:
-                p.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-        if all(p.poll() is not None for p in procs):
-            return
-        deadline = time.monotonic() + grace_s
-
-
-def _worker_main(fd: int) -> int:
-    """Entry point of a worker process (see run_load_processes)."""
-    import os
-
-    import uvloop
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C: the parent coordinates
-    from aifb.process import _die_with_parent
-
-    _die_with_parent()
-    if os.getppid() == 1:
-        return 1
-    try:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(_worker(fd))
-    except (asyncio.CancelledError, KeyboardInterrupt):
-        return 0
-
-
-async def _worker(fd: int) -> int:
-    import array
-    import os
-    import traceback
-
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue()
-    main = asyncio.current_task()
-    stopper = [main.cancel]
-    stop_msgs = ("stop", "eof")
-
-    share_box: list = [None]
-
-    def handle(msg) -> bool:
-        if msg[0] in stop_msgs:
-            stopper[0]()
-            return True
-        if msg[0] in ("safe", "end"):
-            if share_box[0] is not None:
-                share_box[0].deliver(msg[0], msg[1])
-            return True
-        return False
-
-    ch = _Channel(fd, loop, queue, handler=handle)
-    loop.add_signal_handler(signal.SIGTERM, lambda: stopper[0]())
-    _, (_, p) = await queue.get()
-    lo, hi = p["clients"]
-    load = p["load"]
-
-    def log(msg: str) -> None:
-        ch.send("log", msg)
-
-    clients, started = [], []
-    try:
-        try:
-            clients = await _start_clients(p["kind"], p["endpoint"], p["workload"], load,
-                                           p["seed"], p["secrets"], range(lo, hi), log, started,
-                                           p.get("identity"))
-        except ServiceError as exc:
-            ch.send("error", str(exc))
-            return 0
-        ch.send("ready", {"pid": os.getpid()})
-        _, msg = await queue.get()
-        if msg[0] == "prepare":
-            try:
-                info = await _prepare(clients[0])
-            except ServiceError as exc:
-                ch.send("error", str(exc))
-                return 0
-            ch.send("prepared", info)
-            _, msg = await queue.get()
-        if msg[0] != "go":
-            return 0
-        clock = RunClock(t0_ns=p["t0_ns"], t0_unix_ns=p["t0_unix_ns"])
-        writer = RecordWriter(p["records_path"], clock.t0_ns, truncate=False, background=True)
-        interval = p["progress_interval_s"]
-
-        def progress_cb(now, ok, err, phase):
-            ch.send("progress", round((now - msg[1]) / G / interval), now, ok, err, phase)
-
-        share = RequestShare(lambda n: ch.send("count", n)) if p.get("shared") else None
-        share_box[0] = share
-        try:
-            eng = _Engine(clients, load, p["seed"], writer, clock, log, p["unreachable_after_s"],
-                          p["flush_interval_s"], interval, client_ids=range(lo, hi),
-                          n_clients_total=p["n_clients_total"], progress_cb=progress_cb,
-                          share=share)
-        except BaseException:
-            writer.close()
-            raise
-        stats_out: dict = {}
-        run = loop.create_task(eng.run(stats_out, t_load_start_ns=msg[1]))
-        stopper[0] = run.cancel
-        try:
-            stats = await run
-        except asyncio.CancelledError:
-            if main.cancelling():
-                raise
-            stats = stats_out
-        raw = {"sched_lags": array.array("q", eng.sched_lags).tobytes()}
-        ch.send("done", stats, raw)
-        return 0
-    except asyncio.CancelledError:
-        return 0
-    except BaseException as exc:
-        ch.send("failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
-        return 1
-    finally:
-        for c in started:
-            try:
-                await c.shutdown()
-            except Exception:
-                pass
-        ch.close()

@@ -44,7 +44,9 @@ from pathlib import Path
 import yaml
 
 from aifb import process
-from aifb.load.engine import RequestQuota, RequestShare, _split, merge_connect_attempts
+from aifb.load.merge import merge_connect_attempts
+from aifb.load.shard import split
+from aifb.load.share import RequestQuota, RequestShare
 from aifb.errors import ConfigError, ServiceError
 from aifb.jsonio import read_json, write_json
 from aifb.records import PHASES
@@ -665,7 +667,7 @@ class ClientJobs:
         self.endpoint, self.settings, self.recipe = endpoint, settings, recipe
         self.clock, self.log = clock, log
         self.n = client_job_count(settings, target)
-        self.blocks = _split(int(settings["clients"]), self.n)
+        self.blocks = split(int(settings["clients"]), self.n)
         # requests: N is one count for all the jobs; this job is its root (see aifb.load.engine).
         self.quota = self.share0 = None
         self.quota_task: asyncio.Task | None = None

@@ -19,6 +19,8 @@ import yaml
 
 from aifb import endpoints
 from aifb.errors import ConfigError, RecipeError, ServiceError
+from aifb.load.settings import (DEFAULT_ARRIVAL, DEFAULT_CONCURRENCY, DEFAULT_PROCESSES,
+                                DEFAULT_TIMEOUT_S)
 from aifb.paths import schema_dir
 from aifb.schemas import validation_errors
 from aifb.units import parse_duration, parse_size
@@ -257,15 +259,15 @@ def load_settings(recipe: dict) -> dict:
     load = recipe["load"]
     settings = {
         "clients": int(load["clients"]),
-        "concurrency": int(load.get("concurrency", 1)),
-        "processes": int(load.get("processes", 1)),
+        "concurrency": int(load.get("concurrency", DEFAULT_CONCURRENCY)),
+        "processes": int(load.get("processes", DEFAULT_PROCESSES)),
         "rate": float(load["rate"]) if load.get("rate") is not None else None,
-        "arrival": load.get("arrival", "poisson"),
+        "arrival": load.get("arrival", DEFAULT_ARRIVAL),
         "duration_s": parse_duration(load["duration"]) if "duration" in load else None,
         "requests": int(load["requests"]) if "requests" in load else None,
         "warmup_s": parse_duration(load.get("warmup", 0)),
         "cooldown_s": parse_duration(load.get("cooldown", 0)),
-        "timeout_s": parse_duration(load.get("timeout", "30s")),
+        "timeout_s": parse_duration(load.get("timeout", DEFAULT_TIMEOUT_S)),
     }
     if settings["arrival"] == "trace":
         _trace_settings(recipe, settings)

@@ -871,7 +871,7 @@ class LLMHttpClient(CoroutineClient):
     async def startup(self, connections: int) -> None:
         self.prompts.load()
         if self.salt is None:   # not run by the engine (which gives the run's salt)
-            from aifb.load.engine import new_salt
+            from aifb.load.startup import new_salt
             self.salt = new_salt()
         self._session = make_session(connections, self.force_close, self._headers())
 
@@ -934,7 +934,7 @@ class LLMHttpClient(CoroutineClient):
                 pass
 
     def identify(self, benchmark_id: str, client: int, salt: str, clients: int = 1) -> None:
-        """The run's identity (aifb.load.engine.run_identity), given before startup: request ids
+        """The run's identity (aifb.load.startup.run_identity), given before startup: request ids
         are `<benchmark id>-<client>-<seq>`, seq counting this client's requests from 1;
         a trace's requests are shared out by client index among `clients`."""
         self._rid_prefix = f"{benchmark_id}-{client}"

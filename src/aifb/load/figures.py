@@ -1,0 +1,35 @@
+"""How the load statistics express their samples: ns -> seconds, percentiles by the method of
+every other figure, and the open-loop block (offered vs achieved rate, scheduling lag). Used by
+the engine for its own stats and by the merge of several engines' stats."""
+
+from __future__ import annotations
+
+from aifb.stats import quantiles_sorted
+
+G = 1_000_000_000  # ns per second
+
+
+def pct(sorted_vals: list, q: float):
+    """Percentile of an ascending list of ns (None when empty), by the method of every other
+    figure (aifb.stats.quantiles_sorted: linear interpolation, Hyndman-Fan 7)."""
+    if not sorted_vals:
+        return None
+    return round(quantiles_sorted(sorted_vals, [q])[0])
+
+
+def seconds(ns: int | None) -> float | None:
+    return None if ns is None else round(ns / G, 9)
+
+
+def open_loop_stats(sorted_lags: list, rate, arrival: str, n_measured: int,
+                    window_s: float) -> dict:
+    """Offered vs achieved rate and the scheduling lag (t_start - t_sched, ns) percentiles."""
+    sl = sorted_lags
+    return {
+        "offered_rate": rate,
+        "arrival": arrival,
+        "achieved_rate": round(n_measured / window_s, 3) if window_s else None,
+        "sched_lag_s": {"n": len(sl), "p50": seconds(pct(sl, 0.5)), "p90": seconds(pct(sl, 0.9)),
+                        "p99": seconds(pct(sl, 0.99)), "max": seconds(sl[-1] if sl else None),
+                        "mean": round(sum(sl) / len(sl) / G, 9) if sl else None},
+    }
