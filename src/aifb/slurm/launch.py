@@ -44,12 +44,11 @@ from pathlib import Path
 import yaml
 
 from aifb import process
-from aifb.load.merge import merge_connect_attempts
+from aifb.load import merge
 from aifb.load.shard import split
 from aifb.load.share import RequestQuota, RequestShare
 from aifb.errors import ConfigError, ServiceError
 from aifb.jsonio import read_json, write_json
-from aifb.records import PHASES
 from aifb.paths import work_root
 from aifb.schemas import validation_errors
 from aifb.services.base import ServiceInfo
@@ -978,43 +977,19 @@ class ClientJobs:
         return total
 
     def merge_stats(self, stats0: dict) -> dict:
+        """The run's load_stats: every job's merged by the one merge of the engine
+        (aifb.load.merge: same sums, window, stop ranking and open-loop figures as for worker
+        processes; a job that did not report is lost), job 0's own fields (client, prepare_s,
+        its processes) kept, and every job's whole stats in client_jobs."""
         parts = [stats0] + [self.jobs[k].get("stats") for k in range(1, self.n)]
-        got = [p for p in parts if p]
-        out = dict(stats0)
-        out["warmup_end"] = min(p["warmup_end"] for p in got)
-        out["measure_end"] = max(p["measure_end"] for p in got)
-        out["window_s"] = round(max(0.0, out["measure_end"] - out["warmup_end"]), 9)
-        out["clients"] = int(self.settings["clients"])
-        for key in ("requests_issued", "records_written", "connections"):
-            out[key] = sum(p.get(key) or 0 for p in got)
-        out["measured"] = {f: sum(p["measured"][f] for p in got) for f in ("ok", "errors")}
-        out["records_by_phase"] = {ph: sum((p.get("records_by_phase") or {}).get(ph, 0) for p in got)
-                                   for ph in PHASES}
-        errs: dict = {}
-        for p in got:
-            for t, c in (p.get("errors_by_type") or {}).items():
-                errs[t] = errs.get(t, 0) + c
-        out["errors_by_type"] = dict(sorted(errs.items()))
-        out["connect_attempts"] = merge_connect_attempts(got)
-        worst_cpu = max((p for p in got if p.get("client_cpu")),
-                        key=lambda p: p["client_cpu"].get("util_of_one_core") or 0, default=None)
-        if worst_cpu:
-            out["client_cpu"] = worst_cpu["client_cpu"]
-        worst_lag = max((p for p in got if p.get("loop_lag_s")),
-                        key=lambda p: p["loop_lag_s"].get("p99") or 0, default=None)
-        if worst_lag:
-            out["loop_lag_s"] = worst_lag["loop_lag_s"]
-        if self.settings.get("rate") is not None and out["window_s"]:
-            out["offered_rate"] = self.settings["rate"]
-            out["achieved_rate"] = round((out["measured"]["ok"] + out["measured"]["errors"])
-                                         / out["window_s"], 3)
-            out.pop("sched_lag_s", None)  # per job only: see client_jobs
-        stops = [p.get("stopped_by") for p in got]
-        out["stopped_by"] = next((s for s in stops if s not in ("duration", "requests")), stops[0])
-        if len(got) < len(parts):
-            out["stopped_by"] = "client_job_lost"
+        lost = [{"client_job": k, "job_id": self.jobs[k]["job_id"]}
+                for k, p in enumerate(parts) if not p]
+        merged = merge.merge_stats([(p, None) if p else None for p in parts], blocks=self.blocks,
+                                   pids=[j["job_id"] for j in self.jobs], load=self.settings,
+                                   lost=lost, member="client_job")
+        out = {**stats0, **merged}
         out["client_jobs"] = [{"k": k, "stats": p} for k, p in enumerate(parts)]
-        starts = [p["t_load_start"] for p in got if p.get("t_load_start") is not None]
+        starts = [p["t_load_start"] for p in parts if p and p.get("t_load_start") is not None]
         # Each job's engine starts at the common instant plus its own start-up time.
         out["client_jobs_start_spread_s"] = round(max(starts) - min(starts), 9) if starts else None
         return out

@@ -1,0 +1,84 @@
+"""One merge of per-engine load_stats (aifb.load.merge) for worker processes and Slurm client
+jobs alike: a lost member is ranked the same way, and an open-loop run keeps its scheduling
+lags. ClientJobs is built without Slurm (as the coordinator tests do)."""
+
+import time
+
+import pytest
+
+from aifb.load.merge import merge_stats
+
+
+class _Clock:
+    def __init__(self):
+        from aifb.clock import now_ns
+        self.t0_ns, self.t0_unix_ns = now_ns(), time.time_ns()
+
+
+def _job_stats(stopped_by, lag_n, lag_p99, lag_max, lag_mean, t_end, util, loop_p99):
+    return {"t_load_start": 1.0, "warmup_end": 2.0, "measure_end": 3.0, "t_load_end": t_end,
+            "window_s": 1.0, "mode": "open", "clients": 1, "processes": 1, "concurrency": 1,
+            "connections": 1, "requests_issued": 60, "records_written": 60,
+            "records_by_phase": {"warmup": 5, "measure": 50, "cooldown": 5},
+            "measured": {"ok": 49, "errors": 1}, "errors_by_type": {"Timeout": 1},
+            "connect_attempts": {"by_phase": {"warmup": 0, "measure": 0, "cooldown": 0},
+                                 "measure_errors_by_type": {}},
+            "stopped_by": stopped_by,
+            "client_cpu": {"cpu_s": util, "util_of_one_core": util},
+            "loop_lag_s": {"n": 100, "p50": 0.0, "p99": loop_p99, "max": loop_p99},
+            "offered_rate": 50.0, "arrival": "poisson", "achieved_rate": 50.0,
+            "sched_lag_s": {"n": lag_n, "p50": 1e-05, "p90": 2e-05, "p99": lag_p99,
+                            "max": lag_max, "mean": lag_mean}}
+
+
+SETTINGS = {"clients": 3, "concurrency": 1, "rate": 150.0, "arrival": "poisson",
+            "duration_s": 1.0, "requests": None, "warmup_s": 1.0, "cooldown_s": 0.0,
+            "timeout_s": 2.0}
+
+
+def _client_jobs(tmp_path):
+    from aifb.slurm.launch import ClientJobs
+    target = {"name": "t", "executor": "slurm", "clients": {"max_per_job": 1}}
+    cj = ClientJobs(run={"benchmark_id": "BM-20250101-001"}, run_dir=tmp_path, target=target,
+                    endpoint="redis://127.0.0.1:1", settings=SETTINGS,
+                    recipe={"service": {"kind": "redis"}}, clock=_Clock(), log=lambda m: None)
+    cj.jobs[1]["job_id"], cj.jobs[2]["job_id"] = "4242", "4243"
+    return cj
+
+
+def test_slurm_merge_is_the_engine_merge(tmp_path):
+    """Job 0 and job 1 report, job 2 is lost; job 1 was cancelled: the run is `cancelled` (the
+    more serious stop, as for processes), its sched lags are kept, its figures summed."""
+    cj = _client_jobs(tmp_path)
+    stats0 = _job_stats("duration", 50, 3e-05, 4e-05, 1e-05, 3.5, 0.4, 0.002)
+    cj.jobs[1]["stats"] = _job_stats("cancelled", 30, 5e-05, 9e-05, 2e-05, 3.6, 0.7, 0.001)
+    m = cj.merge_stats(stats0)
+    assert m["stopped_by"] == "cancelled"
+    assert m["lost_client_jobs"] == [{"client_job": 2, "job_id": "4243"}]
+    assert m["measured"] == {"ok": 98, "errors": 2} and m["errors_by_type"] == {"Timeout": 2}
+    assert m["t_load_end"] == 3.6 and m["window_s"] == 1.0 and m["clients"] == 3
+    assert m["offered_rate"] == 150.0 and m["achieved_rate"] == 100.0
+    lag = m["sched_lag_s"]
+    assert lag["n"] == 80 and lag["p99"] == 5e-05 and lag["max"] == 9e-05
+    assert lag["mean"] == pytest.approx((50 * 1e-05 + 30 * 2e-05) / 80)
+    assert m["client_cpu"]["client_job"] == 1 and m["client_cpu"]["util_of_one_core"] == 0.7
+    assert m["loop_lag_s"]["client_job"] == 0
+    assert [j["k"] for j in m["client_jobs"]] == [0, 1, 2] and m["client_jobs"][2]["stats"] is None
+
+
+def test_a_lost_member_is_ranked_alike_for_processes_and_jobs(tmp_path):
+    """Without a more serious stop, a lost member marks the run (client_process_failed for a
+    process, client_job_lost for a client job); the common figures are the same."""
+    cj = _client_jobs(tmp_path)
+    a = _job_stats("duration", 50, 3e-05, 4e-05, 1e-05, 3.5, 0.4, 0.002)
+    b = _job_stats("service_unreachable", 30, 5e-05, 9e-05, 2e-05, 3.6, 0.7, 0.001)
+    cj.jobs[1]["stats"] = b
+    jobs = cj.merge_stats(a)
+    procs = merge_stats([(a, None), (b, None), None], blocks=[(0, 1), (1, 2), (2, 3)],
+                        pids=[1, 2, 3], load=SETTINGS, lost=[{"process": 2}])
+    assert jobs["stopped_by"] == "client_job_lost"
+    assert procs["stopped_by"] == "client_process_failed"
+    for key in ("warmup_end", "measure_end", "t_load_end", "window_s", "measured",
+                "records_by_phase", "errors_by_type", "connect_attempts", "sched_lag_s",
+                "achieved_rate", "offered_rate"):
+        assert jobs[key] == procs[key], key
