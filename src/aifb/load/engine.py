@@ -58,7 +58,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import gc
-import inspect
 import math
 import resource
 import time
@@ -71,7 +70,8 @@ from aifb.load.figures import G, open_loop_stats, pct, seconds
 from aifb.load.processes import run_load_processes
 from aifb.load.settings import LoadRun
 from aifb.load.share import SHARE_TICK_S
-from aifb.load.startup import prepare, run_identity, shut_down, start_clients
+from aifb.load.startup import (announce_ready, finish, prepare, run_identity, shut_down,
+                               start_clients)
 from aifb.records import RecordWriter
 
 FLUSH_CHUNK = 128  # rows formatted per step of the flusher (~0.15 ms), then the loop runs
@@ -735,23 +735,14 @@ async def _run_here(run: LoadRun) -> dict:
         prepare_s = info["prepare_s"]
         log(f"{run.kind}: {load.clients} client(s) x {load.concurrency} connection(s) "
             "ready" + (f", preloaded in {prepare_s:.2f} s" if prepare_s > 0.01 else ""))
-        if run.on_ready is not None:
-            r = run.on_ready(info)
-            if inspect.isawaitable(r):
-                await r
+        await announce_ready(run, info)
         writer = RecordWriter(run.records_path, run.clock.t0_ns, background=True)
         try:
             eng = Engine(run, clients, writer)
         except BaseException:
             writer.close()
             raise
-        stats = await eng.run(run.stats_out)
-        stats["client"] = info["client"]
-        stats["prepare_s"] = info["prepare_s"]
-        log(f"load done ({stats['stopped_by']}): {stats['records_written']} records, "
-            f"{stats['measured']['ok']} ok / {stats['measured']['errors']} errors in the "
-            f"{stats['window_s']:.3f} s window")
-        return stats
+        return finish(await eng.run(run.stats_out), info, log)
     finally:
         await shut_down(started)
 

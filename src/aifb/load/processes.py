@@ -6,7 +6,6 @@ Each worker is aifb.load.worker."""
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 import pickle
 import signal
@@ -24,7 +23,7 @@ from aifb.load.merge import merge_stats
 from aifb.load.settings import LoadRun
 from aifb.load.shard import split
 from aifb.load.share import SHARE_TICK_S, RequestQuota
-from aifb.load.startup import run_identity
+from aifb.load.startup import announce_ready, finish, run_identity
 from aifb.records import PHASES, RecordWriter
 
 
@@ -302,10 +301,7 @@ async def run_load_processes(run: LoadRun) -> dict:
         log(f"{kind}: {n_clients} client(s) x {load.concurrency} connection(s) ready in {n_proc} processes "
             f"(pids {', '.join(map(str, pids))})"
             + (f", preloaded in {info['prepare_s']:.2f} s" if info["prepare_s"] > 0.01 else ""))
-        if run.on_ready is not None:
-            r = run.on_ready(info)
-            if inspect.isawaitable(r):
-                await r
+        await announce_ready(run, info)
         RecordWriter(run.records_path, clock.t0_ns).close()  # create / truncate; workers append
         t_go = now_ns() + START_DELAY_NS
         for ch in chans:
@@ -365,13 +361,7 @@ async def run_load_processes(run: LoadRun) -> dict:
                 log(f"load cancelled: {merged['records_written']} records written")
     if not any(p is not None for p in parts):
         raise RuntimeError("no client process reported its statistics (see the log above)")
-    stats = merged
-    stats["client"] = info["client"]
-    stats["prepare_s"] = info["prepare_s"]
-    log(f"load done ({stats['stopped_by']}): {stats['records_written']} records, "
-        f"{stats['measured']['ok']} ok / {stats['measured']['errors']} errors in the "
-        f"{stats['window_s']:.3f} s window ({n_proc} processes)")
-    return stats
+    return finish(merged, info, log, f" ({n_proc} processes)")
 
 
 def reap(procs: list, grace_s: float = WORKER_GRACE_S) -> None:

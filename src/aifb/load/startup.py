@@ -6,6 +6,7 @@ Used alike by the single-process engine (aifb.load.engine) and each worker proce
 from __future__ import annotations
 
 import hashlib
+import inspect
 import secrets as _secrets
 from collections.abc import Iterable
 
@@ -71,6 +72,24 @@ async def prepare(client) -> dict:
     t_prep = now_ns()
     await client.prepare()
     return {"client": client.describe(), "prepare_s": round((now_ns() - t_prep) / G, 6)}
+
+
+async def announce_ready(run: LoadRun, info: dict) -> None:
+    """The run's on_ready(info), sync or async, just before the load starts."""
+    if run.on_ready is not None:
+        r = run.on_ready(info)
+        if inspect.isawaitable(r):
+            await r
+
+
+def finish(stats: dict, info: dict, log, where: str = "") -> dict:
+    """load_stats with the client's description and preload time, and the closing log line."""
+    stats["client"] = info["client"]
+    stats["prepare_s"] = info["prepare_s"]
+    log(f"load done ({stats['stopped_by']}): {stats['records_written']} records, "
+        f"{stats['measured']['ok']} ok / {stats['measured']['errors']} errors in the "
+        f"{stats['window_s']:.3f} s window{where}")
+    return stats
 
 
 async def shut_down(started: list) -> None:
