@@ -1,4 +1,4 @@
-"""LLM serving metrics (the llm family: vllm, ollama, llamacpp), compatible with vLLM's serving benchmark.
+"""LLM serving metrics (the llm family of kinds), compatible with vLLM's serving benchmark.
 
 Per successful request of the measurement window (the record fields come from
 aifb.clients.llm.openai / aifb.clients.llm.ollama):

@@ -1,6 +1,6 @@
-"""Object-storage metrics (the object family: s3, minio): data rate per operation and per object
-size, GET time to first byte by size. Reads requests.jsonl only (the `size` field the S3 client
-records).
+"""Object-storage metrics (the kinds of the object family, aifb.kinds: s3, minio): data rate per
+operation and per object size, GET time to first byte by size. Reads requests.jsonl only (the
+`size` field the S3 client records).
 
 Not the index's "storage" category, which also holds the kv and sql families (redis, postgres):
 this module applies to the object family only (aifb.kinds). Its summary block keeps the name

@@ -1,4 +1,4 @@
-"""Vector-search metrics (the vector family: chroma, qdrant): recall@k measured under load, and QPS.
+"""Vector-search metrics (the vector family of kinds): recall@k measured under load, and QPS.
 
 Per ok query record of the measurement window the client wrote `recall` = |returned top-k ∩
 exact top-k| / min(k, vectors matching the filter), the exact top-k computed by the harness
