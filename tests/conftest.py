@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from aifb.kinds import all_kinds
+
 
 def require(reason: str) -> None:
     """Skip a test whose server is missing on a developer's machine; in CI (CI=true), where
@@ -17,6 +19,17 @@ def require(reason: str) -> None:
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"CI: {reason}")
     pytest.skip(reason)
+
+
+# -- a marker per service kind (`pytestmark = pytest.mark.qdrant`), from aifb.kinds, so that a new
+# kind's tests need no line in pyproject.toml; the markers declared there (redis: needs a
+# redis-server binary) keep their own description.
+def pytest_configure(config):
+    declared = {line.split(":")[0].strip() for line in config.getini("markers")}
+    for k in all_kinds():
+        if k.kind not in declared:
+            config.addinivalue_line("markers", f"{k.kind}: tests of the {k.display_name} service "
+                                    "kind (the test module says what they need)")
 
 
 # -- redis_server: a real redis-server on a free loopback port, killed at teardown ----------

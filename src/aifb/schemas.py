@@ -12,6 +12,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from aifb.kinds import fill_enums
 from aifb.paths import schema_dir
 
 
@@ -19,7 +20,7 @@ from aifb.paths import schema_dir
 def load_schema(name: str) -> dict:
     path = schema_dir() / name
     with open(path, encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
+        return fill_enums(yaml.safe_load(fh))  # the service.kind enums come from aifb.kinds
 
 
 @functools.cache
@@ -66,8 +67,10 @@ def _leaf_errors(error: jsonschema.ValidationError):
 def _message(error: jsonschema.ValidationError) -> str:
     where = _path_text(error.absolute_path)
     msg = error.message
-    if error.validator == "additionalProperties":
+    if error.validator in ("additionalProperties", "unevaluatedProperties"):
+        # unevaluatedProperties: a schema that extends another through $ref (workloads/chroma)
         msg = msg.replace("Additional properties are not allowed", "unknown field(s)")
+        msg = msg.replace("Unevaluated properties are not allowed", "unknown field(s)")
     elif error.validator == "pattern":
         msg = f"{error.instance!r} is not in the expected format"
         desc = error.schema.get("description")

@@ -1,7 +1,11 @@
 """Service kinds: how to deploy, probe and stop each one, registered by `kind`.
 
 A new kind is one module here that decorates its class with `@register("kind")`, plus its
-client in aifb.clients, a schema fragment and recipes.
+client in aifb.clients (registered under the same name), its workload schema
+workflow/schemas/workloads/<kind>.schema.yaml whose `x-aifb-kind` block says what it is (family,
+index category, display name: aifb.kinds, from which the index, the metrics family and the
+schemas' kind enums derive), recipes, tests and its row in README's table. No shared file names
+a kind; tests/unit/test_kinds.py fails when a registered kind and the schemas disagree.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from aifb.workflow import registry
 from aifb.jsonio import write_json, write_text
+from aifb.kinds import all_kinds, kind_info
 from aifb.reporting.report import notes_percentile, render_notes
 
 TITLE = "# AI Factory Benchmarking Dataset Index"
@@ -36,12 +37,6 @@ CATEGORIES = [
     ("retrieval", "### Category 3: Retrieval (Vector DB)", "### Retrieval Sweep",
      "Find optimal concurrency for vector search under SLO"),
 ]
-SERVICE_NAMES = {"vllm": "vLLM", "ollama": "Ollama", "llamacpp": "llama.cpp",
-                 "postgres": "PostgreSQL", "minio": "MinIO", "s3": "S3", "redis": "Redis",
-                 "chroma": "ChromaDB", "qdrant": "Qdrant"}
-KIND_CATEGORY = {"vllm": "inference", "ollama": "inference", "llamacpp": "inference",
-                 "postgres": "storage", "minio": "storage", "s3": "storage", "redis": "storage",
-                 "chroma": "retrieval", "qdrant": "retrieval"}
 RUN_HEADER = "| Benchmark ID | Recipe | Date | Purpose | Status | Concurrency | Notes |"
 RUN_RULE = "|--------------|--------|------|---------|--------|-------------|-------|"
 SWEEP_HEADER = "| Sweep Name | Service | Concurrency Levels | Sweep Report | Status | Optimal |"
@@ -71,6 +66,12 @@ def _read(path: Path):
             return json.load(fh)
     except (OSError, ValueError):
         return None
+
+
+def _kind_category(kind) -> str | None:
+    """The index category of a service kind (aifb.kinds), None for an unknown kind."""
+    info = kind_info(kind)
+    return info.category if info else None
 
 
 def _id_key(bid: str):
@@ -114,7 +115,7 @@ def _run_row(bid: str, entry: dict | None, run: dict | None, summary: dict | Non
     recipe = (run or {}).get("recipe") or (entry or {}).get("recipe") or {}
     recipe_path = (run or {}).get("recipe_path") or (entry or {}).get("recipe_path")
     kind = ((run or {}).get("service") or {}).get("kind") or (recipe.get("service") or {}).get("kind")
-    category = recipe.get("category") or KIND_CATEGORY.get(kind)
+    category = recipe.get("category") or _kind_category(kind)
     if run is None:
         status = "registered"
         date = ((entry or {}).get("registered_at") or "")[:10]
@@ -235,13 +236,13 @@ def _sweep_category(sweep: dict, root: Path, runs_by_id: dict) -> str | None:
                 recipe = yaml.safe_load((root / path).read_text(encoding="utf-8")) or {}
             except Exception:  # an unreadable recipe only costs the category
                 continue
-            cat = recipe.get("category") or KIND_CATEGORY.get((recipe.get("service") or {}).get("kind"))
+            cat = recipe.get("category") or _kind_category((recipe.get("service") or {}).get("kind"))
             if cat:
                 return cat
     service = (sweep.get("service") or "").lower()
-    for kind, name in SERVICE_NAMES.items():
-        if service.startswith(name.lower()) or service.startswith(kind):
-            return KIND_CATEGORY[kind]
+    for k in all_kinds():
+        if service.startswith(k.display_name.lower()) or service.startswith(k.kind):
+            return k.category
     return None
 
 
@@ -317,8 +318,8 @@ def render_markdown(runs: list[dict], sweeps: list[dict], bundle: list[dict],
     for cat, heading, _, _ in CATEGORIES:
         rows = [r for r in runs if r["category"] == cat]
         kinds = {r["service_kind"] for r in rows if r["service_kind"]}
-        names = [SERVICE_NAMES[k] for k in SERVICE_NAMES if k in kinds]
-        names += sorted(k for k in kinds if k not in SERVICE_NAMES)
+        names = [k.display_name for k in all_kinds() if k.kind in kinds]
+        names += sorted(k for k in kinds if kind_info(k) is None)
         out += [heading, f"Services: {', '.join(names) if names else 'none yet'}", "",
                 RUN_HEADER, RUN_RULE]
         for r in rows:

@@ -176,7 +176,9 @@ def validate(recipe: Any, source: str = "recipe") -> dict:
     if not isinstance(recipe, dict):
         raise RecipeError(f"{source}: a recipe is a mapping, got {type(recipe).__name__}")
     errors = validation_errors(recipe, SCHEMA)
-    # Each service kind brings its own workload schema (a new kind touches no shared file).
+    # Each service kind brings its own workload schema, which also says what the kind is
+    # (aifb.kinds: the service.kind enum checked above is filled from those), so a new kind
+    # touches no shared file.
     kind = (recipe.get("service") or {}).get("kind") if isinstance(recipe.get("service"), dict) else None
     if isinstance(kind, str) and re.fullmatch(r"[a-z0-9_]+", kind):
         kind_schema = f"workloads/{kind}.schema.yaml"

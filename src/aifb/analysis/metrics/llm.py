@@ -1,4 +1,4 @@
-"""LLM serving metrics (kinds vllm, ollama, llamacpp), compatible with vLLM's serving benchmark.
+"""LLM serving metrics (the llm family of kinds), compatible with vLLM's serving benchmark.
 
 Per successful request of the measurement window (the record fields come from
 aifb.clients.llm.openai / aifb.clients.llm.ollama):
@@ -42,12 +42,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from aifb.analysis.metrics import run_family
 from aifb.analysis.slo import parse_rules
 from aifb.analysis.summary import (PERCENTILE_METHOD, is_open_loop, latency_sample, scan_records,
                        sorted_values, stats_sorted)
 from aifb.units import format_number, format_seconds, parse_duration
 
-KINDS = ("vllm", "ollama", "llamacpp")
 GOODPUT_METRICS = ("ttft", "tpot", "e2el")
 # Rules whose threshold may serve as a per-request goodput limit, highest first; mean and min
 # rules bound no single request, so they never do.
@@ -84,9 +84,7 @@ LLM_SCHEMA = {
 
 
 def applies(run: dict) -> bool:
-    kind = ((run.get("service") or {}).get("kind")
-            or ((run.get("recipe") or {}).get("service") or {}).get("kind"))
-    return kind in KINDS
+    return run_family(run) == "llm"
 
 
 # ----------------------------------------------------------------------------- per request

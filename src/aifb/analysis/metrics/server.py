@@ -13,6 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
+from aifb.analysis.metrics import run_kind
 from aifb.analysis.summary import CONNECT_OP, latency_window, scan_records
 from aifb.telemetry import TELEMETRY_FILE
 from aifb.telemetry import window as tw
@@ -58,8 +59,7 @@ def summarize(run: dict, records_path: Path, window_s: float | None) -> dict:
     if not tel.samples:
         return {"server": {"warnings": [f"{path.name} holds no sample: the sampler recorded "
                                         "nothing (see run.json telemetry)."]}}
-    kind = (run.get("service") or {}).get("kind") or ((run.get("recipe") or {}).get("service") or {}).get("kind")
-    block = server_block(tel, kind, win[0], win[1], float(tele.get("interval_s") or 1.0),
+    block = server_block(tel, run_kind(run), win[0], win[1], float(tele.get("interval_s") or 1.0),
                          client_counts(records_path), tele)
     return {"server": block}
 

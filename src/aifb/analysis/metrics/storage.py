@@ -1,5 +1,10 @@
-"""Object-storage metrics (S3, MinIO): data rate per operation and per object size, GET time to
-first byte by size. Reads requests.jsonl only (the `size` field the S3 client records).
+"""Object-storage metrics (the kinds of the object family, aifb.kinds: s3, minio): data rate per
+operation and per object size, GET time to first byte by size. Reads requests.jsonl only (the
+`size` field the S3 client records).
+
+Not the index's "storage" category, which also holds the kv and sql families (redis, postgres):
+this module applies to the object family only (aifb.kinds). Its summary block keeps the name
+`storage` because summary.json's format is fixed.
 
 summary.json gains
     "storage": {
@@ -17,7 +22,8 @@ from pathlib import Path
 
 import polars as pl
 
-KINDS = ("s3", "minio")
+from aifb.analysis.metrics import run_family
+
 MIB = 2 ** 20
 CDF_POINTS = 500
 SCHEMA = {"op": pl.String, "ok": pl.Boolean, "phase": pl.String, "t_sched": pl.Float64,
@@ -26,9 +32,7 @@ SCHEMA = {"op": pl.String, "ok": pl.Boolean, "phase": pl.String, "t_sched": pl.F
 
 
 def applies(run: dict) -> bool:
-    kind = (run.get("service") or {}).get("kind") or \
-        ((run.get("recipe") or {}).get("service") or {}).get("kind")
-    return kind in KINDS
+    return run_family(run) == "object"
 
 
 def _measured_ok(run: dict, records_path: Path) -> pl.DataFrame:

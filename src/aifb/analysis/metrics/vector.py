@@ -1,4 +1,4 @@
-"""Vector-search metrics (kinds chroma, qdrant): recall@k measured under load, and QPS.
+"""Vector-search metrics (the vector family of kinds): recall@k measured under load, and QPS.
 
 Per ok query record of the measurement window the client wrote `recall` = |returned top-k ∩
 exact top-k| / min(k, vectors matching the filter), the exact top-k computed by the harness
@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from aifb.analysis.metrics import run_family
 from aifb.analysis.summary import PERCENTILE_METHOD, quantiles_sorted, scan_records
 from aifb.units import format_number, format_rate
 
-KINDS = ("chroma", "qdrant")
 PLOT_FILE = "vector_recall.png"
 SWEEP_PLOT = "vector_recall_vs_qps.png"
 
@@ -30,13 +30,8 @@ VECTOR_SCHEMA = {"op": pl.String, "ok": pl.Boolean, "phase": pl.String, "recall"
                  "returned_inserted": pl.Int64}
 
 
-def _kind(run: dict) -> str | None:
-    return ((run.get("service") or {}).get("kind")
-            or ((run.get("recipe") or {}).get("service") or {}).get("kind"))
-
-
 def applies(run: dict) -> bool:
-    return _kind(run) in KINDS
+    return run_family(run) == "vector"
 
 
 def _queries(lf: pl.LazyFrame) -> list[pl.LazyFrame]:

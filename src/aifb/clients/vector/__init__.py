@@ -1,6 +1,6 @@
 """What the HTTP vector-search clients (aifb.clients.vector.chroma, aifb.clients.vector.qdrant) share.
 
-The workload (workflow/schemas/workloads/chroma.schema.yaml and qdrant.schema.yaml): a seeded
+The workload (workflow/schemas/workloads/vector.schema.yaml, which each kind's extends): a seeded
 data set of `vectors` x `dimension` float32 vectors (i.i.d. standard normal, generated in fixed
 blocks so any part can be regenerated), a seeded query set of `queries` vectors, an optional
 categorical metadata field used as a filter, and the EXACT top-k of every query, computed by
