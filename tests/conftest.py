@@ -10,13 +10,7 @@ import time
 
 import pytest
 
-
-def require(reason: str) -> None:
-    """Skip a test whose server is missing on a developer's machine; in CI (CI=true), where
-    .ci/run installs every server, a missing one is a failure, never a silent skip."""
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"CI: {reason}")
-    pytest.skip(reason)
+from support import require, skip_groups, skip_line
 
 
 # -- redis_server: a real redis-server on a free loopback port, killed at teardown ----------
@@ -74,29 +68,6 @@ def pytest_runtest_makereport(item, call):
 # -- the last line: which groups skipped, and the one command that runs them -----------------
 # Outside CI a missing server skips its tests, so a green run is not CI's green run: say so
 # where a reader looks last (after pytest's own summary line).
-def skip_groups(reports) -> dict[str, tuple[int, str]]:
-    """{test file: (skipped tests, the first reason)} from pytest's skipped reports."""
-    groups: dict[str, tuple[int, str]] = {}
-    for rep in reports:
-        path = (rep.nodeid or rep.location[0]).split("::")[0]
-        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
-        n, first = groups.get(os.path.basename(path), (0, reason.removeprefix("Skipped: ")))
-        groups[os.path.basename(path)] = (n + 1, first)
-    return groups
-
-
-def skip_line(groups: dict[str, tuple[int, str]], root: bool) -> str:
-    if not root:
-        command = "sudo make test"  # installs every server, starts and stops the test Slurm
-    elif any("Slurm" in reason for _, reason in groups.values()):
-        command = "scripts/slurm/start.sh && make test"
-    else:
-        command = "make test"
-    total = sum(n for n, _ in groups.values())
-    parts = "; ".join(f"{name} ({n}: {reason})" for name, (n, reason) in sorted(groups.items()))
-    return f"NOT RUN: {total} skipped test(s) - {parts}. Run them with: {command}"
-
-
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_sessionfinish(session, exitstatus):
     result = yield

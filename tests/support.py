@@ -1,4 +1,5 @@
-"""Helpers shared by the workflow and fault tests: a scratch workspace and process checks."""
+"""Helpers shared by the tests: a scratch workspace, process checks, and how a test whose server is
+missing skips (`require`) and how the skips are summed up at the end (conftest.py's last line)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -146,3 +148,35 @@ def write_step_result(ws: Path, bid: str, rps: float, p99: float) -> int:
         "throughput": {"rps": rps}, "latency_s": {"n": 100, "p50": p99 / 2, "p95": p99, "p99": p99}}))
     (ws / "reports" / bid).mkdir(parents=True, exist_ok=True)
     return 0
+
+
+# -- skips: a missing server skips outside CI and fails in CI; the summary line of the skips --
+def require(reason: str) -> None:
+    """Skip a test whose server is missing on a developer's machine; in CI (CI=true), where
+    .ci/run installs every server, a missing one is a failure, never a silent skip."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"CI: {reason}")
+    pytest.skip(reason)
+
+
+def skip_groups(reports) -> dict[str, tuple[int, str]]:
+    """{test file: (skipped tests, the first reason)} from pytest's skipped reports."""
+    groups: dict[str, tuple[int, str]] = {}
+    for rep in reports:
+        path = (rep.nodeid or rep.location[0]).split("::")[0]
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        n, first = groups.get(os.path.basename(path), (0, reason.removeprefix("Skipped: ")))
+        groups[os.path.basename(path)] = (n + 1, first)
+    return groups
+
+
+def skip_line(groups: dict[str, tuple[int, str]], root: bool) -> str:
+    if not root:
+        command = "sudo make test"  # installs every server, starts and stops the test Slurm
+    elif any("Slurm" in reason for _, reason in groups.values()):
+        command = "scripts/slurm/start.sh && make test"
+    else:
+        command = "make test"
+    total = sum(n for n, _ in groups.values())
+    parts = "; ".join(f"{name} ({n}: {reason})" for name, (n, reason) in sorted(groups.items()))
+    return f"NOT RUN: {total} skipped test(s) - {parts}. Run them with: {command}"

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require, skip_groups, skip_line
+from support import require, skip_groups, skip_line
 from support import REPO, VENV_BIN
 
 
