@@ -1,4 +1,4 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures (a real redis-server, test-only kinds) and the skip hooks."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from aifb import clients, services
+from fakes.memory_client import MemoryClient
 from support import require, skip_groups, skip_line
 
 
@@ -49,6 +51,35 @@ def redis_server(tmp_path_factory):
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+# -- test-only kinds: registered for one test, the registries restored afterwards -------------
+@pytest.fixture
+def register_kind(monkeypatch):
+    """register_kind(kind, client=None, service=None) -> kind: adds a test-only kind to the
+    client (and service) registry for this test only."""
+    for registry in (clients, services):
+        # the built-in kinds first: imported inside the test, they would register into the copy
+        # only and be missing after the test (their modules are not imported twice)
+        registry.available_kinds()
+        # the one place a test touches the registries' storage: a copy that register() and the
+        # lookups use during the test, put back by monkeypatch at teardown
+        monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+    def register(kind: str, client: type | None = None, service: type | None = None) -> str:
+        if client is not None:
+            clients.register(kind)(client)
+        if service is not None:
+            services.register(kind)(service)
+        return kind
+
+    return register
+
+
+@pytest.fixture
+def memory_kind(register_kind):
+    """The kind of the in-memory client (tests/fakes/memory_client.py), registered for this test."""
+    return register_kind("memory_test", client=MemoryClient)
 
 
 # -- CI: a skip is a failure ------------------------------------------------------------------

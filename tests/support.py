@@ -6,14 +6,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+
+from aifb.records import read_records
+from aifb.schemas import validation_errors
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -115,26 +118,6 @@ def tree(path: Path) -> dict[str, float]:
             if p.is_file() and ".snakemake" not in p.parts}
 
 
-class TimedReplies:
-    """A mixin for asyncio.Protocol fakes (self.transport set in connection_made): send a reply
-    exactly at a time.perf_counter() instant or just after (loop timers alone may fire up to
-    1 ms early, so the last 1.5 ms are spun on call_soon)."""
-
-    def _send_at(self, when, reply):
-        left = when - time.perf_counter()
-        loop = asyncio.get_running_loop()
-        if left <= 0:
-            self._send(reply)
-        elif left > 0.002:
-            loop.call_later(left - 0.0015, self._send_at, when, reply)
-        else:
-            loop.call_soon(self._send_at, when, reply)
-
-    def _send(self, reply):
-        if not self.transport.is_closing():
-            self.transport.write(reply)
-
-
 def write_step_result(ws: Path, bid: str, rps: float, p99: float) -> int:
     """What a completed capacity-search step leaves (run.json, summary.json, its report dir),
     for stand-in step runners; returns 0 like a successful step."""
@@ -180,3 +163,42 @@ def skip_line(groups: dict[str, tuple[int, str]], root: bool) -> str:
     total = sum(n for n, _ in groups.values())
     parts = "; ".join(f"{name} ({n}: {reason})" for name, (n, reason) in sorted(groups.items()))
     return f"NOT RUN: {total} skipped test(s) - {parts}. Run them with: {command}"
+
+
+# -- load engine runs: the load settings, the workloads and the records checks of the engine tests
+GET_ONLY = {"ops": {"get": 1}, "keyspace": 1000, "value_size": 64}
+MIXED = {"ops": {"get": 0.8, "set": 0.2}, "keyspace": 1000, "value_size": 64}
+PHASE_ORDER = {"warmup": 0, "measure": 1, "cooldown": 2}
+TIME_TEXT = re.compile(r'"t_(start|end)":\d+\.\d{9}[,}]')
+
+
+def engine_load(**kw):
+    """The `load` argument of run_load: one client, one worker, no phases, 2 s timeout, and **kw."""
+    base = {"clients": 1, "concurrency": 1, "rate": None, "arrival": "poisson", "duration_s": None,
+            "requests": None, "warmup_s": 0.0, "cooldown_s": 0.0, "timeout_s": 2.0}
+    base.update(kw)
+    return base
+
+
+def quiet(_msg):
+    """A run_load log that prints nothing."""
+    pass
+
+
+def check_records(path: Path, stats: dict) -> list[dict]:
+    """The records file of a load run: complete, valid, exact times, in completion order."""
+    recs = read_records(path)
+    assert recs.dropped_lines == 0
+    assert len(recs) == stats["records_written"]
+    for r in recs[:100] + recs[-100:]:
+        assert validation_errors(r, "request.schema.yaml") == []
+    text = path.read_text()
+    assert len(TIME_TEXT.findall(text)) == 2 * len(recs)
+    prev_phase, prev_end = 0, 0.0
+    for r in recs:
+        assert r["t_start"] <= r["t_end"]
+        assert PHASE_ORDER[r["phase"]] >= prev_phase   # written in completion order
+        assert r["t_end"] >= prev_end
+        prev_phase, prev_end = PHASE_ORDER[r["phase"]], r["t_end"]
+        assert r["ok"] == (r["error"] is None)
+    return recs

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aifb import clients
 from aifb.clients.base import CoroutineClient
 from aifb.clock import RunClock, now_ns
 from aifb.load.engine import _open_loop_stats, _pct, run_load_sync
@@ -68,10 +67,8 @@ class SlowToBuild(CoroutineClient):
 
 
 @pytest.fixture
-def slow_to_build():
-    clients.register("slow_to_build_test")(SlowToBuild)
-    yield "slow_to_build_test"
-    clients._REGISTRY.pop("slow_to_build_test", None)
+def slow_to_build(register_kind):
+    return register_kind("slow_to_build_test", client=SlowToBuild)
 
 
 def test_building_the_request_is_not_part_of_its_latency(slow_to_build, tmp_path):
