@@ -24,16 +24,9 @@ from aifb.clock import now_ns
 from fakes.timing import call_at_instant
 
 
-class MemoryClient(CoroutineClient):
-    def __init__(self, endpoint: str, workload: dict, seed: int, secrets: dict | None = None):
-        super().__init__(endpoint, workload, seed, secrets)
-        self.delay_s = float(workload.get("delay_s", 0.0))
-        self.exact = bool(workload.get("exact", True))
-        self.fail_every = int(workload.get("fail_every", 0))
-        self.hang_every = int(workload.get("hang_every", 0))
-        self.op = str(workload.get("op", "get"))
-        self.value_size = int(workload.get("value_size", 10))
-        self.n = 0
+class NoServerClient(CoroutineClient):
+    """The lifecycle of a client without a server: nothing to open, check, preload or close.
+    Test clients subclass it and write only `request` (and `build`)."""
 
     async def startup(self, connections):
         pass
@@ -46,6 +39,21 @@ class MemoryClient(CoroutineClient):
 
     async def shutdown(self):
         pass
+
+    def describe(self):
+        return {"protocol": "none"}
+
+
+class MemoryClient(NoServerClient):
+    def __init__(self, endpoint: str, workload: dict, seed: int, secrets: dict | None = None):
+        super().__init__(endpoint, workload, seed, secrets)
+        self.delay_s = float(workload.get("delay_s", 0.0))
+        self.exact = bool(workload.get("exact", True))
+        self.fail_every = int(workload.get("fail_every", 0))
+        self.hang_every = int(workload.get("hang_every", 0))
+        self.op = str(workload.get("op", "get"))
+        self.value_size = int(workload.get("value_size", 10))
+        self.n = 0
 
     def describe(self):
         return {"protocol": "memory", "delay_s": self.delay_s}

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aifb.clients.base import CoroutineClient
 from aifb.clock import RunClock, now_ns
 from aifb.load.engine import _open_loop_stats, _pct, run_load_sync
 from aifb.analysis.summary import summarize
 
+from fakes.memory_client import NoServerClient
 from support import run_async
 
 
@@ -35,24 +35,9 @@ def quiet(_msg):
 BUILD_S, SERVE_S = 0.020, 0.005
 
 
-class SlowToBuild(CoroutineClient):
+class SlowToBuild(NoServerClient):  # a CoroutineClient with nothing to open or close
     """A test client whose request takes BUILD_S of CPU to build (as a 32k-token prompt's JSON
     body does) and SERVE_S to serve (a sleep standing in for the server)."""
-
-    async def startup(self, connections):
-        pass
-
-    async def validate(self):
-        pass
-
-    async def prepare(self):
-        pass
-
-    async def shutdown(self):
-        pass
-
-    def describe(self):
-        return {"protocol": "none"}
 
     def build(self, worker):
         t = time.perf_counter()

@@ -19,6 +19,7 @@ from aifb.errors import ServiceError
 from aifb.records import encode_row, encode_rows, iter_records, read_records
 from aifb.schemas import validation_errors
 from fakes import fake_redis
+from fakes.memory_client import NoServerClient
 from support import GET_ONLY, check_records, engine_load as load, quiet, run_async
 
 arun = run_async
@@ -181,24 +182,11 @@ def test_readers_drop_a_truncated_last_line_only(tmp_path):
 def test_coroutine_clients_run_through_the_same_engine(register_kind, tmp_path):
     """A client written as `async def request()` (the CoroutineClient adapter), including a
     request that never returns: the engine cancels it at the timeout and records it."""
-    from aifb.clients.base import CoroutineClient
     from aifb.clock import now_ns
 
-    class SleepyClient(CoroutineClient):
+    class SleepyClient(NoServerClient):  # a CoroutineClient with nothing to open or close
         async def startup(self, connections):
             self.n = 0
-
-        async def validate(self):
-            pass
-
-        async def prepare(self):
-            pass
-
-        async def shutdown(self):
-            pass
-
-        def describe(self):
-            return {"protocol": "none"}
 
         def _op_name(self, worker):
             return "nap"
