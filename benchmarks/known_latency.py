@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """How accurate are aifb's latencies? Measure a server whose latency is known in advance.
 
-FakeKnownLatencyRedis (below; a fake for timing only, not a Redis: it stores nothing) answers
-every GET after a known delay, in its own process on loopback:
+The fake Redis of the tests (tests/fakes/fake_redis.py; for timing only, not a Redis: it stores
+nothing), with the scheduler below, answers every GET after a known delay, in its own process on
+loopback:
 
     fixed     every reply after 2 ms
     bimodal   90 % after 1 ms, 10 % after 10 ms (seeded draws)
@@ -46,6 +47,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "tests"))  # the fake Redis: tests/fakes/fake_redis.py
+
+from fakes.fake_redis import FakeRedis  # noqa: E402  (after the path)
 
 G = 1_000_000_000
 DISTS = {"fixed": "every reply after 2 ms", "bimodal": "90% after 1 ms, 10% after 10 ms"}
@@ -54,45 +58,10 @@ TRUTH = {"fixed": {"p50": 0.002, "p99": 0.002, "max": 0.002},
 
 
 # --------------------------------------------------------------------------- the fake server
-class FakeKnownLatencyRedis(asyncio.Protocol):
-    """Fake RESP server for timing only: GET -> a 4-byte value after the drawn delay; PING,
-    SET, AUTH, ... -> at once. DELAYSTATS returns the applied delays' p50/p99 as JSON;
-    DELAYRESET clears them."""
-
-    def __init__(self, sched: "_Scheduler"):
-        self.sched = sched
-        self.buf = b""
-        self.transport = None
-
-    def connection_made(self, transport):
-        self.transport = transport
-        import socket
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def data_received(self, data):
-        from aifb.clients.redis import parse_reply
-
-        t_recv = time.perf_counter_ns()
-        self.buf += data
-        while (r := parse_reply(self.buf)) is not None:
-            cmd, pos = r
-            self.buf = self.buf[pos:]
-            name = cmd[0].upper()
-            if name == b"GET":
-                self.sched.add(t_recv + self.sched.draw(), t_recv, self.transport)
-            elif name == b"DELAYSTATS":
-                text = json.dumps(self.sched.stats()).encode()
-                self.transport.write(b"$%d\r\n%b\r\n" % (len(text), text))
-            elif name == b"DELAYRESET":
-                self.sched.applied = array("q")
-                self.transport.write(b"+OK\r\n")
-            else:
-                self.transport.write(b"+PONG\r\n" if name == b"PING" else b"+OK\r\n")
-
-
 class _Scheduler:
+    """The fake's GET replies (a 4-byte value), each released by a timerfd at its due instant;
+    the delays it applied are kept for DELAYSTATS (stats()) until DELAYRESET (reset())."""
+
     REPLY = b"$4\r\nfake\r\n"
 
     def __init__(self, dist: str, seed: int):
@@ -132,6 +101,9 @@ class _Scheduler:
         if self.armed is not None:
             self.timer.arm(self.armed)
 
+    def reset(self) -> None:
+        self.applied = array("q")
+
     def stats(self) -> dict:
         import numpy as np
 
@@ -148,7 +120,7 @@ def serve(dist: str, seed: int) -> None:
     async def main():
         sched = _Scheduler(dist, seed)
         server = await asyncio.get_running_loop().create_server(
-            lambda: FakeKnownLatencyRedis(sched), "127.0.0.1", 0, backlog=4096)
+            lambda: FakeRedis(scheduler=sched), "127.0.0.1", 0, backlog=4096)
         print(server.sockets[0].getsockname()[1], flush=True)
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

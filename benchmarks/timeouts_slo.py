@@ -2,8 +2,8 @@
 """Can a latency SLO pass while requests time out? Measure a server that never answers a known
 share of the requests (issue 12, item 5).
 
-The fake server (known_latency.py's FakeKnownLatencyRedis, a fake for timing only: it stores
-nothing) answers every GET after 2 ms, except every 20th GET it receives, which it never
+The fake server (tests/fakes/fake_redis.py with known_latency.py's scheduler, a fake for timing
+only: it stores nothing) answers every GET after 2 ms, except every 20th GET it receives, which it never
 answers: 5 % of the requests hit the client's timeout (`load.timeout`, 1 s here to keep the
 run short; 30 s in a real recipe). aifb's engine drives it closed loop, the run is summarised as `aifb summarize` does,
 and the recipe's SLO `p99 < 100ms` is judged.
@@ -43,7 +43,8 @@ def serve() -> None:
     scheduler that drops every HANG_EVERY-th GET: those are never answered."""
     import uvloop
 
-    from known_latency import FakeKnownLatencyRedis, _Scheduler
+    from known_latency import _Scheduler
+    from fakes.fake_redis import FakeRedis  # importable once known_latency put tests/ on sys.path
 
     class HangingScheduler(_Scheduler):
         def add(self, due: int, t_recv: int, transport) -> None:
@@ -54,7 +55,7 @@ def serve() -> None:
     async def main():
         sched = HangingScheduler("fixed", seed=42)
         server = await asyncio.get_running_loop().create_server(
-            lambda: FakeKnownLatencyRedis(sched), "127.0.0.1", 0, backlog=1024)
+            lambda: FakeRedis(scheduler=sched), "127.0.0.1", 0, backlog=1024)
         print(server.sockets[0].getsockname()[1], flush=True)
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

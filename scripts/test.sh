@@ -5,7 +5,7 @@
 # already answers (CI's .ci/run starts one before `make test`) is used and left running.
 # Tests that still skip are named in the last line, with the command that runs them
 # (tests/conftest.py).
-#   scripts/test.sh [PYTEST_ARGS...]
+#   scripts/test.sh [PYTEST_ARGS...]        e.g. scripts/test.sh -q tests/unit (no servers, seconds)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 say() { echo "test: $*" >&2; }

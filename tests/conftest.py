@@ -1,4 +1,4 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures (a real redis-server, test-only kinds) and the skip hooks."""
 
 from __future__ import annotations
 
@@ -10,15 +10,10 @@ import time
 
 import pytest
 
+from aifb import clients, services
 from aifb.kinds import all_kinds
-
-
-def require(reason: str) -> None:
-    """Skip a test whose server is missing on a developer's machine; in CI (CI=true), where
-    .ci/run installs every server, a missing one is a failure, never a silent skip."""
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"CI: {reason}")
-    pytest.skip(reason)
+from fakes.memory_client import MemoryClient
+from support import require, skip_groups, skip_line
 
 
 # -- a marker per service kind (`pytestmark = pytest.mark.qdrant`), from aifb.kinds, so that a new
@@ -70,6 +65,35 @@ def redis_server(tmp_path_factory):
         proc.wait(timeout=10)
 
 
+# -- test-only kinds: registered for one test, the registries restored afterwards -------------
+@pytest.fixture
+def register_kind(monkeypatch):
+    """register_kind(kind, client=None, service=None) -> kind: adds a test-only kind to the
+    client (and service) registry for this test only."""
+    for registry in (clients, services):
+        # the built-in kinds first: imported inside the test, they would register into the copy
+        # only and be missing after the test (their modules are not imported twice)
+        registry.available_kinds()
+        # the one place a test touches the registries' storage: a copy that register() and the
+        # lookups use during the test, put back by monkeypatch at teardown
+        monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+    def register(kind: str, client: type | None = None, service: type | None = None) -> str:
+        if client is not None:
+            clients.register(kind)(client)
+        if service is not None:
+            services.register(kind)(service)
+        return kind
+
+    return register
+
+
+@pytest.fixture
+def memory_kind(register_kind):
+    """The kind of the in-memory client (tests/fakes/memory_client.py), registered for this test."""
+    return register_kind("memory_test", client=MemoryClient)
+
+
 # -- CI: a skip is a failure ------------------------------------------------------------------
 # .ci/run installs and starts every server the suite uses, so in CI a test that skips because
 # its server is missing would hide a broken install; it fails instead.
@@ -87,29 +111,6 @@ def pytest_runtest_makereport(item, call):
 # -- the last line: which groups skipped, and the one command that runs them -----------------
 # Outside CI a missing server skips its tests, so a green run is not CI's green run: say so
 # where a reader looks last (after pytest's own summary line).
-def skip_groups(reports) -> dict[str, tuple[int, str]]:
-    """{test file: (skipped tests, the first reason)} from pytest's skipped reports."""
-    groups: dict[str, tuple[int, str]] = {}
-    for rep in reports:
-        path = (rep.nodeid or rep.location[0]).split("::")[0]
-        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
-        n, first = groups.get(os.path.basename(path), (0, reason.removeprefix("Skipped: ")))
-        groups[os.path.basename(path)] = (n + 1, first)
-    return groups
-
-
-def skip_line(groups: dict[str, tuple[int, str]], root: bool) -> str:
-    if not root:
-        command = "sudo make test"  # installs every server, starts and stops the test Slurm
-    elif any("Slurm" in reason for _, reason in groups.values()):
-        command = "scripts/slurm/start.sh && make test"
-    else:
-        command = "make test"
-    total = sum(n for n, _ in groups.values())
-    parts = "; ".join(f"{name} ({n}: {reason})" for name, (n, reason) in sorted(groups.items()))
-    return f"NOT RUN: {total} skipped test(s) - {parts}. Run them with: {command}"
-
-
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_sessionfinish(session, exitstatus):
     result = yield

@@ -1,17 +1,22 @@
-"""Helpers shared by the workflow and fault tests: a scratch workspace and process checks."""
+"""Helpers shared by the tests: a scratch workspace, process checks, and how a test whose server is
+missing skips (`require`) and how the skips are summed up at the end (conftest.py's last line)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+import pytest
 import yaml
+
+from aifb.records import read_records
+from aifb.schemas import validation_errors
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -113,26 +118,6 @@ def tree(path: Path) -> dict[str, float]:
             if p.is_file() and ".snakemake" not in p.parts}
 
 
-class TimedReplies:
-    """A mixin for asyncio.Protocol fakes (self.transport set in connection_made): send a reply
-    exactly at a time.perf_counter() instant or just after (loop timers alone may fire up to
-    1 ms early, so the last 1.5 ms are spun on call_soon)."""
-
-    def _send_at(self, when, reply):
-        left = when - time.perf_counter()
-        loop = asyncio.get_running_loop()
-        if left <= 0:
-            self._send(reply)
-        elif left > 0.002:
-            loop.call_later(left - 0.0015, self._send_at, when, reply)
-        else:
-            loop.call_soon(self._send_at, when, reply)
-
-    def _send(self, reply):
-        if not self.transport.is_closing():
-            self.transport.write(reply)
-
-
 def write_step_result(ws: Path, bid: str, rps: float, p99: float) -> int:
     """What a completed capacity-search step leaves (run.json, summary.json, its report dir),
     for stand-in step runners; returns 0 like a successful step."""
@@ -146,3 +131,74 @@ def write_step_result(ws: Path, bid: str, rps: float, p99: float) -> int:
         "throughput": {"rps": rps}, "latency_s": {"n": 100, "p50": p99 / 2, "p95": p99, "p99": p99}}))
     (ws / "reports" / bid).mkdir(parents=True, exist_ok=True)
     return 0
+
+
+# -- skips: a missing server skips outside CI and fails in CI; the summary line of the skips --
+def require(reason: str) -> None:
+    """Skip a test whose server is missing on a developer's machine; in CI (CI=true), where
+    .ci/run installs every server, a missing one is a failure, never a silent skip."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"CI: {reason}")
+    pytest.skip(reason)
+
+
+def skip_groups(reports) -> dict[str, tuple[int, str]]:
+    """{test file: (skipped tests, the first reason)} from pytest's skipped reports."""
+    groups: dict[str, tuple[int, str]] = {}
+    for rep in reports:
+        path = (rep.nodeid or rep.location[0]).split("::")[0]
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        n, first = groups.get(os.path.basename(path), (0, reason.removeprefix("Skipped: ")))
+        groups[os.path.basename(path)] = (n + 1, first)
+    return groups
+
+
+def skip_line(groups: dict[str, tuple[int, str]], root: bool) -> str:
+    if not root:
+        command = "sudo make test"  # installs every server, starts and stops the test Slurm
+    elif any("Slurm" in reason for _, reason in groups.values()):
+        command = "scripts/slurm/start.sh && make test"
+    else:
+        command = "make test"
+    total = sum(n for n, _ in groups.values())
+    parts = "; ".join(f"{name} ({n}: {reason})" for name, (n, reason) in sorted(groups.items()))
+    return f"NOT RUN: {total} skipped test(s) - {parts}. Run them with: {command}"
+
+
+# -- load engine runs: the load settings, the workloads and the records checks of the engine tests
+GET_ONLY = {"ops": {"get": 1}, "keyspace": 1000, "value_size": 64}
+MIXED = {"ops": {"get": 0.8, "set": 0.2}, "keyspace": 1000, "value_size": 64}
+PHASE_ORDER = {"warmup": 0, "measure": 1, "cooldown": 2}
+TIME_TEXT = re.compile(r'"t_(start|end)":\d+\.\d{9}[,}]')
+
+
+def engine_load(**kw):
+    """The `load` argument of run_load: one client, one worker, no phases, 2 s timeout, and **kw."""
+    base = {"clients": 1, "concurrency": 1, "rate": None, "arrival": "poisson", "duration_s": None,
+            "requests": None, "warmup_s": 0.0, "cooldown_s": 0.0, "timeout_s": 2.0}
+    base.update(kw)
+    return base
+
+
+def quiet(_msg):
+    """A run_load log that prints nothing."""
+    pass
+
+
+def check_records(path: Path, stats: dict) -> list[dict]:
+    """The records file of a load run: complete, valid, exact times, in completion order."""
+    recs = read_records(path)
+    assert recs.dropped_lines == 0
+    assert len(recs) == stats["records_written"]
+    for r in recs[:100] + recs[-100:]:
+        assert validation_errors(r, "request.schema.yaml") == []
+    text = path.read_text()
+    assert len(TIME_TEXT.findall(text)) == 2 * len(recs)
+    prev_phase, prev_end = 0, 0.0
+    for r in recs:
+        assert r["t_start"] <= r["t_end"]
+        assert PHASE_ORDER[r["phase"]] >= prev_phase   # written in completion order
+        assert r["t_end"] >= prev_end
+        prev_phase, prev_end = PHASE_ORDER[r["phase"]], r["t_end"]
+        assert r["ok"] == (r["error"] is None)
+    return recs

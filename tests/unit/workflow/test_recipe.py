@@ -9,7 +9,7 @@ from aifb.errors import RecipeError
 from aifb.workflow.recipe import (apply_overrides, load_recipe, load_settings, parse_override, recipe_hash,
                          validate)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 SEED_RECIPES = sorted((ROOT / "recipes").glob("recipe_*.yaml"))
 
 GOOD = {

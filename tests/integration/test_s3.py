@@ -32,7 +32,7 @@ from support import (aifb, benchmark_id_from, make_workspace, pid_alive, process
                      run_async as run)
 
 pytestmark = pytest.mark.s3
-FAKES = Path(__file__).resolve().parent / "fakes"
+FAKES = Path(__file__).resolve().parents[1] / "fakes"
 
 
 def _weed() -> str | None:

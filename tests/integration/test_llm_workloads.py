@@ -1,7 +1,7 @@
 """Production-like LLM workloads (issue 16) against the FAKE servers of tests/fakes/ (their
 timings and request log are exactly known): request ids, length distributions, shared
 prefixes with the cache state, multi-turn conversations. The real llama-server checks are in
-tests/test_llm_llamacpp.py."""
+tests/integration/test_llm_llamacpp.py."""
 
 from __future__ import annotations
 
@@ -398,7 +398,7 @@ def test_the_shipped_trace_is_the_generators_and_valid():
 
     from aifb.clients.llm.trace import generate, read_trace
 
-    path = Path(__file__).resolve().parents[1] / "data" / "traces" / "sample.jsonl"
+    path = Path(__file__).resolve().parents[2] / "data" / "traces" / "sample.jsonl"
     rows = read_trace(path)
     assert len(rows) == 200
     gen = generate(200, 16)
@@ -475,7 +475,7 @@ def test_the_llm_workload_recipes_are_valid():
 
     from aifb.workflow.recipe import load_recipe, load_settings
 
-    paths = sorted((Path(__file__).resolve().parents[1] / "recipes" / "llm").glob("*.yaml"))
+    paths = sorted((Path(__file__).resolve().parents[2] / "recipes" / "llm").glob("*.yaml"))
     assert len(paths) >= 5
     for p in paths:
         s = load_settings(load_recipe(p))           # a trace recipe reads its trace here
@@ -541,7 +541,7 @@ def test_capacity_search_over_a_traces_speedup(tmp_path):
     from support import make_workspace, write_step_result
 
     ws = make_workspace(tmp_path)
-    shutil.copytree(Path(__file__).resolve().parents[1] / "data", ws / "data")
+    shutil.copytree(Path(__file__).resolve().parents[2] / "data", ws / "data")
     spec = {"mode": "capacity", "recipe": "recipes/llm/trace_llamacpp.yaml",
             "param": "load.speedup", "start": 0.5, "max": 64, "resolution": "10%",
             "slo": ["p99 < 1s"]}

@@ -24,7 +24,7 @@ from aifb.workflow.recipe import load_recipe, validate
 from support import (VENV_BIN, aifb, benchmark_id_from, make_workspace, pid_alive, read_json,
                      redis_servers_under)
 
-BASE = yaml.safe_load((Path(__file__).parents[1] / "recipes" / "recipe_redis_1client.yaml").read_text())
+BASE = yaml.safe_load((Path(__file__).parents[2] / "recipes" / "recipe_redis_1client.yaml").read_text())
 
 # ---------------------------------------------------------------- malformed recipes (hypothesis)
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6),

@@ -19,7 +19,7 @@ import jsonschema
 import pytest
 import yaml
 
-from conftest import require
+from support import require
 from support import REPO, VENV_BIN, benchmark_id_from, make_workspace, read_json
 
 pytestmark = [pytest.mark.workflow, pytest.mark.redis, pytest.mark.slow]

@@ -134,7 +134,7 @@ def test_unknown_model_and_unreachable_endpoint(server):
 def test_managed_run_with_an_api_key(tmp_path):
     """Deployed by the runner: the key reaches llama-server through its environment and the
     client through secrets (service.api_key_env); nothing is left running and the key is in no
-    file. (A wrong key is refused before measuring: tests/test_llm_fakes.py.)"""
+    file. (A wrong key is refused before measuring: tests/integration/test_llm_fakes.py.)"""
     os.environ["AIFB_TEST_LLAMA_KEY"] = "k-123456"
     try:
         def run(password_env):

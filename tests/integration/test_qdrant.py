@@ -23,7 +23,7 @@ from fakes.fake_qdrant import FakeQdrant, start
 pytestmark = pytest.mark.qdrant
 SMALL = {"vectors": 1200, "dimension": 16, "k": 10, "queries": 100, "seed": 3}
 KEY = "qdrant-Key-Not-For-Logs-42"
-FAKE_SCRIPT = Path(__file__).resolve().parent / "fakes" / "fake_qdrant.py"
+FAKE_SCRIPT = Path(__file__).resolve().parents[1] / "fakes" / "fake_qdrant.py"
 
 
 class FakeInThread:

@@ -19,14 +19,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aifb import clients
-from aifb.clients.base import CoroutineClient
 from aifb.clock import RunClock, now_ns
 from aifb.load.engine import run_load_sync
 from aifb.load.figures import open_loop_stats as _open_loop_stats
 from aifb.load.figures import pct as _pct
 from aifb.analysis.summary import summarize
 
+from fakes.memory_client import NoServerClient
 from support import run_async
 
 
@@ -38,24 +37,9 @@ def quiet(_msg):
 BUILD_S, SERVE_S = 0.020, 0.005
 
 
-class SlowToBuild(CoroutineClient):
+class SlowToBuild(NoServerClient):  # a CoroutineClient with nothing to open or close
     """A test client whose request takes BUILD_S of CPU to build (as a 32k-token prompt's JSON
     body does) and SERVE_S to serve (a sleep standing in for the server)."""
-
-    async def startup(self, connections):
-        pass
-
-    async def validate(self):
-        pass
-
-    async def prepare(self):
-        pass
-
-    async def shutdown(self):
-        pass
-
-    def describe(self):
-        return {"protocol": "none"}
 
     def build(self, worker):
         t = time.perf_counter()
@@ -70,10 +54,8 @@ class SlowToBuild(CoroutineClient):
 
 
 @pytest.fixture
-def slow_to_build():
-    clients.register("slow_to_build_test")(SlowToBuild)
-    yield "slow_to_build_test"
-    clients._REGISTRY.pop("slow_to_build_test", None)
+def slow_to_build(register_kind):
+    return register_kind("slow_to_build_test", client=SlowToBuild)
 
 
 def test_building_the_request_is_not_part_of_its_latency(slow_to_build, tmp_path):

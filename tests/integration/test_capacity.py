@@ -1,21 +1,17 @@
 """SLO capacity search (aifb.workflow.capacity): the double-then-bisect logic against known verdicts, and
-a whole search through Snakemake against FakeLoadDependentRedis, a RESP server in this file whose
-reply time grows with its number of open connections, so the answer is known in advance."""
+a whole search through Snakemake against a fake Redis (tests/fakes/fake_redis.py) whose reply
+time grows with its number of open connections, so the answer is known in advance."""
 
 from __future__ import annotations
-
-import asyncio
-import threading
-import time
 
 import pytest
 import yaml
 
 from aifb.workflow.capacity import CapacitySearch, capacity_headline, run_capacity
-from aifb.clients.redis import parse_reply
 from aifb.errors import ConfigError
 
-from support import TimedReplies, make_workspace, read_json, write_step_result
+from fakes.fake_redis import Connections, serve_in_thread
+from support import make_workspace, read_json, write_step_result
 
 
 def search_with(threshold, start=1, maximum=128, resolution=None, integer=True):
@@ -115,60 +111,17 @@ def test_bad_specs_are_clear_errors():
 
 
 # --------------------------------------------------------------------------- end to end
-class FakeLoadDependentRedis(TimedReplies, asyncio.Protocol):
-    """Fake for a known capacity, not a Redis: PING/SET/... answered at once; GET answered after
-    PER_CONNECTION_S x (connections open now). With `clients` workers of one connection each the
-    GET latency is clients x PER_CONNECTION_S, so an SLO on it has a known capacity."""
-
-    PER_CONNECTION_S = 0.005
-    open_now = 0
-
-    def connection_made(self, transport):
-        self.transport = transport
-        self.buf = b""
-        type(self).open_now += 1
-
-    def connection_lost(self, exc):
-        type(self).open_now -= 1
-
-    def data_received(self, data):
-        self.buf += data
-        while (r := parse_reply(self.buf)) is not None:
-            cmd, pos = r
-            self.buf = self.buf[pos:]
-            name = cmd[0].upper()
-            if name == b"GET":
-                delay = self.PER_CONNECTION_S * type(self).open_now
-                self._send_at(time.perf_counter() + delay, b"$4\r\nfake\r\n")
-            else:
-                self._send(b"+PONG\r\n" if name == b"PING" else b"+OK\r\n")
-
+# The fake's GET latency is PER_CONNECTION_S x (connections open now). With `clients` workers of
+# one connection each it is clients x PER_CONNECTION_S, so an SLO on it has a known capacity.
+PER_CONNECTION_S = 0.005
 
 
 @pytest.fixture
 def fake_capacity_server():
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    holder = {}
-
-    def serve():
-        asyncio.set_event_loop(loop)
-        server = loop.run_until_complete(
-            loop.create_server(FakeLoadDependentRedis, "127.0.0.1", 0))
-        holder["port"] = server.sockets[0].getsockname()[1]
-        holder["server"] = server
-        started.set()
-        loop.run_forever()
-        server.close()
-        loop.run_until_complete(server.wait_closed())
-        loop.close()
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    assert started.wait(10)
-    yield f"redis://127.0.0.1:{holder['port']}"
-    loop.call_soon_threadsafe(loop.stop)
-    t.join(10)
+    connections = Connections()
+    with serve_in_thread(delays=(lambda: PER_CONNECTION_S * connections.open,), exact=True,
+                         value=b"fake", connections=connections) as endpoint:
+        yield endpoint
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ from aifb.clients.vector import (BLOCK, RecallScorer, VectorWorkload, canonical_
 from aifb.clock import RunClock
 from aifb.load.engine import run_load_sync
 from aifb.errors import RecipeError, ServiceError
-from conftest import require
+from support import require
 
 pytestmark = pytest.mark.chroma
 SMALL = {"vectors": 1500, "dimension": 24, "k": 10, "queries": 120, "seed": 7}

@@ -27,7 +27,7 @@ from aifb.telemetry.server import server_block
 from aifb.clock import now_ns
 from support import pid_alive, read_json
 
-FAKES = Path(__file__).parent / "fakes"
+FAKES = Path(__file__).parents[1] / "fakes"
 REQUIRED = {"t", "source", "name", "labels", "value", "kind"}
 
 
@@ -325,7 +325,7 @@ def test_down_slow_and_garbage_endpoints_are_gaps_not_failures(tmp_path):
 
 def test_the_sampler_stops_when_its_parent_dies(tmp_path):
     """No sampler outlives its run, even when the runner is killed outright."""
-    code = (f"import sys, time; sys.path.insert(0, {str(Path(__file__).parents[1] / 'src')!r});"
+    code = (f"import sys, time; sys.path.insert(0, {str(Path(__file__).parents[2] / 'src')!r});"
             "from aifb.telemetry.launch import Sampler; from aifb.clock import now_ns;"
             f"s = Sampler.start({str(tmp_path)!r}, now_ns(), 0.1, []); print(s.proc.pid, flush=True);"
             "time.sleep(30)")

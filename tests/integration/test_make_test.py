@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require, skip_groups, skip_line
+from support import require, skip_groups, skip_line
 from support import REPO, VENV_BIN
 
 
@@ -33,9 +33,9 @@ class _Report:
 
 
 def test_the_skip_line_names_each_group_and_the_command_that_runs_it():
-    groups = skip_groups([_Report("tests/test_slurm.py::test_a", "no Slurm: sinfo not on PATH"),
-                          _Report("tests/test_slurm.py::test_b", "no Slurm: sinfo not on PATH"),
-                          _Report("tests/test_postgres.py", "PostgreSQL server not installed")])
+    groups = skip_groups([_Report("tests/integration/test_slurm.py::test_a", "no Slurm: sinfo not on PATH"),
+                          _Report("tests/integration/test_slurm.py::test_b", "no Slurm: sinfo not on PATH"),
+                          _Report("tests/integration/test_postgres.py", "PostgreSQL server not installed")])
     assert groups == {"test_slurm.py": (2, "no Slurm: sinfo not on PATH"),
                       "test_postgres.py": (1, "PostgreSQL server not installed")}
     line = skip_line(groups, root=False)
@@ -51,7 +51,7 @@ def test_a_run_with_skips_ends_with_that_line():
     """The Slurm tests without sinfo on PATH (and not in CI): pytest's own summary, then ours."""
     env = {k: v for k, v in os.environ.items() if k != "CI"} | {"PATH": "/nonexistent"}
     out = subprocess.run([str(VENV_BIN / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                          "tests/test_slurm.py"], cwd=REPO, env=env, capture_output=True,
+                          "tests/integration/test_slurm.py"], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     last = out.stdout.strip().splitlines()[-1]

@@ -13,7 +13,7 @@ from aifb.errors import AifbError
 from aifb.schemas import validation_errors
 
 _spec = importlib.util.spec_from_file_location(
-    "synthetic_run", Path(__file__).parent / "data" / "synthetic_run.py")
+    "synthetic_run", Path(__file__).parents[2] / "data" / "synthetic_run.py")
 synthetic = importlib.util.module_from_spec(_spec)
 sys.modules["synthetic_run"] = synthetic
 _spec.loader.exec_module(synthetic)

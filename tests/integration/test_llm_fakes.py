@@ -31,7 +31,7 @@ from fakes import fake_openai
 from support import pid_alive
 
 pytestmark = pytest.mark.slow
-FAKES = Path(__file__).resolve().parent / "fakes"
+FAKES = Path(__file__).resolve().parents[1] / "fakes"
 TTFT_MS, ITL_MS = 50.0, 20.0
 
 
@@ -423,7 +423,7 @@ def test_ollama_service_model_that_cannot_be_pulled(tmp_path):
 def test_the_seed_ollama_recipes_run_against_another_server(fake_vllm, fake_ollama, tmp_path):
     """recipe_ollama_1client.yaml unchanged but for service.kind/endpoint (and short)."""
     from aifb.workflow.recipe import load_recipe
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     for kind in ("vllm", "llamacpp", "ollama"):
         recipe = load_recipe(repo / "recipes" / "recipe_ollama_1client.yaml",
                              [f"service.kind={kind}", f"service.endpoint={fake_vllm}",

@@ -23,7 +23,7 @@ from aifb.workflow import trust
 from aifb.credentials import load_secrets
 from aifb.errors import AifbError, ConfigError, RecipeError, ServiceError
 from aifb.workflow.recipe import load_recipe, validate
-from conftest import require
+from support import require
 from support import REPO, aifb, make_workspace, read_json, run_async
 
 REDIS = {"name": "r", "category": "storage", "service": {"kind": "redis"},
