@@ -8,10 +8,6 @@ Every command and option, each with a one-line example, is in EXAMPLES below (wh
 from __future__ import annotations
 
 import argparse
-import os
-import shlex
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,8 +16,9 @@ from aifb import __version__
 from aifb.workflow import registry, trust
 from aifb.errors import AifbError
 from aifb.jsonio import read_json
-from aifb.paths import code_root, work_root
+from aifb.paths import work_root
 from aifb.workflow.recipe import load_recipe
+from aifb.workflow.snakemake import run_snakemake
 
 
 def _err(msg: str) -> None:
@@ -43,29 +40,6 @@ def cmd_validate(args) -> int:
         note = "" if kind in available_kinds() else f" (service kind {kind!r} is not implemented yet)"
         print(f"{path}: valid{note}")
     return 1 if bad else 0
-
-
-def snakemake_argv(targets: list[str], profile: str, extra: list[str] | None = None) -> list[str]:
-    return [sys.executable, "-m", "snakemake", "--snakefile", str(code_root() / "Snakefile"),
-            "--directory", str(work_root()), "--profile", str(code_root() / "profiles" / profile),
-            *targets, *(extra or [])]
-
-
-def run_snakemake(targets: list[str], profile: str, extra: list[str] | None = None,
-                  dry_run: bool = False) -> int:
-    argv = snakemake_argv(targets, profile, [*(extra or []), *(["--dry-run"] if dry_run else [])])
-    print("aifb: " + shlex.join(argv[2:]), file=sys.stderr)
-    env = dict(os.environ, AIFB_INVOCATION=shlex.join(sys.argv))
-    proc = subprocess.Popen(argv, cwd=work_root(), env=env)
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        # The terminal sent SIGINT to Snakemake too; let it stop its jobs (and their services).
-        try:
-            return proc.wait(timeout=60)
-        except (subprocess.TimeoutExpired, KeyboardInterrupt):
-            proc.send_signal(signal.SIGTERM)
-            return proc.wait()
 
 
 def _finish(benchmark_ids: list[str]) -> int:
