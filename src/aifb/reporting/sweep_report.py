@@ -10,13 +10,13 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from aifb.analysis.metrics import extensions
 from aifb.analysis.slo import SloRule, parse_rules
 from aifb.analysis.sweep_verdict import (LATENCY_KEYS, OPTIMUM_SENTENCE, STATUS_LABEL,
                                          choose_optimal, closest_level, headline, judge_level,
                                          judged_rules, level_str, level_summary, read_point,
                                          short_reason, verdict_rule_text)
 from aifb.jsonio import read_json, write_json, write_text
+from aifb.reporting import family_plots
 from aifb.reporting.sweep_plots import PLOT_FILES, write_sweep_plots
 from aifb.units import format_metric, format_number, format_seconds
 
@@ -222,7 +222,7 @@ def build_sweep_report(sweep: dict, run_dirs: list[Path], out_dir: Path, *,
 
 def _extension_sections(records: list[dict], by_name: dict, param: str, out_dir: Path):
     """Service-specific sweep sections (LLM tokens/s and TTFT/TPOT, vector recall vs QPS) from
-    the aifb.analysis.metrics modules that apply to the sweep's runs."""
+    the aifb.reporting.family_plots modules of the metric families that apply to the sweep's runs."""
     points, first_run = [], None
     for r in records:
         d = by_name.get(r.get("benchmark_id") or "")
@@ -233,9 +233,9 @@ def _extension_sections(records: list[dict], by_name: dict, param: str, out_dir:
         points.append({"level": r["level"], "benchmark_id": r["benchmark_id"],
                        "summary": read_json(d / "summary.json")})
     lines, plots = [], []
-    for ext in extensions(first_run or {}):
-        if hasattr(ext, "sweep_section"):
-            section = ext.sweep_section(points, param, out_dir)
+    for family in family_plots.plotters(first_run or {}):
+        if hasattr(family, "sweep_section"):
+            section = family.sweep_section(points, param, out_dir)
             lines += section.get("lines") or []
             plots += section.get("plots") or []
     return lines, plots
