@@ -67,7 +67,10 @@ def _threshold_layers(alt, y, value: float, label: str) -> list:
 
 
 def _save(chart, path: Path) -> None:
-    from aifb.reporting.plots import save_png  # altair and vl-convert only when there is a plot to draw
+    # Here, not at the top: aifb.reporting.plots loads altair and vl-convert (about two seconds),
+    # and this module is imported with the sweep report by the capacity search and the CLI,
+    # which draw only when they build a report.
+    from aifb.reporting.plots import save_png
 
     save_png(chart, path)
 

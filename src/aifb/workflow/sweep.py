@@ -5,6 +5,16 @@ does) or a base recipe with `levels:`; `repeats` measures each level several tim
 (sweep name, version, level, repeat) maps to a registered benchmark ID that is stable: asking
 again returns the same ID. Re-measuring is explicit: bump the sweep's `version`, or pass
 `--config remeasure=true` (a new epoch of IDs for every point).
+
+Why NON_EXEC_FLAGS sniffs Snakemake's argv: a sweep point's benchmark ID is registered while
+Snakemake builds its DAG (workflow/rules/common.smk, the input function of the sweep targets),
+because the IDs are the sweep's file names and Snakemake needs every file name before it
+plans. A dry run, a lint or a listing builds the DAG too, and Snakemake does not tell the
+Snakefile which mode it runs in, so the command line is the only way to know that nothing will
+be executed. Alternatives considered: registering in `aifb sweep` only would break
+`snakemake sweep_all` run directly; a checkpoint would hide the points from a dry run, which
+must predict their IDs (resolve_all(allocate=False)). So the list stays, and
+invocation_allocates() is its only reader.
 """
 
 from __future__ import annotations
