@@ -199,7 +199,7 @@ def test_capacity_with_a_fake_step_runner(tmp_path):
 
 
 def test_capacity_steps_are_judged_like_sweep_levels(tmp_path):
-    """The same judgement as a sweep level (sweep_report.judge_rule): above 20 concurrent
+    """The same judgement as a sweep level (sweep_verdict.judge_rule): above 20 concurrent
     requests 5 % of them fail, so those steps miss the default 1 % error budget although
     their latency SLO holds; `error_budget: 10%` lets them pass; `confidence:` is refused
     (each level is measured once)."""

@@ -454,7 +454,7 @@ def test_vector_summary_counts_only_ok_measured_queries(tmp_path):
 
 
 def test_vector_sweep_section_plots_qps_against_recall(tmp_path):
-    from aifb.analysis.metrics import vector
+    from aifb.reporting.family_plots import vector
     points = [{"level": n, "benchmark_id": f"BM-20260101-00{n}",
                "summary": {"vector": {"k": 10, "qps": 100.0 * n,
                                       "recall_at_k": {"n": 50, "mean": 0.9 - 0.01 * n,

@@ -9,6 +9,7 @@ import re
 import pytest
 
 from aifb.analysis.metrics import llm
+from aifb.reporting.family_plots import llm as llm_plots
 from aifb.services.llamacpp import find_llama_server
 from support import aifb, llama_servers_under, make_workspace, read_json
 
@@ -80,7 +81,7 @@ def test_sweep_report_judges_the_llm_slo(swept, tmp_path):
     points = [{"level": p["level"], "benchmark_id": p["benchmark_id"],
                "summary": read_json(ws / "results" / p["benchmark_id"] / "summary.json")}
               for p in rep["points"]]
-    out = llm.sweep_section(points, "load.clients", tmp_path)
+    out = llm_plots.sweep_section(points, "load.clients", tmp_path)
     assert [r["level"] for r in out["rows"]] == [1, 2, 4]
     assert all(r["output_token_throughput"] > 0 for r in out["rows"])
     assert any(re.match(r"\| 4 \| BM-", line) for line in out["lines"])

@@ -343,7 +343,7 @@ def test_the_sampler_stops_when_its_parent_dies(tmp_path):
 
 
 def test_sweep_section_has_server_columns_and_an_efficiency_plot(tmp_path):
-    from aifb.analysis.metrics.server import sweep_section
+    from aifb.reporting.family_plots.server import sweep_section
 
     def point(level, cpu_per_1k, jpt):
         srv = {"requests_ratio": {"value": 1.0}, "sources": {"redis": {"gaps": 0}},

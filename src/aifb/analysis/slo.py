@@ -151,10 +151,6 @@ def verdict_sources(metric: str, summary: dict) -> tuple[str, str]:
     return f"llm.{family}_s", f"llm.{family}_s"
 
 
-def format_value(metric: str, value: float | None) -> str:
-    return format_metric(metric, value)
-
-
 def evaluate(rules: list[SloRule], summary: dict) -> dict:
     """SLO verdict block for summary.json: each rule with its measured value, and the conjunction."""
     out = []
@@ -163,7 +159,7 @@ def evaluate(rules: list[SloRule], summary: dict) -> dict:
         passed = value is not None and not (isinstance(value, float) and math.isnan(value)) and rule.check(value)
         item = {"rule": rule.text, "metric": rule.metric, "op": rule.op,
                 "threshold": rule.threshold, "value": value, "passed": passed,
-                "measured": format_value(rule.metric, value),
+                "measured": format_metric(rule.metric, value),
                 "source": source}
         if why:
             item["note"] = why

@@ -8,273 +8,22 @@ Every command and option, each with a one-line example, is in EXAMPLES below (wh
 from __future__ import annotations
 
 import argparse
-import os
-import shlex
-import signal
-import subprocess
 import sys
-from pathlib import Path
 
 from aifb import __version__
-
-from aifb.workflow import registry, trust
+from aifb.cli.cleanup import cmd_cleanup
+from aifb.cli.common import err
+from aifb.cli.index import cmd_index
+from aifb.cli.repair import cmd_repair
+from aifb.cli.report import cmd_report
+from aifb.cli.rerun import cmd_rerun
+from aifb.cli.run import cmd_run
+from aifb.cli.show import cmd_show
+from aifb.cli.summarize import cmd_summarize
+from aifb.cli.sweep import cmd_sweep
+from aifb.cli.validate import cmd_validate
 from aifb.errors import AifbError
-from aifb.jsonio import read_json
-from aifb.paths import code_root, work_root
-from aifb.workflow.recipe import load_recipe
-
-
-def _err(msg: str) -> None:
-    print(f"aifb: {msg}", file=sys.stderr)
-
-
-def cmd_validate(args) -> int:
-    from aifb.services import available_kinds
-
-    bad = 0
-    for path in args.recipes:
-        try:
-            recipe = load_recipe(path, args.set)
-        except AifbError as exc:
-            _err(str(exc))
-            bad += 1
-            continue
-        kind = recipe["service"]["kind"]
-        note = "" if kind in available_kinds() else f" (service kind {kind!r} is not implemented yet)"
-        print(f"{path}: valid{note}")
-    return 1 if bad else 0
-
-
-def snakemake_argv(targets: list[str], profile: str, extra: list[str] | None = None) -> list[str]:
-    return [sys.executable, "-m", "snakemake", "--snakefile", str(code_root() / "Snakefile"),
-            "--directory", str(work_root()), "--profile", str(code_root() / "profiles" / profile),
-            *targets, *(extra or [])]
-
-
-def run_snakemake(targets: list[str], profile: str, extra: list[str] | None = None,
-                  dry_run: bool = False) -> int:
-    argv = snakemake_argv(targets, profile, [*(extra or []), *(["--dry-run"] if dry_run else [])])
-    print("aifb: " + shlex.join(argv[2:]), file=sys.stderr)
-    env = dict(os.environ, AIFB_INVOCATION=shlex.join(sys.argv))
-    proc = subprocess.Popen(argv, cwd=work_root(), env=env)
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        # The terminal sent SIGINT to Snakemake too; let it stop its jobs (and their services).
-        try:
-            return proc.wait(timeout=60)
-        except (subprocess.TimeoutExpired, KeyboardInterrupt):
-            proc.send_signal(signal.SIGTERM)
-            return proc.wait()
-
-
-def _finish(benchmark_ids: list[str]) -> int:
-    worst = 0
-    for bid in benchmark_ids:
-        run_path = work_root() / "results" / bid / "run.json"
-        if not run_path.is_file():
-            _err(f"{bid}: no run.json was written (see the Snakemake output above)")
-            worst = 1
-            continue
-        run = read_json(run_path)
-        report = work_root() / "reports" / bid / "report.md"
-        status = run.get("status")
-        line = f"{bid}: {status}"
-        if run.get("reason"):
-            line += f" - {run['reason']}"
-        print(line)
-        if report.is_file():
-            print(f"report: {report}")
-        if status != "completed":
-            worst = 1
-    return worst
-
-
-def cmd_run(args) -> int:
-    from aifb.services import get_service
-
-    if args.rerun:
-        from aifb.workflow.rerun import prepare_rerun
-        if args.set or args.recipe:
-            _err("run --rerun: runs the recorded recipe unchanged (what makes it comparable with "
-                 "the original), so it takes no --set and no RECIPE; to vary the recipe, run it "
-                 "as a recipe file: aifb run RECIPE --set PATH=VALUE")
-            return 2
-        bid, _ = prepare_rerun(args.rerun, strict=args.strict, root=work_root(), log=_err,
-                               dry_run=args.dry_run, trust_recipe=args.trust_recipe)
-        if args.dry_run:
-            print(f"dry run: would register {bid} as a rerun of {args.rerun}")
-            return 0
-    else:
-        if not args.recipe:
-            _err("run: give a RECIPE file, or --rerun ID")
-            return 2
-        recipe = load_recipe(args.recipe, args.set)
-        if not trust.is_project_recipe(args.recipe):
-            trust.check(recipe, origin=args.recipe, trusted=args.trust_recipe, log=_err)
-        get_service(recipe["service"]["kind"])  # not implemented -> clear error, nothing started
-        _check_target(recipe, args.profile)
-        if args.dry_run:
-            nxt = registry.predict_next(1, work_root())[0]
-            print(f"dry run: would register {nxt} for {args.recipe}")
-            return 0
-        path = Path(args.recipe).resolve()
-        rel = str(path.relative_to(work_root())) if path.is_relative_to(work_root()) else str(path)
-        bid = registry.allocate(registry.make_entry(recipe, recipe_path=rel, overrides=args.set),
-                                work_root())
-    print(f"benchmark id: {bid}", flush=True)
-    rc = run_snakemake([f"reports/{bid}/report.md"], args.profile, args.snakemake_args)
-    result = _finish([bid])
-    comparison = work_root() / "reports" / bid / "comparison.json"
-    if args.rerun and comparison.is_file():
-        print(read_json(comparison)["line"])
-    return rc or result
-
-
-def _check_target(recipe: dict, profile: str) -> None:
-    """An unknown target is an error before anything is registered; a Slurm target without a
-    Slurm client here is one too."""
-    from aifb.slurm.launch import get_target, slurm_available
-
-    target = get_target(recipe.get("target", "local"), work_root())
-    if target["executor"] == "slurm" and not recipe["service"].get("endpoint") and not slurm_available():
-        raise AifbError(f"target {target['name']!r} runs services as Slurm jobs, but sbatch/squeue/"
-                        "scancel are not on PATH here")
-    if profile == "slurm" and not slurm_available():
-        raise AifbError("--profile slurm needs a Slurm client (sbatch, squeue) on PATH")
-
-
-def cmd_cleanup(args) -> int:
-    from aifb.slurm.cleanup import cleanup
-
-    n = cleanup(root=work_root(), dry_run=args.dry_run, everything=args.all,
-                snakemake_root=work_root() if args.snakemake else None, named=args.jobs)
-    if n and args.dry_run:
-        print(f"{n} job(s) would be cancelled (run without --dry-run to cancel them)")
-    return 0
-
-
-def cmd_rerun(args) -> int:
-    args.rerun, args.recipe, args.set, args.dry_run = args.benchmark_id, None, [], False
-    return cmd_run(args)
-
-
-def _capacity_specs(names: list[str]) -> dict:
-    import yaml
-
-    config = yaml.safe_load((work_root() / "config" / "config.yaml").read_text(encoding="utf-8"))
-    sweeps = config.get("sweeps") or {}
-    unknown = [n for n in names if n not in sweeps]
-    if unknown:
-        raise AifbError(f"sweep: no sweep named {', '.join(unknown)} in config/config.yaml")
-    return {n: s for n, s in sweeps.items()
-            if s.get("mode") == "capacity" and (not names or n in names)}
-
-
-def cmd_sweep(args) -> int:
-    capacity = _capacity_specs(args.names)
-    grid_names = [n for n in args.names if n not in capacity]
-    rc = 0
-    if grid_names or not args.names:
-        rc = _grid_sweeps(args, grid_names)
-    if args.dry_run:
-        for name, spec in capacity.items():
-            print(f"{name}: capacity search of {spec['param']} from {spec['start']} to "
-                  f"{spec['max']} (steps are chosen as it runs; nothing to show in advance)")
-        return rc
-    from aifb.workflow.capacity import run_capacity
-
-    for name, spec in capacity.items():
-        res = run_capacity(name, spec, root=work_root(), profile=args.profile, log=_err,
-                           remeasure=args.remeasure)
-        print(f"{name}: {res['headline']}")
-        print(f"  capacity report: {work_root() / res['report_dir'] / 'report.md'}")
-        for st in res["steps"]:
-            print(f"  step {st['step']}: {st['level']} -> {st['benchmark_id']} {st['verdict']}")
-    if capacity:
-        rc = run_snakemake(["index"], args.profile, ["--forcerun", "index"]) or rc
-    return rc
-
-
-def _grid_sweeps(args, names: list[str]) -> int:
-    args = argparse.Namespace(**{**vars(args), "names": names})
-    extra = list(args.snakemake_args or [])
-    config = []  # one --config flag: a second one would replace the first
-    if args.names:
-        config.append(f"only={args.names[0]}" if len(args.names) == 1 else
-                      "only=[" + ",".join(args.names) + "]")
-    if args.remeasure:
-        config.append("remeasure=true")
-    if config:
-        extra += ["--config", *config]
-    rc = run_snakemake(["sweep_all"], args.profile, extra, dry_run=args.dry_run)
-    if args.dry_run:
-        return rc
-    rc = run_snakemake(["index"], args.profile, ["--forcerun", "index"]) or rc
-    _print_sweep_outcomes(args.names)
-    return rc
-
-
-def _print_sweep_outcomes(names: list[str]) -> None:
-    import yaml
-
-    from aifb.workflow.sweep import resolve_all
-
-    config = yaml.safe_load((work_root() / "config" / "config.yaml").read_text(encoding="utf-8"))
-    for sw in resolve_all(config, root=work_root(), allocate=False, only=names or None):
-        if not sw.runnable:
-            print(f"{sw.name}: not built ({sw.skip_reason})")
-            continue
-        report = work_root() / sw.report_dir / "report.json"
-        if not report.is_file():
-            print(f"{sw.name}: no sweep report (see the Snakemake output above)")
-            continue
-        print(f"{sw.name}: {read_json(report).get('headline', '')}")
-        print(f"  sweep report: {report.with_name('report.md')}")
-        for bid in sw.ids:
-            print(f"  {bid}: {work_root() / 'reports' / bid / 'report.md'}")
-    index = work_root() / "reports" / "dataset_index.md"
-    if index.is_file():
-        print(f"dataset index: {index}")
-
-
-def cmd_index(args) -> int:
-    return run_snakemake(["index"], args.profile, ["--forcerun", "index", *(args.snakemake_args or [])])
-
-
-def cmd_summarize(args) -> int:
-    from aifb.analysis.summary import write_summary
-    run_dir = Path(args.run_dir)
-    out = Path(args.output) if args.output else run_dir / "summary.json"
-    write_summary(run_dir, out)
-    print(out)
-    return 0
-
-
-def cmd_report(args) -> int:
-    from aifb.reporting.report import build_report
-    build_report(Path(args.run_dir), Path(args.report_dir))
-    print(Path(args.report_dir) / "report.md")
-    return 0
-
-
-def cmd_show(args) -> int:
-    entry = registry.get(args.benchmark_id, work_root())
-    run_path = work_root() / "results" / args.benchmark_id / "run.json"
-    print(f"{args.benchmark_id}: {entry['recipe'].get('name')} ({entry.get('recipe_path')})")
-    if run_path.is_file():
-        run = read_json(run_path)
-        if not isinstance(run, dict):
-            raise AifbError(f"{run_path}: not a run record (a JSON object); corrupt?")
-        print(f"status: {run.get('status')}" + (f" - {run['reason']}" if run.get("reason") else ""))
-    else:
-        print("status: registered, not run")
-    return 0
-
-
-def cmd_repair(args) -> int:
-    print(registry.repair(args.benchmark_id, work_root()))
-    return 0
+from aifb.workflow import registry
 
 
 # One line per option (and per command): `aifb --help` shows each command's first line, `aifb
@@ -451,10 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except AifbError as exc:
-        _err(str(exc))
+        err(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
-        _err("interrupted")
+        err("interrupted")
         return 130
 
 

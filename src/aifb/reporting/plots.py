@@ -19,7 +19,7 @@ import polars as pl
 import vl_convert as vlc
 
 from aifb.jsonio import write_bytes
-from aifb.analysis.metrics import extensions
+from aifb.reporting import family_plots
 from aifb.analysis.slo import LATENCY_STATS
 from aifb.analysis.summary import SCAN_SCHEMA, latency_expr, latency_sample, scan_records
 
@@ -151,7 +151,7 @@ def plot_data(records: Path, run: dict, summary: dict) -> PlotData:
 
 # ----------------------------------------------------------------------------- charts
 
-def _configure(chart):
+def configure(chart):
     return (chart.configure_title(fontSize=16, anchor="start", subtitleFontSize=12)
             .configure_axis(labelFontSize=12, titleFontSize=13)
             .configure_legend(labelFontSize=12, titleFontSize=12)
@@ -164,7 +164,7 @@ def no_data_chart(title: str, message: str = NO_DATA):
             .encode(x=alt.X("x:Q", scale=alt.Scale(domain=[0, 1]), axis=None),
                     y=alt.Y("y:Q", scale=alt.Scale(domain=[0, 1]), axis=None),
                     text="msg:N"))
-    return _configure(text.properties(title=title, width=WIDTH, height=HEIGHT))
+    return configure(text.properties(title=title, width=WIDTH, height=HEIGHT))
 
 
 def latency_cdf_chart(data: PlotData, unit: tuple[str, float], subtitle: str):
@@ -193,7 +193,7 @@ def latency_cdf_chart(data: PlotData, unit: tuple[str, float], subtitle: str):
     chart = alt.layer(*layers).properties(
         title=alt.Title("Latency CDF (measurement window, ok requests)", subtitle=subtitle),
         width=WIDTH, height=HEIGHT)
-    return _configure(chart)
+    return configure(chart)
 
 
 def latency_over_time_chart(data: PlotData, unit: tuple[str, float], subtitle: str):
@@ -222,7 +222,7 @@ def latency_over_time_chart(data: PlotData, unit: tuple[str, float], subtitle: s
     chart = alt.layer(*layers).properties(
         title=alt.Title("Latency over time (only the measure phase counts)", subtitle=subtitle),
         width=WIDTH, height=HEIGHT)
-    return _configure(chart)
+    return configure(chart)
 
 
 def throughput_over_time_chart(data: PlotData, subtitle: str):
@@ -251,7 +251,7 @@ def throughput_over_time_chart(data: PlotData, subtitle: str):
                                                 range=["#1f77b4", "#d62728"][:len(outcomes)]))))
     chart = alt.layer(*layers).properties(
         title=alt.Title("Throughput over time", subtitle=subtitle), width=WIDTH, height=HEIGHT)
-    return _configure(chart)
+    return configure(chart)
 
 
 def save_png(chart, path: Path) -> None:
@@ -316,7 +316,7 @@ def write_plots(records: Path, run: dict, summary: dict, plots_dir: Path) -> lis
     for name, title, chart, caption in items:
         save_png(chart, plots_dir / name)
         out.append({"path": f"plots/{name}", "title": title, "caption": caption})
-    for ext in extensions(run):  # service-specific plots (TTFT/TPOT, recall vs QPS, ...)
-        if hasattr(ext, "plots"):
-            out += ext.plots(records, run, summary, plots_dir)
+    for family in family_plots.plotters(run):  # service-specific plots (TTFT/TPOT, recall, ...)
+        if hasattr(family, "plots"):
+            out += family.plots(records, run, summary, plots_dir)
     return out

@@ -12,7 +12,9 @@ from pathlib import Path
 
 from aifb.errors import AifbError
 from aifb.jsonio import read_json, write_json, write_text
+from aifb.analysis.compare import render_markdown as comparison_markdown
 from aifb.analysis.metrics import extensions
+from aifb.analysis.slo import parse_rule
 from aifb.reporting.plots import write_plots
 from aifb.analysis.summary import PERCENTILES, RECORDS, SUMMARY_VERSION, summarize
 from aifb.units import format_number, format_percent, format_rate, format_seconds
@@ -28,7 +30,6 @@ def notes_percentile(summary: dict, recipe: dict | None = None) -> str:
     verdicts, else the recipe's rules), else p95."""
     metrics = [r.get("metric") for r in (summary.get("slo") or {}).get("rules", [])]
     if not metrics and recipe:
-        from aifb.analysis.slo import parse_rule
         for text in recipe.get("slo") or []:
             try:
                 metrics.append(parse_rule(text).metric)
@@ -417,7 +418,6 @@ def render_markdown(report: dict, summary: dict) -> str:
         lines += [f"![{p['title']}]({p['path']})", "", f"*{p['caption']}*", ""]
 
     if r.get("reproducibility"):
-        from aifb.analysis.compare import render_markdown as comparison_markdown
         lines += [comparison_markdown(r["reproducibility"]).rstrip(), ""]
     lines += ["## Metric definitions", ""]
     for name, sentence in (r["metric_definitions"] or {}).items():

@@ -20,7 +20,7 @@ It assumes the SLO verdict is monotone in the level (more load never helps); eac
 measured once. Every step is a benchmark with its own ID (registry.allocate_sweep_point with
 the level in the key: re-asking for the same search reuses the IDs and, when a step's report is
 on disk, does not measure it again), run through Snakemake like `aifb run` does, and judged
-from its results/<id>/summary.json by the sweep report's rule (sweep_report.judge_rule): a
+from its results/<id>/summary.json by the sweep report's rule (sweep_verdict.judge_rule): a
 step passes when its run completed, every rule holds (latency rules on all requests, failed
 ones at their elapsed time) and its error rate is within the error budget (`error_budget:`,
 default 1 %). `confidence:` is refused: a bound needs repeats, and each level is measured
@@ -34,20 +34,21 @@ answer and followed by the search path (step, level, verdict, why the next level
 
 from __future__ import annotations
 
-import contextlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from aifb.workflow import registry
+import yaml
+
+from aifb.analysis.sweep_verdict import judge_rule, judged_rules, level_str, read_point
 from aifb.errors import ConfigError, RecipeError
 from aifb.jsonio import read_json
+from aifb.reporting.sweep_report import build_sweep_report, md_cell
+from aifb.units import format_number, format_seconds
+from aifb.workflow import registry
 from aifb.workflow.recipe import apply_overrides, read_yaml, validate
-from aifb.analysis.slo import format_value
-from aifb.units import format_number
-from aifb.workflow.sweep import _latest
-from aifb.reporting.sweep_report import _level_str, _md_cell, judged_rules
+from aifb.workflow.snakemake import run_snakemake
+from aifb.workflow.sweep import latest_point
 
 PARAMS = ("load.clients", "load.concurrency", "load.rate", "load.speedup")
 INTEGER_PARAMS = ("load.clients", "load.concurrency")
@@ -174,7 +175,7 @@ class CapacitySearch:
 
 
 def _fmt_level(v) -> str:
-    return "n/a" if v is None else _level_str(v)
+    return "n/a" if v is None else level_str(v)
 
 
 # ----------------------------------------------------------------------------- steps
@@ -207,11 +208,9 @@ class Step:
 def judge(run_dir: Path, rules) -> tuple[bool, str, str | None, dict | None, list, bool | None]:
     """(passed, why, run status, summary, rule verdicts, client_saturated) of one step.
 
-    The step is judged by the sweep report's own rule (sweep_report.judge_rule on the run's
+    The step is judged by the sweep report's own rule (sweep_verdict.judge_rule on the run's
     value, the error budget being one of `rules`), so a level passes the search exactly when it
     would pass as a one-repeat sweep level."""
-    from aifb.reporting.sweep_report import _point, judge_rule
-
     run_path, sum_path = run_dir / "run.json", run_dir / "summary.json"
     run = read_json(run_path) if run_path.is_file() else None
     summary = read_json(sum_path) if sum_path.is_file() else None
@@ -219,7 +218,7 @@ def judge(run_dir: Path, rules) -> tuple[bool, str, str | None, dict | None, lis
     if summary is None:
         reason = (run or {}).get("reason") or "no run.json either"
         return False, f"no summary.json ({status or 'not run'}: {reason})", status, None, [], None
-    point = _point({"benchmark_id": run_dir.name}, run_dir, rules)
+    point = read_point({"benchmark_id": run_dir.name}, run_dir, rules)
     verdict = [judge_rule(rule, [point["rule_values"][i]]) for i, rule in enumerate(rules)]
     sat = (summary.get("validity") or {}).get("client_saturated")
     if status != "completed":
@@ -234,27 +233,10 @@ def judge(run_dir: Path, rules) -> tuple[bool, str, str | None, dict | None, lis
         verdict, sat
 
 
-@contextlib.contextmanager
-def _work_root(root: Path):
-    old = os.environ.get("AIFB_ROOT")
-    os.environ["AIFB_ROOT"] = str(root)
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("AIFB_ROOT", None)
-        else:
-            os.environ["AIFB_ROOT"] = old
-
-
 def snakemake_step(root: Path, profile: str, name: str | None = None) -> Callable[[str], int]:
     """Measure one step as `aifb run` does: Snakemake builds reports/<id>/report.md. When the
     search is a sweep of root/config/config.yaml, `--config only=NAME` keeps that invocation
     from registering the points of every other sweep (which any real run otherwise does)."""
-    import yaml
-
-    from aifb.cli import run_snakemake
-
     extra: list[str] = []
     try:
         cfg = yaml.safe_load((root / "config" / "config.yaml").read_text(encoding="utf-8")) or {}
@@ -264,8 +246,7 @@ def snakemake_step(root: Path, profile: str, name: str | None = None) -> Callabl
         pass
 
     def run(benchmark_id: str) -> int:
-        with _work_root(root):
-            return run_snakemake([f"reports/{benchmark_id}/report.md"], profile, extra)
+        return run_snakemake([f"reports/{benchmark_id}/report.md"], profile, extra, root=root)
     return run
 
 
@@ -273,7 +254,7 @@ def _step_id(name: str, spec: dict, level, recipe: dict, overrides: list[str], r
              remeasure: bool) -> str:
     key = {"name": name, "version": spec.get("version", 1), "mode": MODE, "level": level,
            "repeat": 0}
-    latest, epoch = _latest(key, registry.all_entries(root))
+    latest, epoch = latest_point(key, registry.all_entries(root))
     if latest and not remeasure:
         return latest
     entry = registry.make_entry(recipe, recipe_path=spec["recipe"], overrides=overrides)
@@ -378,14 +359,8 @@ def capacity_headline(res: dict) -> str:
             f"{_fmt_level(hi - lo)}).")
 
 
-def _secs(v) -> str:
-    return format_value("p99", v) if v is not None else "n/a"
-
-
 def write_capacity_report(name: str, spec: dict, res: dict, steps: list[Step], root: Path,
                           out_dir: Path) -> dict:
-    from aifb.reporting.sweep_report import build_sweep_report
-
     by_level = sorted(steps, key=lambda s: s.level)
     sweep = {"name": name, "param": res["param"], "mode": MODE,
              "levels": [s.level for s in by_level], "repeats": 1,
@@ -410,10 +385,10 @@ def write_capacity_report(name: str, spec: dict, res: dict, steps: list[Step], r
             "|---:|---:|---|---|---:|---:|---|---|"]
     for s in steps:
         d = s.as_dict()
-        path.append("| " + " | ".join(_md_cell(c) for c in (
+        path.append("| " + " | ".join(md_cell(c) for c in (
             s.index, _fmt_level(s.level), s.benchmark_id + (" (reused)" if s.reused else ""),
             "✅ pass" if s.passed else "❌ fail",
-            format_number(d["rps"]), _secs(d["p99"]), s.why,
+            format_number(d["rps"]), format_seconds(d["p99"]), s.why,
             s.next_why)) + " |")
     path.append("")
     # The sweep report's judgement of every level, presented as the search's answer: the

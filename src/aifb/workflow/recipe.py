@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from aifb import endpoints
+from aifb.clients.llm.trace import arrival_offsets_ns, offered_rate, read_trace
 from aifb.errors import ConfigError, RecipeError, ServiceError
 from aifb.load.settings import (DEFAULT_ARRIVAL, DEFAULT_CONCURRENCY, DEFAULT_PROCESSES,
                                 DEFAULT_TIMEOUT_S)
@@ -286,8 +287,6 @@ def load_settings(recipe: dict) -> dict:
 def _trace_settings(recipe: dict, settings: dict) -> None:
     """load.arrival: trace: the arrival offsets of workload.prompts' trace (aifb.clients.llm.trace), sped
     up by load.speedup, and the rate they offer (for the open-loop statistics)."""
-    from aifb.clients.llm.trace import arrival_offsets_ns, offered_rate, read_trace
-
     load = recipe["load"]
     prompts = ((recipe.get("workload") or {}).get("prompts") or {})
     if prompts.get("source") != "trace" or not prompts.get("path"):
@@ -296,6 +295,8 @@ def _trace_settings(recipe: dict, settings: dict) -> None:
     if load.get("rate") is not None:
         raise ConfigError("load.arrival: trace takes its rate from the trace: remove load.rate "
                           "(use load.speedup to replay it faster)")
+    # Here, not at the top: aifb.clients.llm.openai loads aiohttp (most of a second), which
+    # every recipe check (and `aifb --help`) would pay for the one arrival that needs it.
     from aifb.clients.llm.openai import _resolve_path
 
     trace = read_trace(_resolve_path(prompts["path"]))

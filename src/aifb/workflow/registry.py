@@ -21,6 +21,7 @@ import re
 from pathlib import Path
 
 from aifb.errors import RegistryError
+from aifb.jsonio import read_json
 from aifb.paths import work_root
 from aifb.workflow.recipe import recipe_hash
 
@@ -169,8 +170,6 @@ REPAIR_TEXT = ("rebuilds the entry from results/<id>/run.json when that is intac
 
 def repair(benchmark_id: str, root: Path | None = None) -> str:
     """Repair a corrupt registry entry; returns what was done. An intact entry is left alone."""
-    from aifb.jsonio import read_json
-
     base = root or work_root()
     path = registry_dir(base) / f"{check_id(benchmark_id)}.json"
     with _locked(base):

@@ -11,10 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from aifb import provenance
+from aifb.analysis.compare import compare_runs, write_comparison
 
 from aifb.workflow import registry, trust
 from aifb.errors import AifbError, RegistryError
 from aifb.jsonio import read_json
+from aifb.stats import relative_spread
 from aifb.workflow.recipe import recipe_hash, validate
 
 
@@ -60,8 +62,6 @@ def prepare_rerun(original_id: str, *, strict: bool, root: Path, log,
 
 
 def compare_and_report(new_id: str, *, root: Path) -> dict:
-    from aifb.analysis.compare import compare_runs, write_comparison
-
     entry = registry.get(new_id, root)
     original_id = entry["rerun_of"]
     orig = read_json(root / "results" / original_id / "summary.json")
@@ -73,8 +73,6 @@ def compare_and_report(new_id: str, *, root: Path) -> dict:
 
 def repeat_spread_for(benchmark_id: str, root: Path) -> dict | None:
     """Relative spread of rps/p50/p99 over the repeats of the original's sweep level, if any."""
-    from aifb.stats import relative_spread
-
     entry = registry.get(benchmark_id, root)
     key = entry.get("sweep")
     if not key:

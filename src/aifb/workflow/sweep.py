@@ -5,6 +5,16 @@ does) or a base recipe with `levels:`; `repeats` measures each level several tim
 (sweep name, version, level, repeat) maps to a registered benchmark ID that is stable: asking
 again returns the same ID. Re-measuring is explicit: bump the sweep's `version`, or pass
 `--config remeasure=true` (a new epoch of IDs for every point).
+
+Why NON_EXEC_FLAGS sniffs Snakemake's argv: a sweep point's benchmark ID is registered while
+Snakemake builds its DAG (workflow/rules/common.smk, the input function of the sweep targets),
+because the IDs are the sweep's file names and Snakemake needs every file name before it
+plans. A dry run, a lint or a listing builds the DAG too, and Snakemake does not tell the
+Snakefile which mode it runs in, so the command line is the only way to know that nothing will
+be executed. Alternatives considered: registering in `aifb sweep` only would break
+`snakemake sweep_all` run directly; a checkpoint would hide the points from a dry run, which
+must predict their IDs (resolve_all(allocate=False)). So the list stays, and
+invocation_allocates() is its only reader.
 """
 
 from __future__ import annotations
@@ -12,11 +22,14 @@ from __future__ import annotations
 import math
 import re
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aifb.analysis.sweep_verdict import judged_rules
+from aifb.errors import AifbError, ConfigError, RecipeError
+from aifb import services  # a module, so tests can stand in for its registry of kinds
 from aifb.workflow import registry
-from aifb.errors import ConfigError, RecipeError
 from aifb.workflow.recipe import apply_overrides, parse_duration, read_yaml, validate
 
 # Invocations that must not write anything: dry runs, lint, reports, listings (Snakemake parses
@@ -109,8 +122,6 @@ class Sweep:
 
 def expand(name: str, spec: dict, root: Path) -> Sweep:
     """The sweep's points with their resolved, validated recipes (no IDs yet)."""
-    from aifb.reporting.sweep_report import judged_rules
-
     param = spec["param"]
     common = list(spec.get("set", []))
     repeats = int(spec.get("repeats", 1))
@@ -152,7 +163,9 @@ def _key(sweep: Sweep, point: SweepPoint, epoch: int) -> dict:
             "repeat": point.repeat, "epoch": epoch}
 
 
-def _latest(key_wo_epoch: dict, entries: list[dict]) -> tuple[str | None, int]:
+def latest_point(key_wo_epoch: dict, entries: list[dict]) -> tuple[str | None, int]:
+    """(benchmark ID, epoch) of the newest registered point matching the key without its epoch
+    ((None, -1) when none): what a sweep or a capacity search reuses unless it remeasures."""
     best, epoch = None, -1
     for e in entries:
         s = e.get("sweep") or {}
@@ -168,14 +181,12 @@ def resolve_all(config: dict, *, root: Path, allocate: bool, only=None, remeasur
     allocate=False (dry runs, and the workflow until a sweep target asks; see allocate_points):
     unregistered points get the IDs they would get, marked `predicted`, and nothing is written.
     """
-    from aifb.services import available_kinds
-
     wanted = [only] if isinstance(only, str) else only
     unknown = set(wanted or []) - set(config.get("sweeps", {}))
     if unknown:
         raise ConfigError(f"--config only=: no sweep named {', '.join(sorted(unknown))} "
                           f"(configured: {', '.join(config.get('sweeps', {}))})")
-    kinds = set(available_kinds())
+    kinds = set(services.available_kinds())
     sweeps = []
     entries = registry.all_entries(root)
     pending: list[SweepPoint] = []
@@ -195,7 +206,7 @@ def resolve_all(config: dict, *, root: Path, allocate: bool, only=None, remeasur
         if not sweep.runnable:
             log(f"aifb: sweep {name} will not be built: {sweep.skip_reason}")
         for point in sweep.points:
-            existing, _ = _latest(_point_key(sweep, point), entries)
+            existing, _ = latest_point(_point_key(sweep, point), entries)
             if existing:
                 point.benchmark_id = existing
             elif sweep.runnable:
@@ -227,7 +238,7 @@ def allocate_points(sweeps: list[Sweep], *, root: Path, remeasure: bool = False)
         for point in sweep.points:
             if point.benchmark_id and not point.predicted and not remeasure:
                 continue
-            _, epoch = _latest(_point_key(sweep, point), entries)
+            _, epoch = latest_point(_point_key(sweep, point), entries)
             entry = registry.make_entry(point.recipe, recipe_path=point.recipe_path,
                                         overrides=point.overrides)
             point.benchmark_id = registry.allocate_sweep_point(_key(sweep, point, epoch + 1),
@@ -239,17 +250,12 @@ def missing_locally(recipe: dict) -> str | None:
     """Why a recipe's service cannot be deployed on this machine (its server is not installed
     here), or None. Only for the local target without an endpoint: on a cluster the service runs
     from the target's images or modules, and an endpoint needs nothing deployed."""
-    import tempfile
-
-    from aifb.errors import AifbError
-    from aifb.services import get_service
-
     service = recipe["service"]
     if service.get("endpoint") or recipe.get("target", "local") != "local":
         return None
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            cls = get_service(service["kind"])
+            cls = services.get_service(service["kind"])
             cls(dict(service, name=recipe["name"]), Path(tmp), Path(tmp) / "log").resolve_binary()
     except AifbError as exc:
         return f"its server is not available on this machine ({str(exc).split(':')[0]})"

@@ -19,6 +19,7 @@ from pathlib import Path
 from aifb import endpoints
 from aifb.errors import AifbError
 from aifb.paths import code_root, work_root
+from aifb.workflow.recipe import load_recipe
 
 # service fields that make a server run something, with the words for the list
 EXECUTES = {
@@ -91,8 +92,6 @@ def is_project_recipe(path: str | Path | None) -> bool:
 def same_as_project_recipe(run: dict, recipe: dict) -> bool:
     """A bundle whose embedded recipe is what its recipe file under recipes/ (with the recorded
     overrides) gives today: rerunning it runs the user's own recipe."""
-    from aifb.workflow.recipe import load_recipe
-
     path = run.get("recipe_path")
     if not is_project_recipe(path):
         return False

@@ -15,6 +15,7 @@ from aifb.clients.llm.openai import (ChunkAccumulator, LineSplitter, LlamaCppCli
                                  VLLMClient)
 from aifb.clock import ns_to_s_text
 from aifb.analysis.metrics import llm
+from aifb.reporting.family_plots import llm as llm_plots
 from aifb.analysis.summary import stats_sorted
 from aifb.jsonio import write_json
 
@@ -418,13 +419,13 @@ def test_summary_and_report_from_files(tmp_path):
     md = "\n".join(llm.markdown(summary))
     assert "## LLM serving metrics" in md and "| TPOT | 20 |" in md and "goodput" in md
 
-    items = llm.plots(run_dir / "requests.jsonl", json.loads((run_dir / "run.json").read_text()),
+    items = llm_plots.plots(run_dir / "requests.jsonl", json.loads((run_dir / "run.json").read_text()),
                       summary, tmp_path / "plots")
     assert [i["path"] for i in items] == [f"plots/{f}" for f in llm.PLOT_FILES]
     for f in llm.PLOT_FILES:
         assert (tmp_path / "plots" / f).read_bytes()[:4] == b"\x89PNG"
 
-    out = llm.sweep_section([{"level": 1, "benchmark_id": "BM-1", "summary": summary},
+    out = llm_plots.sweep_section([{"level": 1, "benchmark_id": "BM-1", "summary": summary},
                              {"level": 2, "benchmark_id": "BM-2", "summary": summary},
                              {"level": 4, "benchmark_id": "BM-3", "summary": None}],
                             "load.clients", tmp_path / "sweep")

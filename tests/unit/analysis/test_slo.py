@@ -2,7 +2,8 @@
 
 import pytest
 
-from aifb.analysis.slo import P999_MIN_N, evaluate, format_value, parse_rule, parse_rules
+from aifb.analysis.slo import P999_MIN_N, evaluate, parse_rule, parse_rules
+from aifb.units import format_metric as format_value
 
 
 @pytest.mark.parametrize("text, metric, op, threshold", [

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from aifb.reporting.sweep_report import build_sweep_report, choose_optimal
+from aifb.analysis.sweep_verdict import choose_optimal
+from aifb.reporting.sweep_report import build_sweep_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -282,7 +283,7 @@ def test_more_repeats_never_lower_the_pass_probability():
     old upper-95%-bound rule gave 0.84, 0.09, 0.18, 0.40."""
     np = pytest.importorskip("numpy")
     from aifb.analysis.slo import parse_rule
-    from aifb.reporting.sweep_report import judge_rule
+    from aifb.analysis.sweep_verdict import judge_rule
 
     rule = parse_rule("p99 < 1s")
     rng = np.random.default_rng(12)
@@ -336,7 +337,7 @@ def test_a_failed_repeat_fails_the_level(tmp_path):
 
 
 def test_number_formats():
-    from aifb.reporting.sweep_report import fmt_metric, fmt_seconds
+    from aifb.units import format_metric as fmt_metric, format_seconds as fmt_seconds
     assert fmt_seconds(0.37) == "370 ms"
     assert fmt_seconds(0.0123) == "12.3 ms"
     assert fmt_seconds(0.000183) == "183 µs"

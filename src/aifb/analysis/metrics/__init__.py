@@ -3,16 +3,17 @@
 A kind's family comes from its own schema (aifb.kinds: `x-aifb-kind.family`), so a new kind of
 an existing family gets that family's metrics without an edit here; `run_family(run)` says which.
 
-summary.py, plots.py and report.py call every module here whose `applies(run)` is true; a
-module may define any of:
+summary.py and report.py call every module here whose `applies(run)` is true; a module may
+define any of:
 
     applies(run: dict) -> bool                      # e.g. run_family(run) == "llm"
     summarize(run, records_path, window_s) -> dict  # keys merged into summary.json (e.g. {"llm": {...}})
     definitions() -> dict                           # metric name -> sentence, for the reports
-    plots(records_path, run, summary, plots_dir) -> list[{"path", "title", "caption"}]
     markdown(summary) -> list[str]                  # lines of a report section
 
-Like summary and report, these read files only; they never import clients or the engine.
+A family's plots and sweep section are drawn by the module of the same name in
+aifb.reporting.family_plots. Like summary and report, these read files only; they never import
+clients or the engine.
 """
 
 from __future__ import annotations

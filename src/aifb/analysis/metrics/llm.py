@@ -39,7 +39,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 from aifb.analysis.metrics import run_family
@@ -367,7 +366,7 @@ def _server_block(ok: pl.DataFrame) -> dict:
 
 
 def summarize(run: dict, records_path: Path, window_s: float | None) -> dict:
-    (ok, done, every), _dropped, _note = scan_records(records_path, _queries(_sample(run)),
+    (ok, done, every), _dropped, _note = scan_records(records_path, _queries(request_sample(run)),
                                                       schema=LLM_SCHEMA)
     slos, source = goodput_slos(run)
     open_loop = is_open_loop(run)
@@ -527,12 +526,12 @@ def markdown(summary: dict) -> list[str]:
 
 # ----------------------------------------------------------------------------- plots
 
-def _sample(run: dict) -> pl.Expr:
+def request_sample(run: dict) -> pl.Expr:
     """Which records' TTFT, TPOT, ITL and E2EL count (aifb.analysis.summary.latency_sample)."""
     return latency_sample(run, is_open_loop(run))
 
 
-def _plot_queries(sample: pl.Expr):
+def plot_queries(sample: pl.Expr):
     return lambda lf: _plot_frames(lf, sample)
 
 
@@ -548,102 +547,6 @@ def _plot_frames(lf: pl.LazyFrame, sample: pl.Expr) -> list[pl.LazyFrame]:
            .explode("ts")
            .group_by(pl.col("ts").floor().alias("t")).agg(pl.col("w").sum().alias("tokens")))
     return [ok_m, tok]
-
-
-def _dist_chart(values: np.ndarray, title: str, subtitle: str, stats: dict, slo: float | None):
-    import altair as alt
-
-    from aifb.reporting.plots import HEIGHT, WIDTH, _configure, time_unit
-    unit, factor = time_unit(stats.get("p50"))
-    df = pl.DataFrame({"v": values * factor})
-    hist = (alt.Chart(df).mark_bar(opacity=0.8, color="#1f77b4")
-            .encode(x=alt.X("v:Q", bin=alt.Bin(maxbins=60), title=f"{title} ({unit})"),
-                    y=alt.Y("count():Q", title="samples")))
-    marks = [(k.upper(), stats.get(k)) for k in ("p50", "p99") if stats.get(k) is not None]
-    if slo is not None:
-        marks.append(("SLO", slo))
-    layers = [hist]
-    if marks:
-        mdf = pl.DataFrame({"v": [v * factor for _, v in marks],
-                            "label": [f"{k} {format_seconds(v)}" for k, v in marks]})
-        layers.append(alt.Chart(mdf).mark_rule(color="#b00020", strokeDash=[6, 4])
-                      .encode(x="v:Q"))
-        layers.append(alt.Chart(mdf).mark_text(align="left", dx=4, dy=-6, color="#b00020",
-                                               fontSize=12, angle=0)
-                      .encode(x="v:Q", y=alt.value(14), text="label:N"))
-    chart = alt.layer(*layers).properties(title=alt.Title(f"{title} distribution", subtitle=subtitle),
-                                          width=WIDTH, height=HEIGHT)
-    return _configure(chart)
-
-
-def _tokens_chart(tok: pl.DataFrame, window, subtitle: str):
-    import altair as alt
-
-    from aifb.reporting.plots import HEIGHT, WIDTH, _configure
-    layers = []
-    if window:
-        wdf = pl.DataFrame({"start": [window[0]], "end": [window[1]]})
-        layers.append(alt.Chart(wdf).mark_rect(color="#2ca02c", opacity=0.15)
-                      .encode(x="start:Q", x2="end:Q"))
-    layers.append(alt.Chart(tok).mark_line(interpolate="step-after", strokeWidth=1.5)
-                  .encode(x=alt.X("t:Q", title="time since run start (s)"),
-                          y=alt.Y("tokens:Q", title="output tokens/s (per 1 s bin)")))
-    chart = alt.layer(*layers).properties(title=alt.Title("Output tokens/s over time", subtitle=subtitle),
-                                          width=WIDTH, height=HEIGHT)
-    return _configure(chart)
-
-
-def plots(records_path: Path, run: dict, summary: dict, plots_dir: Path) -> list[dict]:
-    from aifb.reporting.plots import no_data_chart, save_png
-
-    (ok, tok), _d, _n = scan_records(records_path, _plot_queries(_sample(run)), schema=LLM_SCHEMA)
-    llm = summary.get("llm") or {}
-    bid = summary.get("benchmark_id") or ""
-    g = (llm.get("goodput") or {}).get("slos_s") or {}
-    per = per_request_frame(ok)
-    rng = np.random.default_rng(20260109)
-    items = []
-    for key, name, values, slo in (
-            ("ttft", "TTFT", sorted_values(per["ttft"]), g.get("ttft")),
-            ("tpot", "TPOT", sorted_values(per["tpot"]), g.get("tpot")),
-            ("itl", "ITL", sorted_values(itl_values(ok)), None)):
-        stats = llm.get(f"{key}_s") or {}
-        fname = f"llm_{key}.png"
-        if len(values):
-            shown = values if len(values) <= MAX_PLOT_SAMPLES else np.sort(
-                rng.choice(values, MAX_PLOT_SAMPLES, replace=False))
-            note = (f"all {len(values):,} samples" if len(shown) == len(values)
-                    else f"a uniform sample of {len(shown):,} of {len(values):,}")
-            chart = _dist_chart(shown, name, f"{bid}: {note}, pooled over all clients", stats, slo)
-            caption = (f"Histogram of {name} over the ok requests of the measurement window "
-                       f"({note}); dashed lines mark p50, p99"
-                       + (" and the goodput SLO" if slo is not None else "") + ".")
-        else:
-            chart = no_data_chart(f"{name} distribution", f"no {name} samples")
-            caption = f"No {name} samples in the measurement window."
-        save_png(chart, plots_dir / fname)
-        items.append({"path": f"plots/{fname}", "title": f"{name} distribution", "caption": caption})
-
-    ls = run.get("load_stats") or {}
-    window = None
-    if isinstance(ls.get("warmup_end"), (int, float)) and isinstance(ls.get("measure_end"), (int, float)):
-        window = (float(ls["warmup_end"]), float(ls["measure_end"]))
-    tok = tok.group_by("t").agg(pl.col("tokens").sum()).sort("t")
-    if tok.height:
-        grid = pl.DataFrame({"t": np.arange(float(tok["t"].min()), float(tok["t"].max()) + 2.0)})
-        tok = grid.join(tok, on="t", how="left").with_columns(pl.col("tokens").fill_null(0.0))
-        chart = _tokens_chart(tok, window, f"{bid}: output tokens of ok requests, spread over "
-                                           "their chunk arrivals; shaded = measurement window")
-        caption = ("Output tokens per one-second bin over the whole run (each ok request's "
-                   "output_tokens spread evenly over its chunk arrival times; non-streamed "
-                   "requests at t_end); the shaded band is the measurement window.")
-    else:
-        chart = no_data_chart("Output tokens/s over time", "no ok requests")
-        caption = "No ok requests: nothing to plot."
-    save_png(chart, plots_dir / "llm_tokens_over_time.png")
-    items.append({"path": "plots/llm_tokens_over_time.png", "title": "Output tokens/s over time",
-                  "caption": caption})
-    return items
 
 
 # ----------------------------------------------------------------------------- sweeps
@@ -667,55 +570,4 @@ def sweep_rows(points: list[dict]) -> list[dict]:
         })
     return rows
 
-
-def sweep_section(points: list[dict], param: str, out_dir: Path) -> dict:
-    """For the sweep report: a Markdown section (tokens/s, TTFT/TPOT percentiles vs the swept
-    parameter) and two plots under out_dir/plots/. Returns {"lines", "plots", "rows"}; empty
-    when no point has an llm block."""
-    rows = sweep_rows(points)
-    if not rows:
-        return {"lines": [], "plots": [], "rows": []}
-    lines = ["## LLM metrics by level", "",
-             f"| {param} | Benchmark ID | output tok/s | req/s | goodput req/s | TTFT p50 | "
-             "TTFT p99 | TPOT p50 | TPOT p99 | ITL p99 | E2EL p99 |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['level']} | {r['benchmark_id']} | {_f(r['output_token_throughput'])} | "
-                     f"{_f(r['request_throughput'])} | {_f(r['goodput'])} | "
-                     + " | ".join(format_seconds(r[k]) for k in
-                                  ("ttft_p50", "ttft_p99", "tpot_p50", "tpot_p99", "itl_p99", "e2el_p99"))
-                     + " |")
-    lines += ["", "![Output tokens/s vs level](plots/llm_tokens_vs_level.png)", "",
-              "![TTFT and TPOT vs level](plots/llm_latency_vs_level.png)", ""]
-    plots = _sweep_plots(rows, param, Path(out_dir))
-    return {"lines": lines, "plots": plots, "rows": rows}
-
-
-def _sweep_plots(rows: list[dict], param: str, out_dir: Path) -> list[str]:
-    import altair as alt
-
-    from aifb.reporting.plots import HEIGHT, WIDTH, _configure, save_png
-    levels = [str(r["level"]) for r in rows]
-    tdf = pl.DataFrame({"level": levels,
-                        "tokens": [r["output_token_throughput"] for r in rows]}, strict=False)
-    thr = (alt.Chart(tdf).mark_line(point=True)
-           .encode(x=alt.X("level:O", sort=levels, title=param),
-                   y=alt.Y("tokens:Q", title="output tokens/s")))
-    save_png(_configure(thr.properties(title="Output tokens/s vs level", width=WIDTH,
-                                       height=HEIGHT)), out_dir / "plots" / "llm_tokens_vs_level.png")
-    recs = []
-    for r in rows:
-        for m in ("ttft", "tpot"):
-            for k in ("p50", "p99"):
-                if r[f"{m}_{k}"] is not None:
-                    recs.append({"level": str(r["level"]), "series": f"{m.upper()} {k}",
-                                 "ms": r[f"{m}_{k}"] * 1e3})
-    ldf = pl.DataFrame(recs, schema={"level": pl.String, "series": pl.String, "ms": pl.Float64})
-    lat = (alt.Chart(ldf).mark_line(point=True)
-           .encode(x=alt.X("level:O", sort=levels, title=param),
-                   y=alt.Y("ms:Q", title="milliseconds", scale=alt.Scale(type="log")),
-                   color=alt.Color("series:N", title="percentile")))
-    save_png(_configure(lat.properties(title="TTFT and TPOT percentiles vs level", width=WIDTH,
-                                       height=HEIGHT)), out_dir / "plots" / "llm_latency_vs_level.png")
-    return ["plots/llm_tokens_vs_level.png", "plots/llm_latency_vs_level.png"]
 

@@ -68,7 +68,7 @@ def definitions() -> dict:
     return dict(SERVER_DEFINITIONS)
 
 
-def _f(v, fmt="{:.4g}") -> str:
+def figure_text(v, fmt="{:.4g}") -> str:
     return "–" if v is None else fmt.format(v)
 
 
@@ -78,7 +78,7 @@ def markdown(summary: dict) -> list[str]:
         return []
     lines = ["## Server side", "",
              "What the service's own interfaces said over the measurement window (sampler "
-             f"every {_f(srv.get('interval_s'), '{:g}')} s; see the panel *Client and server over "
+             f"every {figure_text(srv.get('interval_s'), '{:g}')} s; see the panel *Client and server over "
              "time*).", ""]
     for w in srv.get("warnings") or []:
         lines.append(f"- **Warning:** {w}")
@@ -93,7 +93,7 @@ def markdown(summary: dict) -> list[str]:
     if eff.get("service_cpu_s") is not None:
         rows.append(("service CPU", f"{eff['service_cpu_s']:.3f} s ({eff['service_cpu_cores']:.3f} cores)",
                      "user + system CPU of the service's process tree in the window"))
-        rows.append(("CPU-s per 1k requests", _f(eff.get("cpu_s_per_1k_requests")),
+        rows.append(("CPU-s per 1k requests", figure_text(eff.get("cpu_s_per_1k_requests")),
                      "service CPU seconds x 1000 / requests completed in the window"))
     if eff.get("node_cpu_busy_ratio") is not None:
         rows.append(("node CPU busy", f"{eff['node_cpu_busy_ratio']:.1%}", "1 - (idle + iowait) share of all CPU time"))
@@ -102,11 +102,11 @@ def markdown(summary: dict) -> list[str]:
     gpu = eff.get("gpu")
     if gpu:
         rows += [("GPUs", str(gpu["count"]), "NVML devices"),
-                 ("GPU utilisation (mean)", _f(gpu.get("util_mean"), "{:.1%}"), "NVML utilization.gpu, mean over GPUs"),
+                 ("GPU utilisation (mean)", figure_text(gpu.get("util_mean"), "{:.1%}"), "NVML utilization.gpu, mean over GPUs"),
                  ("GPU energy", f"{gpu['energy_j']:.1f} J", SERVER_DEFINITIONS["server.efficiency.gpu"]),
-                 ("J per request", _f(gpu.get("j_per_request")), "GPU energy / ok requests"),
-                 ("J per output token", _f(gpu.get("j_per_output_token")), "GPU energy / output tokens"),
-                 ("output tokens/s per GPU", _f(gpu.get("output_tokens_per_s_per_gpu")), "")]
+                 ("J per request", figure_text(gpu.get("j_per_request")), "GPU energy / ok requests"),
+                 ("J per output token", figure_text(gpu.get("j_per_output_token")), "GPU energy / output tokens"),
+                 ("output tokens/s per GPU", figure_text(gpu.get("output_tokens_per_s_per_gpu")), "")]
     llm = srv.get("llm") or {}
     for key, label in (("kv_cache_usage_p95", "KV cache usage p95"), ("kv_cache_usage_max", "KV cache usage max"),
                        ("waiting_max", "queue (waiting) max"), ("running_mean", "running (mean)"),
@@ -114,7 +114,7 @@ def markdown(summary: dict) -> list[str]:
                        ("server_ttft_mean_s", "server TTFT mean (s)"), ("client_ttft_mean_s", "client TTFT mean (s)"),
                        ("network_client_share_s", "network + client share of TTFT (s)")):
         if llm.get(key) is not None:
-            rows.append((label, _f(llm[key]), "server's /metrics over the window"))
+            rows.append((label, figure_text(llm[key]), "server's /metrics over the window"))
     smp = srv.get("sampler") or {}
     if smp.get("sampler_cpu_s") is not None:
         rows.append(("sampler CPU", f"{smp['sampler_cpu_s']:.3f} s over {smp['sampler_wall_s']:.1f} s "
@@ -123,7 +123,7 @@ def markdown(summary: dict) -> list[str]:
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows[1:]]
     lines += ["", "| source | samples | gaps | coverage | errors |", "| --- | --- | --- | --- | --- |"]
     for src, cov in (srv.get("sources") or {}).items():
-        lines.append(f"| {src} | {cov['samples']} | {cov['gaps']} | {_f(cov.get('coverage'), '{:.0%}')} "
+        lines.append(f"| {src} | {cov['samples']} | {cov['gaps']} | {figure_text(cov.get('coverage'), '{:.0%}')} "
                      f"| {'; '.join(cov.get('errors') or []) or '–'} |")
     for src, err in (srv.get("unavailable") or {}).items():
         lines.append(f"| {src} | unavailable | | | {err or ''} |")
@@ -187,44 +187,6 @@ def panel_frame(tel: tw.Telemetry, records_path: Path) -> pl.DataFrame:
                                       "value": pl.Float64})
 
 
-def plots(records_path: Path, run: dict, summary: dict, plots_dir: Path) -> list[dict]:
-    import altair as alt
-
-    from aifb.reporting.plots import WIDTH, _configure, save_png
-
-    tele = run.get("telemetry") or {}
-    tel = tw.load(Path(records_path).parent / (tele.get("file") or TELEMETRY_FILE))
-    df = panel_frame(tel, records_path)
-    if df.height == 0:
-        return []
-    xmax = float(df["t"].max())
-    x = alt.X("t:Q", title="time since run start (s)", scale=alt.Scale(domain=[0, xmax]))
-    win = (summary.get("server") or {}).get("window")
-    charts = []
-    for panel in [p for p in ("client req/s", "client p99 (s)", "service CPU (cores)",
-                              "server queue / in flight", "KV cache usage", "GPU power (W)")
-                  if p in set(df["panel"].to_list())]:
-        sub = df.filter(pl.col("panel") == panel)
-        line = (alt.Chart(sub).mark_line(interpolate="step-after", strokeWidth=1.5)
-                .encode(x=x, y=alt.Y("value:Q", title=panel), color=alt.Color("series:N", title=None)))
-        layers = [line]
-        if win:
-            band = pl.DataFrame({"start": [win[0]], "end": [win[1]]})
-            layers.insert(0, alt.Chart(band).mark_rect(color="#2ca02c", opacity=0.12)
-                          .encode(x="start:Q", x2="end:Q"))
-        charts.append(alt.layer(*layers).properties(width=WIDTH, height=110))
-    chart = _configure(alt.vconcat(*charts).resolve_scale(color="independent").properties(
-        title=alt.Title("Client and server over time",
-                        subtitle=f"{summary.get('benchmark_id') or ''}: one time base (seconds "
-                                 "since the run's t0); shaded = measurement window")))
-    save_png(chart, Path(plots_dir) / PANEL_FILE)
-    return [{"path": f"plots/{PANEL_FILE}", "title": "Client and server over time",
-             "caption": ("Client throughput (ok requests completed per second) and p99 latency per "
-                         "second above the server's own view on the same clock: the service's "
-                         "CPU (cores, from its process tree), its queue or requests in flight, "
-                         "KV-cache usage and GPU power where the service exposes them.")}]
-
-
 # ----------------------------------------------------------------------------- sweeps
 
 SWEEP_PLOT = "server_efficiency_vs_level.png"
@@ -250,40 +212,3 @@ def sweep_rows(points: list[dict]) -> list[dict]:
     return rows
 
 
-def sweep_section(points: list[dict], param: str, out_dir: Path) -> dict:
-    """The sweep report's server-side columns per level and an efficiency plot (J/output token
-    where GPUs were sampled, else service CPU-seconds per 1,000 requests, against the level)."""
-    rows = sweep_rows(points)
-    if not rows:
-        return {"lines": [], "plots": [], "rows": []}
-    cols = [("requests_ratio", "server/client requests"), ("service_cpu_cores", "service CPU (cores)"),
-            ("cpu_s_per_1k_requests", "CPU-s / 1k req"), ("node_cpu_busy_ratio", "node CPU busy"),
-            ("gpu_util_mean", "GPU util"), ("j_per_request", "J / req"),
-            ("j_per_output_token", "J / output token"), ("kv_cache_usage_p95", "KV cache p95"),
-            ("waiting_max", "queue max"), ("gaps", "telemetry gaps")]
-    cols = [(k, t) for k, t in cols if any(r[k] is not None for r in rows)]
-    lines = ["## Server side by level", "",
-             "From each run's `server` block (summary.json; definitions in each run's report).", "",
-             f"| {param} | Benchmark ID | " + " | ".join(t for _, t in cols) + " |",
-             "|---|---|" + "---:|" * len(cols)]
-    for r in rows:
-        lines.append(f"| {r['level']} | {r['benchmark_id']} | "
-                     + " | ".join(_f(r[k]) for k, _ in cols) + " |")
-    key, title = (("j_per_output_token", "GPU energy per output token (J)")
-                  if any(r["j_per_output_token"] is not None for r in rows) else
-                  ("cpu_s_per_1k_requests", "service CPU-seconds per 1,000 requests"))
-    pts = [r for r in rows if r[key] is not None]
-    plots = []
-    if pts:
-        import altair as alt
-
-        from aifb.reporting.plots import HEIGHT, WIDTH, _configure, save_png
-        levels = [str(r["level"]) for r in pts]
-        df = pl.DataFrame({"level": levels, "y": [float(r[key]) for r in pts]})
-        chart = (alt.Chart(df).mark_line(point=True)
-                 .encode(x=alt.X("level:O", sort=levels, title=param), y=alt.Y("y:Q", title=title))
-                 .properties(title=f"Efficiency vs {param}", width=WIDTH, height=HEIGHT))
-        save_png(_configure(chart), Path(out_dir) / "plots" / SWEEP_PLOT)
-        plots.append(f"plots/{SWEEP_PLOT}")
-        lines += ["", f"![Efficiency vs level](plots/{SWEEP_PLOT})", ""]
-    return {"lines": lines, "plots": plots, "rows": rows}

@@ -23,6 +23,9 @@ from pathlib import Path
 import polars as pl
 
 from aifb.analysis.metrics import run_family
+from aifb.analysis.summary import (PERCENTILE_METHOD, is_open_loop, latency_expr, latency_sample,
+                                   quantiles_sorted, scan_records, sorted_values)
+from aifb.units import format_number, format_seconds
 
 MIB = 2 ** 20
 CDF_POINTS = 500
@@ -35,9 +38,7 @@ def applies(run: dict) -> bool:
     return run_family(run) == "object"
 
 
-def _measured_ok(run: dict, records_path: Path) -> pl.DataFrame:
-    from aifb.analysis.summary import is_open_loop, latency_expr, latency_sample, scan_records
-
+def measured_ok(run: dict, records_path: Path) -> pl.DataFrame:
     open_loop = is_open_loop(run)
     sample = latency_sample(run, open_loop)
 
@@ -58,14 +59,12 @@ def _measured_ok(run: dict, records_path: Path) -> pl.DataFrame:
 
 
 def _q(values, q: float):
-    from aifb.analysis.summary import quantiles_sorted
     return quantiles_sorted(values, [q])[0] if len(values) else None
 
 
 def summarize(run: dict, records_path: Path, window_s: float | None) -> dict:
-    from aifb.analysis.summary import PERCENTILE_METHOD, sorted_values
 
-    df = _measured_ok(run, records_path)
+    df = measured_ok(run, records_path)
 
     def rate(x: float):
         return x / window_s if window_s else None
@@ -107,7 +106,7 @@ def definitions() -> dict:
     }
 
 
-def _size_text(n: int) -> str:
+def size_text(n: int) -> str:
     for unit, f in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
         if n >= f:
             v = n / f
@@ -116,8 +115,6 @@ def _size_text(n: int) -> str:
 
 
 def markdown(summary: dict) -> list[str]:
-    from aifb.units import format_number, format_seconds
-
     st = summary.get("storage")
     if not st:
         return []
@@ -136,7 +133,7 @@ def markdown(summary: dict) -> list[str]:
                   "| op | size | ok | ops/s | MiB/s | p50 | p99 | TTFB p50 | TTFB p99 |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in st["by_size"]:
-            lines.append(f"| {r['op']} | {_size_text(r['size'])} | {r['ok']:,} | "
+            lines.append(f"| {r['op']} | {size_text(r['size'])} | {r['ok']:,} | "
                          f"{format_number(r['ops_s'])} | {format_number(r['mib_s'])} | {secs(r['latency_p50_s'])} | "
                          f"{secs(r['latency_p99_s'])} | "
                          + (f"{secs(r['ttfb_p50_s'])} | {secs(r['ttfb_p99_s'])} |"
@@ -145,69 +142,3 @@ def markdown(summary: dict) -> list[str]:
     return lines
 
 
-def plots(records_path: Path, run: dict, summary: dict, plots_dir: Path) -> list[dict]:
-    import altair as alt
-
-    from aifb.reporting.plots import HEIGHT, WIDTH, _configure, no_data_chart, save_png, time_unit
-
-    st = summary.get("storage") or {}
-    bid = summary.get("benchmark_id") or ""
-    out = []
-
-    rows = [r for r in st.get("by_size") or []
-            if r.get("mib_s") is not None and r["op"] in ("get", "put")]
-    name = "storage_mib_s_vs_size.png"
-    if rows:
-        order = [_size_text(s) for s in sorted({r["size"] for r in rows})]
-        df = pl.DataFrame({"op": [r["op"] for r in rows],
-                           "size_label": [_size_text(r["size"]) for r in rows],
-                           "mib_s": [r["mib_s"] for r in rows]})
-        base = alt.Chart(df).encode(
-            x=alt.X("size_label:O", sort=order, title="object size",
-                    axis=alt.Axis(labelAngle=0)),
-            y=alt.Y("mib_s:Q", title="payload MiB/s (measurement window)"),
-            color=alt.Color("op:N", title="operation"))
-        chart = alt.layer(base.mark_line(strokeWidth=2),
-                          base.mark_point(size=90, filled=True)).properties(
-            title=alt.Title("Data rate vs object size", subtitle=f"{bid}: GET and PUT payload; "
-                            "ok operations of the measurement window"), width=WIDTH, height=HEIGHT)
-        chart = _configure(chart)
-        caption = ("Payload MiB/s of GET (bodies in) and PUT (bodies out) per object size over "
-                   "the measurement window; HEAD and LIST move no payload and are not drawn.")
-    else:
-        chart = no_data_chart("Data rate vs object size", "no GET or PUT in the measurement window")
-        caption = "No GET or PUT in the measurement window: nothing to plot."
-    save_png(chart, plots_dir / name)
-    out.append({"path": f"plots/{name}", "title": "Data rate vs object size", "caption": caption})
-
-    gets = [r for r in st.get("by_size") or [] if r["op"] == "get" and r.get("ttfb_p50_s") is not None]
-    if gets:
-        df = _measured_ok(run, records_path).filter(
-            (pl.col("op") == "get") & pl.col("ttfb").is_not_null() & pl.col("size").is_not_null())
-        parts = []
-        order = []
-        for (size,), part in sorted(df.group_by("size"), key=lambda kv: kv[0]):
-            order.append(_size_text(int(size)))
-            vals = part["ttfb"].sort().to_numpy()
-            n = len(vals)
-            idx = sorted({min(n - 1, int(k * n / CDF_POINTS)) for k in range(CDF_POINTS)} | {n - 1})
-            parts.append(pl.DataFrame({"size": [_size_text(int(size))] * len(idx),
-                                       "ttfb": [float(vals[i]) for i in idx],
-                                       "fraction": [(i + 1) / n for i in idx]}))
-        cdf = pl.concat(parts)
-        label, factor = time_unit(float(cdf["ttfb"].median()))
-        cdf = cdf.with_columns((pl.col("ttfb") * factor).alias("t")).filter(pl.col("t") > 0)
-        chart = _configure(alt.Chart(cdf).mark_line(interpolate="step-after", strokeWidth=2).encode(
-            x=alt.X("t:Q", scale=alt.Scale(type="log"), title=f"time to first byte ({label}, log scale)"),
-            y=alt.Y("fraction:Q", scale=alt.Scale(domain=[0, 1]), title="fraction of GETs ≤ TTFB"),
-            color=alt.Color("size:N", title="object size", sort=order)).properties(
-            title=alt.Title("GET time to first byte", subtitle=f"{bid}: t_first - t_start, ok GETs "
-                            "of the measurement window, one curve per object size"),
-            width=WIDTH, height=HEIGHT))
-        name = "storage_get_ttfb_cdf.png"
-        save_png(chart, plots_dir / name)
-        out.append({"path": f"plots/{name}", "title": "GET time to first byte",
-                    "caption": ("Cumulative distribution of GET time to first byte (response "
-                                "headers received) per object size, ok GETs of the measurement "
-                                "window, on a log time axis.")})
-    return out

@@ -1,0 +1,10 @@
+"""`aifb index`: rebuild the dataset index (reports/dataset_index.md, reports/index.json)
+through Snakemake."""
+
+from __future__ import annotations
+
+from aifb.workflow.snakemake import run_snakemake
+
+
+def cmd_index(args) -> int:
+    return run_snakemake(["index"], args.profile, ["--forcerun", "index", *(args.snakemake_args or [])])
