@@ -15,6 +15,7 @@ from aifb import clients, kinds, services
 from aifb.analysis.metrics import extensions, run_family
 from aifb.paths import schema_dir
 from aifb.schemas import load_schema, validation_errors
+from aifb.reporting import index_page
 from aifb.workflow import index
 
 # The order validation messages listed the kinds in before the enums were generated; a change
@@ -75,7 +76,7 @@ def test_an_unknown_kind_is_refused_and_every_kind_accepted():
 
 
 def test_metadata_values_are_ones_the_index_and_metrics_know():
-    categories = {c for c, *_ in index.CATEGORIES}
+    categories = {c for c, *_ in index_page.CATEGORIES}
     assert categories == set(load_schema("recipe.schema.yaml")["properties"]["category"]["enum"])
     for k in kinds.all_kinds():
         assert k.category in categories, k
@@ -112,7 +113,7 @@ def test_index_names_and_categories_follow_the_table(tmp_path):
     runs = index.collect_runs(tmp_path)
     assert {r["service_kind"]: r["category"] for r in runs} == {
         **{k.kind: k.category for k in kinds.all_kinds()}, "zzz": "storage"}
-    md = index.render_markdown(runs, [], [], "2026-01-01")
+    md = index_page.render_markdown(runs, [], [], "2026-01-01")
     assert "Services: vLLM, Ollama, llama.cpp\n" in md
     assert "Services: PostgreSQL, MinIO, S3, Redis, zzz\n" in md
     assert "Services: ChromaDB, Qdrant\n" in md
