@@ -134,7 +134,8 @@ def cmd_run(args) -> int:
 def _check_target(recipe: dict, profile: str) -> None:
     """An unknown target is an error before anything is registered; a Slurm target without a
     Slurm client here is one too."""
-    from aifb.slurm.launch import get_target, slurm_available
+    from aifb.slurm.commands import slurm_available
+    from aifb.slurm.targets import get_target
 
     target = get_target(recipe.get("target", "local"), work_root())
     if target["executor"] == "slurm" and not recipe["service"].get("endpoint") and not slurm_available():

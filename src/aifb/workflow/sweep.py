@@ -9,7 +9,6 @@ again returns the same ID. Re-measuring is explicit: bump the sweep's `version`,
 
 from __future__ import annotations
 
-import math
 import re
 import sys
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from aifb.workflow import registry
 from aifb.errors import ConfigError, RecipeError
-from aifb.workflow.recipe import apply_overrides, parse_duration, read_yaml, validate
+from aifb.workflow.recipe import apply_overrides, read_yaml, validate
 
 # Invocations that must not write anything: dry runs, lint, reports, listings (Snakemake parses
 # the workflow before it tells the Snakefile which mode it runs in, so argv is what we have).
@@ -254,13 +253,3 @@ def missing_locally(recipe: dict) -> str | None:
     except AifbError as exc:
         return f"its server is not available on this machine ({str(exc).split(':')[0]})"
     return None
-
-
-def runtime_minutes(recipe: dict) -> int:
-    """A Slurm time limit for one benchmark: warmup + duration + cooldown, plus 10 minutes for
-    deployment and preload (a request-count run gets an hour)."""
-    load = recipe["load"]
-    if "duration" not in load:
-        return 60
-    total = sum(parse_duration(load.get(k, 0)) for k in ("warmup", "duration", "cooldown"))
-    return int(math.ceil(total / 60.0)) + 10
