@@ -101,4 +101,3 @@ async def sleep_until(t_ns: int) -> None:
         await asyncio.sleep(left - 0.002)
     while now_ns() < t_ns:
         await asyncio.sleep(0)
-

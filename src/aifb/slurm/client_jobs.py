@@ -86,7 +86,6 @@ def job_seed(seed: int, k: int) -> int:
     return seed if k == 0 else (seed * 1_000_003 + k) % 2**31
 
 
-
 class ClientJobs:
     """The benchmark job's side of a run with extra client jobs (see the comment above)."""
 
@@ -506,4 +505,3 @@ class ClientJobs:
             n = await asyncio.to_thread(self.merge_records)
             if n:
                 self.log(f"kept {n} records of the client jobs in requests.jsonl")
-

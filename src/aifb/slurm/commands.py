@@ -168,4 +168,3 @@ def job_script(target: dict, how: dict, argv: list[str], *, title: str) -> str:
         lines.append(f"export {key}={shlex.quote(str(value))}")
     lines.append("exec " + shlex.join(argv))
     return "\n".join(lines) + "\n"
-

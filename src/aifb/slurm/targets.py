@@ -77,7 +77,6 @@ def service_how(target: dict, kind: str) -> dict:
     return dict(services.get(kind) or services.get("default") or {})
 
 
-
 def runtime_minutes(recipe: dict) -> int:
     """A Slurm time limit for one benchmark: warmup + duration + cooldown, plus 10 minutes for
     deployment and preload (a request-count run gets an hour)."""
@@ -93,12 +92,13 @@ def service_runtime_minutes(recipe: dict, target: dict) -> int:
     margin = parse_duration(target.get("service_margin", DEFAULT_MARGIN_S))
     return runtime_minutes(recipe) + int(math.ceil(margin / 60.0))
 
+
 def check_shared(target: dict, run_dir: Path) -> None:
+    """A ServiceError unless run_dir is under the target's shared_dir (when it names one): jobs
+    on other nodes read and write the run directory."""
     shared = target.get("shared_dir")
     if shared and not Path(run_dir).resolve().is_relative_to(Path(os.path.expandvars(shared)).resolve()):
         raise ServiceError(
             f"results go to {run_dir}, which is not under target {target['name']!r}'s shared_dir "
             f"{shared}: Slurm jobs on other nodes could not see them (set AIFB_ROOT to a "
             "directory on the shared filesystem)")
-
-

@@ -49,8 +49,9 @@ def _next_attempt_dir(run_dir: Path) -> Path:
 
 
 # INFLIGHT (aifb.records): a second hard link to requests.jsonl while the run writes it, so that
-# the records survive for keep_attempt(). Likewise the latest run.json (a copy: run.json is replaced by rename, which a link can't
-# follow), so that an attempt killed outright (SIGKILL, OOM) can still say what it was.
+# the records survive for keep_attempt(). Likewise the latest run.json (a copy: run.json is
+# replaced by rename, which a link can't follow), so that an attempt killed outright (SIGKILL,
+# OOM) can still say what it was.
 INFLIGHT_RUN = ".run.json.inflight"
 
 
@@ -185,11 +186,12 @@ def _start_telemetry(run: dict, run_dir: Path, clock: RunClock, spec: dict, endp
     local = target["executor"] != "slurm"
     pid = service.info.pid if (service is not None and local) else None
     sources = telemetry_launch.plan(spec["kind"], endpoint, pid=pid, local=local, secrets=secrets,
-                   extra=service.info.extra if service is not None else None)
+                                    extra=service.info.extra if service is not None else None)
     sampler = telemetry_launch.Sampler.start(run_dir, clock.t0_ns, cfg["interval_s"], sources,
-                            log_path=run_dir / "telemetry.log")
+                                             log_path=run_dir / "telemetry.log")
     run["telemetry"] = {"file": telemetry.TELEMETRY_FILE, "interval_s": cfg["interval_s"],
-                        "sources": telemetry_launch.public(sources), "pid": sampler.proc.pid, "status": "running"}
+                        "sources": telemetry_launch.public(sources), "pid": sampler.proc.pid,
+                        "status": "running"}
     save_run(run_dir, run)
     log(f"telemetry: {len(sources) + 1} source(s) every {cfg['interval_s']:g} s "
         f"(pid {sampler.proc.pid})")
