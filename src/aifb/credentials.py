@@ -38,6 +38,16 @@ def with_run_password(spec: dict, service_cls) -> dict:
     return dict(spec, password_env=RUN_PASSWORD_ENV)
 
 
+def service_secrets(spec: dict, service_cls) -> dict:
+    """The secrets a benchmark's clients use: load_secrets plus the kind's own (e.g. the S3
+    access and secret keys), the same in the benchmark job and every extra client job."""
+    secrets = load_secrets(spec)
+    kind_secrets = getattr(service_cls, "secrets", None)
+    if callable(kind_secrets):
+        secrets.update(kind_secrets(spec))
+    return secrets
+
+
 def load_secrets(service: dict) -> dict:
     """{"password": ..., "api_key": ...} as far as the recipe names them; ServiceError naming
     the field when a variable is unset or a file unreadable."""

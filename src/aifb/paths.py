@@ -12,6 +12,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# A benchmark ID (aifb.workflow.registry allocates them): the name of results/<id>/. Here, below
+# the registry, because aifb.slurm.cleanup knows our Slurm jobs by it too.
+ID_PATTERN = r"BM-\d{8}-\d{3,}"
+
 
 def code_root() -> Path:
     here = Path(__file__).resolve()

@@ -27,6 +27,11 @@ log = logging.getLogger("aifb.records")
 FIELDS = ("client", "worker", "seq", "op", "t_sched", "t_start", "t_first", "t_end", "ok",
           "error", "bytes_out", "bytes_in", "phase")
 PHASES = ("warmup", "measure", "cooldown")
+# A second hard link to a run's requests.jsonl for as long as the run writes it. On Slurm, a
+# cancelled job's Snakemake (inside the job) removes the job's outputs at once, while the runner
+# is still writing and stopping; through this link the records survive (aifb.workflow.runner
+# keeps them; aifb.slurm.client_jobs appends the client jobs' records to it then).
+INFLIGHT = ".requests.jsonl.inflight"
 
 _OP_JSON: dict[str, str] = {}
 

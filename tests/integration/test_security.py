@@ -175,7 +175,7 @@ class _Clock:
 
 
 def _coordinator(tmp_path, logs):
-    from aifb.slurm.launch import ClientJobs
+    from aifb.slurm.client_jobs import ClientJobs
     target = {"name": "t", "executor": "slurm", "clients": {"max_per_job": 1}}
     cj = ClientJobs(run={"benchmark_id": "BM-20250101-001"}, run_dir=tmp_path, target=target,
                     endpoint="redis://127.0.0.1:1", settings={"clients": 2, "duration_s": 1.0},
@@ -215,7 +215,7 @@ def test_coordinator_refuses_forged_messages_and_flags_the_run(tmp_path):
 
 
 def test_coordinator_accepts_only_the_submitted_job_with_the_token(tmp_path):
-    from aifb.slurm.launch import Channel
+    from aifb.slurm.channel import Channel
 
     logs: list[str] = []
 
@@ -259,7 +259,7 @@ def test_coordinator_accepts_only_the_submitted_job_with_the_token(tmp_path):
 
 
 def test_the_token_file_is_private(tmp_path):
-    from aifb.slurm.launch import read_token, write_token
+    from aifb.slurm.channel import read_token, write_token
     token = write_token(tmp_path / "token")
     assert stat.S_IMODE((tmp_path / "token").stat().st_mode) == 0o600
     assert read_token(tmp_path / "token") == token and len(token) == 32
@@ -271,7 +271,8 @@ BAD_KEY = "X=1; touch {marker}; Y"
 
 
 def test_an_env_key_in_targets_yaml_cannot_inject_a_command(tmp_path):
-    from aifb.slurm.launch import job_script, load_targets_file
+    from aifb.slurm.commands import job_script
+    from aifb.slurm.targets import load_targets_file
 
     marker = tmp_path / "somefile"
     targets = yaml.safe_load((REPO / "config" / "targets.yaml").read_text())

@@ -437,10 +437,10 @@ def test_requests_mode_is_one_n_over_client_jobs(tmp_path):
 # --------------------------------------------------------------------------- cleanup
 
 def test_cleanup_cancels_leftovers_and_keeps_live_runs(tmp_path):
-    """Ours = marked with this work root (launch_slurm.job_comment); a job named aifb-* without
+    """Ours = marked with this work root (aifb.slurm.commands.job_comment); a job named aifb-* without
     the marker, or a marked job of another work root, is never touched; a live owner's job only
     goes when named."""
-    from aifb.slurm.launch import job_comment
+    from aifb.slurm.commands import job_comment
 
     ws = make_workspace(tmp_path)
     other = make_workspace(tmp_path / "other")

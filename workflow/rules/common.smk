@@ -11,7 +11,8 @@ from aifb.workflow import registry
 
 from aifb.workflow import sweep as aifb_sweep
 from aifb.errors import AifbError
-from aifb.slurm.launch import DEFAULT_QUEUE_TIMEOUT_S, load_targets_file
+from aifb.slurm.targets import DEFAULT_QUEUE_TIMEOUT_S, load_targets_file, runtime_minutes
+from aifb.units import parse_duration
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -28,7 +29,7 @@ def _load_targets():
 
 
 TARGETS = _load_targets()
-# Same language as registry.ID_PATTERN, without {m,n} braces, which wildcard constraints can't hold.
+# Same language as aifb.paths.ID_PATTERN, without {m,n} braces, which wildcard constraints can't hold.
 ID_REGEX = r"BM-\d\d\d\d\d\d\d\d-\d\d\d+"
 
 
@@ -180,10 +181,10 @@ def benchmark_runtime_min(wildcards):
     if entry is None:
         return 30
     recipe = entry["recipe"]
-    minutes = aifb_sweep.runtime_minutes(recipe)
+    minutes = runtime_minutes(recipe)
     target = TARGETS.get(recipe.get("target", "local")) or {}
     if target.get("executor") == "slurm":
-        queue_s = aifb_sweep.parse_duration(target.get("queue_timeout", DEFAULT_QUEUE_TIMEOUT_S))
+        queue_s = parse_duration(target.get("queue_timeout", DEFAULT_QUEUE_TIMEOUT_S))
         minutes += int(-(-queue_s // 60))
     return minutes
 

@@ -14,7 +14,6 @@ last line (a crash while appending) is dropped and counted.
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 

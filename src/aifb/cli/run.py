@@ -10,7 +10,8 @@ from aifb.cli.common import err
 from aifb.errors import AifbError
 from aifb.jsonio import read_json
 from aifb.paths import work_root
-from aifb.slurm.launch import get_target, slurm_available
+from aifb.slurm.commands import slurm_available
+from aifb.slurm.targets import get_target
 from aifb.workflow import registry, trust
 from aifb.workflow.recipe import load_recipe
 from aifb.workflow.rerun import prepare_rerun

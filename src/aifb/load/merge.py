@@ -1,5 +1,5 @@
 """THE one merge of several engines' load_stats into one: the worker processes of one client
-host (aifb.load.processes) and the Slurm client jobs of one run (aifb.slurm.launch.ClientJobs)
+host (aifb.load.processes) and the Slurm client jobs of one run (aifb.slurm.client_jobs.ClientJobs)
 both call merge_stats, so a run's figures follow the same rules however its load was spread.
 
 Rules: counts are summed; the window is the common one (earliest warmup end to latest measure

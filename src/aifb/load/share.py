@@ -19,7 +19,7 @@ from aifb.clock import now_ns
 # in between (at most a tick or two) so that no label is ever wrong. At least N requests are
 # measured: the count reaches N between two ticks, so up to a tick's worth more.
 # Times in messages are ns since the run's t0 (each Slurm job's t0 is the benchmark's on its
-# own clock, see aifb.slurm.launch).
+# own clock, see aifb.slurm.client_jobs).
 
 SHARE_TICK_S = 0.01
 

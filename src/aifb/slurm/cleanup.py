@@ -1,6 +1,6 @@
 """`aifb cleanup`: find Slurm jobs this workflow left behind and cancel them.
 
-Ours are the jobs with the marker launch_slurm.job_comment() sets: the comment
+Ours are the jobs with the marker aifb.slurm.commands.job_comment() sets: the comment
 `aifb:<id> owner=<owner> root=<work root>`, with this work root. A job name (`aifb-...`) alone
 proves nothing (anyone may name a job so), and a job of another work root (another checkout or
 project directory) is that root's to clean up. One of ours is a leftover when nothing will
@@ -28,8 +28,8 @@ from pathlib import Path
 
 from aifb.errors import ServiceError
 from aifb.jsonio import read_json
-from aifb.slurm.launch import COMMENT_PREFIX, owner_alive, scancel
-from aifb.workflow.registry import ID_PATTERN
+from aifb.paths import ID_PATTERN
+from aifb.slurm.commands import COMMENT_PREFIX, owner_alive, scancel
 
 RULES = ("run_benchmark", "summarize", "report", "sweep_report", "index")
 _FIELDS = "%i|%j|%T|%r|%N|%M|%Z|%k"

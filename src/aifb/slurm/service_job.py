@@ -1,6 +1,6 @@
 """The service side of a Slurm service job: `python -m aifb.slurm.service_job RUN_DIR`.
 
-Submitted by aifb.slurm.launch.SlurmServiceLauncher. Reads RUN_DIR/service-job.json, starts
+Submitted by aifb.slurm.service_launcher.SlurmServiceLauncher. Reads RUN_DIR/service-job.json, starts
 the service on this node with the kind's LocalProcessService logic (a binary from PATH or a
 module, or the kind's command inside an Apptainer image), bound to this node's address (the
 target's `bind`), runs the kind's real readiness probe, and writes RUN_DIR/service.json:
@@ -30,6 +30,8 @@ from pathlib import Path
 from aifb import process
 from aifb.errors import AifbError, ServiceError
 from aifb.jsonio import read_json, write_json
+from aifb.services import get_service
+from aifb.slurm.commands import owner_alive
 
 OWNER_CHECK_S = float(os.environ.get("AIFB_OWNER_CHECK_S", "30"))  # how often the owner is checked
 
@@ -105,8 +107,6 @@ def _normalise_image(image: str) -> str:
 
 
 def make_service(req: dict, host: str, workdir: Path, log_path: Path):
-    from aifb.services import get_service
-
     kind = req["kind"]
     spec = dict(req["spec"], host=host)
     cls = get_service(kind)
@@ -172,7 +172,6 @@ async def serve(run_dir: Path, log) -> int:
                 break
             if time.monotonic() >= next_owner:
                 next_owner = time.monotonic() + OWNER_CHECK_S
-                from aifb.slurm.launch import owner_alive
                 alive = await asyncio.to_thread(owner_alive, req.get("owner"))
                 if alive is False:
                     status, code = "stopped", 0

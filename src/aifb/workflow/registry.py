@@ -26,7 +26,6 @@ from aifb.paths import work_root
 from aifb.workflow.recipe import recipe_hash
 
 ID_RE = re.compile(r"^BM-(\d{8})-(\d{3,})$")
-ID_PATTERN = r"BM-\d{8}-\d{3,}"
 
 
 def registry_dir(root: Path | None = None) -> Path:

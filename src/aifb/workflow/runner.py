@@ -18,29 +18,28 @@ import sys
 import traceback
 from pathlib import Path
 
-from aifb import process, provenance
+import uvloop
 
-from aifb.workflow import registry
-from aifb.credentials import load_secrets, with_run_password
-from aifb.endpoints import redact
+from aifb import process, provenance, telemetry
 from aifb.clock import RunClock
+from aifb.credentials import service_secrets, with_run_password
+from aifb.endpoints import redact
 from aifb.errors import AifbError
 from aifb.jsonio import read_json, write_json
+from aifb.load.engine import run_load
+from aifb.load.startup import new_salt
 from aifb.paths import work_root
+from aifb.records import INFLIGHT
+from aifb.services import get_service
+from aifb.slurm.client_jobs import ClientJobs, client_job_count
+from aifb.slurm.service_launcher import SlurmServiceLauncher
+from aifb.slurm.targets import get_target
+from aifb.telemetry import launch as telemetry_launch
+from aifb.workflow import registry
 from aifb.workflow.recipe import load_settings, recipe_hash
 
 RUN_FILES = ("run.json", "requests.jsonl", "summary.json", "service.log", "service.json",
              "service-job.json", "telemetry.jsonl", "telemetry.log")
-
-
-def service_secrets(spec: dict, service_cls) -> dict:
-    """The secrets a benchmark's clients use: load_secrets plus the kind's own (e.g. the S3
-    access and secret keys), the same in the benchmark job and every extra client job."""
-    secrets = load_secrets(spec)
-    kind_secrets = getattr(service_cls, "secrets", None)
-    if callable(kind_secrets):
-        secrets.update(kind_secrets(spec))
-    return secrets
 
 
 def _next_attempt_dir(run_dir: Path) -> Path:
@@ -50,12 +49,10 @@ def _next_attempt_dir(run_dir: Path) -> Path:
     return run_dir / "attempts" / str(n)
 
 
-# A second hard link to requests.jsonl for as long as the run writes it. On Slurm, a cancelled
-# job's Snakemake (inside the job) removes the job's outputs at once, while the runner is still
-# writing and stopping; through this link the records survive for keep_attempt().
-INFLIGHT = ".requests.jsonl.inflight"
-# Likewise the latest run.json (a copy: run.json is replaced by rename, which a link can't
-# follow), so that an attempt killed outright (SIGKILL, OOM) can still say what it was.
+# INFLIGHT (aifb.records): a second hard link to requests.jsonl while the run writes it, so that
+# the records survive for keep_attempt(). Likewise the latest run.json (a copy: run.json is
+# replaced by rename, which a link can't follow), so that an attempt killed outright (SIGKILL,
+# OOM) can still say what it was.
 INFLIGHT_RUN = ".run.json.inflight"
 
 
@@ -183,21 +180,19 @@ def _start_telemetry(run: dict, run_dir: Path, clock: RunClock, spec: dict, endp
     """Start the sampler beside the service (None when the recipe says `telemetry: false`).
     On a Slurm target it runs here, in the benchmark job, and reads the service's own
     interfaces only: process, node and GPU sources need the service's node."""
-    from aifb import telemetry
-    from aifb.telemetry.launch import Sampler, plan, public, settings
-
-    cfg = settings(run["recipe"])
+    cfg = telemetry_launch.settings(run["recipe"])
     if cfg is None:
         run["telemetry"] = None
         return None
     local = target["executor"] != "slurm"
     pid = service.info.pid if (service is not None and local) else None
-    sources = plan(spec["kind"], endpoint, pid=pid, local=local, secrets=secrets,
-                   extra=service.info.extra if service is not None else None)
-    sampler = Sampler.start(run_dir, clock.t0_ns, cfg["interval_s"], sources,
-                            log_path=run_dir / "telemetry.log")
+    sources = telemetry_launch.plan(spec["kind"], endpoint, pid=pid, local=local, secrets=secrets,
+                                    extra=service.info.extra if service is not None else None)
+    sampler = telemetry_launch.Sampler.start(run_dir, clock.t0_ns, cfg["interval_s"], sources,
+                                             log_path=run_dir / "telemetry.log")
     run["telemetry"] = {"file": telemetry.TELEMETRY_FILE, "interval_s": cfg["interval_s"],
-                        "sources": public(sources), "pid": sampler.proc.pid, "status": "running"}
+                        "sources": telemetry_launch.public(sources), "pid": sampler.proc.pid,
+                        "status": "running"}
     save_run(run_dir, run)
     log(f"telemetry: {len(sources) + 1} source(s) every {cfg['interval_s']:g} s "
         f"(pid {sampler.proc.pid})")
@@ -208,18 +203,12 @@ def run_identity(run: dict) -> dict:
     """The run's identity for its clients (aifb.load.startup.run_identity): the benchmark id (in
     request ids) and one random salt per run, kept in run.json (`salt`: an LLM workload with
     cache: cold prefixes every prompt with it, so no earlier run's cache helps)."""
-    from aifb.load.startup import new_salt
-
     if not run.get("salt"):
         run["salt"] = new_salt()
     return {"benchmark_id": run["benchmark_id"], "salt": run["salt"], "client_offset": 0}
 
 
 async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path | None = None) -> None:
-    from aifb.load.engine import run_load
-    from aifb.slurm.launch import get_target
-    from aifb.services import get_service
-
     recipe = run["recipe"]
     spec = dict(recipe["service"], name=recipe["name"])
     records_path = run_dir / "requests.jsonl"
@@ -234,8 +223,6 @@ async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path 
         endpoint = spec.get("endpoint")
         if not endpoint:
             if target["executor"] == "slurm":
-                from aifb.slurm.launch import SlurmServiceLauncher
-
                 def checkpoint():  # the job ID is in run.json before we wait for the job
                     run["service"].update(service.describe())
                     save_run(run_dir, run)
@@ -261,12 +248,10 @@ async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path 
             + f" after {settings['warmup_s']:g} s warmup")
         load0, on_ready, share = settings, None, None
         if target["executor"] == "slurm":
-            from aifb.slurm.launch import ClientJobs, client_job_count
-
             if client_job_count(settings, target) > 1:
                 client_jobs = ClientJobs(run=run, run_dir=run_dir, target=target, endpoint=endpoint,
                                          settings=settings, recipe=recipe, clock=clock, log=log,
-                                         service=spec)
+                                         service=spec, salt=run_identity(run)["salt"])
                 await client_jobs.start()
                 run["clients"].update(client_jobs.describe())
                 save_run(run_dir, run)
@@ -330,8 +315,6 @@ async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path 
 
 def run_benchmark(benchmark_id: str, *, root: Path | None = None, log=None) -> dict:
     """Run a registered benchmark into results/<id>/; returns the final run.json."""
-    import uvloop
-
     root = root or work_root()
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     entry = registry.get(benchmark_id, root)

@@ -19,7 +19,6 @@ invocation_allocates() is its only reader.
 
 from __future__ import annotations
 
-import math
 import re
 import sys
 import tempfile
@@ -30,7 +29,7 @@ from aifb.analysis.sweep_verdict import judged_rules
 from aifb.errors import AifbError, ConfigError, RecipeError
 from aifb import services  # a module, so tests can stand in for its registry of kinds
 from aifb.workflow import registry
-from aifb.workflow.recipe import apply_overrides, parse_duration, read_yaml, validate
+from aifb.workflow.recipe import apply_overrides, read_yaml, validate
 
 # Invocations that must not write anything: dry runs, lint, reports, listings (Snakemake parses
 # the workflow before it tells the Snakefile which mode it runs in, so argv is what we have).
@@ -260,13 +259,3 @@ def missing_locally(recipe: dict) -> str | None:
     except AifbError as exc:
         return f"its server is not available on this machine ({str(exc).split(':')[0]})"
     return None
-
-
-def runtime_minutes(recipe: dict) -> int:
-    """A Slurm time limit for one benchmark: warmup + duration + cooldown, plus 10 minutes for
-    deployment and preload (a request-count run gets an hour)."""
-    load = recipe["load"]
-    if "duration" not in load:
-        return 60
-    total = sum(parse_duration(load.get(k, 0)) for k in ("warmup", "duration", "cooldown"))
-    return int(math.ceil(total / 60.0)) + 10

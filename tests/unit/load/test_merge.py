@@ -37,7 +37,7 @@ SETTINGS = {"clients": 3, "concurrency": 1, "rate": 150.0, "arrival": "poisson",
 
 
 def _client_jobs(tmp_path):
-    from aifb.slurm.launch import ClientJobs
+    from aifb.slurm.client_jobs import ClientJobs
     target = {"name": "t", "executor": "slurm", "clients": {"max_per_job": 1}}
     cj = ClientJobs(run={"benchmark_id": "BM-20250101-001"}, run_dir=tmp_path, target=target,
                     endpoint="redis://127.0.0.1:1", settings=SETTINGS,

@@ -7,6 +7,7 @@ import pytest
 
 from aifb.workflow import registry
 from aifb.errors import RegistryError
+from aifb.paths import ID_PATTERN
 
 ENTRY = registry.make_entry({"name": "x", "category": "storage", "service": {"kind": "redis"},
                              "load": {"clients": 1, "duration": "1s"}})
@@ -16,7 +17,7 @@ def test_format_and_sequence(tmp_path):
     a = registry.allocate(ENTRY, tmp_path, day="20260109")
     b = registry.allocate(ENTRY, tmp_path, day="20260109")
     assert (a, b) == ("BM-20260109-001", "BM-20260109-002")
-    assert re.fullmatch(registry.ID_PATTERN, a)
+    assert re.fullmatch(ID_PATTERN, a)
     assert registry.get(a, tmp_path)["recipe"]["name"] == "x"
 
 
