@@ -68,7 +68,7 @@ import time
 from pathlib import Path
 
 from aifb.clients import get_client
-from aifb.clients.base import RequestError
+from aifb.clients.base import RequestError, new_salt
 from aifb.clock import RunClock, now_ns
 from aifb.errors import ServiceError
 from aifb.records import PHASES, RecordWriter
@@ -987,12 +987,6 @@ def run_identity(identity: dict | None) -> dict:
         out["salt"] = new_salt()
     out.setdefault("client_offset", 0)
     return out
-
-
-def new_salt() -> str:
-    """A per-run random value (never seeded: two runs of one recipe must differ)."""
-    import secrets as _secrets
-    return _secrets.token_hex(4)
 
 
 async def _start_clients(kind: str, endpoint: str, workload: dict, load: dict, seed: int,

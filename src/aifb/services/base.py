@@ -20,6 +20,7 @@ from typing import Protocol, runtime_checkable
 from aifb import endpoints, process
 from aifb.errors import ServiceError
 from aifb.units import parse_duration
+from aifb.clients import get_client
 
 
 def run_version(argv: list[str], pattern: str | None = None) -> str | None:
@@ -115,7 +116,6 @@ class LocalProcessService:
         raise NotImplementedError
 
     async def probe(self, endpoint: str, timeout_s: float) -> None:
-        from aifb.clients import get_client
         await get_client(self.kind).probe(endpoint, timeout_s)
 
     # -- may override ------------------------------------------------------------------

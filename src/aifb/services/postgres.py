@@ -49,6 +49,8 @@ from aifb import endpoints, process
 from aifb.credentials import RUN_PASSWORD_ENV, load_secrets
 from aifb.errors import ServiceError
 from aifb.units import parse_duration
+from aifb.clients.base import RequestError
+from aifb.clients.postgres import PostgresClient, connect, parse_endpoint, server_facts
 from aifb.services import register
 from aifb.services.base import LocalProcessService, run_version
 
@@ -184,7 +186,6 @@ class PostgresService(LocalProcessService):
         return f"scram-sha-256 with {source}"
 
     async def probe(self, endpoint: str, timeout_s: float) -> None:
-        from aifb.clients.postgres import PostgresClient
         await PostgresClient.probe(endpoint, timeout_s, {"password": self._password})
 
     # -- helpers -------------------------------------------------------------------------
@@ -305,8 +306,6 @@ class PostgresService(LocalProcessService):
                            f"log: {self.log_path}", log_tail=process.log_tail(self.log_path))
 
     async def _create_database(self, admin_endpoint: str) -> dict:
-        from aifb.clients.base import RequestError
-        from aifb.clients.postgres import connect, parse_endpoint, server_facts
 
         ep = parse_endpoint(admin_endpoint, {"password": self._password})
         try:

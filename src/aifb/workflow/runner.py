@@ -208,7 +208,7 @@ def run_identity(run: dict) -> dict:
     """The run's identity for its clients (aifb.load.engine.run_identity): the benchmark id (in
     request ids) and one random salt per run, kept in run.json (`salt`: an LLM workload with
     cache: cold prefixes every prompt with it, so no earlier run's cache helps)."""
-    from aifb.load.engine import new_salt
+    from aifb.clients.base import new_salt
 
     if not run.get("salt"):
         run["salt"] = new_salt()
