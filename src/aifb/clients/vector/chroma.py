@@ -2,7 +2,7 @@
 
 Why not chromadb's own HttpClient: it is synchronous (httpx) or wraps every call in pydantic
 models and telemetry spans; a load generator wants a keep-alive pool sized to the concurrency
-and nothing on the request path but one POST of pre-encoded bytes (aifb.clients.vector holds
+and nothing on the request path but one POST of pre-encoded bytes (aifb.clients.vector.common holds
 that request path, the workload, the exact top-k and recall, shared with the Qdrant client).
 
 API v2 paths used (checked against chromadb 1.5's server, GET /openapi.json):
@@ -32,8 +32,8 @@ from aifb.clock import now_ns
 from aifb.errors import ServiceError
 from aifb.clients import register
 from aifb.clients.base import RequestError
-from aifb.clients.vector import (ADMIN_TIMEOUT_S, PREPARE_TIMEOUT_S, RecallScorer, VectorHttpClient,
-                     data_rows, dataset_for, f32_json)
+from aifb.clients.vector.common import (ADMIN_TIMEOUT_S, PREPARE_TIMEOUT_S, RecallScorer,
+                                        VectorHttpClient, data_rows, dataset_for, f32_json)
 
 DEFAULT_PORT = 8000
 CHROMA_EXTRA_KEYS = ("tenant", "database")

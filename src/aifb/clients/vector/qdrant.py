@@ -1,6 +1,6 @@
 """Qdrant: top-k vector search (with an optional payload filter) and inserts over Qdrant's REST
 API, spoken directly with aiohttp on the request path the Chroma client uses, with the same
-workload, data set, exact top-k and recall (aifb.clients.vector).
+workload, data set, exact top-k and recall (aifb.clients.vector.common).
 
 REST endpoints used (Qdrant's published OpenAPI, v1.x):
 
@@ -34,8 +34,8 @@ import numpy as np
 from aifb.clock import now_ns
 from aifb.errors import ServiceError
 from aifb.clients import register
-from aifb.clients.vector import (ADMIN_TIMEOUT_S, PREPARE_TIMEOUT_S, RecallScorer, VectorHttpClient,
-                     data_rows, dataset_for, f32_json)
+from aifb.clients.vector.common import (ADMIN_TIMEOUT_S, PREPARE_TIMEOUT_S, RecallScorer,
+                                        VectorHttpClient, data_rows, dataset_for, f32_json)
 
 DEFAULT_PORT = 6333
 DISTANCES = {"cosine": "Cosine", "l2": "Euclid", "ip": "Dot"}
