@@ -241,7 +241,7 @@ class RedisConnection(asyncio.Protocol):
             return
         self.cb = None
         if type(value) is ReplyError:
-            cb((self.op, False, "RedisError", self._clean(value)[:200], self.bytes_out, None, None,
+            cb((self.op, False, "RedisError", endpoints.scrub(value, self._secret)[:200], self.bytes_out, None, None,
                 t_end))
         else:
             cb((self.op, True, None, None, self.bytes_out, payload_size(value), None, t_end))
@@ -265,7 +265,7 @@ class RedisConnection(asyncio.Protocol):
                 r = parse_reply(buf, 0)
             except ProtocolError:
                 r = None
-            self.reason = (f"{self.label} sent: {self._clean(r[0])[:120]}" if r and
+            self.reason = (f"{self.label} sent: {endpoints.scrub(r[0], self._secret)[:120]}" if r and
                            isinstance(r[0], str) else f"{self.label} sent unexpected data")
             if self.transport is not None:
                 self.transport.close()
@@ -294,7 +294,7 @@ class RedisConnection(asyncio.Protocol):
         self.broken = True
         if self.reason is None:
             self.reason = f"connection to {self.label} lost" + (
-                f": {self._clean(str(exc))}" if exc else " (closed by the server)")
+                f": {endpoints.scrub(exc, self._secret)}" if exc else " (closed by the server)")
         cb = self.cb
         if cb is not None:
             self.cb = None
@@ -306,12 +306,6 @@ class RedisConnection(asyncio.Protocol):
             waiter.set_exception(RequestError("ConnectionError", self.reason))
 
     # -- helpers ----------------------------------------------------------------------
-    def _clean(self, text: str) -> str:
-        text = str(text)
-        if self._secret and self._secret in text:
-            text = text.replace(self._secret, "***")
-        return text
-
     def call(self, payload: bytes, n: int) -> asyncio.Future:
         """Send n pipelined commands (pre-encoded in payload); resolve to the n replies."""
         fut = asyncio.get_running_loop().create_future()
@@ -379,13 +373,13 @@ async def _connect(ep: Endpoint, timeout_s: float) -> RedisConnection:
                 if ep.password and reply is replies[0]:
                     raise RequestError("AuthError", _auth_message(label, reply, conn))
                 raise RequestError("RedisError", f"redis at {label}: SELECT {ep.db} failed: "
-                                   f"{conn._clean(reply)[:120]}")
+                                   f"{endpoints.scrub(reply, conn._secret)[:120]}")
     return conn
 
 
 def _auth_message(label: str, reply: ReplyError, conn: RedisConnection) -> str:
     return (f"redis at {label} rejected the credentials (NOAUTH/WRONGPASS): "
-            f"{conn._clean(reply)[:120]}")
+            f"{endpoints.scrub(reply, conn._secret)[:120]}")
 
 
 async def _ping(conn: RedisConnection, label: str, timeout_s: float) -> None:
@@ -401,7 +395,7 @@ async def _ping(conn: RedisConnection, label: str, timeout_s: float) -> None:
             raise ServiceError(_auth_message(label, reply, conn))
         if reply.code == "LOADING":
             raise ServiceError(f"redis at {label} is still loading its dataset")
-        raise ServiceError(f"redis at {label} answered PING with an error: {conn._clean(reply)[:120]}")
+        raise ServiceError(f"redis at {label} answered PING with an error: {endpoints.scrub(reply, conn._secret)[:120]}")
     if reply != "PONG":
         raise ServiceError(f"redis at {label} answered PING with {str(reply)[:40]!r}")
 
@@ -482,7 +476,7 @@ class RedisClient:
             for r in replies:
                 if isinstance(r, ReplyError):
                     raise ServiceError(f"preloading redis at {self.label} failed: "
-                                       f"{conn._clean(r)[:160]}")
+                                       f"{endpoints.scrub(r, conn._secret)[:160]}")
 
     async def shutdown(self) -> None:
         for c in self._conns:
