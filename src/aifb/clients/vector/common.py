@@ -345,18 +345,15 @@ def connection_message(kind: str, label: str, exc: BaseException) -> str:
     return f"cannot talk to {kind} at {label}: {type(exc).__name__}"
 
 
-class Scrubber:
-    def __init__(self, secret: str | None):
-        self.secret = secret
-
-    def __call__(self, text) -> str:
-        text = str(text)
-        if self.secret and self.secret in text:
-            text = text.replace(self.secret, "***")
-        return text
-
-
 # =========================================================================== shared: client
+
+def unreachable(kind: str, label: str, exc: BaseException, timeout_message: str) -> ServiceError:
+    """The error for an admin request that got no answer: timeout_message on a timeout, else
+    what the connection failure was."""
+    if isinstance(exc, asyncio.TimeoutError):
+        return ServiceError(timeout_message)
+    return ServiceError(connection_message(kind, label, exc))
+
 
 ADMIN_TIMEOUT_S = 30.0
 PREPARE_TIMEOUT_S = 300.0
@@ -367,14 +364,15 @@ class VectorHttpClient(CoroutineClient):
 
     Subclasses set `kind` (by @register), `default_port`, `probe_path`, `protocol`, `library`
     (the official client this replaces), `insert_ok`, and implement auth_headers, check_probe,
-    canonical, _query_url, _parse_query, _is_inserted, _insert_request, _err and _error_type,
-    plus validate and prepare."""
+    canonical, _query_url, _parse_query, _is_inserted, _insert_request, _err, _error_type,
+    _check_server, _check_existing and _query_encoding, plus prepare."""
 
     default_port: int
     probe_path: str
     protocol: str
     library: str
     insert_ok: tuple = (200,)
+    id_type: type                    # the type of the ids a query reply returns (str or int)
 
     def __init__(self, endpoint: str, workload: dict, seed: int, secrets: dict | None = None, *,
                  extra_index_keys: tuple = (), extra_keys: tuple = ()):
@@ -382,9 +380,8 @@ class VectorHttpClient(CoroutineClient):
         self.base, self.label = parse_http_endpoint(endpoint, self.kind, self.default_port)
         self.wl = VectorWorkload(workload, self.kind, extra_index_keys=extra_index_keys,
                                  extra_keys=extra_keys)
-        secret = secret_from(secrets)
-        self._scrub = Scrubber(secret)
-        self._headers = {"content-type": "application/json", **self.auth_headers(secret)}
+        self.secret = secret_from(secrets)   # the API key (never shown: scrub() removes it)
+        self._headers = {"content-type": "application/json", **self.auth_headers(self.secret)}
         self._session = None
         self._rnds: list = []
         self._inflight: list = []
@@ -409,6 +406,48 @@ class VectorHttpClient(CoroutineClient):
     def canonical(space: str):
         """The server's score or distance -> canonical distance (see canonical_distances)."""
         raise NotImplementedError
+
+    async def validate(self) -> None:
+        """The server answers and can run this workload: the probe, the server's own checks,
+        an existing collection's data (workload.create: false), then the encoded queries."""
+        await self.probe(self.base, ADMIN_TIMEOUT_S, session=self._session)
+        await self._check_server()
+        if not self.wl.create:
+            await self._check_existing()
+        self._ensure_dataset()
+
+    def _ensure_dataset(self) -> None:
+        """The seeded data set and every query's request body, encoded once; kept on the data
+        set per encoding, so the clients of one process share them."""
+        if self.ds is not None:
+            return
+        self.ds = dataset_for(self.wl)
+        key, encode = self._query_encoding()
+        cache = self.ds.encoded.get(key)
+        if cache is None:
+            filters = self.ds.filters
+            bodies = [encode(q, None if filters is None else int(filters[qi]))
+                      for qi, q in enumerate(self.ds.queries)]
+            cache = self.ds.encoded[key] = (bodies, RecallScorer(self.ds.truth, self.id_type))
+        self._bodies, self._scorer = cache
+
+    async def _check_server(self) -> None:
+        """The server's version and facts (into self._server); ServiceError when it cannot
+        serve the workload."""
+        raise NotImplementedError
+
+    async def _check_existing(self) -> None:
+        """workload.create: false - the collection must exist and hold exactly this workload's
+        data."""
+        raise NotImplementedError
+
+    def _query_encoding(self):
+        """(cache key, encode(query vector, filter category or None) -> request body)."""
+        raise NotImplementedError
+
+    def scrub(self, text) -> str:
+        """An error text without the API key."""
+        return endpoints.scrub(text, self.secret)
 
     def _refused(self, status: int, what: str) -> str:
         """The message for HTTP 401/403 on an admin request."""
@@ -448,10 +487,8 @@ class VectorHttpClient(CoroutineClient):
                     raw = await resp.read()
                     status = resp.status
         except (asyncio.TimeoutError, OSError, _aiohttp_error()) as exc:
-            if isinstance(exc, asyncio.TimeoutError):
-                raise ServiceError(f"{self.kind} at {self.label}: no answer to {what} within "
-                                   f"{timeout:g} s") from None
-            raise ServiceError(connection_message(self.kind, self.label, exc)) from None
+            raise unreachable(self.kind, self.label, exc, f"{self.kind} at {self.label}: no answer "
+                              f"to {what} within {timeout:g} s") from None
         try:
             parsed = json.loads(raw) if raw else None
         except ValueError:
@@ -492,10 +529,8 @@ class VectorHttpClient(CoroutineClient):
                         raw = await resp.read()
                         status = resp.status
             except (asyncio.TimeoutError, OSError, _aiohttp_error()) as exc:
-                if isinstance(exc, asyncio.TimeoutError):
-                    raise ServiceError(f"{cls.kind} at {label} did not answer GET "
-                                       f"{cls.probe_path} within {timeout_s:g} s") from None
-                raise ServiceError(connection_message(cls.kind, label, exc)) from None
+                raise unreachable(cls.kind, label, exc, f"{cls.kind} at {label} did not answer "
+                                  f"GET {cls.probe_path} within {timeout_s:g} s") from None
             cls.check_probe(label, status, raw)
         finally:
             if own:
@@ -580,7 +615,7 @@ class VectorHttpClient(CoroutineClient):
         except ValueError:
             parsed = raw.decode("utf-8", "replace")[:120]
         msg = f"HTTP {status}: {self._err(parsed)}"
-        return (op, False, self._error_type(status, parsed)[:60], self._scrub(msg)[:200],
+        return (op, False, self._error_type(status, parsed)[:60], self.scrub(msg)[:200],
                 bytes_out, len(raw), None, t_end)
 
 
