@@ -6,28 +6,16 @@ A new kind is one module here whose class is decorated with `@register("kind")` 
 
 from __future__ import annotations
 
-from aifb.errors import NotImplementedKind
+from aifb import kind_registry
 from aifb.clients.base import Client, CoroutineClient, RequestError, Result
 
 _REGISTRY: dict[str, type] = {}
-
-
-def register(kind: str):
-    def deco(cls):
-        _REGISTRY[kind] = cls
-        cls.kind = kind
-        return cls
-    return deco
+register = kind_registry.registrar(_REGISTRY)
 
 
 def get_client(kind: str) -> type[Client]:
     _load_builtin()
-    try:
-        return _REGISTRY[kind]
-    except KeyError:
-        raise NotImplementedKind(
-            f"service kind {kind!r} is not implemented yet (clients exist for: "
-            f"{', '.join(sorted(_REGISTRY))})") from None
+    return kind_registry.lookup(_REGISTRY, kind, "clients exist for")
 
 
 def available_kinds() -> list[str]:
@@ -37,12 +25,7 @@ def available_kinds() -> list[str]:
 
 def _load_builtin() -> None:
     """Import every module of this package once; each registers its kind."""
-    import importlib
-    import pkgutil
-
-    for mod in pkgutil.walk_packages(__path__, prefix=f"{__name__}."):
-        if not mod.name.endswith(".base"):
-            importlib.import_module(mod.name)
+    kind_registry.import_modules(__name__, __path__)
 
 
 __all__ = ["Client", "CoroutineClient", "RequestError", "Result", "register", "get_client",

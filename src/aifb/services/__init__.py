@@ -6,28 +6,16 @@ client in aifb.clients, a schema fragment and recipes.
 
 from __future__ import annotations
 
-from aifb.errors import NotImplementedKind
+from aifb import kind_registry
 from aifb.services.base import Service, ServiceInfo
 
 _REGISTRY: dict[str, type] = {}
-
-
-def register(kind: str):
-    def deco(cls):
-        _REGISTRY[kind] = cls
-        cls.kind = kind
-        return cls
-    return deco
+register = kind_registry.registrar(_REGISTRY)
 
 
 def get_service(kind: str) -> type:
     _load_builtin()
-    try:
-        return _REGISTRY[kind]
-    except KeyError:
-        raise NotImplementedKind(
-            f"service kind {kind!r} is not implemented yet (implemented: "
-            f"{', '.join(sorted(_REGISTRY))})") from None
+    return kind_registry.lookup(_REGISTRY, kind, "implemented")
 
 
 def available_kinds() -> list[str]:
@@ -36,14 +24,8 @@ def available_kinds() -> list[str]:
 
 
 def _load_builtin() -> None:
-    """Import every module of this package once; each registers its kind (a new kind is a new
-    module, nothing else to edit)."""
-    import importlib
-    import pkgutil
-
-    for mod in pkgutil.iter_modules(__path__):
-        if mod.name != "base":
-            importlib.import_module(f"{__name__}.{mod.name}")
+    """Import every module of this package once; each registers its kind."""
+    kind_registry.import_modules(__name__, __path__)
 
 
 __all__ = ["Service", "ServiceInfo", "register", "get_service", "available_kinds"]
