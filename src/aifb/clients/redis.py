@@ -1,7 +1,9 @@
 """Redis: a small RESP2 client written directly on asyncio.Protocol (run it under uvloop).
 
-Why not redis-py: on these machines it peaks at ~15 % of redis-benchmark and its own queueing
-dominates the latency it reports (NOTES.md, "Python client speed"). This client keeps the
+Why not redis-py: on a small machine it spends most of a request in its own code, and its own
+queueing would dominate the latency it reports (README.md, design notes). What this client
+reaches against redis-benchmark on one server, and the command that measures it:
+benchmarks/README.md (benchmarks/redis_vs_redis_benchmark.py). This client keeps the
 per-request path to a few attribute writes and one `transport.write` of a pre-encoded command:
 each worker owns one connection with at most one request in flight, replies are parsed in
 `data_received` (incrementally, tolerating any split of the byte stream), t_end is taken there,

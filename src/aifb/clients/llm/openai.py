@@ -26,8 +26,9 @@ arrive together share a time. Lines are split by hand from `iter_any()` reads: n
 or read-buffer limit applies to long streams or large non-streamed bodies.
 
 Connections: a pool of exactly `connections` (= load.concurrency) sockets per client. llama-server
-closes the socket after each streamed response although it advertises keep-alive (NOTES.md), so
-its client opens a fresh connection per request (force_close; ~0.1 ms on loopback).
+closes the socket after each streamed response although it advertises keep-alive (docs/
+llm_workloads.md, "Connections", with the command that shows it), so its client opens a fresh
+connection per request (force_close; ~0.1 ms on loopback).
 
 Per-request timeouts are the engine's (load.timeout): a request past it is recorded as a
 `Timeout` error and its connection dropped. Bad input is found before measuring: an unreachable

@@ -58,6 +58,7 @@ def resolve_path(path: str) -> Path:
 
 
 def sha256_file(path: Path) -> str:
+    """The hex sha256 of a file, read in 1 MiB blocks (data sets; model files, aifb.services.llamacpp)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
