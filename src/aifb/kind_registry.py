@@ -8,35 +8,43 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import Callable
 
 from aifb.errors import NotImplementedKind
 
 
-def registrar(table: dict[str, type]) -> Callable[[str], Callable[[type], type]]:
-    """The `register(kind)` class decorator of `table`: it files the class and sets its `kind`."""
-    def register(kind: str):
+class KindRegistry:
+    """The kinds of one package: `table` (kind -> class) is the package's own dict, filled by
+    `register` as the package's modules are imported."""
+
+    def __init__(self, package: str, path, table: dict[str, type], listing: str):
+        self.package, self.path, self.table = package, path, table
+        self.listing = listing   # the words before the kinds there are, in the lookup's error
+
+    def register(self, kind: str):
+        """Class decorator: file the class under `kind` and set its `kind`."""
         def deco(cls):
-            table[kind] = cls
+            self.table[kind] = cls
             cls.kind = kind
             return cls
         return deco
-    return register
 
+    def load(self) -> None:
+        """Import every module of the package (subpackages too) once, except modules named
+        `base` (shared code, no kind); each kind's module registers itself."""
+        for mod in pkgutil.walk_packages(self.path, prefix=f"{self.package}."):
+            if not mod.name.endswith(".base"):
+                importlib.import_module(mod.name)
 
-def import_modules(package: str, path) -> None:
-    """Import every module of `package` (its `__path__`), subpackages too, except modules named
-    `base` (they hold shared code, no kind); each kind's module registers itself."""
-    for mod in pkgutil.walk_packages(path, prefix=f"{package}."):
-        if not mod.name.endswith(".base"):
-            importlib.import_module(mod.name)
+    def get(self, kind: str) -> type:
+        """The class of `kind`; NotImplementedKind naming the kinds there are."""
+        self.load()
+        try:
+            return self.table[kind]
+        except KeyError:
+            raise NotImplementedKind(
+                f"service kind {kind!r} is not implemented yet ({self.listing}: "
+                f"{', '.join(sorted(self.table))})") from None
 
-
-def lookup(table: dict[str, type], kind: str, listing: str) -> type:
-    """table[kind], or NotImplementedKind listing the kinds there are after `listing`."""
-    try:
-        return table[kind]
-    except KeyError:
-        raise NotImplementedKind(
-            f"service kind {kind!r} is not implemented yet ({listing}: "
-            f"{', '.join(sorted(table))})") from None
+    def available(self) -> list[str]:
+        self.load()
+        return sorted(self.table)

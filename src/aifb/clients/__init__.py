@@ -6,26 +6,17 @@ A new kind is one module here whose class is decorated with `@register("kind")` 
 
 from __future__ import annotations
 
-from aifb import kind_registry
+from aifb.kind_registry import KindRegistry
 from aifb.clients.base import Client, CoroutineClient, RequestError, Result
 
 _REGISTRY: dict[str, type] = {}
-register = kind_registry.registrar(_REGISTRY)
+_KINDS = KindRegistry(__name__, __path__, _REGISTRY, "clients exist for")
+register = _KINDS.register
+available_kinds = _KINDS.available
 
 
 def get_client(kind: str) -> type[Client]:
-    _load_builtin()
-    return kind_registry.lookup(_REGISTRY, kind, "clients exist for")
-
-
-def available_kinds() -> list[str]:
-    _load_builtin()
-    return sorted(_REGISTRY)
-
-
-def _load_builtin() -> None:
-    """Import every module of this package once; each registers its kind."""
-    kind_registry.import_modules(__name__, __path__)
+    return _KINDS.get(kind)
 
 
 __all__ = ["Client", "CoroutineClient", "RequestError", "Result", "register", "get_client",
