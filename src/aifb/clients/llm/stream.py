@@ -76,6 +76,20 @@ class ChunkAccumulator:
     def text(self) -> str:
         return "".join(self.parts)
 
+    def _event(self, payload: bytes, what: str) -> dict | None:
+        """One streamed JSON object (counted in chunks_seen); None for other JSON, and for a
+        payload that is not JSON (then a ProtocolError in self.error)."""
+        try:
+            obj = json.loads(payload)
+        except ValueError:
+            self.error = ("ProtocolError", f"a stream {what} is not JSON: "
+                                           f"{short(payload.decode('utf-8', 'replace'), 80)}")
+            return None
+        if not isinstance(obj, dict):
+            return None
+        self.chunks_seen += 1
+        return obj
+
     # -- OpenAI server-sent events ------------------------------------------------------
     def feed_sse_line(self, line: bytes, t: int) -> None:
         line = line.strip()
@@ -85,14 +99,9 @@ class ChunkAccumulator:
         if payload == b"[DONE]":
             self.done = True
             return
-        try:
-            obj = json.loads(payload)
-        except ValueError:
-            self.error = ("ProtocolError", f"a stream event is not JSON: {short(payload.decode('utf-8', 'replace'), 80)}")
+        obj = self._event(payload, "event")
+        if obj is None:
             return
-        if not isinstance(obj, dict):
-            return
-        self.chunks_seen += 1
         err = obj.get("error")
         if err and not obj.get("choices"):
             msg = err.get("message") if isinstance(err, dict) else err
@@ -128,15 +137,9 @@ class ChunkAccumulator:
         line = line.strip()
         if not line:
             return
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            self.error = ("ProtocolError", f"a stream line is not JSON: {short(line.decode('utf-8', 'replace'), 80)}")
-            return
-        if not isinstance(obj, dict):
-            return
-        self.chunks_seen += 1
-        self.feed_ollama_obj(obj, t, streamed=True)
+        obj = self._event(line, "line")
+        if obj is not None:
+            self.feed_ollama_obj(obj, t, streamed=True)
 
     def feed_ollama_obj(self, obj: dict, t: int, streamed: bool) -> None:
         if obj.get("error"):
