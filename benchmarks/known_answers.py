@@ -85,7 +85,7 @@ def case_build(tmp: Path) -> None:
                           if r["phase"] == "measure" and r["ok"])
             client = VLLMClient(url, wl, 3)
             client.model = "fake-model"
-            from aifb.clients.llm.openai import LLMWorkload, PromptSource
+            from aifb.clients.llm.prompts import LLMWorkload, PromptSource
             client.prompts = PromptSource(LLMWorkload.parse(wl, "vllm", client.apis), 3)
             t = time.perf_counter()
             for w in range(10):

@@ -76,7 +76,7 @@ def register_kind(monkeypatch):
         registry.available_kinds()
         # the one place a test touches the registries' storage: a copy that register() and the
         # lookups use during the test, put back by monkeypatch at teardown
-        monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+        monkeypatch.setattr(registry.REGISTRY, "table", dict(registry.REGISTRY.table))
 
     def register(kind: str, client: type | None = None, service: type | None = None) -> str:
         if client is not None:

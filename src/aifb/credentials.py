@@ -90,6 +90,6 @@ def read_secret_file(field: str, path: str) -> str:
 
 def api_key(service: dict) -> str | None:
     """The key a server is started with: the api_key, else the password - the order in which
-    the clients send them (aifb.clients.vector.secret_from, the LLM clients)."""
+    the clients send them (aifb.clients.vector.common.secret_from, the LLM clients)."""
     s = load_secrets(service)
     return s.get("api_key") or s.get("password") or None

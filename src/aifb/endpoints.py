@@ -5,6 +5,8 @@
                         password (recipes are embedded in run.json, the registry and reports)
     redact(text)        the text with any userinfo password replaced by *** (a text without a
                         scheme: the whole userinfo), for messages and artefacts
+    scrub(text, *secrets)   an error text with each known secret (password, API key) replaced
+                        by ***: what a server or driver says may quote them
 
 The scheme is required: without it `user:password@host:port` reads as scheme `user` and
 path `password@host:port`, so neither the password check nor the redaction would see it.
@@ -69,3 +71,15 @@ def redact(text):
     if ":" not in creds:
         return text  # a user name alone is no secret
     return f"{scheme}{sep}{creds.split(':', 1)[0]}:***@{host}"
+
+
+def scrub(text, *secrets: str | None, one_line: bool = False, min_len: int = 1) -> str:
+    """`text` (str() of any object: an exception, a reply) with every occurrence of each given
+    secret replaced by ***. one_line: whitespace runs become one space first (driver messages
+    span lines). Secrets shorter than min_len are left alone (S3 passes 4: an access key that
+    short would also match ordinary words)."""
+    text = " ".join(str(text).split()) if one_line else str(text)
+    for secret in secrets:
+        if secret and len(secret) >= min_len and secret in text:
+            text = text.replace(secret, "***")
+    return text

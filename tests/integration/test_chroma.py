@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aifb.clients.vector import (BLOCK, RecallScorer, VectorWorkload, canonical_distances,
-                                data_rows, dataset_for, exact_topk, query_set)
+from aifb.clients.vector.common import (BLOCK, RecallScorer, VectorWorkload,
+                                        canonical_distances, data_rows, dataset_for, exact_topk, query_set)
 from aifb.clock import RunClock
 from aifb.load.engine import run_load_sync
 from aifb.errors import RecipeError, ServiceError

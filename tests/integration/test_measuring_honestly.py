@@ -78,7 +78,7 @@ def test_llm_ttft_excludes_building_the_prompt(tmp_path, monkeypatch):
     """The real OpenAI client against the FAKE server with a known 50 ms TTFT, with and without
     its prompt generation made to cost 20 ms more (as a 32k-token prompt's does): the median
     TTFT does not move by the 20 ms (compared within the test, so machine load cancels out)."""
-    from aifb.clients.llm.openai import PromptSource
+    from aifb.clients.llm.prompts import PromptSource
     from test_llm_fakes import TTFT_MS, start_openai, stop
 
     real_next = PromptSource.next

@@ -6,43 +6,16 @@ A new kind is one module here whose class is decorated with `@register("kind")` 
 
 from __future__ import annotations
 
-from aifb.errors import NotImplementedKind
+from aifb.kind_registry import KindRegistry
 from aifb.clients.base import Client, CoroutineClient, RequestError, Result
 
-_REGISTRY: dict[str, type] = {}
-
-
-def register(kind: str):
-    def deco(cls):
-        _REGISTRY[kind] = cls
-        cls.kind = kind
-        return cls
-    return deco
+REGISTRY = KindRegistry(__name__, __path__, "clients exist for")
+register = REGISTRY.register
+available_kinds = REGISTRY.available
 
 
 def get_client(kind: str) -> type[Client]:
-    _load_builtin()
-    try:
-        return _REGISTRY[kind]
-    except KeyError:
-        raise NotImplementedKind(
-            f"service kind {kind!r} is not implemented yet (clients exist for: "
-            f"{', '.join(sorted(_REGISTRY))})") from None
-
-
-def available_kinds() -> list[str]:
-    _load_builtin()
-    return sorted(_REGISTRY)
-
-
-def _load_builtin() -> None:
-    """Import every module of this package once; each registers its kind."""
-    import importlib
-    import pkgutil
-
-    for mod in pkgutil.walk_packages(__path__, prefix=f"{__name__}."):
-        if not mod.name.endswith(".base"):
-            importlib.import_module(mod.name)
+    return REGISTRY.get(kind)
 
 
 __all__ = ["Client", "CoroutineClient", "RequestError", "Result", "register", "get_client",

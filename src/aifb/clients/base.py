@@ -51,6 +51,7 @@ builds first and stamps t_start after, so that work never counts in a latency.
 from __future__ import annotations
 
 import asyncio
+import secrets
 from typing import Callable, ClassVar, Protocol, runtime_checkable
 
 from aifb.clock import now_ns
@@ -139,6 +140,12 @@ def error_result(op: str, type_: str, message: str, t_end_ns: int | None = None,
                  bytes_out: int | None = None) -> Result:
     return (op, False, type_, message, bytes_out, None, None,
             now_ns() if t_end_ns is None else t_end_ns)
+
+
+def new_salt() -> str:
+    """A per-run random value (never seeded: two runs of one recipe must differ); the LLM
+    clients' cache: cold prefixes every prompt with it (see aifb.load.startup.run_identity)."""
+    return secrets.token_hex(4)
 
 
 class CoroutineClient:

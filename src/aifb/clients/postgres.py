@@ -81,6 +81,10 @@ class Endpoint:
     def label(self) -> str:
         return f"{self.host}:{self.port}"
 
+    def scrub(self, text) -> str:
+        """An error text on one line, without this endpoint's password."""
+        return endpoints.scrub(text, self.password, one_line=True)
+
     def with_database(self, database: str) -> "Endpoint":
         return Endpoint(self.host, self.port, self.user, database, self.password)
 
@@ -99,11 +103,13 @@ def parse_endpoint(endpoint: str, secrets: dict | None = None) -> Endpoint:
     return Endpoint(parts.hostname, parts.port or DEFAULT_PORT, user, database, password or None)
 
 
-def _clean(text: str, secret: str | None) -> str:
-    text = " ".join(str(text).split())
-    if secret and secret in text:
-        text = text.replace(secret, "***")
-    return text
+def drop(conn) -> None:
+    """Close a connection at once, whatever its protocol state (None: nothing); never raises."""
+    if conn is not None:
+        try:
+            conn.terminate()
+        except Exception:
+            pass
 
 
 def connect_error(exc: BaseException, ep: Endpoint, timeout_s: float) -> RequestError:
@@ -120,19 +126,19 @@ def connect_error(exc: BaseException, ep: Endpoint, timeout_s: float) -> Request
                             "password_file")
     if isinstance(exc, pe.InvalidAuthorizationSpecificationError):
         return RequestError("AuthError", f"{where} refused user {ep.user!r}: "
-                            f"{_clean(exc, ep.password)[:160]}")
+                            f"{ep.scrub(exc)[:160]}")
     if isinstance(exc, pe.InvalidCatalogNameError):
         return RequestError("NoSuchDatabase", f"{where}: database {ep.database!r} does not exist")
     if isinstance(exc, pe.TooManyConnectionsError):
         return RequestError("TooManyConnections",
                             f"{where} refused a connection: too many clients ("
-                            f"{_clean(exc, ep.password)[:100]}); lower load.clients x "
+                            f"{ep.scrub(exc)[:100]}); lower load.clients x "
                             "load.concurrency or raise the server's max_connections")
     if isinstance(exc, pe.CannotConnectNowError):
         return RequestError("NotReady", f"{where} is not accepting connections yet: "
-                            f"{_clean(exc, ep.password)[:120]}")
+                            f"{ep.scrub(exc)[:120]}")
     if isinstance(exc, pe.PostgresError):
-        return RequestError(type(exc).__name__, f"{where}: {_clean(exc, ep.password)[:160]}")
+        return RequestError(type(exc).__name__, f"{where}: {ep.scrub(exc)[:160]}")
     if isinstance(exc, ConnectionRefusedError):
         return RequestError("ConnectionRefused", f"cannot reach {where}: connection refused")
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
@@ -143,12 +149,12 @@ def connect_error(exc: BaseException, ep: Endpoint, timeout_s: float) -> Request
         return RequestError("ConnectionError",
                             f"cannot reach {where}: {exc.strerror or type(exc).__name__}")
     if isinstance(exc, asyncpg.InterfaceError):  # e.g. a password is required but none given
-        msg = _clean(exc, ep.password)
+        msg = ep.scrub(exc)
         if "password" in msg.lower():
             return RequestError("AuthError", f"{where} asks for a password for user {ep.user!r} "
                                 "and none was given (set service.password_env or password_file)")
         return RequestError("ConnectionError", f"{where}: {msg[:160]}")
-    return RequestError(type(exc).__name__, f"{where}: {_clean(exc, ep.password)[:160]}")
+    return RequestError(type(exc).__name__, f"{where}: {ep.scrub(exc)[:160]}")
 
 
 async def connect(ep: Endpoint, timeout_s: float = CONNECT_TIMEOUT_S):
@@ -276,7 +282,7 @@ class PostgresClient(CoroutineClient):
             raise ServiceError(f"postgres at {self.label} did not answer within "
                                f"{CONNECT_TIMEOUT_S:g} s") from None
         except _asyncpg().PostgresError as exc:
-            raise ServiceError(f"postgres at {self.label}: {_clean(exc, self._ep.password)[:200]}") from None
+            raise ServiceError(f"postgres at {self.label}: {self._ep.scrub(exc)[:200]}") from None
         v = conn.get_server_version()
         self._server_version = f"{v.major}.{v.micro}" if v.major >= 10 else f"{v.major}.{v.minor}.{v.micro}"
 
@@ -352,18 +358,14 @@ class PostgresClient(CoroutineClient):
                 await conn.execute(f"VACUUM ANALYZE {t[name]}")
         except _asyncpg().PostgresError as exc:
             raise ServiceError(f"loading the tables into postgres at {self.label} failed: "
-                               f"{_clean(exc, self._ep.password)[:200]}") from None
+                               f"{self._ep.scrub(exc)[:200]}") from None
         except (OSError, _asyncpg().InterfaceError) as exc:
             raise ServiceError(f"loading the tables into postgres at {self.label} failed: "
-                               f"{_clean(exc, self._ep.password)[:200]}") from None
+                               f"{self._ep.scrub(exc)[:200]}") from None
 
     async def shutdown(self) -> None:
         for c in self._conns:
-            if c is not None:
-                try:
-                    c.terminate()
-                except Exception:
-                    pass
+            drop(c)
 
     @classmethod
     async def probe(cls, endpoint: str, timeout_s: float, secrets: dict | None = None) -> None:
@@ -380,7 +382,7 @@ class PostgresClient(CoroutineClient):
             raise ServiceError(f"postgres at {ep.label} did not answer SELECT 1 within "
                                f"{timeout_s:g} s") from None
         except _asyncpg().PostgresError as exc:
-            raise ServiceError(f"postgres at {ep.label}: {_clean(exc, ep.password)[:160]}") from None
+            raise ServiceError(f"postgres at {ep.label}: {ep.scrub(exc)[:160]}") from None
         finally:
             conn.terminate()
 
@@ -490,11 +492,11 @@ class PostgresClient(CoroutineClient):
                 exc, (asyncpg.exceptions.AdminShutdownError, asyncpg.exceptions.CrashShutdownError,
                       asyncpg.exceptions.PostgresConnectionError)) and \
                 conn is not None and not conn.is_closed():
-            return (op, False, type(exc).__name__, _clean(exc, self._ep.password)[:200],
+            return (op, False, type(exc).__name__, self._ep.scrub(exc)[:200],
                     None, None, None, t_end)
         # The connection is gone (server stopped, socket closed, protocol state unknown).
         self._broken[worker] = True
-        msg = _clean(exc, self._ep.password) or type(exc).__name__
+        msg = self._ep.scrub(exc) or type(exc).__name__
         return (op, False, "ConnectionError", f"postgres at {self.label}: {msg}"[:200],
                 None, None, None, t_end)
 
@@ -502,12 +504,7 @@ class PostgresClient(CoroutineClient):
         op = super().abort(worker)
         # A cancelled statement leaves the protocol state unknown: drop the connection.
         self._broken[worker] = True
-        conn = self._conns[worker]
-        if conn is not None:
-            try:
-                conn.terminate()
-            except Exception:
-                pass
+        drop(self._conns[worker])
         return op
 
     def connected(self, worker: int) -> bool:
@@ -515,12 +512,7 @@ class PostgresClient(CoroutineClient):
         return not self._broken[worker] and conn is not None and not conn.is_closed()
 
     async def reconnect(self, worker: int) -> None:
-        old = self._conns[worker]
-        if old is not None:
-            try:
-                old.terminate()
-            except Exception:
-                pass
+        drop(self._conns[worker])
         self._stmts[worker] = None
         conn = await connect(self._ep)
         self._conns[worker] = conn
@@ -531,4 +523,4 @@ class PostgresClient(CoroutineClient):
             self._broken[worker] = True
             raise RequestError("ConnectionError",
                                f"postgres at {self.label}: preparing statements failed: "
-                               f"{_clean(exc, self._ep.password)[:150]}") from None
+                               f"{self._ep.scrub(exc)[:150]}") from None

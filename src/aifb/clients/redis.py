@@ -1,7 +1,9 @@
 """Redis: a small RESP2 client written directly on asyncio.Protocol (run it under uvloop).
 
-Why not redis-py: on these machines it peaks at ~15 % of redis-benchmark and its own queueing
-dominates the latency it reports (NOTES.md, "Python client speed"). This client keeps the
+Why not redis-py: on a small machine it spends most of a request in its own code, and its own
+queueing would dominate the latency it reports (README.md, design notes). What this client
+reaches against redis-benchmark on one server, and the command that measures it:
+benchmarks/README.md (benchmarks/redis_vs_redis_benchmark.py). This client keeps the
 per-request path to a few attribute writes and one `transport.write` of a pre-encoded command:
 each worker owns one connection with at most one request in flight, replies are parsed in
 `data_received` (incrementally, tolerating any split of the byte stream), t_end is taken there,
@@ -241,7 +243,7 @@ class RedisConnection(asyncio.Protocol):
             return
         self.cb = None
         if type(value) is ReplyError:
-            cb((self.op, False, "RedisError", self._clean(value)[:200], self.bytes_out, None, None,
+            cb((self.op, False, "RedisError", endpoints.scrub(value, self._secret)[:200], self.bytes_out, None, None,
                 t_end))
         else:
             cb((self.op, True, None, None, self.bytes_out, payload_size(value), None, t_end))
@@ -265,7 +267,7 @@ class RedisConnection(asyncio.Protocol):
                 r = parse_reply(buf, 0)
             except ProtocolError:
                 r = None
-            self.reason = (f"{self.label} sent: {self._clean(r[0])[:120]}" if r and
+            self.reason = (f"{self.label} sent: {endpoints.scrub(r[0], self._secret)[:120]}" if r and
                            isinstance(r[0], str) else f"{self.label} sent unexpected data")
             if self.transport is not None:
                 self.transport.close()
@@ -294,7 +296,7 @@ class RedisConnection(asyncio.Protocol):
         self.broken = True
         if self.reason is None:
             self.reason = f"connection to {self.label} lost" + (
-                f": {self._clean(str(exc))}" if exc else " (closed by the server)")
+                f": {endpoints.scrub(exc, self._secret)}" if exc else " (closed by the server)")
         cb = self.cb
         if cb is not None:
             self.cb = None
@@ -306,12 +308,6 @@ class RedisConnection(asyncio.Protocol):
             waiter.set_exception(RequestError("ConnectionError", self.reason))
 
     # -- helpers ----------------------------------------------------------------------
-    def _clean(self, text: str) -> str:
-        text = str(text)
-        if self._secret and self._secret in text:
-            text = text.replace(self._secret, "***")
-        return text
-
     def call(self, payload: bytes, n: int) -> asyncio.Future:
         """Send n pipelined commands (pre-encoded in payload); resolve to the n replies."""
         fut = asyncio.get_running_loop().create_future()
@@ -379,13 +375,13 @@ async def _connect(ep: Endpoint, timeout_s: float) -> RedisConnection:
                 if ep.password and reply is replies[0]:
                     raise RequestError("AuthError", _auth_message(label, reply, conn))
                 raise RequestError("RedisError", f"redis at {label}: SELECT {ep.db} failed: "
-                                   f"{conn._clean(reply)[:120]}")
+                                   f"{endpoints.scrub(reply, conn._secret)[:120]}")
     return conn
 
 
 def _auth_message(label: str, reply: ReplyError, conn: RedisConnection) -> str:
     return (f"redis at {label} rejected the credentials (NOAUTH/WRONGPASS): "
-            f"{conn._clean(reply)[:120]}")
+            f"{endpoints.scrub(reply, conn._secret)[:120]}")
 
 
 async def _ping(conn: RedisConnection, label: str, timeout_s: float) -> None:
@@ -401,7 +397,7 @@ async def _ping(conn: RedisConnection, label: str, timeout_s: float) -> None:
             raise ServiceError(_auth_message(label, reply, conn))
         if reply.code == "LOADING":
             raise ServiceError(f"redis at {label} is still loading its dataset")
-        raise ServiceError(f"redis at {label} answered PING with an error: {conn._clean(reply)[:120]}")
+        raise ServiceError(f"redis at {label} answered PING with an error: {endpoints.scrub(reply, conn._secret)[:120]}")
     if reply != "PONG":
         raise ServiceError(f"redis at {label} answered PING with {str(reply)[:40]!r}")
 
@@ -482,7 +478,7 @@ class RedisClient:
             for r in replies:
                 if isinstance(r, ReplyError):
                     raise ServiceError(f"preloading redis at {self.label} failed: "
-                                       f"{conn._clean(r)[:160]}")
+                                       f"{endpoints.scrub(r, conn._secret)[:160]}")
 
     async def shutdown(self) -> None:
         for c in self._conns:

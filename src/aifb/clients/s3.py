@@ -248,12 +248,10 @@ def _body(size: int) -> bytes:
     return random.Random(f"aifb-s3-body:{size}").randbytes(size)
 
 
-def _clean(text, secrets: tuple) -> str:
-    text = " ".join(str(text).split())
-    for s in secrets:
-        if s and len(s) >= 4 and s in text:  # shorter ones match ordinary words
-            text = text.replace(s, "***")
-    return text
+def scrub_credentials(text, secrets: tuple) -> str:
+    """text without the access key id and secret key (aifb.endpoints.scrub: on one line; keys
+    under 4 characters are left alone, as they would match ordinary words)."""
+    return endpoints.scrub(text, *secrets, one_line=True, min_len=4)
 
 
 def _xml_error(body: bytes, status: int) -> tuple[str, str]:
@@ -561,7 +559,7 @@ class S3Client(CoroutineClient):
             etype, msg = _request_error(exc)
             if etype == "ConnectionError":
                 self._down[worker] = True  # the engine backs off and calls reconnect()
-            return (op, False, etype, _clean(msg, (self._access, self._secret))[:200],
+            return (op, False, etype, scrub_credentials(msg, (self._access, self._secret))[:200],
                     None, None, None, t_end)
 
     def connected(self, worker: int) -> bool:
@@ -632,7 +630,7 @@ class S3Client(CoroutineClient):
             code, msg = "Forbidden", "HTTP 403 (no body: HEAD)"
         else:
             code, msg = _xml_error(body, status)
-        return (op, False, code, _clean(f"HTTP {status}: {msg}", (self._access, self._secret))[:200],
+        return (op, False, code, scrub_credentials(f"HTTP {status}: {msg}", (self._access, self._secret))[:200],
                 bytes_out or None, None, None, t_end)
 
     async def _sdk(self, op: str, i: int):
@@ -751,12 +749,12 @@ def setup_error_message(exc: BaseException, label: str, doing: str, cred_source:
                 f"{cred_source})")
     if code is not None:
         msg = ((getattr(exc, "response", None) or {}).get("Error") or {}).get("Message") or ""
-        return _clean(f"S3 at {label}: {doing} failed: {code}" + (f": {msg}" if msg else ""),
-                      secrets)[:300]
+        return scrub_credentials(f"S3 at {label}: {doing} failed: {code}" + (f": {msg}" if msg else ""),
+                                 secrets)[:300]
     etype, msg = _request_error(exc)
     if etype in ("ConnectionError", "Timeout"):
-        return _clean(f"cannot reach S3 at {label}: {msg}", secrets)[:300]
-    return _clean(f"S3 at {label}: {doing} failed: {etype}: {msg}", secrets)[:300]
+        return scrub_credentials(f"cannot reach S3 at {label}: {msg}", secrets)[:300]
+    return scrub_credentials(f"S3 at {label}: {doing} failed: {etype}: {msg}", secrets)[:300]
 
 
 def _request_error(exc: BaseException) -> tuple[str, str]:

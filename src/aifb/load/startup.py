@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import secrets as _secrets
 from collections.abc import Iterable
 
 from aifb.clients import get_client
+from aifb.clients.base import new_salt
 from aifb.clock import now_ns
 from aifb.load.figures import G
 from aifb.load.limits import connections_needed, note_connections, raise_nofile_limit
@@ -33,11 +33,6 @@ def run_identity(identity: dict | None) -> dict:
         out["salt"] = new_salt()
     out.setdefault("client_offset", 0)
     return out
-
-
-def new_salt() -> str:
-    """A per-run random value (never seeded: two runs of one recipe must differ)."""
-    return _secrets.token_hex(4)
 
 
 async def start_clients(run: LoadRun, ids: Iterable[int], started: list) -> list:

@@ -10,44 +10,16 @@ a kind; tests/unit/test_kinds.py fails when a registered kind and the schemas di
 
 from __future__ import annotations
 
-from aifb.errors import NotImplementedKind
+from aifb.kind_registry import KindRegistry
 from aifb.services.base import Service, ServiceInfo
 
-_REGISTRY: dict[str, type] = {}
-
-
-def register(kind: str):
-    def deco(cls):
-        _REGISTRY[kind] = cls
-        cls.kind = kind
-        return cls
-    return deco
+REGISTRY = KindRegistry(__name__, __path__, "implemented")
+register = REGISTRY.register
+available_kinds = REGISTRY.available
 
 
 def get_service(kind: str) -> type:
-    _load_builtin()
-    try:
-        return _REGISTRY[kind]
-    except KeyError:
-        raise NotImplementedKind(
-            f"service kind {kind!r} is not implemented yet (implemented: "
-            f"{', '.join(sorted(_REGISTRY))})") from None
-
-
-def available_kinds() -> list[str]:
-    _load_builtin()
-    return sorted(_REGISTRY)
-
-
-def _load_builtin() -> None:
-    """Import every module of this package once; each registers its kind (a new kind is a new
-    module, nothing else to edit)."""
-    import importlib
-    import pkgutil
-
-    for mod in pkgutil.iter_modules(__path__):
-        if mod.name != "base":
-            importlib.import_module(f"{__name__}.{mod.name}")
+    return REGISTRY.get(kind)
 
 
 __all__ = ["Service", "ServiceInfo", "register", "get_service", "available_kinds"]

@@ -20,6 +20,7 @@ from typing import Protocol, runtime_checkable
 from aifb import endpoints, process
 from aifb.errors import ServiceError
 from aifb.units import parse_duration
+from aifb.clients import get_client
 
 
 def run_version(argv: list[str], pattern: str | None = None) -> str | None:
@@ -93,7 +94,9 @@ class LocalProcessService:
     install_hint = ""
     default_ready_timeout = "30s"   # service.ready_timeout overrides it
     probe_timeout_s = 1.0           # one readiness probe
+    probe_min_timeout_s = 0.0       # a probe's least timeout, also near the deadline
     probe_every_s = 0.05            # between readiness probes
+    readiness_probe = "a readiness probe"   # what was not answered, in the timeout's message
 
     def __init__(self, spec: dict, workdir: Path, log_path: Path):
         self.spec = spec
@@ -115,7 +118,6 @@ class LocalProcessService:
         raise NotImplementedError
 
     async def probe(self, endpoint: str, timeout_s: float) -> None:
-        from aifb.clients import get_client
         await get_client(self.kind).probe(endpoint, timeout_s)
 
     # -- may override ------------------------------------------------------------------
@@ -200,7 +202,10 @@ class LocalProcessService:
         self.info.ready_at = process.wall_iso()
         return self.info.endpoint
 
-    async def _wait_ready(self, timeout_s: float) -> None:
+    async def _wait_ready(self, timeout_s: float, endpoint: str | None = None) -> None:
+        """Probe `endpoint` (default: the service's) until it answers; ServiceError when the
+        process exits first or timeout_s passes."""
+        endpoint = endpoint or self.info.endpoint
         deadline = time.monotonic() + timeout_s
         last: Exception | None = None
         while time.monotonic() < deadline:
@@ -209,15 +214,15 @@ class LocalProcessService:
                     f"{self.kind} exited with code {self.proc.returncode} before it was ready "
                     f"(log: {self.log_path})", log_tail=process.log_tail(self.log_path))
             try:
-                await self.probe(self.info.endpoint,
-                                 min(self.probe_timeout_s, deadline - time.monotonic()))
+                await self.probe(endpoint, max(self.probe_min_timeout_s, min(
+                    self.probe_timeout_s, deadline - time.monotonic())))
                 return
             except ServiceError as exc:
                 if self.fatal_probe_error(exc):
                     raise
                 last = exc
             await asyncio.sleep(self.probe_every_s)
-        raise ServiceError(f"{self.kind} did not answer a readiness probe within {timeout_s:g} s "
+        raise ServiceError(f"{self.kind} did not answer {self.readiness_probe} within {timeout_s:g} s "
                            f"({last}); log: {self.log_path}", log_tail=process.log_tail(self.log_path))
 
     def alive(self) -> bool:

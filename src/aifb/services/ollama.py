@@ -34,6 +34,9 @@ import aiohttp
 
 from aifb.errors import ServiceError
 from aifb.units import parse_duration
+from aifb.clients.llm.http import error_text, get_json, make_session, match_model
+from aifb.clients.llm.ollama import (OllamaNativeClient, missing_model_message, ollama_load,
+                                    ollama_models)
 from aifb.services import register
 from aifb.services.base import run_version
 from aifb.services.vllm import HttpServerService
@@ -81,14 +84,10 @@ class OllamaService(HttpServerService):
         return run_version(argv, r"version is (\S+)")
 
     async def probe(self, endpoint: str, timeout_s: float) -> None:
-        from aifb.clients.llm.ollama import OllamaNativeClient
         await OllamaNativeClient.probe(endpoint, timeout_s)
 
     async def after_ready(self) -> None:
         """Pull the model (unless pull: false), then load it with keep_alive: before the load."""
-        from aifb.clients.llm.ollama import missing_model_message, ollama_load, ollama_models
-        from aifb.clients.llm.openai import get_json, make_session, match_model
-
         base = self.info.endpoint
         model = self.spec["model"]
         keep_alive = str(self.spec.get("keep_alive", DEFAULT_KEEP_ALIVE))
@@ -123,7 +122,6 @@ class OllamaService(HttpServerService):
             async with session.post(base + "/api/pull", data=json.dumps({"model": model, "stream": True}),
                                     timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
                 if resp.status != 200:
-                    from aifb.clients.llm.openai import error_text
                     raise ServiceError(f"Ollama at {base} could not pull {model!r}: HTTP "
                                        f"{resp.status}: {error_text(await resp.read())}")
                 async for line in resp.content:

@@ -49,6 +49,8 @@ from aifb import endpoints, process
 from aifb.credentials import RUN_PASSWORD_ENV, load_secrets
 from aifb.errors import ServiceError
 from aifb.units import parse_duration
+from aifb.clients.base import RequestError
+from aifb.clients.postgres import PostgresClient, connect, parse_endpoint, server_facts
 from aifb.services import register
 from aifb.services.base import LocalProcessService, run_version
 
@@ -76,6 +78,9 @@ def _sql_ident(name: str) -> str:
 @register("postgres")
 class PostgresService(LocalProcessService):
     binary_name = "postgres"
+    probe_timeout_s = 2.0
+    probe_min_timeout_s = 0.1
+    readiness_probe = "SELECT 1"
     install_hint = ("install PostgreSQL with `apt-get install postgresql-15` (Debian/Ubuntu, as "
                     "root; the server binaries are in /usr/lib/postgresql/15/bin) or `conda "
                     "install -c conda-forge postgresql`.")
@@ -184,7 +189,6 @@ class PostgresService(LocalProcessService):
         return f"scram-sha-256 with {source}"
 
     async def probe(self, endpoint: str, timeout_s: float) -> None:
-        from aifb.clients.postgres import PostgresClient
         await PostgresClient.probe(endpoint, timeout_s, {"password": self._password})
 
     # -- helpers -------------------------------------------------------------------------
@@ -287,26 +291,7 @@ class PostgresService(LocalProcessService):
                      "host all all 0.0.0.0/0 scram-sha-256\nhost all all ::/0 scram-sha-256\n")
         self.info.extra["pg_hba"] = "loopback + any address with scram-sha-256"
 
-    async def _wait_ready_at(self, endpoint: str, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise ServiceError(
-                    f"postgres exited with code {self.proc.returncode} before it was ready "
-                    f"(log: {self.log_path})", log_tail=process.log_tail(self.log_path))
-            try:
-                await self.probe(endpoint, max(0.1, min(2.0, deadline - time.monotonic())))
-                return
-            except ServiceError as exc:
-                last = exc
-            await asyncio.sleep(0.05)
-        raise ServiceError(f"postgres did not answer SELECT 1 within {timeout_s:g} s ({last}); "
-                           f"log: {self.log_path}", log_tail=process.log_tail(self.log_path))
-
     async def _create_database(self, admin_endpoint: str) -> dict:
-        from aifb.clients.base import RequestError
-        from aifb.clients.postgres import connect, parse_endpoint, server_facts
 
         ep = parse_endpoint(admin_endpoint, {"password": self._password})
         try:
@@ -360,10 +345,10 @@ class PostgresService(LocalProcessService):
                                  env=process.server_env(keep=self.keep_env))
         self.info.pid = self.proc.pid
         timeout = parse_duration(self.spec.get("ready_timeout", "60s"))
-        await self._wait_ready_at(self.endpoint_for(host, port, "postgres"), timeout)
+        await self._wait_ready(timeout, self.endpoint_for(host, port, "postgres"))
         self.info.extra["server_settings"] = await self._create_database(
             self.endpoint_for(host, port, "postgres"))
-        await self._wait_ready_at(self.info.endpoint, 10)
+        await self._wait_ready(10, self.info.endpoint)
         self.info.ready_s = round(time.monotonic() - t0, 6)
         self.info.ready_at = process.wall_iso()
         return self.info.endpoint

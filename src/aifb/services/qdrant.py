@@ -19,6 +19,7 @@ from pathlib import Path
 
 from aifb import process
 from aifb.credentials import api_key
+from aifb.clients.vector.qdrant import QdrantClient
 from aifb.services import register
 from aifb.services.base import LocalProcessService, run_version
 
@@ -64,7 +65,6 @@ class QdrantService(LocalProcessService):
         return f"http://{host}:{port}"
 
     async def probe(self, endpoint: str, timeout_s: float) -> None:
-        from aifb.clients.vector.qdrant import QdrantClient
         key = getattr(self, "_key", None)
         await QdrantClient.probe(endpoint, timeout_s, {"api_key": key} if key else None)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from aifb.credentials import load_secrets
+from aifb.clients.redis import RedisClient
 from aifb.services import register
 from aifb.services.base import LocalProcessService, run_version
 
@@ -49,7 +50,6 @@ class RedisService(LocalProcessService):
                 str(workdir), "--daemonize", "no", *self.spec.get("args", [])]
 
     async def probe(self, endpoint: str, timeout_s: float) -> None:
-        from aifb.clients.redis import RedisClient
         await RedisClient.probe(endpoint, timeout_s,
                                 {"password": self._password} if self._password else None)
 

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from aifb import process
 from aifb.errors import ServiceError
+from aifb.clients.s3 import S3Client, secrets_from_spec
 from aifb.services import register
 from aifb.services.base import LocalProcessService, run_version
 
@@ -69,7 +70,6 @@ class LocalS3Service(LocalProcessService):
         """The kind's secrets for the client (the runner merges them into `secrets`): the
         credentials named by service.access_key_env / secret_key_env / *_file, or for a server
         deployed here with none configured, placeholders (see server_env)."""
-        from aifb.clients.s3 import secrets_from_spec
         return secrets_from_spec(spec, local_default=not spec.get("endpoint"))
 
     # -- to implement ---------------------------------------------------------------------
@@ -84,7 +84,6 @@ class LocalS3Service(LocalProcessService):
         return f"http://{host}:{port}"
 
     async def probe(self, endpoint: str, timeout_s: float) -> None:
-        from aifb.clients.s3 import S3Client
         await S3Client.probe(endpoint, timeout_s, self._secrets)
 
     def resolve_binary(self) -> str:

@@ -29,6 +29,8 @@ from pathlib import Path
 
 from aifb.credentials import load_secrets
 from aifb.errors import ServiceError
+from aifb.clients.llm.http import get_json, make_session
+from aifb.clients.llm.openai import OpenAIClient
 from aifb.services import register
 from aifb.services.base import LocalProcessService, run_version
 
@@ -146,7 +148,6 @@ class HttpServerService(LocalProcessService):
 
     async def probe(self, endpoint: str, timeout_s: float) -> None:
         """Ready when GET /health answers 200 and /v1/models lists a model."""
-        from aifb.clients.llm.openai import OpenAIClient, get_json, make_session
         async with make_session(1) as session:
             status, _ = await get_json(session, endpoint + "/health", label=self.label,
                                        base=endpoint, timeout_s=max(0.05, timeout_s))
@@ -156,7 +157,7 @@ class HttpServerService(LocalProcessService):
             status, body = await get_json(session, endpoint + "/v1/models", label=self.label,
                                           base=endpoint, headers=self._headers(),
                                           timeout_s=max(0.05, timeout_s))
-        models = OpenAIClient._models_from(status, body, endpoint, self.label, bool(self.api_key))
+        models = OpenAIClient.models_from(status, body, endpoint, self.label, bool(self.api_key))
         if not models:
             raise ServiceError(f"{self.label} at {endpoint} lists no model yet")
         self.info.extra["models_served"] = models

@@ -295,11 +295,9 @@ def _trace_settings(recipe: dict, settings: dict) -> None:
     if load.get("rate") is not None:
         raise ConfigError("load.arrival: trace takes its rate from the trace: remove load.rate "
                           "(use load.speedup to replay it faster)")
-    # Here, not at the top: aifb.clients.llm.openai loads aiohttp (most of a second), which
-    # every recipe check (and `aifb --help`) would pay for the one arrival that needs it.
-    from aifb.clients.llm.openai import _resolve_path
+    from aifb.clients.llm.prompts import resolve_path
 
-    trace = read_trace(_resolve_path(prompts["path"]))
+    trace = read_trace(resolve_path(prompts["path"]))
     speedup = float(load.get("speedup", 1.0))
     settings["speedup"] = speedup
     settings["trace_ns"] = arrival_offsets_ns(trace, speedup)

@@ -27,7 +27,7 @@ from aifb.endpoints import redact
 from aifb.errors import AifbError
 from aifb.jsonio import read_json, write_json
 from aifb.load.engine import run_load
-from aifb.load.startup import new_salt
+from aifb.clients.base import new_salt
 from aifb.paths import work_root
 from aifb.records import INFLIGHT
 from aifb.services import get_service

@@ -11,8 +11,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from aifb.clients.llm.openai import (ChunkAccumulator, LineSplitter, LlamaCppClient, Prompt,
-                                 VLLMClient)
+from aifb.clients.llm.openai import LlamaCppClient, VLLMClient
+from aifb.clients.llm.prompts import Prompt
+from aifb.clients.llm.stream import ChunkAccumulator, LineSplitter
 from aifb.clock import ns_to_s_text
 from aifb.analysis.metrics import llm
 from aifb.reporting.family_plots import llm as llm_plots

@@ -2,7 +2,7 @@
 
 Per ok query record of the measurement window the client wrote `recall` = |returned top-k ∩
 exact top-k| / min(k, vectors matching the filter), the exact top-k computed by the harness
-by brute force on the same data (aifb.clients.vector). This module pools those values:
+by brute force on the same data (aifb.clients.vector.common). This module pools those values:
 
     vector.recall_at_k = {n, mean, p5, p50, min, ...}   over ok measure-phase query records
     vector.k           = the recipe's workload.k

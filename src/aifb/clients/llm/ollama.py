@@ -28,10 +28,11 @@ import aiohttp
 from aifb.clock import now_ns
 from aifb.errors import ServiceError
 from aifb.clients import register
-from aifb.clients.llm.openai import (CONTROL_TIMEOUT_S, OLLAMA_APIS, OPENAI_APIS, ChunkAccumulator,
-                     LLMHttpClient, OpenAIClient, Prompt, PromptSource, Req, _short, choose_model,
-                     error_text, exchange, get_json, make_session, normalize_base,
-                     with_prompt_facts)
+from aifb.clients.llm.http import (CONTROL_TIMEOUT_S, choose_model, error_text, get_json,
+                                   make_session, normalize_base, short)
+from aifb.clients.llm.openai import OLLAMA_APIS, OPENAI_APIS, LLMHttpClient, OpenAIClient, Req
+from aifb.clients.llm.prompts import Prompt, PromptSource, with_prompt_facts
+from aifb.clients.llm.stream import ChunkAccumulator, exchange
 
 LABEL = "Ollama"
 DEFAULT_KEEP_ALIVE = "30m"
@@ -48,7 +49,7 @@ async def ollama_models(session: aiohttp.ClientSession, base: str, headers: dict
     if status != 200 or not isinstance(body, dict) or not isinstance(body.get("models"), list):
         text = body if isinstance(body, str) else json.dumps(body)
         raise ServiceError(f"{LABEL} at {base}: GET /api/tags answered HTTP {status} "
-                           f"({_short(text or '', 120)}); is it an Ollama server?")
+                           f"({short(text or '', 120)}); is it an Ollama server?")
     return [str(m.get("name") or m.get("model")) for m in body["models"]
             if isinstance(m, dict) and (m.get("name") or m.get("model"))]
 

@@ -2,7 +2,7 @@
 
 Why not chromadb's own HttpClient: it is synchronous (httpx) or wraps every call in pydantic
 models and telemetry spans; a load generator wants a keep-alive pool sized to the concurrency
-and nothing on the request path but one POST of pre-encoded bytes (aifb.clients.vector holds
+and nothing on the request path but one POST of pre-encoded bytes (aifb.clients.vector.common holds
 that request path, the workload, the exact top-k and recall, shared with the Qdrant client).
 
 API v2 paths used (checked against chromadb 1.5's server, GET /openapi.json):
@@ -32,8 +32,7 @@ from aifb.clock import now_ns
 from aifb.errors import ServiceError
 from aifb.clients import register
 from aifb.clients.base import RequestError
-from aifb.clients.vector import (ADMIN_TIMEOUT_S, PREPARE_TIMEOUT_S, RecallScorer, VectorHttpClient,
-                     data_rows, dataset_for, f32_json)
+from aifb.clients.vector.common import PREPARE_TIMEOUT_S, VectorHttpClient, data_rows, f32_json
 
 DEFAULT_PORT = 8000
 CHROMA_EXTRA_KEYS = ("tenant", "database")
@@ -43,6 +42,7 @@ INSERTED_PREFIX = "ins-"
 @register("chroma")
 class ChromaClient(VectorHttpClient):
     kind = "chroma"
+    id_type = str
     default_port = DEFAULT_PORT
     probe_path = "/api/v2/heartbeat"
     protocol = "Chroma HTTP API v2 (JSON over HTTP/1.1)"
@@ -87,8 +87,8 @@ class ChromaClient(VectorHttpClient):
 
     def _err(self, parsed) -> str:
         if isinstance(parsed, dict):
-            return self._scrub(f"{parsed.get('error', 'Error')}: {parsed.get('message', '')}")[:300]
-        return self._scrub(parsed or "no error message")[:300]
+            return self.scrub(f"{parsed.get('error', 'Error')}: {parsed.get('message', '')}")[:300]
+        return self.scrub(parsed or "no error message")[:300]
 
     def _error_type(self, status: int, parsed) -> str:
         if isinstance(parsed, dict) and parsed.get("error"):
@@ -125,8 +125,7 @@ class ChromaClient(VectorHttpClient):
         await super().startup(connections)
         self._ins_n = [0] * connections
 
-    async def validate(self) -> None:
-        await self.probe(self.base, ADMIN_TIMEOUT_S, session=self._session)
+    async def _check_server(self) -> None:
         st, v = await self._call("GET", f"{self.base}/api/v2/version", what="GET version")
         self._server["api_version"] = v if st == 200 else None
         st, pf = await self._call("GET", f"{self.base}/api/v2/pre-flight-checks",
@@ -141,9 +140,6 @@ class ChromaClient(VectorHttpClient):
         if st != 200:
             raise ServiceError(f"chroma at {self.label}: GET database failed with HTTP {st}: "
                                f"{self._err(body)}")
-        if not self.wl.create:
-            await self._check_existing()
-        self._ensure_dataset()
 
     async def _get_collection(self) -> dict | None:
         st, body = await self._call("GET", f"{self.db_url}/collections/{self.wl.collection}",
@@ -209,22 +205,14 @@ class ChromaClient(VectorHttpClient):
         self._server["configuration"] = coll.get("configuration_json")
         self._server["dimension"] = coll.get("dimension")
 
-    def _ensure_dataset(self) -> None:
-        if self.ds is not None:
-            return
-        self.ds = dataset_for(self.wl)
-        cache = self.ds.encoded.get("chroma")
-        if cache is None:
-            bodies = []
-            for qi, q in enumerate(self.ds.queries):
-                where = ""
-                if self.ds.filters is not None:
-                    where = (f',"where":{{"{self.wl.filter_field}":{{"$eq":'
-                             f'{int(self.ds.filters[qi])}}}}}')
-                bodies.append((f'{{"query_embeddings":[{f32_json(q)}],"n_results":{self.wl.k},'
-                               f'"include":["distances"]{where}}}').encode())
-            cache = self.ds.encoded["chroma"] = (bodies, RecallScorer(self.ds.truth, str))
-        self._bodies, self._scorer = cache
+    def _query_encoding(self):
+        k, field = self.wl.k, self.wl.filter_field
+
+        def encode(q, category: int | None) -> bytes:
+            where = "" if category is None else f',"where":{{"{field}":{{"$eq":{category}}}}}'
+            return (f'{{"query_embeddings":[{f32_json(q)}],"n_results":{k},'
+                    f'"include":["distances"]{where}}}').encode()
+        return "chroma", encode
 
     async def prepare(self) -> None:
         wl = self.wl
@@ -308,7 +296,7 @@ class ChromaClient(VectorHttpClient):
                                "M": hnsw.get("max_neighbors"),
                                "raw": self._server.get("configuration")},
             "dimension_reported": self._server.get("dimension"),
-            "auth": "token" if self._scrub.secret else None,
+            "auth": "token" if self.secret else None,
         }
 
     # -- per request --------------------------------------------------------------------------

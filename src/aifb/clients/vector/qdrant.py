@@ -1,6 +1,6 @@
 """Qdrant: top-k vector search (with an optional payload filter) and inserts over Qdrant's REST
 API, spoken directly with aiohttp on the request path the Chroma client uses, with the same
-workload, data set, exact top-k and recall (aifb.clients.vector).
+workload, data set, exact top-k and recall (aifb.clients.vector.common).
 
 REST endpoints used (Qdrant's published OpenAPI, v1.x):
 
@@ -34,8 +34,7 @@ import numpy as np
 from aifb.clock import now_ns
 from aifb.errors import ServiceError
 from aifb.clients import register
-from aifb.clients.vector import (ADMIN_TIMEOUT_S, PREPARE_TIMEOUT_S, RecallScorer, VectorHttpClient,
-                     data_rows, dataset_for, f32_json)
+from aifb.clients.vector.common import PREPARE_TIMEOUT_S, VectorHttpClient, data_rows, f32_json
 
 DEFAULT_PORT = 6333
 DISTANCES = {"cosine": "Cosine", "l2": "Euclid", "ip": "Dot"}
@@ -51,6 +50,7 @@ def _version_tuple(v) -> tuple:
 @register("qdrant")
 class QdrantClient(VectorHttpClient):
     kind = "qdrant"
+    id_type = int
     default_port = DEFAULT_PORT
     probe_path = "/readyz"
     protocol = "Qdrant REST API (JSON over HTTP/1.1)"
@@ -89,16 +89,16 @@ class QdrantClient(VectorHttpClient):
 
     def _refused(self, status: int, what: str) -> str:
         why = ("an API key is required: set service.api_key_env (or api_key_file)"
-               if not self._scrub.secret else "the API key was rejected")
+               if not self.secret else "the API key was rejected")
         return f"qdrant at {self.label} refused {what} (HTTP {status}): {why}"
 
     def _err(self, parsed) -> str:
         if isinstance(parsed, dict):
             st = parsed.get("status")
             if isinstance(st, dict) and st.get("error"):
-                return self._scrub(st["error"])[:300]
-            return self._scrub(json.dumps(parsed))[:300]
-        return self._scrub(parsed or "no error message")[:300]
+                return self.scrub(st["error"])[:300]
+            return self.scrub(json.dumps(parsed))[:300]
+        return self.scrub(parsed or "no error message")[:300]
 
     def _error_type(self, status: int, parsed) -> str:
         return {401: "AuthError", 403: "AuthError", 404: "NotFound", 429: "RateLimited"}.get(
@@ -126,8 +126,7 @@ class QdrantClient(VectorHttpClient):
         return "PUT", url, ('{"points":[' + ",".join(pts) + "]}").encode()
 
     # -- lifecycle --------------------------------------------------------------------------
-    async def validate(self) -> None:
-        await self.probe(self.base, ADMIN_TIMEOUT_S, session=self._session)
+    async def _check_server(self) -> None:
         st, root = await self._call("GET", f"{self.base}/", what="GET /")
         if st == 200 and isinstance(root, dict):
             self._server["version"] = root.get("version")
@@ -138,9 +137,6 @@ class QdrantClient(VectorHttpClient):
         if st != 200:
             raise ServiceError(f"qdrant at {self.label}: GET /collections failed with HTTP {st}: "
                                f"{self._err(body)}")
-        if not self.wl.create:
-            await self._check_existing()
-        self._ensure_dataset()
 
     async def _get_collection(self) -> dict | None:
         st, body = await self._call("GET", self.coll_url, what="GET collection")
@@ -217,26 +213,19 @@ class QdrantClient(VectorHttpClient):
             params["exact"] = True
         return params
 
-    def _ensure_dataset(self) -> None:
-        if self.ds is not None:
-            return
-        self.ds = dataset_for(self.wl)
-        key = ("qdrant", self._use_query_api, json.dumps(self._search_params(), sort_keys=True))
-        cache = self.ds.encoded.get(key)
-        if cache is None:
-            params = self._search_params()
-            tail = f',"params":{json.dumps(params, separators=(",", ":"))}' if params else ""
-            field = "query" if self._use_query_api else "vector"
-            bodies = []
-            for qi, q in enumerate(self.ds.queries):
-                flt = ""
-                if self.ds.filters is not None:
-                    flt = (f',"filter":{{"must":[{{"key":"{self.wl.filter_field}","match":'
-                           f'{{"value":{int(self.ds.filters[qi])}}}}}]}}')
-                bodies.append((f'{{"{field}":{f32_json(q)},"limit":{self.wl.k},'
-                               f'"with_payload":false{flt}{tail}}}').encode())
-            cache = self.ds.encoded[key] = (bodies, RecallScorer(self.ds.truth, int))
-        self._bodies, self._scorer = cache
+    def _query_encoding(self):
+        params = self._search_params()
+        key = ("qdrant", self._use_query_api, json.dumps(params, sort_keys=True))
+        tail = f',"params":{json.dumps(params, separators=(",", ":"))}' if params else ""
+        field = "query" if self._use_query_api else "vector"
+        k, filter_field = self.wl.k, self.wl.filter_field
+
+        def encode(q, category: int | None) -> bytes:
+            flt = ("" if category is None else f',"filter":{{"must":[{{"key":"{filter_field}",'
+                   f'"match":{{"value":{category}}}}}]}}')
+            return (f'{{"{field}":{f32_json(q)},"limit":{k},'
+                    f'"with_payload":false{flt}{tail}}}').encode()
+        return key, encode
 
     async def prepare(self) -> None:
         wl = self.wl
@@ -333,5 +322,5 @@ class QdrantClient(VectorHttpClient):
                                "status": info.get("status")},
             "dimension_reported": vp.get("size"),
             "insert_wait": self.insert_wait,
-            "auth": "api-key" if self._scrub.secret else None,
+            "auth": "api-key" if self.secret else None,
         }
