@@ -19,14 +19,13 @@ from pathlib import Path
 
 from aifb.telemetry import DEFAULT_INTERVAL_S, MIN_INTERVAL_S, TELEMETRY_FILE
 from aifb.telemetry.sources import rapl_zones
+from aifb.units import parse_duration
 
 STOP_GRACE_S = 8.0   # a source's scrape is bounded by 5 s; then it is killed
 
 
 def settings(recipe: dict) -> dict | None:
     """recipe `telemetry:` -> {"interval_s"}; None when it is off (`telemetry: false`)."""
-    from aifb.units import parse_duration
-
     cfg = recipe.get("telemetry", True)
     if cfg is False or (isinstance(cfg, dict) and cfg.get("enabled") is False):
         return None
