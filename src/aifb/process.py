@@ -22,7 +22,7 @@ from aifb.errors import ServiceError
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """SIGTERM to this process when its parent dies (a service between fork and exec, an
     engine worker process at its start)."""
     try:
@@ -93,7 +93,7 @@ def spawn(argv: list[str], log_path: Path, *, cwd: Path | None = None,
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL if stdin_data is None else subprocess.PIPE,
                                 cwd=cwd, env=env, start_new_session=True,
-                                preexec_fn=_die_with_parent)
+                                preexec_fn=die_with_parent)
     except OSError as exc:
         raise ServiceError(f"cannot start {argv[0]}: {exc.strerror}") from None
     finally:

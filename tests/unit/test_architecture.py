@@ -42,7 +42,20 @@ LAYERS: dict[str, set[str]] = {
 _BARE_SAMPLER = ("the telemetry sampler imports only the standard library up front, so it runs "
                  "on a bare python3 beside a GPU service (scripts/gpu_telemetry_check.sh); a "
                  "source loads its protocol code when it is configured")
+# Import costs measured with `/usr/bin/time python -c "import <module>"` on the 2-core machine:
+# aifb.cli 0.50 s, aifb.workflow.recipe 0.36 s, aifb.analysis.summary (polars) 0.63 s,
+# aifb.reporting.report / aifb.reporting.plots (altair, vl-convert) 1.25 s,
+# aifb.clients.llm.prompts (aiohttp through the embeddings API list) 0.52 s.
 FUNCTION_IMPORTS: dict[tuple[str, str], str] = {
+    ("aifb.cli.report", "aifb.reporting.report"):
+        "altair and vl-convert: every other command (and `aifb --help`) would pay ~0.8 s",
+    ("aifb.cli.summarize", "aifb.analysis.summary"):
+        "polars: every other command (and `aifb --help`) would pay it",
+    ("aifb.reporting.sweep_plots", "aifb.reporting.plots"):
+        "altair: the capacity search and the CLI import sweep_plots for its file names only",
+    ("aifb.workflow.recipe", "aifb.clients.llm.prompts"):
+        "aiohttp: every recipe check and every Snakemake parse would pay it for the one "
+        "workload field (a trace file's path) that needs the LLM prompt code",
     ("aifb.telemetry.sources", "aifb.clients.redis"): _BARE_SAMPLER,
     ("aifb.telemetry.sources", "aifb.clients.postgres"): _BARE_SAMPLER,
 }

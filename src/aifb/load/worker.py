@@ -20,14 +20,14 @@ from aifb.load.figures import G
 from aifb.load.processes import Channel
 from aifb.load.share import RequestShare
 from aifb.load.startup import prepare, shut_down, start_clients
-from aifb.process import _die_with_parent
+from aifb.process import die_with_parent
 from aifb.records import RecordWriter
 
 
 def main(fd: int) -> int:
     """Entry point of a worker process (see aifb.load.processes)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C: the parent coordinates
-    _die_with_parent()
+    die_with_parent()
     if os.getppid() == 1:
         return 1
     try:
