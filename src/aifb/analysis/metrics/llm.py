@@ -43,8 +43,8 @@ import polars as pl
 
 from aifb.analysis.metrics import run_family
 from aifb.analysis.slo import parse_rules
-from aifb.analysis.summary import (PERCENTILE_METHOD, is_open_loop, latency_sample, scan_records,
-                       sorted_values, stats_sorted)
+from aifb.analysis.summary import (PERCENTILE_METHOD, SCAN_SCHEMA, is_open_loop, latency_sample,
+                                   scan_records, sorted_values, stats_sorted)
 from aifb.units import format_number, format_seconds, parse_duration
 
 GOODPUT_METRICS = ("ttft", "tpot", "e2el")
@@ -55,13 +55,7 @@ MAX_PLOT_SAMPLES = 200_000
 PLOT_FILES = ("llm_ttft.png", "llm_tpot.png", "llm_itl.png", "llm_tokens_over_time.png")
 
 LLM_SCHEMA = {
-    "op": pl.String,
-    "t_sched": pl.Float64,
-    "t_start": pl.Float64,
-    "t_first": pl.Float64,
-    "t_end": pl.Float64,
-    "ok": pl.Boolean,
-    "phase": pl.String,
+    **{k: SCAN_SCHEMA[k] for k in ("op", "t_sched", "t_start", "t_first", "t_end", "ok", "phase")},
     "prompt_tokens": pl.Int64,
     "output_tokens": pl.Int64,
     "token_source": pl.String,
