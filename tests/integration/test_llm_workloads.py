@@ -516,19 +516,22 @@ def test_a_timed_out_turn_ends_its_conversation(tmp_path):
     assert after and all(len(b["messages"]) == 1 for b in after)   # a new conversation
 
 
+@pytest.mark.parametrize("kind,api", [("vllm", "openai-chat"), ("ollama", "ollama-chat")])
 def test_open_loop_conversations_arrive_at_the_rate_and_turns_follow_their_think_time(
-        fake_vllm, tmp_path):
+        fake_vllm, fake_ollama, tmp_path, kind, api):
     """load.rate with turns: conversations start at the rate; turn k+1 is planned at turn k's
     t_end + think_time and recorded with that t_sched (its lateness counts in its latency)."""
-    before = len(fake_log(fake_vllm))
+    endpoint = fake_vllm if kind == "vllm" else fake_ollama
+    before = len(fake_log(endpoint))
     path = tmp_path / "ol.jsonl"
-    wl = {"prompts": {"input_tokens": 4, "output_tokens": 2}, "turns": 3, "think_time": "100ms"}
-    stats = run_load_sync(kind="vllm", endpoint=fake_vllm, workload=wl,
+    wl = {"api": api, "prompts": {"input_tokens": 4, "output_tokens": 2}, "turns": 3,
+          "think_time": "100ms", **({"model": "llama2"} if kind == "ollama" else {})}
+    stats = run_load_sync(kind=kind, endpoint=endpoint, workload=wl,
                           load={"clients": 2, "concurrency": 4, "rate": 10, "arrival": "constant",
                                 "duration_s": 2.0, "warmup_s": 0.0, "timeout_s": 10.0},
                           seed=7, records_path=path, clock=RunClock(), log=lambda m: None)
     recs = [json.loads(line) for line in path.read_text().splitlines()]
-    log = {e["request_id"]: e for e in fake_log(fake_vllm)[before:]}
+    log = {e["request_id"]: e for e in fake_log(endpoint)[before:]}
     assert stats["mode"] == "open" and stats["offered_rate"] == 10
     assert all(r["ok"] for r in recs)
     convs = conversations(recs)
@@ -550,6 +553,25 @@ def test_open_loop_conversations_arrive_at_the_rate_and_turns_follow_their_think
     # the later turns are extra requests, not conversation starts
     assert len(recs) > 2 * len(starts)
     assert stats["sched_lag_s"]["p99"] < 0.02
+
+
+def test_an_open_loop_conversation_recipe_runs_to_its_report(fake_vllm, tmp_path):
+    from test_llm_fakes import run_recipe
+
+    from aifb.analysis.summary import summarize
+    from aifb.reporting.report import build_report
+
+    wl = {"prompts": {"input_tokens": 4, "output_tokens": 2}, "turns": 2, "think_time": "50ms"}
+    bid, out = run_recipe(tmp_path, {"kind": "vllm", "endpoint": fake_vllm}, wl,
+                          load={"rate": 8, "arrival": "constant"})
+    assert out["status"] == "completed", out["reason"]
+    run_dir = tmp_path / "results" / bid
+    s = summarize(run_dir)
+    assert s["load"]["loop"] == "open"
+    assert [row["turn"] for row in s["llm_workload"]["by_turn"]] == [1, 2]
+    build_report(run_dir, tmp_path / "report")
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "open loop, 8 conversations/s offered" in md
 
 
 def test_open_loop_follow_ups_queue_behind_a_busy_client_with_their_planned_time(tmp_path):
