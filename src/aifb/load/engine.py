@@ -32,10 +32,11 @@ constant, constant clients staggered); an arrival takes a free worker or waits i
 client's queue when all `concurrency` workers are busy, keeping its planned t_sched (no
 coordinated omission). A client may also plan follow-up requests at given instants (a
 conversation's next turn: aifb.clients.base, "Follow-ups"); they are sent and queued the same
-way, with their planned t_sched, the earlier planned first. Queued arrivals and follow-ups older
-than the timeout are recorded as Timeout errors without being sent. Arrivals are timed with a Linux timerfd at the planned ns (uvloop timers
-have 1 ms resolution; this wakes the loop within tens of µs, without spinning); elsewhere a
-task sleeps to ~1 ms before the planned time and then yields until it is due. sched_lag_s
+way, with their planned t_sched, the earlier planned first. Queued arrivals and follow-ups
+older than the timeout are recorded as Timeout errors without being sent. Arrivals are timed
+with a Linux timerfd at the planned ns (uvloop timers have 1 ms resolution; this wakes the
+loop within tens of µs, without spinning); elsewhere a task sleeps to ~1 ms before the
+planned time and then yields until it is due. sched_lag_s
 (t_start - t_sched over measured requests) shows how well either did.
 
 Failures: a request past timeout_s is recorded as error "Timeout" and its connection dropped;
@@ -89,7 +90,7 @@ class ClientState:
         self.seq = 0
         self.free: list = []
         self.backlog: collections.deque = collections.deque()      # queued arrivals: t_sched
-        self.fu_backlog: collections.deque = collections.deque()   # queued follow-ups: (t_sched, token)
+        self.fu_backlog: collections.deque = collections.deque()   # follow-ups: (t_sched, token)
         self.slots: list = []
 
 
@@ -494,7 +495,7 @@ class Engine:
                     bl = cs.backlog
                     while bl and bl[0] < limit:
                         self.expire_queued(cs, bl.popleft(), now)
-                    fb = cs.fu_backlog   # an expired follow-up's token (its conversation) is dropped
+                    fb = cs.fu_backlog   # an expired follow-up's token is dropped
                     while fb and fb[0][0] < limit:
                         self.expire_queued(cs, fb.popleft()[0], now)
             if now >= next_progress:
