@@ -3,7 +3,10 @@
 
 The FAKE OpenAI server of the tests (tests/fakes/fake_openai.py; not a model) streams every
 reply on a known schedule: first token TTFT = 80 ms after the request arrives, then one token
-every 20 ms (TPOT 20 ms), 32 tokens per reply (max_tokens; the fake always sends that many).
+every 20 ms (TPOT 20 ms), 16 to 48 tokens per reply (max_tokens, drawn per request; the fake
+always sends that many). Ranged lengths de-phase the streams: with one length for all, every
+stream ends and starts again in the same instant, and the last request of each such burst
+waits for the fake to parse all the others (see tests/integration/test_llm_fakes.py).
 aifb's engine drives it, closed loop, at 64, 256 and 1,024 concurrent streams (1,024 spread
 over `load.processes` worker processes), and the table compares what summary.json reports
 (TTFT p50, TPOT p50: aifb.analysis.metrics.llm over the measurement window) with the truth.
@@ -13,13 +16,15 @@ the fake logs, per request, when it received it and when it handed the first and
 token to the kernel (--timing-log, the same perf_counter clock as the records), so
 
     fake TTFT late   = fake's first write - (its arrival + 80 ms)     the fake's own delay
-    fake TPOT        = (fake's last write - first write) / 31          what it actually sent
+    fake TPOT        = (fake's last write - first write) / (tokens - 1)  what it actually sent
     client read lag  = record's t_first - fake's first write          kernel + the client
     send lag         = fake's arrival - record's t_start              client send + fake accept
 
 and the client's CPU (busiest process, share of one core), its event-loop lag p99 and the
 saturation guard's verdict (summary.json validity.client_saturated, from aifb.analysis.summary,
-the rule every run is judged by) and the fake's CPU (all its processes, /proc, in cores).
+the rule every run is judged by), the fake's CPU (all its processes, /proc, in cores) and the
+whole machine's busy cores over the same interval (/proc/stat): on a shared machine, what
+neither used was other processes' work, which delays both.
 
 First, the SSE parser's cost on its own (aifb.clients.llm.stream: LineSplitter cuts each
 network read with bytes.split on the whole buffer, ChunkAccumulator.feed_sse_line parses each
@@ -72,6 +77,20 @@ def cpu_s(pids: list[int]) -> float:
     return total / TICK
 
 
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine spent busy so far (/proc/stat, all CPUs)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v[:8]) - v[3] - v[4]) / TICK   # all but idle and iowait
+
+
+def client_cores(stats: dict) -> float | None:
+    """The client's CPU in cores: every worker process's share of one core, summed."""
+    per = stats.get("process_stats") or [stats]
+    utils = [((p.get("client_cpu") or {}).get("util_of_one_core")) for p in per]
+    return None if any(u is None for u in utils) else sum(utils)
+
+
 def start_fakes(n: int, port: int, log: Path) -> list[subprocess.Popen]:
     args = [sys.executable, str(FAKE), "serve", "fake-model", "--port", str(port),
             "--ttft-ms", str(TTFT_MS), "--itl-ms", str(ITL_MS), "--timing-log", str(log)]
@@ -117,17 +136,19 @@ def one_level(streams: int, args, tmp: Path) -> dict:
     run_dir.mkdir()
     fakes = start_fakes(args.fake_workers, port, log)
     workload = {"api": "openai-chat", "stream": True,
-                "prompts": {"input_tokens": 8, "output_tokens": TOKENS}}
+                "prompts": {"input_tokens": 8, "output_tokens": [TOKENS // 2, TOKENS * 3 // 2]}}
     load = {"clients": clients, "concurrency": streams // clients, "processes": processes,
             "duration_s": args.seconds, "warmup_s": args.warmup, "timeout_s": 30.0}
     clock = RunClock()
     try:
-        fake_cpu0, t0 = cpu_s([p.pid for p in fakes]), time.monotonic()
+        fake_cpu0, busy0, t0 = cpu_s([p.pid for p in fakes]), machine_busy_s(), time.monotonic()
         stats = run_load_sync(kind="vllm", endpoint=f"http://127.0.0.1:{port}",
                               workload=workload, load=load, seed=16,
                               records_path=run_dir / "requests.jsonl", clock=clock,
                               log=lambda m: None)
-        fake_cores = (cpu_s([p.pid for p in fakes]) - fake_cpu0) / (time.monotonic() - t0)
+        wall = time.monotonic() - t0
+        fake_cores = (cpu_s([p.pid for p in fakes]) - fake_cpu0) / wall
+        machine_cores = (machine_busy_s() - busy0) / wall
     finally:
         stop(fakes)
     recipe = {"name": "llm_client_scale", "category": "inference",
@@ -168,6 +189,10 @@ def one_level(streams: int, args, tmp: Path) -> dict:
         "client_cpu_of_one_core": validity.get("client_cpu_util"),
         "loop_lag_p99_ms": ms(validity, "loop_lag_p99_s"),
         "fake_cpu_cores": round(fake_cores, 3),
+        "client_cpu_cores": client_cores(stats),
+        # the whole machine over the same interval (load start to end, client start-up
+        # included): what neither the fake nor the client used is other processes' work
+        "machine_busy_cores": round(machine_cores, 3),
         "client_saturated": validity.get("client_saturated"),
         "warnings": validity.get("warnings") or [],
     }
@@ -260,7 +285,8 @@ def main() -> int:
     p.add_argument("--json", default=None)
     args = p.parse_args()
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
-          f"{os.cpu_count()} CPUs; truth: TTFT {TTFT_MS:g} ms, TPOT {ITL_MS:g} ms, {TOKENS} tokens")
+          f"{os.cpu_count()} CPUs; truth: TTFT {TTFT_MS:g} ms, TPOT {ITL_MS:g} ms, "
+          f"{TOKENS // 2}-{TOKENS * 3 // 2} tokens")
     cost = parse_cost()
     print(f"SSE parsing, one {TOKENS}-token reply ({cost['bytes']} bytes, {cost['events']} events):")
     for k, v in cost.items():
@@ -273,9 +299,9 @@ def main() -> int:
             print(f"  {n} streams done: {rows[-1]['requests']} requests", flush=True)
     head = ("| streams | procs | requests | TTFT p50 (err) | TPOT p50 (err) | fake TTFT late p50/p99 "
             "| fake TPOT p50 | client read lag p50/p99 | send lag p50 | client CPU | loop lag p99 "
-            "| fake CPU | saturated |")
+            "| fake CPU | machine busy | saturated |")
     print(head)
-    print("|" + "---|" * 13)
+    print("|" + "---|" * 14)
     for r in rows:
         ttft, tpot = r["ttft_p50_ms"], r["tpot_p50_ms"]
         print(f"| {r['streams']} | {r['processes']} | {r['requests']} "
@@ -286,6 +312,7 @@ def main() -> int:
               f"| {fmt(r['client_read_lag_p50_ms'])} / {fmt(r['client_read_lag_p99_ms'])} ms "
               f"| {fmt(r['send_lag_p50_ms'])} ms | {fmt(r['client_cpu_of_one_core'], '.0%')} "
               f"| {fmt(r['loop_lag_p99_ms'])} ms | {fmt(r['fake_cpu_cores'])} cores "
+              f"| {fmt(r['machine_busy_cores'])} of {os.cpu_count()} cores "
               f"| {r['client_saturated']} |")
     for r in rows:
         for w in r["warnings"]:
