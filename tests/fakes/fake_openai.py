@@ -40,6 +40,13 @@ everything before its last user message (chat) or before the last blank line of 
 after C ms instead of the configured TTFT and usage.prompt_tokens_details.cached_tokens is
 the prefix's word count. Every request's prefix and whole prompt are then remembered.
 
+Its own lateness (for benchmarks/llm_client_scale.py, to tell the fake's delays from the
+client's): with --timing-log PATH every streamed generation appends one JSON line
+{"request_id", "arrival_ns", "first_ns", "last_ns", "tokens"} (time.perf_counter_ns(), the
+clock aifb.clock.now_ns reads: comparable across processes of one machine; first/last: when
+the first and the last token's chunk were handed to the transport). --reuse-port lets several
+fake processes share one port (SO_REUSEPORT), so the fake can use more than one core.
+
 Command line (also accepts vLLM's: `fake_openai.py serve MODEL --host H --port P
 [--served-model-name N] [--api-key K]`):
 
@@ -62,7 +69,8 @@ VERSION = "0.0.0-fake"
 
 class Config:
     def __init__(self, models=("fake-model",), ttft_ms=20.0, itl_ms=5.0, api_key=None,
-                 usage=True, owned_by="vllm", cache_ttft_ms=None):
+                 usage=True, owned_by="vllm", cache_ttft_ms=None, timing_log=None):
+        self.timing_log = timing_log   # an open text file (line-buffered) or None
         self.cache_ttft_ms = None if cache_ttft_ms is None else float(cache_ttft_ms)
         self.models = list(models)
         self.ttft_ms = float(ttft_ms)
@@ -173,6 +181,8 @@ async def write_tokens(request, resp, n_tokens: int, ttft_s: float, itl_s: float
         await sleep_until(loop, t0 + ttft_s + (i + k - 1) * itl_s)
         if i == 0:
             request["fake_first_write_ns"] = time.perf_counter_ns()
+        if i + k >= n_tokens:
+            request["fake_last_write_ns"] = time.perf_counter_ns()
         await resp.write(make_chunks(i, k, i + k >= n_tokens))
         i += k
     return i
@@ -404,6 +414,11 @@ class FakeOpenAI:
             await resp.write_eof()
             return resp
         self._served(model, prompt_tokens, written, ttft, itl)
+        if self.cfg.timing_log is not None:
+            self.cfg.timing_log.write(json.dumps({
+                "request_id": request.headers.get("X-Request-Id"), "arrival_ns": arrival_ns,
+                "first_ns": request.get("fake_first_write_ns"),
+                "last_ns": request.get("fake_last_write_ns"), "tokens": written}) + "\n")
         if include_usage:
             await resp.write(sse({"id": rid, "object": obj_name, "created": created,
                                   "model": model, "choices": [], "usage": usage(written),
@@ -464,6 +479,10 @@ def parse_args(argv):
     p.add_argument("--no-usage", action="store_true")
     p.add_argument("--cache-ttft-ms", type=float, default=None,
                    help="simulate a prefix cache: TTFT of a request whose prefix was seen")
+    p.add_argument("--timing-log", default=None,
+                   help="append one JSON line of this fake's own timing per streamed request")
+    p.add_argument("--reuse-port", action="store_true",
+                   help="SO_REUSEPORT: several fake processes may serve one port")
     p.add_argument("--version", action="store_true")
     args, _unknown = p.parse_known_args(argv)   # vLLM engine args are accepted and ignored
     return args
@@ -477,14 +496,15 @@ def main(argv=None) -> int:
     models = (args.models.split(",") if args.models else
               [args.served_model_name or args.model or "fake-model"])
     cfg = Config(models=models, ttft_ms=args.ttft_ms, itl_ms=args.itl_ms, api_key=args.api_key,
-                 usage=not args.no_usage, cache_ttft_ms=args.cache_ttft_ms)
+                 usage=not args.no_usage, cache_ttft_ms=args.cache_ttft_ms,
+                 timing_log=open(args.timing_log, "a", buffering=1) if args.timing_log else None)
     try:
         import uvloop
         uvloop.install()
     except (ImportError, AttributeError):
         pass
     web.run_app(make_app(cfg), host=args.host, port=args.port, print=None, access_log=None,
-                handle_signals=True)
+                handle_signals=True, reuse_port=args.reuse_port or None)
     return 0
 
 

@@ -347,10 +347,11 @@ def fake_binary(tmp_path: Path, name: str, script: str) -> str:
     return str(path)
 
 
-def run_recipe(tmp_path, service, workload, duration="1s", warmup="0.2s", slo=None):
+def run_recipe(tmp_path, service, workload, duration="1s", warmup="0.2s", slo=None, load=None):
     recipe = validate({"name": "llm", "category": "inference", "service": service,
                        "workload": workload, "slo": slo or [],
-                       "load": {"clients": 1, "concurrency": 2, "duration": duration, "warmup": warmup}})
+                       "load": {"clients": 1, "concurrency": 2, "duration": duration,
+                                "warmup": warmup, **(load or {})}})
     bid = registry.allocate(registry.make_entry(recipe), tmp_path)
     return bid, run_benchmark(bid, root=tmp_path, log=lambda m: None)
 

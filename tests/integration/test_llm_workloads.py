@@ -516,18 +516,100 @@ def test_a_timed_out_turn_ends_its_conversation(tmp_path):
     assert after and all(len(b["messages"]) == 1 for b in after)   # a new conversation
 
 
-def test_multi_turn_with_an_open_loop_is_a_named_error():
+@pytest.mark.parametrize("kind,api", [("vllm", "openai-chat"), ("ollama", "ollama-chat")])
+def test_open_loop_conversations_arrive_at_the_rate_and_turns_follow_their_think_time(
+        fake_vllm, fake_ollama, tmp_path, kind, api):
+    """load.rate with turns: conversations start at the rate; turn k+1 is planned at turn k's
+    t_end + think_time and recorded with that t_sched (its lateness counts in its latency)."""
+    endpoint = fake_vllm if kind == "vllm" else fake_ollama
+    before = len(fake_log(endpoint))
+    path = tmp_path / "ol.jsonl"
+    wl = {"api": api, "prompts": {"input_tokens": 4, "output_tokens": 2}, "turns": 3,
+          "think_time": "100ms", **({"model": "llama2"} if kind == "ollama" else {})}
+    stats = run_load_sync(kind=kind, endpoint=endpoint, workload=wl,
+                          load={"clients": 2, "concurrency": 4, "rate": 10, "arrival": "constant",
+                                "duration_s": 2.0, "warmup_s": 0.0, "timeout_s": 10.0},
+                          seed=7, records_path=path, clock=RunClock(), log=lambda m: None)
+    recs = [json.loads(line) for line in path.read_text().splitlines()]
+    log = {e["request_id"]: e for e in fake_log(endpoint)[before:]}
+    assert stats["mode"] == "open" and stats["offered_rate"] == 10
+    assert all(r["ok"] for r in recs)
+    convs = conversations(recs)
+    full = [c for c in convs.values() if len(c) == 3]
+    assert len(full) >= 10
+    for c in convs.values():
+        assert [r["turn"] for r in c] == list(range(1, len(c) + 1))
+        for a, b in zip(c, c[1:]):
+            assert abs(b["t_sched"] - (a["t_end"] + 0.1)) < 1e-3     # planned at t_end + think
+            assert b["t_start"] >= b["t_sched"] - 1e-4
+        sent = [log[r["request_id"]]["messages"] for r in c]
+        assert [len(m) for m in sent] == [1, 3, 5][:len(c)]          # the history grows
+        for a, b in zip(sent, sent[1:]):
+            assert b[:len(a)] == a
+    # conversation starts: the arrival process at 10/s over both clients (constant: 0.1 s apart)
+    starts = sorted(r["t_sched"] for r in recs if r["turn"] == 1)
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert len(starts) in (20, 21) and all(abs(g - 0.1) < 1e-3 for g in gaps)
+    # the later turns are extra requests, not conversation starts
+    assert len(recs) > 2 * len(starts)
+    assert stats["sched_lag_s"]["p99"] < 0.02
+
+
+def test_an_open_loop_conversation_recipe_runs_to_its_report(fake_vllm, tmp_path):
+    from test_llm_fakes import run_recipe
+
+    from aifb.analysis.summary import summarize
+    from aifb.reporting.report import build_report
+
+    wl = {"prompts": {"input_tokens": 4, "output_tokens": 2}, "turns": 2, "think_time": "50ms"}
+    bid, out = run_recipe(tmp_path, {"kind": "vllm", "endpoint": fake_vllm}, wl,
+                          load={"rate": 8, "arrival": "constant"})
+    assert out["status"] == "completed", out["reason"]
+    run_dir = tmp_path / "results" / bid
+    s = summarize(run_dir)
+    assert s["load"]["loop"] == "open"
+    assert [row["turn"] for row in s["llm_workload"]["by_turn"]] == [1, 2]
+    build_report(run_dir, tmp_path / "report")
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "open loop, 8 conversations/s offered" in md
+
+
+def test_open_loop_follow_ups_queue_behind_a_busy_client_with_their_planned_time(tmp_path):
+    """One worker, think time 0: a follow-up due while the worker is busy waits in the queue;
+    its t_sched stays its planned instant, so its lateness shows in t_start - t_sched."""
+    proc, url = start_openai("fake-model", "--ttft-ms", "30", "--itl-ms", "1")
+    try:
+        path = tmp_path / "q.jsonl"
+        wl = {"prompts": {"input_tokens": 4, "output_tokens": 1}, "turns": 2}
+        run_load_sync(kind="vllm", endpoint=url, workload=wl,
+                      load={"clients": 1, "concurrency": 1, "rate": 40, "arrival": "constant",
+                            "duration_s": 1.0, "warmup_s": 0.0, "timeout_s": 10.0},
+                      seed=7, records_path=path, clock=RunClock(), log=lambda m: None)
+        recs = [json.loads(line) for line in path.read_text().splitlines()]
+    finally:
+        stop(proc)
+    seconds = [r for r in recs if r.get("turn") == 2]
+    assert seconds
+    firsts = {r["conversation"]: r for r in recs if r.get("turn") == 1}
+    for r in seconds:
+        assert abs(r["t_sched"] - firsts[r["conversation"]]["t_end"]) < 1e-3
+    # 40 arrivals/s plus their second turns on one 30 ms worker: the queue builds up
+    assert max(r["t_start"] - r["t_sched"] for r in seconds) > 0.1
+
+
+def test_multi_turn_with_a_trace_is_a_named_error():
     from aifb.errors import ConfigError
     from aifb.workflow.recipe import load_settings, validate
 
     recipe = validate({"name": "mt", "category": "inference",
                        "service": {"kind": "vllm", "endpoint": "http://127.0.0.1:1"},
-                       "workload": {"turns": [2, 4]},
-                       "load": {"clients": 1, "rate": 5, "duration": "1s"}})
-    with pytest.raises(ConfigError, match="closed loop only"):
+                       "workload": {"turns": [2, 4], "prompts": {
+                           "source": "trace", "path": "data/traces/sample.jsonl"}},
+                       "load": {"clients": 1, "arrival": "trace", "duration": "1s"}})
+    with pytest.raises(ConfigError, match="arrival: trace"):
         load_settings(recipe)
-    recipe["load"].pop("rate")
-    assert load_settings(recipe)["rate"] is None
+    recipe["load"] = {"clients": 1, "rate": 5, "duration": "1s"}
+    assert load_settings(recipe)["rate"] == 5
 
 
 def test_capacity_search_over_a_traces_speedup(tmp_path):

@@ -12,7 +12,9 @@ that metric's tolerance. The tolerance comes, in order of preference, from
 3. DEFAULT_TOLERANCE (see its comment).
 
 A run that did not complete (failed, partial, running) cannot be compared: the verdict is then
-"not comparable" with the reason.
+"not comparable" with the reason. Nor can two LLM runs that measured different prefix-cache
+states (workload.cache: cold | warm; `cache_state`): the index and sweep reports flag such
+pairs with `cache_states_note`.
 """
 
 from __future__ import annotations
@@ -111,6 +113,31 @@ def tolerances(*, tolerance: dict | None = None, repeat_spread: dict | None = No
     return tol, source
 
 
+def cache_state(summary: dict | None, run: dict | None = None) -> str | None:
+    """The prefix-cache state an LLM run measured (workload.cache: "cold" | "warm"), from
+    summary.json's llm_workload.cache, else run.json's clients.implementation.cache; None for
+    a run without one (not an LLM generation run, or not run yet)."""
+    for cache in (((summary or {}).get("llm_workload") or {}).get("cache"),
+                  (((run or {}).get("clients") or {}).get("implementation") or {}).get("cache")):
+        if isinstance(cache, dict) and cache.get("state"):
+            return str(cache["state"])
+    return None
+
+
+def cache_states_note(states: dict) -> str | None:
+    """{benchmark id: cache state or None} -> a warning when the runs measured more than one
+    prefix-cache state (their TTFT and latencies measure different things), else None."""
+    by_state: dict = {}
+    for bid, state in states.items():
+        if state:
+            by_state.setdefault(state, []).append(bid)
+    if len(by_state) < 2:
+        return None
+    parts = "; ".join(f"{st}: {', '.join(ids)}" for st, ids in sorted(by_state.items()))
+    return (f"runs with different prefix-cache states (workload.cache) side by side ({parts}): "
+            "their TTFT and latencies are not comparable")
+
+
 def compare_runs(original: dict, rerun: dict, *, tolerance: dict | None = None,
                  repeat_spread: dict | None = None) -> dict:
     """Compare two summary.json dicts (original, rerun); see the module docstring.
@@ -129,8 +156,7 @@ def compare_runs(original: dict, rerun: dict, *, tolerance: dict | None = None,
         if status not in ("completed", None):
             reason = f": {s['reason']}" if s.get("reason") else ""
             problems.append(f"{label} is {status}{reason}")
-    states = [((s.get("llm_workload") or {}).get("cache") or {}).get("state")
-              for s in (original, rerun)]
+    states = [cache_state(s) for s in (original, rerun)]
     if states[0] and states[1] and states[0] != states[1]:
         problems.append(f"{oid} measured a {states[0]} prefix cache and {rid} a {states[1]} "
                         "one (workload.cache): their latencies measure different things")

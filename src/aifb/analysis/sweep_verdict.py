@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from aifb.analysis.compare import cache_state
 from aifb.analysis.slo import SloRule, measured_value, parse_rules
 from aifb.jsonio import read_json
 from aifb.stats import mean_ci, t_quantile
@@ -84,7 +85,7 @@ def read_point(point: dict, run_dir: Path | None, rules: list[SloRule]) -> dict:
            "recipe_path": point.get("recipe_path"), "status": status, "reason": reason,
            "has_summary": summary is not None, "rps": None, "p50": None, "p95": None,
            "p99": None, "error_rate": None, "n": None, "requests": None, "rule_values": [],
-           "warnings": []}
+           "warnings": [], "cache_state": cache_state(summary, run)}
     if summary is None:
         rec["rule_values"] = [(None, reason) for _ in rules]
         return rec

@@ -41,6 +41,22 @@ t_end_ns is `aifb.clock.now_ns()` taken when the response was complete (or the e
 Service-level failures (error replies, a lost connection) are results with ok=False, never
 exceptions. Messages are short and never contain secrets.
 
+Follow-ups (open loop only): a client may plan one more request at an instant of its choosing,
+e.g. a conversation's next turn at (this turn's t_end + think time). A client that can declares
+an attribute `follow_up = None`; for an open-loop load the engine sets it to a callable
+
+    c.follow_up(t_sched_ns, token)   plan one request of this client at t_sched_ns (now_ns()
+                            clock). It is sent like an arrival of the load.rate process: on a
+                            free worker when due, else queued keeping t_sched (the earlier
+                            planned first), so its recorded t_sched is the planned instant and
+                            any lateness counts in its latency. Just before its start(), the
+                            engine calls
+    c.adopt(worker, token)  the next start() on `worker` is the follow-up carrying token.
+
+and back to None when the load ends. Closed loop leaves it None (the client then waits inside
+its own request instead). A follow-up due after the load stops is never sent; one queued past
+the timeout is recorded as a Timeout (not sent) and its token dropped.
+
 Coroutine-style clients (aiohttp and friends) subclass `CoroutineClient` and implement only
 `async request(worker) -> result`; it provides start/abort/connected/reconnect on top. A client
 whose requests take work to build implements `build(worker) -> req` (everything the request
@@ -173,6 +189,10 @@ class CoroutineClient:
     def build(self, worker: int):
         """The next request of `worker`, built before t_start (None: nothing to build)."""
         return None
+
+    def adopt(self, worker: int, token) -> None:
+        """Open loop: the next request on `worker` is the follow-up `token` (see "Follow-ups");
+        only clients that declare `follow_up` are ever asked."""
 
     def start(self, worker: int, done: Done) -> int | None:
         loop = asyncio.get_running_loop()

@@ -1,10 +1,13 @@
 """Open-loop arrivals: each client's planned send instants (seeded Poisson, constant, or its
-share of a trace) and how the event loop is woken for them (a Linux timerfd at the planned ns;
-elsewhere a task that sleeps, then yields until due). Driven by aifb.load.engine."""
+share of a trace), the follow-up requests its client plans (a conversation's next turn, see
+aifb.clients.base, "Follow-ups"), and how the event loop is woken for them (a Linux timerfd at
+the planned ns; elsewhere a task that sleeps, then yields until due). Driven by
+aifb.load.engine."""
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import random
 
 from aifb.clock import now_ns
@@ -59,10 +62,14 @@ class TimerFd:
             self.fd = -1
 
 
-class Arrivals:
-    """One client's open-loop arrival process: seeded Poisson or constant gaps at rate_c."""
+SLEEP_CAP_NS = 5_000_000  # no timerfd: a follow-up planned during a sleep waits at most this
 
-    __slots__ = ("eng", "cs", "t", "gap", "timer")
+
+class Arrivals:
+    """One client's open-loop arrival process (seeded Poisson or constant gaps at rate_c, or a
+    trace) and its client's planned follow-ups, both sent at their planned t_sched."""
+
+    __slots__ = ("eng", "cs", "t", "gap", "timer", "followups", "n_followups", "armed")
 
     def __init__(self, eng, cs):
         """eng: the aifb.load.engine.Engine; cs: the ClientState of the client it serves."""
@@ -97,14 +104,50 @@ class Arrivals:
             self.t = eng.t_load_start + int(mean_ns * cs.ci / eng.n_clients_total)
         self.gap = gap
         self.timer = None
+        self.followups: list = []     # heap of (t_sched, n, token): planned, not yet due
+        self.n_followups = 0
+        self.armed = 0                # the instant the timerfd is armed at
+
+    # -- follow-ups (the client's hook) -------------------------------------------------
+    def follow_up(self, t_sched: int, token) -> None:
+        """One more request of this client at t_sched (ns, now_ns() clock) carrying token:
+        sent on a free worker when due, or queued with its t_sched kept. Set as the client's
+        `follow_up` for the length of the load; after the load's end it plans nothing."""
+        if not self.eng.running:
+            return
+        if t_sched <= now_ns():
+            self.send_follow_up(t_sched, token)
+            return
+        self.n_followups += 1
+        heapq.heappush(self.followups, (t_sched, self.n_followups, token))
+        if self.timer is not None and t_sched < self.armed:
+            self.arm()
+
+    def send_follow_up(self, t_sched: int, token) -> None:
+        cs = self.cs
+        if cs.free:
+            cs.free.pop().issue_follow_up(t_sched, token)
+        else:
+            cs.fu_backlog.append((t_sched, token))
+
+    def next_due(self) -> int:
+        fu = self.followups
+        return min(self.t, fu[0][0]) if fu else self.t
 
     def dispatch_due(self) -> None:
         cs = self.cs
         free = cs.free
         backlog = cs.backlog
+        fu = self.followups
         now = now_ns()
         t = self.t
-        while t <= now:
+        while True:
+            if fu and fu[0][0] <= now and fu[0][0] <= t:
+                t_fu, _, token = heapq.heappop(fu)
+                self.send_follow_up(t_fu, token)
+                continue
+            if t > now:
+                break
             if free:
                 s = free.pop()
                 s.t_sched = t
@@ -122,13 +165,17 @@ class Arrivals:
             self.timer = None
             return loop.create_task(self.run_sleeping())
         loop.add_reader(self.timer.fd, self.on_timer)
-        self.timer.arm(self.t)
+        self.arm()
         return None
+
+    def arm(self) -> None:
+        self.armed = self.next_due()
+        self.timer.arm(self.armed)
 
     def on_timer(self) -> None:
         if self.eng.running:
             self.dispatch_due()
-            self.timer.arm(self.t)  # re-arming also resets the expiration count: no read needed
+            self.arm()  # re-arming also resets the expiration count: no read needed
         else:
             self.timer.clear()
 
@@ -141,7 +188,9 @@ class Arrivals:
     async def run_sleeping(self) -> None:
         while self.eng.running:
             self.dispatch_due()
-            wait = self.t - now_ns()
+            wait = self.next_due() - now_ns()
+            if getattr(self.cs.client, "follow_up", None) is not None:  # one may come meanwhile
+                wait = min(wait, SLEEP_CAP_NS)
             if wait > 2_000_000:
                 await asyncio.sleep((wait - 1_000_000) / G)
             else:

@@ -30,10 +30,13 @@ its load on until all together have completed N, and the window ends then for al
 Open loop (`rate`): each client draws its own arrivals at rate/clients (seeded Poisson or
 constant, constant clients staggered); an arrival takes a free worker or waits in the
 client's queue when all `concurrency` workers are busy, keeping its planned t_sched (no
-coordinated omission). Queued arrivals older than the timeout are recorded as Timeout errors
-without being sent. Arrivals are timed with a Linux timerfd at the planned ns (uvloop timers
-have 1 ms resolution; this wakes the loop within tens of µs, without spinning); elsewhere a
-task sleeps to ~1 ms before the planned time and then yields until it is due. sched_lag_s
+coordinated omission). A client may also plan follow-up requests at given instants (a
+conversation's next turn: aifb.clients.base, "Follow-ups"); they are sent and queued the same
+way, with their planned t_sched, the earlier planned first. Queued arrivals and follow-ups
+older than the timeout are recorded as Timeout errors without being sent. Arrivals are timed
+with a Linux timerfd at the planned ns (uvloop timers have 1 ms resolution; this wakes the
+loop within tens of µs, without spinning); elsewhere a task sleeps to ~1 ms before the
+planned time and then yields until it is due. sched_lag_s
 (t_start - t_sched over measured requests) shows how well either did.
 
 Failures: a request past timeout_s is recorded as error "Timeout" and its connection dropped;
@@ -79,14 +82,15 @@ STARVED_NS = 20_000_000  # a flusher step that waited longer than this for its t
 CONNECT_OP = "connect"   # the op of a failed reconnect attempt's record: not a request
 
 class ClientState:
-    __slots__ = ("ci", "client", "seq", "free", "backlog", "slots")
+    __slots__ = ("ci", "client", "seq", "free", "backlog", "fu_backlog", "slots")
 
     def __init__(self, ci: int, client):
         self.ci = ci
         self.client = client
         self.seq = 0
         self.free: list = []
-        self.backlog: collections.deque = collections.deque()
+        self.backlog: collections.deque = collections.deque()      # queued arrivals: t_sched
+        self.fu_backlog: collections.deque = collections.deque()   # follow-ups: (t_sched, token)
         self.slots: list = []
 
 
@@ -123,6 +127,12 @@ class Slot:
         if t is not None:  # the client built its request first and stamped the send itself
             self.t_start = t
 
+    def issue_follow_up(self, t_sched: int, token) -> None:
+        """Open loop: the follow-up the client planned (aifb.clients.base, "Follow-ups")."""
+        self.t_sched = t_sched
+        self.client.adopt(self.wi, token)
+        self.issue()
+
     # -- completions (called by the client, from the event loop) ------------------------
     def done(self, res: tuple) -> None:
         self.append((self.ci, self.wi, self.seq, self.t_sched, self.t_start, res))
@@ -138,7 +148,10 @@ class Slot:
             self.issue()
     def next_open(self) -> None:
         cs = self.cs
-        if cs.backlog:
+        fb = cs.fu_backlog
+        if fb and (not cs.backlog or fb[0][0] <= cs.backlog[0]):   # the earlier planned first
+            self.issue_follow_up(*fb.popleft())
+        elif cs.backlog:
             self.t_sched = cs.backlog.popleft()
             self.issue()
         else:
@@ -176,7 +189,7 @@ class Slot:
     async def reconnect_loop(self) -> None:
         eng = self.eng
         try:
-            while eng.running or (eng.open_loop and self.cs.backlog):
+            while eng.running or (eng.open_loop and (self.cs.backlog or self.cs.fu_backlog)):
                 await asyncio.sleep(self.backoff)
                 self.backoff = min(self.backoff * 2, 1.0)
                 cs = self.cs
@@ -482,6 +495,9 @@ class Engine:
                     bl = cs.backlog
                     while bl and bl[0] < limit:
                         self.expire_queued(cs, bl.popleft(), now)
+                    fb = cs.fu_backlog   # an expired follow-up's token is dropped
+                    while fb and fb[0][0] < limit:
+                        self.expire_queued(cs, fb.popleft()[0], now)
             if now >= next_progress:
                 next_progress += int(self.progress_interval_s * G)
                 self.progress(now)
@@ -586,6 +602,8 @@ class Engine:
                     cs.free = list(reversed(cs.slots))
                     arr = Arrivals(self, cs)
                     self.arrival_procs.append(arr)
+                    if hasattr(cs.client, "follow_up"):   # it may plan follow-ups
+                        cs.client.follow_up = arr.follow_up
                     task = arr.start(loop)
                     if task is not None:
                         self.tasks.append(task)
@@ -612,6 +630,8 @@ class Engine:
             t_end = now_ns()
             for a in self.arrival_procs:
                 a.stop(loop)
+                if hasattr(a.cs.client, "follow_up"):
+                    a.cs.client.follow_up = None
             for t in self.tasks:
                 t.cancel()
             for h in self.handles:
@@ -642,12 +662,15 @@ class Engine:
         self.running = False
         deadline = now_ns() + self.timeout_ns + int(0.5 * G)
         while now_ns() < deadline:
-            if not any(s.busy for s in self.slots) and not any(cs.backlog for cs in self.states):
+            if not any(s.busy for s in self.slots) and not any(
+                    cs.backlog or cs.fu_backlog for cs in self.states):
                 break
             await asyncio.sleep(0.001)
         for cs in self.states:
             while cs.backlog:
                 self.expire_queued(cs, cs.backlog.popleft(), now_ns())
+            while cs.fu_backlog:
+                self.expire_queued(cs, cs.fu_backlog.popleft()[0], now_ns())
 
     def stats(self, t_end_ns: int) -> dict:
         t0 = self.t0

@@ -145,6 +145,10 @@ def render_markdown(runs: list[dict], sweeps: list[dict], bundle: list[dict],
             if reruns else "- No reruns yet",
             *([f"- {len(other)} run(s) of another category are in index.json only: "
                + ", ".join(r["benchmark_id"] for r in other[:5])] if other else []),
+            *[f"- ⚠️ Rerun {r['benchmark_id']} of {r['rerun_of']}: {r['cache_states_note']}"
+              for r in runs if r.get("cache_states_note")],
+            *[f"- ⚠️ Sweep {s['name']}: {s['cache_states_note']}"
+              for s in sweeps if s.get("cache_states_note")],
             "- Notes column: throughput in successful requests/s over the measurement window and "
             "the latency percentile of the recipe's first latency SLO rule (else P95)",
             "- Concurrency column: the recipe's `load.clients` (client connection sets) and "

@@ -108,10 +108,13 @@ def _service_facts(run: dict, recipe: dict) -> dict:
     return out
 
 
-def _load_text(load: dict, clients: dict) -> str:
+def _load_text(load: dict, clients: dict, workload: dict | None = None) -> str:
     n_clients = load.get("clients", clients.get("count"))
     if load.get("rate") is not None:
-        text = (f"open loop, {load['rate']} req/s offered over {n_clients} client(s) "
+        # multi-turn LLM workloads: the rate starts conversations, their turns follow
+        turns = (workload or {}).get("turns")
+        unit = "conversations/s" if turns not in (None, 1, [1, 1]) else "req/s"
+        text = (f"open loop, {load['rate']} {unit} offered over {n_clients} client(s) "
                 f"({load.get('arrival', 'poisson')} arrivals"
                 + (f", at most {load['concurrency']} in flight per client" if load.get("concurrency") else "")
                 + ")")
@@ -228,7 +231,7 @@ def build_report(run_dir: Path, report_dir: Path, comparison: dict | None = None
                     "concurrency": clients.get("concurrency", load.get("concurrency")),
                     "command": clients.get("command"), "hosts": clients.get("hosts"),
                     "job_ids": clients.get("job_ids")},
-        "load": _load_text(load, clients),
+        "load": _load_text(load, clients, recipe.get("workload")),
         "where": where,
         "headline": headline,
         "notes": render_notes(summary),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+from aifb.analysis.compare import cache_states_note
 from aifb.analysis.slo import SloRule, parse_rules
 from aifb.analysis.sweep_verdict import (LATENCY_KEYS, OPTIMUM_SENTENCE, STATUS_LABEL,
                                          choose_optimal, closest_level, headline, judge_level,
@@ -130,7 +131,7 @@ def _render_md(report: dict, rules: list[SloRule], view: dict | None = None) -> 
             f"![Latency percentiles vs {param}]({PLOT_FILES['latency']})", "",
             f"![Error rate vs {param}]({PLOT_FILES['error_rate']})", ""]
 
-    notes = []
+    notes = [report["cache_states_note"]] if report.get("cache_states_note") else []
     for p in report["points"]:
         if p["status"] != "completed":
             notes.append(f"{p['benchmark_id']} ({param} = {level_str(p['level'])}): "
@@ -207,6 +208,9 @@ def build_sweep_report(sweep: dict, run_dirs: list[Path], out_dir: Path, *,
         "closest": level_summary(closest),
         "plots": dict(PLOT_FILES),
         "points": [{k: v for k, v in r.items() if k != "rule_values"} for r in records],
+        # LLM points that measured different prefix-cache states are not comparable
+        "cache_states_note": cache_states_note({r["benchmark_id"]: r["cache_state"]
+                                                for r in records}),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     report["sections"], report["extra_plots"] = _extension_sections(records, by_name, param, out_dir)

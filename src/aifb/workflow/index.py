@@ -14,6 +14,7 @@ import json
 import os
 from pathlib import Path
 
+from aifb.analysis.compare import cache_state, cache_states_note
 from aifb.workflow import registry
 from aifb.jsonio import write_json, write_text
 from aifb.kinds import all_kinds, kind_info
@@ -143,6 +144,8 @@ def _run_row(bid: str, entry: dict | None, run: dict | None, summary: dict | Non
         "reproduced": reproduced,
         "comparison": (comparison or {}).get("line"),
         "sweep": (run or {}).get("sweep") or (entry or {}).get("sweep"),
+        "cache_state": cache_state(summary, run),     # LLM runs: workload.cache measured
+        "cache_states_note": None,                    # a rerun whose original had another
         "notes": notes,
         "bundle_missing": ([f for f, _ in BUNDLE_FIELDS if not _present(run.get(f))]
                            if run is not None else None),
@@ -172,6 +175,15 @@ def collect_runs(root: Path) -> list[dict]:
         rows.append(_run_row(bid, entry, run if isinstance(run, dict) else None,
                              summary if isinstance(summary, dict) else None,
                              comparison if isinstance(comparison, dict) else None))
+    by_id = {r["benchmark_id"]: r for r in rows}
+    for r in rows:   # a rerun that measured another prefix-cache state than its original
+        orig = by_id.get(r["rerun_of"]) if r["rerun_of"] else None
+        note = orig and cache_states_note({orig["benchmark_id"]: orig["cache_state"],
+                                           r["benchmark_id"]: r["cache_state"]})
+        if note:
+            r["cache_states_note"] = note
+            r["notes"] += (f"; ⚠️ prefix cache {r['cache_state']}, its original's "
+                           f"{orig['cache_state']}: not comparable")
     return rows
 
 
@@ -225,6 +237,10 @@ def _sweep_row(sweep: dict, root: Path, runs_by_id: dict) -> dict:
     else:
         done = sum(s == "completed" for s in statuses)
         status_text, status = f"⚠️ Partial ({done}/{len(statuses)} complete)", "partial"
+    cache_note = cache_states_note({i: runs_by_id[i]["cache_state"] for i in ids
+                                    if i in runs_by_id})
+    if cache_note:
+        status_text += " ⚠️ mixed prefix-cache states"
     if isinstance(report, dict) and report_dir:
         opt = report.get("optimal")
         if opt:
@@ -249,6 +265,7 @@ def _sweep_row(sweep: dict, root: Path, runs_by_id: dict) -> dict:
         "optimal": optimal_level,
         "optimal_text": optimal,
         "ids": [i for i in ids if i],
+        "cache_states_note": cache_note,
     }
 
 

@@ -275,12 +275,11 @@ def load_settings(recipe: dict) -> dict:
     if settings["arrival"] == "trace":
         _trace_settings(recipe, settings)
     turns = (recipe.get("workload") or {}).get("turns") if isinstance(recipe.get("workload"), dict) else None
-    if turns not in (None, 1, [1, 1]) and settings["rate"] is not None:
-        # an arrival would take any free slot and continue that slot's conversation, and the
-        # think time would hold the slot: queued arrivals would wait on other conversations
-        raise ConfigError("workload.turns > 1 runs closed loop only (load.concurrency slots, "
-                          "one conversation each): open-loop conversations (load.rate, "
-                          "arrival: trace) are not implemented")
+    if turns not in (None, 1, [1, 1]) and settings["arrival"] == "trace":
+        # a trace gives every request's time: turns would add requests the trace does not have
+        raise ConfigError("workload.turns > 1 with load.arrival: trace: a trace plans every "
+                          "request itself; use load.rate (conversations arrive at the rate) "
+                          "or a closed loop")
     return settings
 
 

@@ -169,3 +169,28 @@ def test_rerun_compare_and_report_uses_repeat_spread(tmp_path):
     assert c["metrics"][0]["tolerance"] == pytest.approx(4.302652730 * 0.01 * 2 ** 0.5)
     assert (tmp_path / "reports" / new / "comparison.json").is_file()
     assert (tmp_path / "reports" / new / "comparison.md").is_file()
+
+
+def with_cache(summary: dict, state: str) -> dict:
+    return {**summary, "llm_workload": {"cache": {"state": state}}}
+
+
+def test_a_rerun_in_another_cache_state_is_not_comparable_and_the_report_says_why():
+    c = compare_runs(with_cache(summ(ORIG, 10.0, 0.1, 0.2), "cold"),
+                     with_cache(summ(NEW, 10.0, 0.1, 0.2), "warm"))
+    assert c["verdict"] == "not comparable"
+    assert f"{ORIG} measured a cold prefix cache and {NEW} a warm one" in c["reason"]
+    assert "warm one (workload.cache)" in render_markdown(c)
+    same = compare_runs(with_cache(summ(ORIG, 10.0, 0.1, 0.2), "warm"),
+                        with_cache(summ(NEW, 10.0, 0.1, 0.2), "warm"))
+    assert same["verdict"] == "reproduced"
+
+
+def test_cache_state_from_the_summary_or_run_json_and_the_note():
+    assert compare.cache_state(with_cache(summ(ORIG, 1, 1, 1), "warm")) == "warm"
+    run = {"clients": {"implementation": {"cache": {"state": "cold"}}}}
+    assert compare.cache_state(None, run) == "cold"
+    assert compare.cache_state(summ(ORIG, 1, 1, 1), {"clients": {}}) is None
+    assert compare.cache_states_note({"A": "cold", "B": "cold", "C": None}) is None
+    note = compare.cache_states_note({"A": "cold", "B": "warm", "C": "cold"})
+    assert "(cold: A, C; warm: B)" in note and "not comparable" in note

@@ -207,6 +207,60 @@ def test_coroutine_clients_run_through_the_same_engine(register_kind, tmp_path):
     assert 100 <= sum(r["ok"] for r in recs) <= 250
 
 
+def test_a_client_plans_follow_ups_at_their_own_instants(register_kind, tmp_path):
+    """The follow-up hook (aifb.clients.base, "Follow-ups"): open loop sets `follow_up`; a
+    follow-up is sent at its planned instant, recorded with it as t_sched, and adopt() names
+    its token just before its start(); closed loop leaves the hook None."""
+    from aifb.clock import now_ns
+
+    seen: dict = {}
+
+    class ChainClient(NoServerClient):
+        follow_up = None
+
+        async def startup(self, connections):
+            self.next_token: dict = {}
+
+        def adopt(self, worker, token):
+            self.next_token[worker] = token
+
+        async def request(self, worker):
+            token = self.next_token.pop(worker, None)
+            step = 0 if token is None else token[1] + 1
+            chain = f"{id(self)}-{now_ns()}" if token is None else token[0]
+            await asyncio.sleep(0.003)
+            t_end = now_ns()
+            seen["hook"] = self.follow_up is not None
+            if self.follow_up is not None and step < 2:
+                self.follow_up(t_end + 40_000_000, (chain, step))   # 40 ms after this reply
+            return ("link", True, None, None, 1, 1, None, t_end, {"chain": chain, "step": step})
+
+    kind = register_kind("chain_test", client=ChainClient)
+    path = tmp_path / "c.jsonl"
+    run_load_sync(kind=kind, endpoint="none://", workload={},
+                  load=load(clients=1, concurrency=4, rate=20, arrival="constant",
+                            duration_s=1.0, warmup_s=0.0), seed=1, records_path=path,
+                  clock=RunClock(), log=quiet)
+    recs = list(read_records(path))
+    assert seen["hook"] is True
+    chains: dict = {}
+    for r in recs:
+        chains.setdefault(r["chain"], {})[r["step"]] = r
+    starts = sorted(c[0]["t_sched"] for c in chains.values())
+    assert 19 <= len(starts) <= 21                        # the arrivals start the chains
+    full = [c for c in chains.values() if len(c) == 3]
+    assert len(full) >= 15
+    for c in full:
+        for k in (1, 2):
+            assert c[k]["t_sched"] == pytest.approx(c[k - 1]["t_end"] + 0.040, abs=1e-6)
+            assert 0 <= c[k]["t_start"] - c[k]["t_sched"] < 0.02   # sent when due
+    # closed loop: no hook
+    run_load_sync(kind=kind, endpoint="none://", workload={},
+                  load=load(concurrency=2, duration_s=0.2), seed=1,
+                  records_path=tmp_path / "d.jsonl", clock=RunClock(), log=quiet)
+    assert seen["hook"] is False
+
+
 def test_service_specific_fields_are_written_into_the_record():
     """A result's optional 9th element (LLM tokens, recall, ...) lands in the record; chunk times
     are clock ns converted to seconds since t0 like every other time."""

@@ -358,3 +358,18 @@ def test_wide_intervals_on_a_log_axis_still_plot(tmp_path):
     assert_files(out)
     assert rep["levels"][0]["ci"]["p99"]["low"] < 0
     assert rep["optimal"]["level"] == 2
+
+
+def test_points_in_different_cache_states_are_flagged(tmp_path):
+    sweep, dirs = make_sweep(tmp_path, [(1, {"rps": 10.0}), (2, {"rps": 20.0})])
+    for d, state in zip(dirs, ("cold", "warm")):
+        s = json.loads((d / "summary.json").read_text())
+        s["llm_workload"] = {"cache": {"state": state}}
+        (d / "summary.json").write_text(json.dumps(s))
+    report = build_sweep_report(sweep, dirs, tmp_path / "out")
+    assert [p["cache_state"] for p in report["points"]] == ["cold", "warm"]
+    assert "cold: BM-20260109-001; warm: BM-20260109-002" in report["cache_states_note"]
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "## Warnings" in md and "different prefix-cache states" in md
+    same, dirs2 = make_sweep(tmp_path / "b", [(1, {"rps": 10.0}), (2, {"rps": 20.0})])
+    assert build_sweep_report(same, dirs2, tmp_path / "out2")["cache_states_note"] is None

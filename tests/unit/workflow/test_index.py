@@ -377,3 +377,44 @@ def test_indexes_a_thousand_runs_quickly(tmp_path):
     assert len(index["runs"]) == 1000
     assert md.count("\n| BM-") == 1000
     assert elapsed < 10, f"indexing 1,000 runs took {elapsed:.1f} s"
+
+
+def set_cache(root: Path, bid: str, state: str, where: str = "summary") -> None:
+    """Give a run the prefix-cache state an LLM run records (summary.json or run.json)."""
+    f = root / "results" / bid / ("summary.json" if where == "summary" else "run.json")
+    doc = json.loads(f.read_text())
+    if where == "summary":
+        doc["llm_workload"] = {"cache": {"state": state}}
+    else:
+        doc["clients"] = {"implementation": {"cache": {"state": state}}}
+    f.write_text(json.dumps(doc))
+
+
+def test_comparisons_across_cache_states_are_flagged(tmp_path):
+    # a sweep whose points ran cold and warm, a rerun in another state, one in the same
+    for n, state in (("001", "cold"), ("002", "warm"), ("003", "cold")):
+        add_run(tmp_path, n, "vllm", 1, "x", rps=5.0, p95=0.1)
+        set_cache(tmp_path, f"BM-{DAY}-{n}", state, "summary" if n != "003" else "run")
+    add_run(tmp_path, "004", "vllm", 1, "x", rps=5.0, p95=0.1, rerun_of=f"BM-{DAY}-001")
+    set_cache(tmp_path, f"BM-{DAY}-004", "warm")
+    add_run(tmp_path, "005", "vllm", 1, "x", rps=5.0, p95=0.1, rerun_of=f"BM-{DAY}-001")
+    set_cache(tmp_path, f"BM-{DAY}-005", "cold")
+    mixed = seed_sweep("vllm_cache", "vLLM", "vllm", ["001", "002"], [1, 2], [], "x")
+    same = seed_sweep("vllm_cold", "vLLM", "vllm", ["001", "003"], [1, 2], [], "x")
+    md, index = build(tmp_path, [mixed, same])
+    by = {r["benchmark_id"]: r for r in index["runs"]}
+    assert by[f"BM-{DAY}-001"]["cache_state"] == "cold"
+    assert by[f"BM-{DAY}-003"]["cache_state"] == "cold"          # from run.json
+    assert "not comparable" in by[f"BM-{DAY}-004"]["cache_states_note"]
+    assert by[f"BM-{DAY}-005"]["cache_states_note"] is None
+    assert "; ⚠️ prefix cache warm, its original's cold: not comparable |" in md
+    sweeps = {s["name"]: s for s in index["sweeps"]}
+    assert "cold: BM-20260109-001; warm: BM-20260109-002" in sweeps["vllm_cache"]["cache_states_note"]
+    assert sweeps["vllm_cold"]["cache_states_note"] is None
+    assert "⚠️ mixed prefix-cache states" in md and md.count("mixed prefix-cache states") == 1
+    assert f"- ⚠️ Rerun BM-{DAY}-004 of BM-{DAY}-001: runs with different prefix-cache" in md
+    assert "- ⚠️ Sweep vllm_cache: runs with different prefix-cache states" in md
+    # runs that are not LLM generation runs carry no state and no flag
+    add_run(tmp_path, "006", "redis", 1, "x", rps=5.0, p95=0.1)
+    _, index = build(tmp_path, [])
+    assert {r["benchmark_id"]: r for r in index["runs"]}[f"BM-{DAY}-006"]["cache_state"] is None

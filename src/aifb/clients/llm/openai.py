@@ -102,6 +102,7 @@ class LLMHttpClient(CoroutineClient):
     ops = ("chat", "completion")
     force_close = False              # True where the server closes after each response
     supports_ignore_eos = True
+    follow_up = None                 # open loop: the engine's hook for a conversation's next turn
 
     def __init__(self, endpoint: str, workload: dict, seed: int, secrets: dict | None = None):
         super().__init__(endpoint, workload, seed, secrets)
@@ -225,15 +226,23 @@ class LLMHttpClient(CoroutineClient):
             return Req(prompt, self.embed_body(texts), headers, rid, user={"texts": len(texts)})
         if self.wl.turns == (1, 1):
             return Req(prompt, self._body(prompt), headers, rid)
-        conv = self._convs.get(worker)
+        # open loop (follow_up set): a conversation is a request's only if adopt() handed it
+        # over for this worker; closed loop: the worker's own, until it is over
+        conv = self._convs.pop(worker, None) if self.follow_up else self._convs.get(worker)
         if conv is None or conv.over:
             self._conv_seq += 1
             conv = self._convs[worker] = Conversation(
                 f"{self._rid_prefix}-c{self._conv_seq}",
                 self.prompts.turns_rng(worker).randint(*self.wl.turns), prompt.prefix)
+            if self.follow_up:
+                del self._convs[worker]
         prompt = Prompt(prompt.text, prompt.max_tokens, conv.prefix, conv.history)
         user = chat_messages(conv.prefix, conv.history, prompt.text, self._salt_text())[-1]
         return Req(prompt, self._body(prompt), headers, rid, conv, user)
+
+    def adopt(self, worker: int, token: Conversation) -> None:
+        """Open loop: the worker's next request is the conversation's next turn."""
+        self._convs[worker] = token
 
     def abort(self, worker: int) -> str | None:
         """An aborted turn (load.timeout) ends its conversation, at once: the engine builds
@@ -246,8 +255,10 @@ class LLMHttpClient(CoroutineClient):
 
     async def request(self, worker: int, req: Req) -> tuple:
         """generate(req), its record stamped with the request id (failures too). A turn adds
-        itself and the actual reply to its conversation (a failed turn ends it), then waits
-        workload.think_time before the worker's next turn (after t_end: never in a latency)."""
+        itself and the actual reply to its conversation (a failed turn ends it). The next turn
+        is due workload.think_time after this one's t_end (never in a latency): closed loop
+        waits for it here, holding the worker; open loop plans it with the engine's follow_up
+        hook, so its t_sched is that instant and any lateness counts in its latency."""
         try:
             result = await (self.generate(req) if not self.wl.embeddings else embed_exchange(
                 self._session, self._url, req.body, req.headers, self.wl.api,
@@ -267,9 +278,11 @@ class LLMHttpClient(CoroutineClient):
         else:
             conv.history = conv.history + [req.user, {"role": "assistant",
                                                        "content": req.acc.text}]
-            if not conv.over and self.wl.think_time_s > 0:
+            due = result[7] + round(self.wl.think_time_s * 1e9)
+            if not conv.over and self.follow_up:
+                self.follow_up(due, conv)
+            elif not conv.over and self.wl.think_time_s > 0:
                 # from the reply's t_end (timers may fire early: sleep again until it is due)
-                due = result[7] + round(self.wl.think_time_s * 1e9)
                 while (left := due - now_ns()) > 0:
                     await asyncio.sleep(left / 1e9)
         return stamped
