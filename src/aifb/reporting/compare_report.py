@@ -9,6 +9,7 @@ from pathlib import Path
 import altair as alt
 import polars as pl
 
+from aifb.analysis.compare_runs import NOT_MEASURED
 from aifb.jsonio import write_json, write_text
 from aifb.reporting.plots import (HEIGHT, WIDTH, configure, no_data_chart, plot_data, save_png,
                                   time_unit)
@@ -61,6 +62,9 @@ def render_markdown(c: dict, plots: list[dict]) -> str:
         out.append(f"| {m['label']} | " + " | ".join(cells) + " |")
     out += ["", "## Noise", ""]
     out += [f"- {n['label']} vs {c['baseline']}: {n['source']}." for n in c["noise"]]
+    if any(cell["noise"] == NOT_MEASURED for m in c["metrics"] for cell in m["cells"]):
+        out.append(f"- latency p95, error rate and the family figures: {NOT_MEASURED} (the "
+                   "repeats' spread is kept for throughput, p50 and p99).")
     out.append("")
     if c["notes"]:
         out += ["## Notes", ""] + [f"- {n}." for n in c["notes"]] + [""]
@@ -115,10 +119,11 @@ def overlay_plots(runs: list[tuple[str, Path, dict, dict]], plots_dir: Path) -> 
     items = [
         ("latency_cdf.png", "Latency CDF", cdf_chart,
          "Latency CDF of each run's successful requests in its measurement window (one colour "
-         "per run, one dash per operation, log time axis)."),
+         "per run, one dash per operation, log time axis); a sweep level is drawn from its "
+         "first repeat."),
         ("throughput_over_time.png", "Throughput over time", thr_chart,
          "Successful requests completed per bin over each whole run, by completion time since "
-         "the run's start."),
+         "the run's start; a sweep level is drawn from its first repeat."),
     ]
     out = []
     for name, title, chart, caption in items:
