@@ -55,6 +55,10 @@ def ws(tmp_path_factory):
             write(root, bid, seed=seed, scale=scale)
             seed += 1
             levels.setdefault(level, []).append(bid)
+    for level, scale in ((1, 1.0), (2, 1.5)):  # sweep `t`: one run a level, level 2 1.5x slower
+        bid = register(root, {"name": "t", "version": 1, "level": level, "repeat": 0, "epoch": 1})
+        write(root, bid, seed=seed, scale=scale)
+        seed += 1
     return root, plain, levels
 
 
@@ -106,11 +110,29 @@ def test_an_id_of_a_sweep_level_takes_its_repeats_noise(ws, monkeypatch):
     assert next(m for m in c["metrics"] if m["metric"] == "p50")["cells"][1]["beyond_noise"] is True
 
 
+def test_two_sweeps_level_by_level(ws, monkeypatch, capsys):
+    root = ws[0]
+    assert compare(monkeypatch, root, "s", "t") == 0
+    out = capsys.readouterr().out
+    assert "reports/compare_s_t_1.md" in out and "reports/compare_s_t_2.md" in out
+    assert not (root / "reports" / "compare_s_t_4.json").exists()  # t has no level 4
+    one = json.loads((root / "reports" / "compare_s_t_1.json").read_text())
+    two = json.loads((root / "reports" / "compare_s_t_2.json").read_text())
+    assert [s["label"] for s in two["subjects"]] == ["s@2", "t@2"]
+    p50 = {c["baseline"]: next(m for m in c["metrics"] if m["metric"] == "p50")["cells"][1]
+           for c in (one, two)}
+    assert p50["s@1"]["noise"] == "within noise"  # the same latencies, s's repeats as noise
+    assert p50["s@2"]["noise"] == "beyond noise"
+    assert p50["s@2"]["rel_delta"] == pytest.approx(0.5, rel=0.15)
+
+
 @pytest.mark.parametrize("names, message", [
     (["BM-20260109-001"], "one run is nothing to compare"),
     (["BM-20260109-001", "BM-20990101-001"], "BM-20990101-001: unknown benchmark ID"),
     (["nosuchsweep"], "nosuchsweep is neither a benchmark ID"),
     (["BM-20260109-001", "s"], "mixes IDs and sweep names"),
+    (["s", "t", "s"], "s given twice"),
+    (["s", "t", "nosuchsweep"], "nosuchsweep is neither"),
 ])
 def test_bad_input_is_one_line_and_exit_2(ws, monkeypatch, capsys, names, message):
     root = ws[0]
