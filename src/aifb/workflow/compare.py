@@ -56,7 +56,10 @@ def sweep_levels(name: str, entries: list[dict]) -> dict:
     mine = [e for e in entries if (e.get("sweep") or {}).get("name") == name]
     if not mine:
         return {}
-    version = max((e["sweep"].get("version", 1) for e in mine), key=str)
+    # the newest version: numbers by value (10 after 9), anything else after them by its text
+    version = max((e["sweep"].get("version", 1) for e in mine),
+                  key=lambda v: (not isinstance(v, (int, float)), v if isinstance(v, (int, float))
+                                 else 0, str(v)))
     levels: dict = {}
     for e in sorted(mine, key=lambda e: e["benchmark_id"]):
         s = e["sweep"]

@@ -11,6 +11,7 @@ from aifb.analysis.compare_runs import NO_REPEATS
 from aifb.analysis.summary import write_summary
 from aifb.cli import main
 from aifb.workflow import registry
+from aifb.workflow.compare import sweep_levels
 from support import synthetic_run
 
 synthetic = synthetic_run()
@@ -148,3 +149,15 @@ def test_a_run_without_summary(tmp_path, monkeypatch, capsys):
     assert compare(monkeypatch, tmp_path, a, b) == 2
     err = capsys.readouterr().err
     assert f"{b}: no results/{b}/summary.json" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_sweep_compares_its_newest_version_and_epoch():
+    def entry(bid, version, level, repeat=0, epoch=1):
+        return {"benchmark_id": bid, "sweep": {"name": "v", "version": version, "level": level,
+                                               "repeat": repeat, "epoch": epoch}}
+    entries = [entry("BM-20260109-001", 9, 1), entry("BM-20260109-002", 9, 2),
+               entry("BM-20260109-003", 10, 1), entry("BM-20260109-004", 10, 2),
+               entry("BM-20260109-005", 10, 1, epoch=2), entry("BM-20260109-006", 10, 2, repeat=1)]
+    assert sweep_levels("v", entries) == {1: ["BM-20260109-005"],
+                                          2: ["BM-20260109-004", "BM-20260109-006"]}
+    assert sweep_levels("w", entries) == {}
