@@ -22,6 +22,18 @@ REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 
 
+def synthetic_run():
+    """tests/data/synthetic_run.py as a module (tests/data is no package: it is also a script)."""
+    import importlib.util
+    if "synthetic_run" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("synthetic_run",
+                                                      REPO / "tests" / "data" / "synthetic_run.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["synthetic_run"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["synthetic_run"]
+
+
 def make_workspace(tmp_path: Path, sweeps: dict | None = None) -> Path:
     """A directory with config/ and recipes/ like the repository's, for AIFB_ROOT."""
     ws = tmp_path / "ws"

@@ -80,11 +80,12 @@ def write_run(run_dir: Path, *, per_client=500, clients=2, open_loop=False, n_er
               warmup_per_client=50, cooldown_per_client=30, seed=7, truncate=False,
               window_from_load_stats=True, status="completed", reason=None,
               slo=("p95 < 5ms", "error_rate < 5%"), load_stats_extra=None, t_first=False,
-              extra_fields=True) -> Expected:
+              extra_fields=True, latency_scale=1.0) -> Expected:
     """Write run.json and requests.jsonl. Per client: `warmup_per_client` warmup requests
     (latency 50 ms, above every measured one, so including them would show in max), `per_client` measure requests, and
     `cooldown_per_client` cooldown requests (latency 80 ms). Errors (measure phase) are spread
-    over the measure requests: n_errors[i] of ERROR_TYPES[i]. Ops: every 10th request is 'set'."""
+    over the measure requests: n_errors[i] of ERROR_TYPES[i]. Ops: every 10th request is 'set'.
+    latency_scale multiplies every measured latency (a known difference between two runs)."""
     rng = np.random.default_rng(seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     lines = []
@@ -121,7 +122,8 @@ def write_run(run_dir: Path, *, per_client=500, clients=2, open_loop=False, n_er
             for _ in range(count):
                 op = "set" if seq % 10 == 9 else "get"
                 if phase == "measure":
-                    lat = float(rng.lognormal(np.log(0.001), 0.6)) * (2.0 if op == "set" else 1.0)
+                    lat = (float(rng.lognormal(np.log(0.001), 0.6)) * (2.0 if op == "set" else 1.0)
+                           * latency_scale)
                 else:
                     lat = 0.05 if phase == "warmup" else 0.08
                 queue = float(rng.exponential(0.0005)) if open_loop else 0.0

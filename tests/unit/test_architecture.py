@@ -47,6 +47,8 @@ _BARE_SAMPLER = ("the telemetry sampler imports only the standard library up fro
 # aifb.reporting.report / aifb.reporting.plots (altair, vl-convert) 1.25 s,
 # aifb.clients.llm.prompts (aiohttp through the embeddings API list) 0.52 s.
 FUNCTION_IMPORTS: dict[tuple[str, str], str] = {
+    ("aifb.cli.compare", "aifb.workflow.compare"):
+        "altair, vl-convert and polars for the plots: every other command would pay them",
     ("aifb.cli.report", "aifb.reporting.report"):
         "altair and vl-convert: every other command (and `aifb --help`) would pay ~0.8 s",
     ("aifb.cli.summarize", "aifb.analysis.summary"):

@@ -47,7 +47,8 @@ METRICS = (
 )
 
 
-def _get(summary: dict, path: tuple[str, ...]):
+def get_path(summary: dict, path: tuple[str, ...]):
+    """The value at a key path of nested dicts, None where it stops."""
     node = summary
     for key in path:
         if not isinstance(node, dict):
@@ -162,7 +163,7 @@ def compare_runs(original: dict, rerun: dict, *, tolerance: dict | None = None,
                         "one (workload.cache): their latencies measure different things")
     metrics = []
     for key, path, _ in METRICS:
-        a, b = _get(original, path), _get(rerun, path)
+        a, b = get_path(original, path), get_path(rerun, path)
         item = {"metric": key, "original": a, "rerun": b, "delta": None, "rel_delta": None,
                 "tolerance": tol[key], "within": None}
         if a is None or b is None:

@@ -12,6 +12,7 @@ import sys
 
 from aifb import __version__
 from aifb.cli.cleanup import cmd_cleanup
+from aifb.cli.compare import cmd_compare
 from aifb.cli.common import err
 from aifb.cli.index import cmd_index
 from aifb.cli.repair import cmd_repair
@@ -86,6 +87,11 @@ EXAMPLES = {
     ],
     "show": [
         ("aifb show BM-20260109-001", "what an ID is and where it stands"),
+    ],
+    "compare": [
+        ("aifb compare BM-20260109-001 BM-20260109-002", "two runs side by side, deltas vs the first"),
+        ("aifb compare redis_sweep", "the levels of one sweep side by side"),
+        ("aifb compare redis_sweep redis_sweep_v2", "two sweeps, level by level"),
     ],
     "repair": [
         ("aifb repair BM-20260109-001", "rebuild a corrupt registry entry from run.json, or retire it"),
@@ -187,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     sh = command("show", "what a benchmark ID is and where it stands")
     sh.add_argument("benchmark_id", metavar="ID")
     sh.set_defaults(func=cmd_show)
+
+    cm = command("compare", "runs side by side: headline metrics, deltas, noise, recipe and "
+                            "environment differences; writes reports/compare_*.md/.json + plots")
+    cm.add_argument("names", nargs="+", metavar="ID|SWEEP")
+    cm.set_defaults(func=cmd_compare)
 
     rep = command("repair", "repair a corrupt registry entry: "
                   + registry.REPAIR_TEXT.replace("<id>", "ID"))
