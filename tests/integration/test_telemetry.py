@@ -24,6 +24,7 @@ from aifb.analysis.summary import summarize
 from aifb.telemetry import window as tw
 from aifb.telemetry.launch import Sampler, settings
 from aifb.telemetry.server import server_block
+from aifb.services.redis import RedisService
 from aifb.clock import now_ns
 from support import pid_alive, read_json
 
@@ -261,7 +262,7 @@ def test_fake_nvml_power_energy_and_per_token_figures(tmp_path):
                                env_path=str(FAKES / "nvml"))
     tel = tw.load(path)
     lo, hi = 0.8, 1.8
-    blk = server_block(tel, "vllm", lo, hi, 0.1, {"requests": 10, "ok": 10, "output_tokens": 1000},
+    blk = server_block(tel, lo, hi, 0.1, {"requests": 10, "ok": 10, "output_tokens": 1000},
                        rec)
     gpu = blk["efficiency"]["gpu"]
     g0, g1 = gpu["per_gpu"]["0"], gpu["per_gpu"]["1"]
@@ -306,14 +307,15 @@ def test_down_slow_and_garbage_endpoints_are_gaps_not_failures(tmp_path):
                {"type": "prometheus", "name": "down", "url": f"http://127.0.0.1:{dead}/metrics"},
                {"type": "prometheus", "name": "slow", "url": f"http://127.0.0.1:{port}/slow"},
                {"type": "prometheus", "name": "garbage", "url": f"http://127.0.0.1:{port}/garbage"},
-               {"type": "redis", "name": "redis", "endpoint": f"redis://127.0.0.1:{dead}"}]
+               # as the redis kind declares it: its requests ratio must find no data, not fail
+               *RedisService.telemetry_sources(f"redis://127.0.0.1:{dead}", {}, {})]
     try:
         path, rec, stop_s = _sample_for(tmp_path, sources, 2.0, interval=0.2)
     finally:
         srv.shutdown()
     assert rec["exit_code"] == 0 and stop_s < 2.0   # a slow scrape is cut at its timeout
     tel = tw.load(path)
-    blk = server_block(tel, "redis", 0.6, 1.8, 0.2, {"requests": 100}, rec)
+    blk = server_block(tel, 0.6, 1.8, 0.2, {"requests": 100}, rec)
     cov = blk["sources"]
     assert cov["node"]["coverage"] >= 0.9 and cov["node"]["gaps"] == 0   # unaffected
     for bad in ("down", "slow", "garbage", "redis"):

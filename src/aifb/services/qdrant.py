@@ -24,6 +24,8 @@ from aifb.services import register
 from aifb.services.base import LocalProcessService, run_version
 
 CLUSTER_IMAGE = "docker.io/qdrant/qdrant"
+# REST endpoints that are not the client's requests (the sampler's own scrapes, health checks)
+NOT_CLIENT = ["/metrics", "/telemetry", "/healthz", "/readyz", "/livez", "/"]
 
 
 @register("qdrant")
@@ -32,6 +34,19 @@ class QdrantService(LocalProcessService):
     install_hint = ("Qdrant has no pip or Debian package: download the `qdrant` release binary "
                     "(github.com/qdrant/qdrant/releases) onto PATH, or run the qdrant/qdrant "
                     "container (on clusters: Apptainer `docker://qdrant/qdrant`).")
+
+    @classmethod
+    def telemetry_sources(cls, endpoint: str, secrets: dict, extra: dict) -> list[dict]:
+        """/metrics; its rest_responses_total (less NOT_CLIENT) is the server's count of
+        requests."""
+        key = secrets.get("api_key") or secrets.get("password")   # or service.password_env
+        return [{"type": "prometheus", "name": "qdrant", "endpoint": endpoint,
+                 "headers": {"api-key": key} if key else {},
+                 "figures": {"requests": {
+                     "metrics": ["rest_responses_total"], "exclude": {"endpoint": NOT_CLIENT},
+                     "client": "requests",
+                     "basis": "Qdrant rest_responses_total (all endpoints but /metrics and "
+                              "health) vs client requests"}}}]
 
     def argv(self, binary: str, host: str, port: int, workdir: Path) -> list[str]:
         return [binary, "--disable-telemetry", *self.spec.get("args", [])]

@@ -175,7 +175,7 @@ def _target_record(target: dict) -> dict:
 
 
 # -- server telemetry (aifb.telemetry): a sampler process from deploy to teardown ----------
-def _start_telemetry(run: dict, run_dir: Path, clock: RunClock, spec: dict, endpoint: str,
+def _start_telemetry(run: dict, run_dir: Path, clock: RunClock, service_cls, endpoint: str,
                      service, target: dict, secrets: dict, log):
     """Start the sampler beside the service (None when the recipe says `telemetry: false`).
     On a Slurm target it runs here, in the benchmark job, and reads the service's own
@@ -186,8 +186,9 @@ def _start_telemetry(run: dict, run_dir: Path, clock: RunClock, spec: dict, endp
         return None
     local = target["executor"] != "slurm"
     pid = service.info.pid if (service is not None and local) else None
-    sources = telemetry_launch.plan(spec["kind"], endpoint, pid=pid, local=local, secrets=secrets,
-                                    extra=service.info.extra if service is not None else None)
+    own = service_cls.telemetry_sources(endpoint, secrets,
+                                        service.info.extra if service is not None else {})
+    sources = telemetry_launch.plan(own, pid=pid, local=local)
     sampler = telemetry_launch.Sampler.start(run_dir, clock.t0_ns, cfg["interval_s"], sources,
                                              log_path=run_dir / "telemetry.log")
     run["telemetry"] = {"file": telemetry.TELEMETRY_FILE, "interval_s": cfg["interval_s"],
@@ -241,7 +242,8 @@ async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path 
                      if service.info.job_id else "")
             log(f"{spec['kind']} ready at {endpoint} after {service.info.ready_s:.2f} s "
                 f"({where}pid {service.info.pid}, version {service.info.version})")
-        sampler = _start_telemetry(run, run_dir, clock, spec, endpoint, service, target, secrets, log)
+        sampler = _start_telemetry(run, run_dir, clock, service_cls, endpoint, service, target, secrets,
+                                   log)
         settings = load_settings(recipe)
         log(f"load: {settings['clients']} client(s) x {settings['concurrency']} in flight, "
             + (f"{settings['duration_s']:g} s" if settings["duration_s"] else f"{settings['requests']} requests")
