@@ -77,6 +77,20 @@ def test_counter_delta_folds_resets_and_interpolates(tmp_path):
     assert tel.counter_delta(s, 0.5, 1.5) == (pytest.approx(10.0), 1.0)
 
 
+def test_a_counter_that_appears_mid_window_counts_from_zero(tmp_path):
+    """Labelled counters appear on their first event (MinIO's per-API requests, Redis
+    commandstats): the events before the first sample that lists them belong to the window."""
+    p = tmp_path / "t.jsonl"
+    rows = [{"t": float(t), "source": "s", "name": "up", "labels": {}, "value": 1, "kind": "gauge"}
+            for t in range(5)]
+    rows += [{"t": float(t), "source": "s", "name": "c", "labels": {"api": "get"}, "value": v,
+              "kind": "counter"} for t, v in ((2, 30), (3, 30), (4, 40))]
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tel = tw.load(p)
+    assert tel.sum_delta("s", "c", 1.5, 4.0) == pytest.approx(40 - 15)   # 0 at t=1, 30 at t=2
+    assert tel.sum_delta("s", "c", 1.0, 4.0) == pytest.approx(40)
+
+
 def test_recipe_settings_and_bounds():
     base = {"name": "x", "category": "storage", "service": {"kind": "redis"},
             "load": {"clients": 1, "duration": "1s"}}
@@ -168,8 +182,14 @@ def test_postgres_transactions_match_the_clients_requests(tmp_path):
     srv = s["server"]
     r = srv["requests_ratio"]
     assert r["within_tolerance"], r
-    assert srv["metrics"]["postgres"]["database_xact_commit{datname=aifb}"]["delta"] > 0
+    pg = srv["metrics"]["postgres"]
+    assert pg["database_xact_commit{datname=aifb}"]["delta"] > 0
     assert srv["efficiency"]["service_cpu_s"] > 0
+    assert "bgwriter_buffers_alloc" in pg
+    # pg_stat_io only where the server has it (16+); this machine's 15 takes the absent path
+    major = int(out["service"]["version"].split(".")[0])
+    assert pg["stat_io_present"]["max"] == (1.0 if major >= 16 else 0.0)
+    assert any(k.startswith("io_") for k in pg) == (major >= 16)
 
 
 @pytest.mark.s3
@@ -235,6 +255,61 @@ def test_vllm_metrics_of_the_fake_match_the_client(tmp_path):
     assert llm["server_ttft_mean_s"] == pytest.approx(0.020, rel=0.01)   # the fake's TTFT
     assert llm["client_ttft_mean_s"] > llm["server_ttft_mean_s"]
     assert llm["network_client_share_s"] > 0
+
+
+def test_qdrant_metrics_and_telemetry_of_the_fake(tmp_path):
+    """Both of Qdrant's interfaces: /metrics (the requests ratio) and /telemetry (per-endpoint
+    responses and durations, collections), which must agree with each other and the client."""
+    binary = fake_binary(tmp_path, "qdrant", "fake_qdrant.py")
+    run_dir, out = run_recipe(tmp_path, {"kind": "qdrant", "binary": binary},
+                              {"vectors": 500, "dimension": 16, "k": 5, "queries": 100,
+                               "ops": {"query": 1.0}}, category="retrieval")
+    s = check_run(run_dir, out)
+    srv = s["server"]
+    assert srv["requests_ratio"]["within_tolerance"], srv["requests_ratio"]
+    assert srv["sources"]["qdrant_telemetry"]["gaps"] == 0
+    m = srv["metrics"]["qdrant_telemetry"]
+    queries = sum(v["delta"] for k, v in m.items()
+                  if k.startswith("rest_responses_total") and "/points/query" in k)
+    assert queries == pytest.approx(s["requests"]["total"], rel=0.1)
+    assert any(k.startswith("rest_duration_seconds_total") and v["delta"] > 0 for k, v in m.items())
+    assert m["collections"]["max"] == 1
+
+
+def test_minio_metrics_with_its_jwt_count_the_requests(tmp_path):
+    """MinIO's /minio/v2/metrics/cluster behind its default JWT check (a fake that checks the
+    token as MinIO does): the kind's token is accepted and the server's count is exactly what
+    was sent; a token signed with the wrong secret is a 403 gap; no token is in run.json."""
+    import urllib.request
+    from fakes.fake_minio_metrics import FakeMinioMetrics
+    from aifb.services.minio import MinioService
+    keys = {"access_key": "aifbkey", "secret_key": "secret-" + os.urandom(4).hex()}
+    fake = FakeMinioMetrics(keys["access_key"], keys["secret_key"])
+    try:
+        good = MinioService.telemetry_sources(fake.endpoint, keys, {})
+        wrong = MinioService.telemetry_sources(fake.endpoint, dict(keys, secret_key="wrong-secret"), {})
+        wrong = [{**s, "name": "minio_wrong_key", "figures": {}} for s in wrong]
+        smp = Sampler.start(tmp_path, now_ns(), 0.1, good + wrong)
+        time.sleep(0.6)   # samples before the first request
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        for i in range(30):
+            opener.open(f"{fake.endpoint}/bucket/key{i}", timeout=5).read()
+            opener.open(urllib.request.Request(f"{fake.endpoint}/bucket/key{i}", data=b"abcd",
+                                               method="PUT"), timeout=5).read()
+        time.sleep(0.6)
+        rec = smp.stop()
+    finally:
+        fake.close()
+    tel = tw.load(tmp_path / "telemetry.jsonl")
+    ups = [t for t, ok, _ in tel.up["minio"] if ok]
+    blk = server_block(tel, ups[0], ups[-1], 0.1, {"requests": 60}, rec)
+    r = blk["requests_ratio"]
+    assert r["server"] == 60 and r["value"] == 1.0 and "minio_s3_requests_total" in r["basis"]
+    assert blk["metrics"]["minio"]["minio_s3_traffic_received_bytes_total{server=" +
+                                    fake.endpoint.split("//")[1] + "}"]["delta"] == 120
+    bad = blk["sources"]["minio_wrong_key"]
+    assert bad["samples"] == 0 and bad["gaps"] > 0 and "403" in " ".join(bad["errors"])
+    assert "Bearer" not in json.dumps(rec) and keys["secret_key"] not in json.dumps(rec)
 
 
 def _sample_for(tmp_path: Path, sources: list[dict], seconds: float, interval: float = 0.1,

@@ -40,8 +40,8 @@ def counter(src, name, per_s, labels=None, ts=range(0, 11)):
 
 def test_every_kind_declares_its_sources_and_plan_adds_the_local_ones():
     expected = {"redis": ["redis"], "postgres": ["postgres"], "llamacpp": ["llamacpp", "llamacpp_slots"],
-                "vllm": ["vllm"], "ollama": ["ollama"], "qdrant": ["qdrant"],
-                "chroma": [], "s3": [], "minio": []}
+                "vllm": ["vllm"], "ollama": ["ollama"], "qdrant": ["qdrant", "qdrant_telemetry"],
+                "chroma": [], "s3": [], "minio": ["minio"]}
     assert set(expected) == set(available_kinds())
     for kind, names in expected.items():
         assert [s["name"] for s in sources(kind)] == names, kind
@@ -130,3 +130,20 @@ def test_the_panel_queue_series_are_the_declared_ones():
         ("llamacpp_slots", ["slots_processing"])]
     assert declared(sources("redis"), "queue") == [("redis", ["connected_clients"])]
     assert declared(sources("chroma"), "queue") == []
+
+
+def test_minio_token_is_the_jwt_minio_checks():
+    import base64
+    import hashlib
+    import hmac
+
+    from aifb.services.minio import TOKEN_VALID_S, prometheus_token
+    tok = prometheus_token("ak", "sk-secret", now=1000.0)
+    header, claims, sig = tok.split(".")
+    unb64 = lambda p: base64.urlsafe_b64decode(p + "=" * (-len(p) % 4))   # noqa: E731
+    assert json.loads(unb64(header)) == {"alg": "HS512", "typ": "JWT"}
+    assert json.loads(unb64(claims)) == {"exp": 1000 + TOKEN_VALID_S, "sub": "ak", "iss": "prometheus"}
+    assert unb64(sig) == hmac.new(b"sk-secret", f"{header}.{claims}".encode(), hashlib.sha512).digest()
+    (src,) = sources("minio", {"access_key": "ak", "secret_key": "sk-secret"})
+    assert src["url"] == EP + "/minio/v2/metrics/cluster"
+    assert src["headers"]["Authorization"].startswith("Bearer ey")
