@@ -13,6 +13,10 @@ that metric's tolerance. The tolerance comes, in order of preference, from
 
 A run that did not complete (failed, partial, running) cannot be compared: the verdict is then
 "not comparable" with the reason.
+
+The server block (server telemetry) is compared too, by aifb.analysis.compare_server: its key
+figures with their deltas under `server`; one outside its tolerance is a warning, never the
+verdict.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from aifb.analysis import compare_server
 from aifb.jsonio import write_json, write_text
 from aifb.stats import t_quantile
 from aifb.units import format_metric
@@ -118,7 +123,7 @@ def compare_runs(original: dict, rerun: dict, *, tolerance: dict | None = None,
     repeat_spread: {"n": repeats, "rps": spread, "p50": spread, "p99": spread} (relative spreads).
     Returns {original, rerun, metrics: [{metric, original, rerun, delta, rel_delta, tolerance,
     within}], verdict ("reproduced" | "not reproduced" | "not comparable"), reason,
-    out_of_tolerance, tolerance_source, line}.
+    out_of_tolerance, tolerance_source, line, server (aifb.analysis.compare_server), warnings}.
     """
     oid = original.get("benchmark_id") or "original"
     rid = rerun.get("benchmark_id") or "rerun"
@@ -155,6 +160,7 @@ def compare_runs(original: dict, rerun: dict, *, tolerance: dict | None = None,
                 item["within"] = abs(item["rel_delta"]) <= tol[key] + 1e-12
         metrics.append(item)
 
+    server = compare_server.compare_server(original, rerun, oid, rid)
     parts = [f"{m['metric']} {_signed_pct(m['rel_delta'])} "
              f"{'within' if m['within'] else 'outside'} ±{_pct(m['tolerance'])}"
              for m in metrics if m["within"] is not None]
@@ -174,7 +180,8 @@ def compare_runs(original: dict, rerun: dict, *, tolerance: dict | None = None,
             "original_status": original.get("status"), "rerun_status": rerun.get("status"),
             "metrics": metrics, "verdict": verdict, "reason": reason,
             "out_of_tolerance": out_of, "tolerance_source": source,
-            "repeat_spread": repeat_spread, "line": line}
+            "repeat_spread": repeat_spread, "line": line,
+            "server": server, "warnings": server["warnings"]}
 
 
 def render_markdown(comparison: dict) -> str:
@@ -200,6 +207,7 @@ def render_markdown(comparison: dict) -> str:
     elif c["verdict"] == "not reproduced":
         out += ["", f"Out of tolerance: {', '.join(c['out_of_tolerance'])}."]
     out.append("")
+    out += compare_server.markdown(c.get("server"))
     return "\n".join(out)
 
 
