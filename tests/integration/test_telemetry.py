@@ -435,3 +435,55 @@ def test_sweep_section_has_server_columns_and_an_efficiency_plot(tmp_path):
     assert "| 2 | BM-20260101-002 | 1 | 0.5 | 0.03 |" in text
     assert (tmp_path / "plots" / "server_efficiency_vs_level.png").stat().st_size > 1000
     assert sweep_section([{"level": 1, "summary": {}}], "clients", tmp_path)["lines"] == []
+
+
+def test_service_job_sampler_protocol_on_loopback(tmp_path):
+    """The Slurm service job's end (TelemetryResponder) and the benchmark job's (RemoteSampler)
+    over loopback, without Slurm: the clock sync (one host: offset ~0 within its uncertainty),
+    the sampler started with the run's t0, its record with both syncs; a wrong token is
+    refused and starts nothing. The real service job: test_slurm.py -k telemetry."""
+    import asyncio
+    import subprocess
+    from types import SimpleNamespace
+
+    from aifb.services.chroma import ChromaService
+    from aifb.slurm.channel import write_token
+    from aifb.slurm.service_telemetry import TOKEN_FILE, RemoteSampler, TelemetryResponder
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    service = ChromaService.__new__(ChromaService)   # a kind without sources of its own
+    service.info = SimpleNamespace(endpoint="http://127.0.0.1:1", pid=child.pid, extra={})
+    write_token(tmp_path / TOKEN_FILE)
+
+    async def main():
+        responder = TelemetryResponder(tmp_path, {"spec": {"kind": "chroma"}}, service, lambda m: None)
+        address = await responder.start("127.0.0.1")
+        t0 = now_ns()
+        try:
+            remote = await RemoteSampler.start(tmp_path, address, t0, 0.1, "here")
+            await asyncio.sleep(0.6)
+            rec = await remote.stop()
+            (tmp_path / TOKEN_FILE).unlink()
+            write_token(tmp_path / TOKEN_FILE)   # another run's token: refused
+            try:
+                await RemoteSampler.start(tmp_path, address, t0, 0.1, "here")
+                refused = False
+            except Exception:
+                refused = True
+        finally:
+            await responder.close()
+        return rec, remote, refused
+
+    try:
+        rec, remote, refused = asyncio.run(main())
+    finally:
+        child.kill()
+        child.wait()
+    assert rec["exit_code"] == 0 and not pid_alive(rec["pid"]) and rec["placement"] == "here"
+    assert [s["pid"] for s in rec["sources"] if s["type"] == "process"] == [child.pid]
+    clk = rec["clock"]
+    assert clk["same_host"] and clk["start"]["samples"] == 32
+    for when in ("start", "end"):
+        assert abs(clk[when]["offset_ns"]) <= clk[when]["uncertainty_ns"] + 1000, clk
+    ts = [r["t"] for r in lines(tmp_path / "telemetry.jsonl") if r["source"] == "process"]
+    assert ts and 0 < min(ts) < 0.5   # on the run's time base: seconds since t0
+    assert refused
