@@ -97,7 +97,7 @@ def compare_server(original: dict, rerun: dict, oid: str, rid: str) -> dict:
         if within is False:
             how = (f"{y - x:+.4f} (tolerance ±{tol:.3f})" if absolute
                    else f"{rel * 100:+.1f}% (tolerance ±{tol * 100:.0f}%)")
-            out["warnings"].append(f"server {label}: {x:.4g} -> {y:.4g}{unit and ' ' + unit}, "
+            out["warnings"].append(f"{label}: {x:.4g} -> {y:.4g}{unit and ' ' + unit}, "
                                    f"{how}: the service's side changed between {oid} and {rid}")
     if not out["compared"]:
         out["note"] = "neither run has a server figure that the other has too"

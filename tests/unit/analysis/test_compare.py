@@ -208,9 +208,9 @@ def test_a_server_figure_outside_its_tolerance_warns_but_keeps_the_verdict():
     assert c["verdict"] == "reproduced" and c["out_of_tolerance"] == []
     assert [m["within"] for m in c["server"]["compared"]] == [False, False]
     assert len(c["warnings"]) == 2
-    assert "server service CPU-s per 1k requests: 0.5 -> 0.8 s, +60.0% (tolerance ±20%)" in c["warnings"][1]
+    assert "service CPU-s per 1k requests: 0.5 -> 0.8 s, +60.0% (tolerance ±20%)" in c["warnings"][1]
     md = render_markdown(c)
-    assert "⚠️" in md and "**Warning:** server server/client requests" in md
+    assert "⚠️" in md and "**Warning:** server/client requests: 1 -> 1.5" in md
 
 
 def test_no_server_block_is_said_not_compared(tmp_path):
