@@ -163,8 +163,12 @@ async def serve(run_dir: Path, log) -> int:
             log(f"FAILED: {reason}")
             return 1
         if req.get("telemetry"):   # the sampler beside the service, started by the benchmark job
-            telemetry = TelemetryResponder(run_dir, req, service, log)
-            base["telemetry"] = await telemetry.start(host)
+            try:
+                telemetry = TelemetryResponder(run_dir, req, service, log)
+                base["telemetry"] = await telemetry.start(host)
+            except (OSError, ValueError) as exc:   # never a reason to fail the service
+                telemetry = None
+                log(f"telemetry: cannot listen for the benchmark job ({exc}); no sampler here")
         write_json(out, base | {"status": "ready", "service": service.describe()})
         log(f"ready at {endpoint} (pid {service.info.pid}, version {service.info.version})")
         next_owner = time.monotonic() + OWNER_CHECK_S
