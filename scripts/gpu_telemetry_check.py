@@ -41,7 +41,7 @@ def main() -> int:
               f"{(out / 'sampler.log').read_text()[-2000:]}")
         return 1
     lo, hi = ups[0], ups[-1]
-    blk = server_block(tel, "gpu-check", lo, hi, interval, {}, rec)
+    blk = server_block(tel, lo, hi, interval, {}, rec)
     gpu = blk["efficiency"].get("gpu") or {}
     summary = {"seconds": seconds, "interval_s": interval, "window": [lo, hi],
                "gpu_samples": len(ups), "gpu_source": blk["sources"].get("gpu"),

@@ -11,6 +11,7 @@ aifb.clients.vector.qdrant uses - and nothing more:
     POST /collections/{name}/points/count
     POST /collections/{name}/points/search       legacy search: {"result": [{"id", "version", "score"}]}
     POST /collections/{name}/points/query        query API:     {"result": {"points": [...]}}
+    GET  /metrics  /telemetry                    what the fake served (documented names/fields)
 
 Search is EXACT (numpy brute force over the stored vectors, with `must` / `match.value`
 filters), scored like Qdrant: Cosine = dot of the normalised vectors (vectors are normalised on
@@ -137,6 +138,7 @@ class FakeQdrant:
         self.requests: list[tuple[str, str]] = []     # (method, path) seen, for assertions
         self.searches = 0
         self.responses: dict[tuple[str, str, int], int] = {}   # for /metrics
+        self.durations: dict[tuple[str, str, int], float] = {}  # seconds, for /telemetry
 
     # -- app ------------------------------------------------------------------------------
     def app(self) -> web.Application:
@@ -156,7 +158,24 @@ class FakeQdrant:
         r.add_post("/collections/{name}/points/search", self.search)
         r.add_post("/collections/{name}/points/query", self.query)
         r.add_get("/metrics", self.metrics)
+        r.add_get("/telemetry", self.telemetry)
         return app
+
+    async def telemetry(self, request):
+        """GET /telemetry with Qdrant's documented fields (api.qdrant.tech, "Collect telemetry
+        data": result.collections.number_of_collections, result.requests.rest.responses by
+        "METHOD /route" and status: count, avg/min/max_duration_micros,
+        total_duration_micros), counted from what this fake served, as for /metrics."""
+        rest: dict = {}
+        for (method, endpoint, status), n in sorted(self.responses.items()):
+            total = self.durations.get((method, endpoint, status), 0.0) * 1e6
+            rest.setdefault(f"{method} {endpoint}", {})[str(status)] = {
+                "count": n, "avg_duration_micros": total / n, "total_duration_micros": int(total),
+                "min_duration_micros": None, "max_duration_micros": None}
+        result = {"id": "fake", "app": {"name": "qdrant", "version": self.version},
+                  "collections": {"number_of_collections": len(self.collections)},
+                  "requests": {"rest": {"responses": rest}, "grpc": {"responses": {}}}}
+        return web.json_response({"result": result, "status": "ok", "time": 0.0})
 
     async def metrics(self, request):
         """Qdrant's documented Prometheus names (qdrant.tech, "Monitoring"): rest_responses_total
@@ -184,11 +203,13 @@ class FakeQdrant:
                                     "Authorization bearer token")
             if given != self.api_key:
                 return web.Response(status=403, text="Invalid API key or JWT")
+        t0 = time.perf_counter()
         resp = await handler(request)
         if request.path != "/metrics" and request.path not in HEALTH:
             route = request.match_info.route.resource
             key = (request.method, route.canonical if route is not None else request.path, resp.status)
             self.responses[key] = self.responses.get(key, 0) + 1
+            self.durations[key] = self.durations.get(key, 0.0) + time.perf_counter() - t0
         return resp
 
     def _coll(self, request):

@@ -510,3 +510,40 @@ def test_aifb_run_chroma_recipe_end_to_end(tmp_path):
     assert "## Vector search: recall@10 under load" in report
     assert "plots/vector_recall.png" in report
     assert (ws / "reports" / bid / "plots" / "vector_recall.png").stat().st_size > 1000
+
+
+# ----------------------------------------------------------------------------- server telemetry
+
+def test_telemetry_samples_the_chroma_process_tree(tmp_path):
+    """Chroma has no metrics endpoint of its own: its server telemetry is the process tree of
+    the `chroma run` aifb deploys (CPU user/system, RSS, threads), sampled beside a real run
+    and summarised in the server block over the measurement window."""
+    from aifb.analysis.summary import summarize
+    from aifb.workflow import registry
+    from aifb.workflow.recipe import validate
+    from aifb.workflow.runner import run_benchmark
+    from support import pid_alive
+    if chroma_binary() is None:
+        require("chroma not installed (pip install chromadb)")
+    recipe = validate({"name": "chroma_tele", "category": "retrieval", "service": {"kind": "chroma"},
+                       "workload": SMALL, "telemetry": {"interval": "250ms"},
+                       "load": {"clients": 1, "concurrency": 2, "duration": "3s", "warmup": "1s"}})
+    bid = registry.allocate(registry.make_entry(recipe), tmp_path)
+    out = run_benchmark(bid, root=tmp_path, log=lambda m: None)
+    assert out["status"] == "completed", out["reason"]
+    tele = out["telemetry"]
+    (proc_src,) = [s for s in tele["sources"] if s["type"] == "process"]
+    assert proc_src["pid"] == out["service"]["pid"]   # the tree sampled is chroma's
+    assert not pid_alive(tele["pid"]) and not pid_alive(out["service"]["pid"])
+    srv = summarize(tmp_path / "results" / bid)["server"]
+    cov = srv["sources"]["process"]
+    assert cov["gaps"] == 0 and cov["coverage"] >= 0.9, cov
+    m = srv["metrics"]["process"]
+    assert m["cpu_seconds_total{mode=user}"]["delta"] > 0
+    assert m["rss_bytes"]["max"] > 50 * 2**20      # a Python server with its index in memory
+    assert m["threads"]["max"] >= 2 and m["processes"]["max"] >= 1
+    eff = srv["efficiency"]
+    assert eff["service_cpu_s"] > 0 and eff["cpu_s_per_1k_requests"] > 0
+    assert eff["service_cpu_s"] == pytest.approx(
+        m["cpu_seconds_total{mode=user}"]["delta"] + m["cpu_seconds_total{mode=system}"]["delta"])
+    assert srv["requests_ratio"] is None   # chroma declares no request counter

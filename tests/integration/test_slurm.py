@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from support import require
-from support import REPO, VENV_BIN, benchmark_id_from, make_workspace, read_json
+from support import REPO, VENV_BIN, benchmark_id_from, make_workspace, pid_alive, read_json
 
 pytestmark = [pytest.mark.workflow, pytest.mark.redis, pytest.mark.slow]
 
@@ -138,6 +138,33 @@ def test_service_and_client_are_distinct_slurm_jobs(slurm_run):
     done = read_json(ws / "results" / bid / "service.json")
     assert done["status"] == "stopped" and done["job_id"] == svc["job_id"]
     assert (ws / "results" / bid / "logs" / f"service-job-{svc['job_id']}.out").is_file()
+
+
+def test_telemetry_sampler_runs_in_the_service_job_on_the_runs_time_base(slurm_run):
+    """The sampler runs inside the Slurm service job, beside the service on its node (its
+    process tree is sampled), its file lands in results/<id>/, and its clock offset to the
+    run's time base is measured before and after the load as for client jobs."""
+    ws, bid, _, _ = slurm_run
+    run_dir = ws / "results" / bid
+    run_json = read_json(run_dir / "run.json")
+    tele, svc = run_json["telemetry"], run_json["service"]
+    assert tele["exit_code"] == 0 and tele["sampler_cpu_s"] > 0 and not pid_alive(tele["pid"])
+    assert tele["placement"].startswith(f"in the Slurm service job {svc['job_id']}, on ")
+    (proc,) = [s for s in tele["sources"] if s["type"] == "process"]
+    assert proc["pid"] == svc["pid"]   # the service's own process tree, on its node
+    clk = tele["clock"]
+    assert clk["same_host"]            # one node: one CLOCK_MONOTONIC, the offset must be ~0
+    for when in ("start", "end"):
+        assert 0 < clk[when]["uncertainty_s"] < 0.01
+        assert abs(clk[when]["offset_ns"]) <= clk[when]["uncertainty_ns"] + 1000, clk
+    recs = [json.loads(line) for line in (run_dir / "telemetry.jsonl").open()]
+    ls = run_json["load_stats"]
+    ts = [r["t"] for r in recs if r["source"] == "process"]
+    assert min(ts) < ls["warmup_end"] and max(ts) > ls["measure_end"]
+    srv = read_json(run_dir / "summary.json")["server"]
+    assert srv["requests_ratio"]["within_tolerance"], srv["requests_ratio"]
+    assert srv["sources"]["process"]["gaps"] == 0 and srv["efficiency"]["service_cpu_s"] > 0
+    assert not (run_dir / "service-telemetry-token").exists()
 
 
 def test_queue_is_empty_afterwards(slurm_run):

@@ -24,6 +24,7 @@ from aifb.analysis.summary import summarize
 from aifb.telemetry import window as tw
 from aifb.telemetry.launch import Sampler, settings
 from aifb.telemetry.server import server_block
+from aifb.services.redis import RedisService
 from aifb.clock import now_ns
 from support import pid_alive, read_json
 
@@ -74,6 +75,20 @@ def test_counter_delta_folds_resets_and_interpolates(tmp_path):
     s = tel.find("s", "c")[0]
     assert tel.counter_delta(s, 0.5, 3.5)[0] == pytest.approx(20 - 5 + 10)   # 5..20, then 0..10
     assert tel.counter_delta(s, 0.5, 1.5) == (pytest.approx(10.0), 1.0)
+
+
+def test_a_counter_that_appears_mid_window_counts_from_zero(tmp_path):
+    """Labelled counters appear on their first event (MinIO's per-API requests, Redis
+    commandstats): the events before the first sample that lists them belong to the window."""
+    p = tmp_path / "t.jsonl"
+    rows = [{"t": float(t), "source": "s", "name": "up", "labels": {}, "value": 1, "kind": "gauge"}
+            for t in range(5)]
+    rows += [{"t": float(t), "source": "s", "name": "c", "labels": {"api": "get"}, "value": v,
+              "kind": "counter"} for t, v in ((2, 30), (3, 30), (4, 40))]
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tel = tw.load(p)
+    assert tel.sum_delta("s", "c", 1.5, 4.0) == pytest.approx(40 - 15)   # 0 at t=1, 30 at t=2
+    assert tel.sum_delta("s", "c", 1.0, 4.0) == pytest.approx(40)
 
 
 def test_recipe_settings_and_bounds():
@@ -167,8 +182,14 @@ def test_postgres_transactions_match_the_clients_requests(tmp_path):
     srv = s["server"]
     r = srv["requests_ratio"]
     assert r["within_tolerance"], r
-    assert srv["metrics"]["postgres"]["database_xact_commit{datname=aifb}"]["delta"] > 0
+    pg = srv["metrics"]["postgres"]
+    assert pg["database_xact_commit{datname=aifb}"]["delta"] > 0
     assert srv["efficiency"]["service_cpu_s"] > 0
+    assert "bgwriter_buffers_alloc" in pg
+    # pg_stat_io only where the server has it (16+); this machine's 15 takes the absent path
+    major = int(out["service"]["version"].split(".")[0])
+    assert pg["stat_io_present"]["max"] == (1.0 if major >= 16 else 0.0)
+    assert any(k.startswith("io_") for k in pg) == (major >= 16)
 
 
 @pytest.mark.s3
@@ -236,6 +257,61 @@ def test_vllm_metrics_of_the_fake_match_the_client(tmp_path):
     assert llm["network_client_share_s"] > 0
 
 
+def test_qdrant_metrics_and_telemetry_of_the_fake(tmp_path):
+    """Both of Qdrant's interfaces: /metrics (the requests ratio) and /telemetry (per-endpoint
+    responses and durations, collections), which must agree with each other and the client."""
+    binary = fake_binary(tmp_path, "qdrant", "fake_qdrant.py")
+    run_dir, out = run_recipe(tmp_path, {"kind": "qdrant", "binary": binary},
+                              {"vectors": 500, "dimension": 16, "k": 5, "queries": 100,
+                               "ops": {"query": 1.0}}, category="retrieval")
+    s = check_run(run_dir, out)
+    srv = s["server"]
+    assert srv["requests_ratio"]["within_tolerance"], srv["requests_ratio"]
+    assert srv["sources"]["qdrant_telemetry"]["gaps"] == 0
+    m = srv["metrics"]["qdrant_telemetry"]
+    queries = sum(v["delta"] for k, v in m.items()
+                  if k.startswith("rest_responses_total") and "/points/query" in k)
+    assert queries == pytest.approx(s["requests"]["total"], rel=0.1)
+    assert any(k.startswith("rest_duration_seconds_total") and v["delta"] > 0 for k, v in m.items())
+    assert m["collections"]["max"] == 1
+
+
+def test_minio_metrics_with_its_jwt_count_the_requests(tmp_path):
+    """MinIO's /minio/v2/metrics/cluster behind its default JWT check (a fake that checks the
+    token as MinIO does): the kind's token is accepted and the server's count is exactly what
+    was sent; a token signed with the wrong secret is a 403 gap; no token is in run.json."""
+    import urllib.request
+    from fakes.fake_minio_metrics import FakeMinioMetrics
+    from aifb.services.minio import MinioService
+    keys = {"access_key": "aifbkey", "secret_key": "secret-" + os.urandom(4).hex()}
+    fake = FakeMinioMetrics(keys["access_key"], keys["secret_key"])
+    try:
+        good = MinioService.telemetry_sources(fake.endpoint, keys, {})
+        wrong = MinioService.telemetry_sources(fake.endpoint, dict(keys, secret_key="wrong-secret"), {})
+        wrong = [{**s, "name": "minio_wrong_key", "figures": {}} for s in wrong]
+        smp = Sampler.start(tmp_path, now_ns(), 0.1, good + wrong)
+        time.sleep(0.6)   # samples before the first request
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        for i in range(30):
+            opener.open(f"{fake.endpoint}/bucket/key{i}", timeout=5).read()
+            opener.open(urllib.request.Request(f"{fake.endpoint}/bucket/key{i}", data=b"abcd",
+                                               method="PUT"), timeout=5).read()
+        time.sleep(0.6)
+        rec = smp.stop()
+    finally:
+        fake.close()
+    tel = tw.load(tmp_path / "telemetry.jsonl")
+    ups = [t for t, ok, _ in tel.up["minio"] if ok]
+    blk = server_block(tel, ups[0], ups[-1], 0.1, {"requests": 60}, rec)
+    r = blk["requests_ratio"]
+    assert r["server"] == 60 and r["value"] == 1.0 and "minio_s3_requests_total" in r["basis"]
+    assert blk["metrics"]["minio"]["minio_s3_traffic_received_bytes_total{server=" +
+                                    fake.endpoint.split("//")[1] + "}"]["delta"] == 120
+    bad = blk["sources"]["minio_wrong_key"]
+    assert bad["samples"] == 0 and bad["gaps"] > 0 and "403" in " ".join(bad["errors"])
+    assert "Bearer" not in json.dumps(rec) and keys["secret_key"] not in json.dumps(rec)
+
+
 def _sample_for(tmp_path: Path, sources: list[dict], seconds: float, interval: float = 0.1,
                 env_path: str | None = None) -> tuple[Path, dict, float]:
     old = os.environ.get("PYTHONPATH")
@@ -261,7 +337,7 @@ def test_fake_nvml_power_energy_and_per_token_figures(tmp_path):
                                env_path=str(FAKES / "nvml"))
     tel = tw.load(path)
     lo, hi = 0.8, 1.8
-    blk = server_block(tel, "vllm", lo, hi, 0.1, {"requests": 10, "ok": 10, "output_tokens": 1000},
+    blk = server_block(tel, lo, hi, 0.1, {"requests": 10, "ok": 10, "output_tokens": 1000},
                        rec)
     gpu = blk["efficiency"]["gpu"]
     g0, g1 = gpu["per_gpu"]["0"], gpu["per_gpu"]["1"]
@@ -306,14 +382,15 @@ def test_down_slow_and_garbage_endpoints_are_gaps_not_failures(tmp_path):
                {"type": "prometheus", "name": "down", "url": f"http://127.0.0.1:{dead}/metrics"},
                {"type": "prometheus", "name": "slow", "url": f"http://127.0.0.1:{port}/slow"},
                {"type": "prometheus", "name": "garbage", "url": f"http://127.0.0.1:{port}/garbage"},
-               {"type": "redis", "name": "redis", "endpoint": f"redis://127.0.0.1:{dead}"}]
+               # as the redis kind declares it: its requests ratio must find no data, not fail
+               *RedisService.telemetry_sources(f"redis://127.0.0.1:{dead}", {}, {})]
     try:
         path, rec, stop_s = _sample_for(tmp_path, sources, 2.0, interval=0.2)
     finally:
         srv.shutdown()
     assert rec["exit_code"] == 0 and stop_s < 2.0   # a slow scrape is cut at its timeout
     tel = tw.load(path)
-    blk = server_block(tel, "redis", 0.6, 1.8, 0.2, {"requests": 100}, rec)
+    blk = server_block(tel, 0.6, 1.8, 0.2, {"requests": 100}, rec)
     cov = blk["sources"]
     assert cov["node"]["coverage"] >= 0.9 and cov["node"]["gaps"] == 0   # unaffected
     for bad in ("down", "slow", "garbage", "redis"):
@@ -358,3 +435,55 @@ def test_sweep_section_has_server_columns_and_an_efficiency_plot(tmp_path):
     assert "| 2 | BM-20260101-002 | 1 | 0.5 | 0.03 |" in text
     assert (tmp_path / "plots" / "server_efficiency_vs_level.png").stat().st_size > 1000
     assert sweep_section([{"level": 1, "summary": {}}], "clients", tmp_path)["lines"] == []
+
+
+def test_service_job_sampler_protocol_on_loopback(tmp_path):
+    """The Slurm service job's end (TelemetryResponder) and the benchmark job's (RemoteSampler)
+    over loopback, without Slurm: the clock sync (one host: offset ~0 within its uncertainty),
+    the sampler started with the run's t0, its record with both syncs; a wrong token is
+    refused and starts nothing. The real service job: test_slurm.py -k telemetry."""
+    import asyncio
+    import subprocess
+    from types import SimpleNamespace
+
+    from aifb.services.chroma import ChromaService
+    from aifb.slurm.channel import write_token
+    from aifb.slurm.service_telemetry import TOKEN_FILE, RemoteSampler, TelemetryResponder
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    service = ChromaService.__new__(ChromaService)   # a kind without sources of its own
+    service.info = SimpleNamespace(endpoint="http://127.0.0.1:1", pid=child.pid, extra={})
+    write_token(tmp_path / TOKEN_FILE)
+
+    async def main():
+        responder = TelemetryResponder(tmp_path, {"spec": {"kind": "chroma"}}, service, lambda m: None)
+        address = await responder.start("127.0.0.1")
+        t0 = now_ns()
+        try:
+            remote = await RemoteSampler.start(tmp_path, address, t0, 0.1, "here")
+            await asyncio.sleep(0.6)
+            rec = await remote.stop()
+            (tmp_path / TOKEN_FILE).unlink()
+            write_token(tmp_path / TOKEN_FILE)   # another run's token: refused
+            try:
+                await RemoteSampler.start(tmp_path, address, t0, 0.1, "here")
+                refused = False
+            except Exception:
+                refused = True
+        finally:
+            await responder.close()
+        return rec, remote, refused
+
+    try:
+        rec, remote, refused = asyncio.run(main())
+    finally:
+        child.kill()
+        child.wait()
+    assert rec["exit_code"] == 0 and not pid_alive(rec["pid"]) and rec["placement"] == "here"
+    assert [s["pid"] for s in rec["sources"] if s["type"] == "process"] == [child.pid]
+    clk = rec["clock"]
+    assert clk["same_host"] and clk["start"]["samples"] == 32
+    for when in ("start", "end"):
+        assert abs(clk[when]["offset_ns"]) <= clk[when]["uncertainty_ns"] + 1000, clk
+    ts = [r["t"] for r in lines(tmp_path / "telemetry.jsonl") if r["source"] == "process"]
+    assert ts and 0 < min(ts) < 0.5   # on the run's time base: seconds since t0
+    assert refused

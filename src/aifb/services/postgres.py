@@ -52,7 +52,7 @@ from aifb.units import parse_duration
 from aifb.clients.base import RequestError
 from aifb.clients.postgres import PostgresClient, connect, parse_endpoint, server_facts
 from aifb.services import register
-from aifb.services.base import LocalProcessService, run_version
+from aifb.services.base import LocalProcessService, run_version, telemetry_credentials
 
 DEFAULT_SETTINGS = {
     # PostgreSQL's own durable defaults, stated so that run.json says what was measured.
@@ -64,6 +64,10 @@ DEFAULT_SETTINGS = {
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SETTING = re.compile(r"^[a-z_][a-z0-9_.]*$")
 PG_LIB_GLOB = "/usr/lib/postgresql/*/bin"
+# Backends flush their statistics at most once a second (PGSTAT_MIN_INTERVAL, 1000 ms,
+# PostgreSQL 15), so pg_stat_database lags the transactions by up to that much: the telemetry's
+# requests ratio widens its tolerance by it.
+PG_STATS_LAG_S = 1.0
 
 
 def _pg_version_key(path: str) -> tuple:
@@ -101,6 +105,19 @@ class PostgresService(LocalProcessService):
         self._data_link: Path | None = None
         self.data_dir: Path | None = None
         self.info.image = spec.get("image")
+
+    @classmethod
+    def telemetry_sources(cls, endpoint: str, secrets: dict, extra: dict) -> list[dict]:
+        """pg_stat_database, pg_stat_activity, pg_stat_bgwriter (and pg_stat_io where present);
+        committed and rolled-back transactions are the server's count of requests."""
+        return [{"type": "postgres", "name": "postgres", "endpoint": endpoint,
+                 "secrets": telemetry_credentials(secrets),
+                 "figures": {"requests": {
+                     "metrics": ["database_xact_commit", "database_xact_rollback"],
+                     "less_own_samples": 1, "lag_s": PG_STATS_LAG_S, "client": "requests",
+                     "basis": "pg_stat_database xact_commit + xact_rollback (less the sampler's "
+                              "one transaction per sample) vs client requests"},
+                     "queue": ["backends"]}}]
 
     # -- configuration -----------------------------------------------------------------
     @staticmethod

@@ -7,6 +7,10 @@ through its environment variables, bound to 127.0.0.1.
     qdrant --disable-telemetry [service.args...]
 
 The API key travels only in the child's environment (never in argv, run.json or a log line).
+`--disable-telemetry` / QDRANT__TELEMETRY_DISABLED stop Qdrant's anonymous usage reports to its
+makers; its own GET /telemetry API, which aifb.telemetry reads beside /metrics, is a separate
+route (not verified against a real Qdrant here: none installs; were it off, the source records
+gaps and the run goes on).
 Readiness is a real GET /readyz. Qdrant cannot be installed on every machine (there is no pip or
 Debian package): without the binary, deploy fails with a message saying what to do. On clusters
 the `qdrant/qdrant` image runs the same server (recorded as cluster_image).
@@ -24,6 +28,8 @@ from aifb.services import register
 from aifb.services.base import LocalProcessService, run_version
 
 CLUSTER_IMAGE = "docker.io/qdrant/qdrant"
+# REST endpoints that are not the client's requests (the sampler's own scrapes, health checks)
+NOT_CLIENT = ["/metrics", "/telemetry", "/healthz", "/readyz", "/livez", "/"]
 
 
 @register("qdrant")
@@ -32,6 +38,22 @@ class QdrantService(LocalProcessService):
     install_hint = ("Qdrant has no pip or Debian package: download the `qdrant` release binary "
                     "(github.com/qdrant/qdrant/releases) onto PATH, or run the qdrant/qdrant "
                     "container (on clusters: Apptainer `docker://qdrant/qdrant`).")
+
+    @classmethod
+    def telemetry_sources(cls, endpoint: str, secrets: dict, extra: dict) -> list[dict]:
+        """/metrics, whose rest_responses_total (less NOT_CLIENT) is the server's count of
+        requests, and /telemetry (per-endpoint responses and their durations, collections,
+        memory)."""
+        key = secrets.get("api_key") or secrets.get("password")   # or service.password_env
+        headers = {"api-key": key} if key else {}
+        return [{"type": "prometheus", "name": "qdrant", "endpoint": endpoint, "headers": headers,
+                 "figures": {"requests": {
+                     "metrics": ["rest_responses_total"], "exclude": {"endpoint": NOT_CLIENT},
+                     "client": "requests",
+                     "basis": "Qdrant rest_responses_total (all endpoints but /metrics and "
+                              "health) vs client requests"}}},
+                {"type": "qdrant_telemetry", "name": "qdrant_telemetry", "endpoint": endpoint,
+                 "headers": headers}]
 
     def argv(self, binary: str, host: str, port: int, workdir: Path) -> list[str]:
         return [binary, "--disable-telemetry", *self.spec.get("args", [])]

@@ -13,7 +13,11 @@ from pathlib import Path
 from aifb.credentials import load_secrets
 from aifb.clients.redis import RedisClient
 from aifb.services import register
-from aifb.services.base import LocalProcessService, run_version
+from aifb.services.base import LocalProcessService, run_version, telemetry_credentials
+
+# what the sampler's Redis source (aifb.telemetry.sources.RedisSource) sends itself: left out
+# of the server's count of the client's requests
+SAMPLER_COMMANDS = ["info", "auth", "hello"]
 
 
 def config_string(value: str) -> str:
@@ -34,6 +38,19 @@ class RedisService(LocalProcessService):
                     "`conda install -c conda-forge redis`.")
     needs_password = True  # aifb.credentials.with_run_password
     auth_hint = "service.password_env or password_file: requirepass"
+
+    @classmethod
+    def telemetry_sources(cls, endpoint: str, secrets: dict, extra: dict) -> list[dict]:
+        """INFO (stats, commandstats, clients, memory, cpu, latencystats); commandstats' calls
+        are the server's count of requests."""
+        return [{"type": "redis", "name": "redis", "endpoint": endpoint,
+                 "secrets": telemetry_credentials(secrets),
+                 "figures": {"requests": {
+                     "metrics": ["commands_total"], "exclude": {"cmd": SAMPLER_COMMANDS},
+                     "client": "requests",
+                     "basis": "Redis commandstats calls (all commands but the sampler's INFO/AUTH) "
+                              "vs client requests"},
+                     "queue": ["connected_clients"]}}]
 
     def before_deploy(self) -> None:
         self._password = load_secrets(self.spec).get("password") or None

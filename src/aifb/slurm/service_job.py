@@ -7,6 +7,8 @@ target's `bind`), runs the kind's real readiness probe, and writes RUN_DIR/servi
 
     {"status": "ready", "job_id", "node", "service": {host, port, pid, version, endpoint, ...}}
 
+With server telemetry on (the recipe's `telemetry`), it also listens for the benchmark job's
+clock sync and runs the telemetry sampler beside the service (aifb.slurm.service_telemetry).
 Then it stays until it is told to stop - scancel (SIGTERM), the time limit, or its owner (the
 benchmark job or process) being gone - stops the service (SIGTERM, grace, SIGKILL of its
 process group) and writes service.json again with status "stopped" (or "exited" when the
@@ -32,6 +34,7 @@ from aifb.errors import AifbError, ServiceError
 from aifb.jsonio import read_json, write_json
 from aifb.services import get_service
 from aifb.slurm.commands import owner_alive
+from aifb.slurm.service_telemetry import TelemetryResponder
 
 OWNER_CHECK_S = float(os.environ.get("AIFB_OWNER_CHECK_S", "30"))  # how often the owner is checked
 
@@ -136,7 +139,7 @@ async def serve(run_dir: Path, log) -> int:
     else:
         workdir = run_dir / "service"
     base["workdir"] = str(workdir)
-    service = None
+    service = telemetry = None
     status, reason, code = "failed", None, 1
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
@@ -159,6 +162,13 @@ async def serve(run_dir: Path, log) -> int:
                                     "service": service.describe() if service else None})
             log(f"FAILED: {reason}")
             return 1
+        if req.get("telemetry"):   # the sampler beside the service, started by the benchmark job
+            try:
+                telemetry = TelemetryResponder(run_dir, req, service, log)
+                base["telemetry"] = await telemetry.start(host)
+            except (OSError, ValueError) as exc:   # never a reason to fail the service
+                telemetry = None
+                log(f"telemetry: cannot listen for the benchmark job ({exc}); no sampler here")
         write_json(out, base | {"status": "ready", "service": service.describe()})
         log(f"ready at {endpoint} (pid {service.info.pid}, version {service.info.version})")
         next_owner = time.monotonic() + OWNER_CHECK_S
@@ -183,6 +193,11 @@ async def serve(run_dir: Path, log) -> int:
         reason = f"stopped by {stop_reason.get('why', 'cancellation')}"
         log(reason)
     finally:
+        if telemetry is not None:   # before the teardown: a stopped service is not a gap
+            try:
+                await asyncio.shield(telemetry.close())
+            except Exception:
+                log(traceback.format_exc())
         if service is not None and service.proc is not None:
             try:
                 await asyncio.shield(service.teardown())

@@ -33,11 +33,15 @@ from aifb import process
 from aifb.errors import ServiceError
 from aifb.jsonio import read_json, write_json
 from aifb.services.base import ServiceInfo
+from aifb.slurm.channel import write_token
 from aifb.slurm.commands import (JOB_PREFIX, is_active, job_comment, job_script, job_state,
                                  mem_option, owner_tag, sbatch, scancel, site_options,
                                  slurm_available)
+from aifb.slurm.service_telemetry import TOKEN_FILE as TELEMETRY_TOKEN
+from aifb.slurm.service_telemetry import RemoteSampler
 from aifb.slurm.targets import (DEFAULT_QUEUE_TIMEOUT_S, check_shared, service_how,
                                 service_runtime_minutes)
+from aifb.telemetry import launch as telemetry_launch
 from aifb.units import parse_duration
 
 
@@ -62,6 +66,7 @@ class SlurmServiceLauncher:
         self.how = service_how(target, self.kind)
         self.job_id: str | None = None
         self.last_state: dict | None = None
+        self.telemetry_address: dict | None = None   # the service job's sampler, when on
         self.ready = False
         self.torn_down = False
         self.info = ServiceInfo(kind=self.kind, name=spec.get("name", self.kind), managed=True,
@@ -100,6 +105,7 @@ class SlurmServiceLauncher:
                 "bind": self.target.get("bind", "auto"),
                 "scratch_dir": self.target.get("scratch_dir"),
                 "owner": owner_tag(), "image": self.info.image,
+                "telemetry": telemetry_launch.settings(self.recipe),
                 "written_at": process.wall_iso()}
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -109,9 +115,12 @@ class SlurmServiceLauncher:
                                "sbatch/squeue/scancel are not on PATH here")
         check_shared(self.target, self.run_dir)
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
-        for stale in ("service.json",):
+        for stale in ("service.json", TELEMETRY_TOKEN):
             (self.run_dir / stale).unlink(missing_ok=True)
-        write_json(self.run_dir / "service-job.json", self.request())
+        request = self.request()
+        if request["telemetry"]:
+            write_token(self.run_dir / TELEMETRY_TOKEN)
+        write_json(self.run_dir / "service-job.json", request)
         opts = self.sbatch_options()
         argv = [sys.executable, "-m", "aifb.slurm.service_job", str(self.run_dir)]
         script = job_script(self.target, self.how, argv,
@@ -142,11 +151,18 @@ class SlurmServiceLauncher:
                                 "job_log": str(self.run_dir / "logs" / f"service-job-{self.job_id}.out")})
         if doc.get("workdir"):
             self.info.extra["workdir"] = doc["workdir"]
+        self.telemetry_address = doc.get("telemetry")
         for key in ("exposure", "auth"):  # who may use it, as the service job found
             if (svc.get("extra") or {}).get(key):
                 self.info.extra[key] = svc["extra"][key]
         self.ready = True
         return self.info.endpoint
+
+    async def start_telemetry(self, t0_ns: int, interval_s: float) -> RemoteSampler:
+        """The sampler inside the service job, on the service's node, on the run's time base."""
+        return await RemoteSampler.start(
+            self.run_dir, self.telemetry_address, t0_ns, interval_s,
+            f"in the Slurm service job {self.job_id}, on the service's node {self.info.node}")
 
     def _read_doc(self) -> dict | None:
         path = self.run_dir / "service.json"
@@ -260,6 +276,7 @@ class SlurmServiceLauncher:
             if not is_active(st):
                 break
         self.last_state = st
+        (self.run_dir / TELEMETRY_TOKEN).unlink(missing_ok=True)   # its port is closed now
         doc = self._read_doc() or {}
         svc = doc.get("service") or {}
         self.info.stopped_at = svc.get("stopped_at") or process.wall_iso()

@@ -1,6 +1,7 @@
 """Start and stop the telemetry sampler for a run (what runner.py calls).
 
-`plan(...)` says which sources a service kind gets; `Sampler.start` spawns
+`plan(...)` adds the sources every kind gets to the kind's own (declared by its service class,
+aifb.services.<kind> `telemetry_sources`); `Sampler.start` spawns
 `python -m aifb.telemetry.sampler` with its configuration on stdin; `Sampler.stop` sends
 SIGTERM, reaps it with wait4 (the kernel's count of its CPU time: the sampler's own cost) and
 returns what run.json keeps under `telemetry` (no secret: the configuration is recorded with
@@ -33,11 +34,11 @@ def settings(recipe: dict) -> dict | None:
     return {"interval_s": max(MIN_INTERVAL_S, parse_duration(interval))}
 
 
-def plan(kind: str, endpoint: str, *, pid: int | None, local: bool, secrets: dict,
-         extra: dict | None = None) -> list[dict]:
-    """The sources for one run. `local`: the sampler runs on the service's node (process tree,
-    node, RAPL and NVML make sense only there); the service's own interfaces are read over the
-    network from wherever the sampler runs."""
+def plan(kind_sources: list[dict], *, pid: int | None, local: bool) -> list[dict]:
+    """The sources for one run: the kind's own (its service class's `telemetry_sources`: the
+    service's interfaces, read over the network from wherever the sampler runs) after the ones
+    every kind gets when `local`, i.e. when the sampler runs on the service's node (process
+    tree, node, RAPL and NVML make sense only there)."""
     out: list[dict] = []
     if local:
         out.append({"type": "node", "name": "node"})
@@ -46,31 +47,7 @@ def plan(kind: str, endpoint: str, *, pid: int | None, local: bool, secrets: dic
         if rapl_zones():
             out.append({"type": "rapl", "name": "rapl", "optional": True})
         out.append({"type": "nvml", "name": "gpu", "optional": True})
-    key = secrets.get("api_key")
-    bearer = {"Authorization": f"Bearer {key}"} if key else {}
-    creds = {k: secrets[k] for k in ("password", "username") if secrets.get(k)}
-    if kind == "redis":
-        out.append({"type": "redis", "name": "redis", "endpoint": endpoint, "secrets": creds})
-    elif kind == "postgres":
-        out.append({"type": "postgres", "name": "postgres", "endpoint": endpoint, "secrets": creds})
-    elif kind == "llamacpp":
-        out.append({"type": "prometheus", "name": "llamacpp", "endpoint": endpoint, "headers": bearer})
-        out.append({"type": "llamacpp_slots", "name": "llamacpp_slots", "endpoint": endpoint,
-                    "headers": bearer})
-    elif kind == "vllm":
-        out.append({"type": "prometheus", "name": "vllm", "endpoint": endpoint, "headers": bearer})
-    elif kind == "ollama":
-        out.append({"type": "ollama", "name": "ollama", "endpoint": endpoint})
-    elif kind == "s3" and ((extra or {}).get("ports") or {}).get("metrics"):
-        from urllib.parse import urlsplit   # SeaweedFS weed mini: its -metricsPort
-        host = urlsplit(endpoint).hostname
-        out.append({"type": "prometheus", "name": "seaweedfs",
-                    "url": f"http://{host}:{extra['ports']['metrics']}/metrics"})
-    elif kind == "qdrant":
-        qkey = key or secrets.get("password")   # Qdrant's key may come as service.password_env
-        out.append({"type": "prometheus", "name": "qdrant", "endpoint": endpoint,
-                    "headers": {"api-key": qkey} if qkey else {}})
-    return out
+    return out + list(kind_sources)
 
 
 def public(sources: list[dict]) -> list[dict]:

@@ -13,6 +13,20 @@
 `client` (from the records, computed by aifb.analysis.metrics.server) holds: requests (completed in the
 window, ok or not), ok, output_tokens (sum over ok requests with a count), ttft_mean_s.
 Pure Python, like aifb.telemetry.window.
+
+Nothing here names a service kind. What is counted comes from the sources themselves, as each
+kind declares them (aifb.services.<kind> `telemetry_sources`) and run.json `telemetry.sources`
+records them, under a source's `figures`:
+
+    "requests": {"metrics": [counter names, summed], "client": "requests" | "ok" |
+                 "output_tokens" (the client count it is compared with), "basis": "in words",
+                 "exclude": {label: [values]} (series left out, e.g. the sampler's own calls),
+                 "less_own_samples": n (the sampler's own requests per successful sample),
+                 "lag_s": s (the server's statistics lag, added to the tolerance)}
+    "llm":      {"kv_cache_usage": [gauges, first found], "waiting": [...], "running": [...],
+                 "prefix_cache": {"sum": hits counter, "count": queries counter},
+                 "preemptions": counter, "ttft": {"sum": ..._sum, "count": ..._count}}
+    "queue":    [gauges drawn in the panel's "server queue / in flight"]
 """
 
 from __future__ import annotations
@@ -20,11 +34,6 @@ from __future__ import annotations
 from aifb.telemetry.window import COVERAGE_MIN, Telemetry
 
 BASE_TOLERANCE = 0.05
-# PostgreSQL backends flush their statistics at most once a second (PGSTAT_MIN_INTERVAL,
-# 1000 ms, PostgreSQL 15), so pg_stat_database lags the transactions by up to that much.
-PG_STATS_LAG_S = 1.0
-REDIS_OWN_COMMANDS = ("info", "auth", "hello")   # what the sampler itself sends
-QDRANT_NOT_CLIENT = ("/metrics", "/telemetry", "/healthz", "/readyz", "/livez", "/")
 PROCESS_CPU = ("process", "cpu_seconds_total")
 SERVER_DEFINITIONS = {
     "server.metrics": ("Every series the sampler recorded, over the measurement window: counters "
@@ -37,7 +46,8 @@ SERVER_DEFINITIONS = {
     "server.requests_ratio": ("Requests (or tokens) the server counted in the window / those the "
                               "client recorded (completed in the window). Outside 1 +/- tolerance "
                               "(5 % + one sampling interval's share of the window, plus the "
-                              "server's own statistics lag: PostgreSQL 1 s) is a validity warning: "
+                              "server's own statistics lag where its kind declares one: "
+                              "PostgreSQL 1 s) is a validity warning: "
                               "another client used the service, or the client miscounts."),
     "server.efficiency.cpu_s_per_1k_requests": ("CPU seconds (user + system) of the service's "
                                                 "process tree in the window x 1000 / requests "
@@ -60,49 +70,42 @@ def _ratio(server: float | None, client: float | None, basis: str, tolerance: fl
             "tolerance": tolerance, "within_tolerance": abs(value - 1.0) <= tolerance}
 
 
-def requests_ratio(tel: Telemetry, kind: str, lo: float, hi: float, interval_s: float,
+def declared(sources: list[dict], what: str) -> list[tuple[str, dict]]:
+    """(source name, declaration) for every source whose `figures` declare `what`."""
+    return [(s.get("name") or s.get("type"), s["figures"][what]) for s in sources
+            if isinstance(s.get("figures"), dict) and s["figures"].get(what)]
+
+
+def _excluding(exclude: dict):
+    if not exclude:
+        return None
+    return lambda labels: all(labels.get(k) not in values for k, values in exclude.items())
+
+
+def requests_ratio(tel: Telemetry, sources: list[dict], lo: float, hi: float, interval_s: float,
                    client: dict) -> dict | None:
+    """The first source that declares `requests` (one per kind) against the client's count."""
+    found = declared(sources, "requests")
+    if not found:
+        return None
+    src, spec = found[0]
     span = hi - lo
+    deltas = [tel.sum_delta(src, name, lo, hi, where=_excluding(spec.get("exclude") or {}))
+              for name in spec["metrics"]]
+    if None in deltas:
+        return None
+    server = sum(deltas)
+    if spec.get("less_own_samples"):
+        own = sum(1 for t, ok, _ in tel.up.get(src, []) if ok and lo <= t <= hi)
+        server -= spec["less_own_samples"] * own
     # each edge's value is interpolated between samples one interval apart: half an interval's
-    # share of the window per edge bounds that error (measured: 0.3-1.1 % at 250 ms-1 s)
-    tol = BASE_TOLERANCE + interval_s / span
-    if kind == "redis":
-        server = tel.sum_delta("redis", "commands_total", lo, hi,
-                               where=lambda lb: lb.get("cmd") not in REDIS_OWN_COMMANDS)
-        return _ratio(server, client.get("requests"),
-                      "Redis commandstats calls (all commands but the sampler's INFO/AUTH) vs "
-                      "client requests", tol)
-    if kind == "postgres":
-        xact = [tel.sum_delta("postgres", f"database_xact_{k}", lo, hi) for k in ("commit", "rollback")]
-        if None in xact:
-            return None
-        own = sum(1 for t, ok, _ in tel.up.get("postgres", []) if ok and lo <= t <= hi)
-        return _ratio(sum(xact) - own, client.get("requests"),
-                      "pg_stat_database xact_commit + xact_rollback (less the sampler's one "
-                      "transaction per sample) vs client requests",
-                      tol + PG_STATS_LAG_S / span)
-    if kind == "s3" and any(k[0] == "seaweedfs" for k in tel.series):
-        return _ratio(tel.sum_delta("seaweedfs", "SeaweedFS_s3_request_total", lo, hi),
-                      client.get("requests"), "SeaweedFS SeaweedFS_s3_request_total (all "
-                      "operations and codes) vs client requests", tol)
-    if kind == "qdrant":
-        return _ratio(tel.sum_delta("qdrant", "rest_responses_total", lo, hi,
-                                    where=lambda lb: lb.get("endpoint") not in QDRANT_NOT_CLIENT),
-                      client.get("requests"), "Qdrant rest_responses_total (all endpoints but "
-                      "/metrics and health) vs client requests", tol)
-    if kind == "llamacpp":
-        return _ratio(tel.sum_delta("llamacpp", "llamacpp:tokens_predicted_total", lo, hi),
-                      client.get("output_tokens"),
-                      "llama-server llamacpp:tokens_predicted_total vs client usage "
-                      "completion tokens", tol)
-    if kind == "vllm":
-        return _ratio(tel.sum_delta("vllm", "vllm:request_success_total", lo, hi),
-                      client.get("ok"), "vLLM vllm:request_success_total vs client ok requests",
-                      tol)
-    return None
+    # share of the window per edge bounds that error (measured: 0.3-1.1 % at 250 ms-1 s); a
+    # server whose statistics lag (PostgreSQL) declares that lag
+    tol = BASE_TOLERANCE + interval_s / span + float(spec.get("lag_s") or 0.0) / span
+    return _ratio(server, client.get(spec.get("client", "requests")), spec["basis"], tol)
 
 
-def _first_gauge(tel: Telemetry, source: str, names: tuple, lo: float, hi: float) -> dict | None:
+def _first_gauge(tel: Telemetry, source: str, names: list, lo: float, hi: float) -> dict | None:
     for name in names:
         for s in tel.find(source, name):
             st = tel.gauge_stats(s, lo, hi)
@@ -111,28 +114,33 @@ def _first_gauge(tel: Telemetry, source: str, names: tuple, lo: float, hi: float
     return None
 
 
-def llm_block(tel: Telemetry, kind: str, lo: float, hi: float, client: dict) -> dict | None:
-    src = {"vllm": "vllm", "llamacpp": "llamacpp"}.get(kind)
-    if src is None or not any(k[0] == src for k in tel.series):
+def _mean_of(tel: Telemetry, src: str, pair: dict, lo: float, hi: float) -> float | None:
+    """_sum / _count increase of a histogram (or hits / queries): the window's mean (ratio)."""
+    num = tel.sum_delta(src, pair["sum"], lo, hi)
+    den = tel.sum_delta(src, pair["count"], lo, hi)
+    return num / den if num is not None and den else None
+
+
+def llm_block(tel: Telemetry, sources: list[dict], lo: float, hi: float, client: dict) -> dict | None:
+    """The LLM figures of the first source that declares `llm` and was sampled."""
+    for src, spec in declared(sources, "llm"):
+        if any(k[0] == src for k in tel.series):
+            break
+    else:
         return None
-    kv = _first_gauge(tel, src, ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc",
-                                 "llamacpp:kv_cache_usage_ratio"), lo, hi)
-    waiting = _first_gauge(tel, src, ("vllm:num_requests_waiting", "llamacpp:requests_deferred"), lo, hi)
-    running = _first_gauge(tel, src, ("vllm:num_requests_running", "llamacpp:requests_processing"), lo, hi)
+    kv = _first_gauge(tel, src, spec.get("kv_cache_usage", []), lo, hi)
+    waiting = _first_gauge(tel, src, spec.get("waiting", []), lo, hi)
+    running = _first_gauge(tel, src, spec.get("running", []), lo, hi)
     out = {"kv_cache_usage_p95": kv and kv["p95"], "kv_cache_usage_max": kv and kv["max"],
            "waiting_max": waiting and waiting["max"], "running_mean": running and running["mean"]}
-    if kind == "vllm":
-        hits = tel.sum_delta(src, "vllm:prefix_cache_hits_total", lo, hi)
-        queries = tel.sum_delta(src, "vllm:prefix_cache_queries_total", lo, hi)
-        out["prefix_cache_hit_rate"] = hits / queries if hits is not None and queries else None
-        out["preemptions"] = tel.sum_delta(src, "vllm:num_preemptions_total", lo, hi)
-        s = tel.sum_delta(src, "vllm:time_to_first_token_seconds_sum", lo, hi)
-        n = tel.sum_delta(src, "vllm:time_to_first_token_seconds_count", lo, hi)
-        out["server_ttft_mean_s"] = s / n if s is not None and n else None
-        c = client.get("ttft_mean_s")
-        out["client_ttft_mean_s"] = c
-        out["network_client_share_s"] = (c - out["server_ttft_mean_s"]
-                                         if c is not None and out["server_ttft_mean_s"] is not None else None)
+    if spec.get("prefix_cache"):
+        out["prefix_cache_hit_rate"] = _mean_of(tel, src, spec["prefix_cache"], lo, hi)
+    if spec.get("preemptions"):
+        out["preemptions"] = tel.sum_delta(src, spec["preemptions"], lo, hi)
+    if spec.get("ttft"):
+        server = out["server_ttft_mean_s"] = _mean_of(tel, src, spec["ttft"], lo, hi)
+        c = out["client_ttft_mean_s"] = client.get("ttft_mean_s")
+        out["network_client_share_s"] = c - server if c is not None and server is not None else None
     return out
 
 
@@ -184,10 +192,12 @@ def efficiency(tel: Telemetry, lo: float, hi: float, client: dict) -> dict:
     return out
 
 
-def server_block(tel: Telemetry, kind: str, lo: float, hi: float, interval_s: float,
+def server_block(tel: Telemetry, lo: float, hi: float, interval_s: float,
                  client: dict, run_telemetry: dict | None = None) -> dict:
+    """The block; `run_telemetry` is run.json's `telemetry` (its sources and what they declare)."""
     win = tel.window(lo, hi, interval_s)
-    optional = {s.get("name") for s in (run_telemetry or {}).get("sources", []) if s.get("optional")}
+    sources = (run_telemetry or {}).get("sources") or []
+    optional = {s.get("name") for s in sources if s.get("optional")}
     warnings, unavailable = [], {}
     for src, cov in win["sources"].items():
         if src in optional and not cov["ever_up"]:
@@ -201,7 +211,7 @@ def server_block(tel: Telemetry, kind: str, lo: float, hi: float, interval_s: fl
     for src in unavailable:
         win["sources"].pop(src, None)
         win["metrics"].pop(src, None)
-    ratio = requests_ratio(tel, kind, lo, hi, interval_s, client)
+    ratio = requests_ratio(tel, sources, lo, hi, interval_s, client)
     if ratio and not ratio["within_tolerance"]:
         warnings.append(f"server.requests_ratio = {ratio['value']:.4f} is outside 1 +/- "
                         f"{ratio['tolerance']:.3f} ({ratio['basis']}: server {ratio['server']:.0f}, "
@@ -216,7 +226,7 @@ def server_block(tel: Telemetry, kind: str, lo: float, hi: float, interval_s: fl
                             ("sampler_cpu_s", "sampler_wall_s", "sampler_cpu_util")}},
              "dropped_lines": tel.dropped_lines,
              "warnings": warnings, "metrics": win["metrics"]}
-    llm = llm_block(tel, kind, lo, hi, client)
+    llm = llm_block(tel, sources, lo, hi, client)
     if llm:
         block["llm"] = llm
     return block

@@ -341,6 +341,43 @@ class OllamaPsSource(HttpSource):
         return out
 
 
+@source_type("qdrant_telemetry")
+class QdrantTelemetrySource(HttpSource):
+    """Qdrant GET /telemetry (JSON; details_level=1 asks for the request statistics): per REST
+    and gRPC endpoint and status, responses (`count`) and their total duration
+    (`total_duration_micros`, in seconds here) since start - counters; the number of
+    collections and, where reported, memory (`memory.*_bytes`) - gauges."""
+
+    path = "/telemetry?details_level=1"
+
+    def sample(self) -> list[Metric]:
+        body = json.loads(self.get())
+        result = body.get("result") if isinstance(body, dict) else None
+        if not isinstance(result, dict):
+            raise RuntimeError(f"{self.url}: no `result` object in the answer")
+        out = []
+        n = (result.get("collections") or {}).get("number_of_collections")
+        if isinstance(n, (int, float)):
+            out.append(Metric("collections", {}, float(n), GAUGE))
+        for api in ("rest", "grpc"):
+            responses = (((result.get("requests") or {}).get(api) or {}).get("responses") or {})
+            for endpoint, by_status in responses.items():
+                for status, st in (by_status or {}).items():
+                    if not isinstance(st, dict) or not isinstance(st.get("count"), (int, float)):
+                        continue
+                    labels = {"endpoint": str(endpoint), "status": str(status)}
+                    out.append(Metric(f"{api}_responses_total", labels, float(st["count"]), COUNTER))
+                    if isinstance(st.get("total_duration_micros"), (int, float)):
+                        out.append(Metric(f"{api}_duration_seconds_total", labels,
+                                          st["total_duration_micros"] / 1e6, COUNTER))
+        for key, value in (result.get("memory") or {}).items():
+            if key.endswith("_bytes") and isinstance(value, (int, float)):
+                out.append(Metric("memory_bytes", {"kind": key[:-len("_bytes")]}, float(value), GAUGE))
+        if not out:
+            raise RuntimeError(f"{self.url}: no telemetry figure in the answer")
+        return out
+
+
 # ----------------------------------------------------------------------------- Redis
 
 REDIS_SECTIONS = {"clients", "memory", "stats", "cpu", "commandstats", "latencystats",
@@ -466,23 +503,44 @@ class RedisSource(Source):
 
 # ----------------------------------------------------------------------------- PostgreSQL
 
-PG_DATABASE_GAUGES = {"numbackends"}
+PG_GAUGES = {"numbackends", "op_bytes"}   # op_bytes: pg_stat_io's unit of reads/writes (16, 17)
 PG_QUERIES = (
     # (metric prefix, SQL, label columns)
     ("database", "SELECT * FROM pg_stat_database WHERE datname = current_database()", ("datname",)),
     ("bgwriter", "SELECT * FROM pg_stat_bgwriter", ()),
 )
+# pg_stat_io (PostgreSQL 16+): I/O by backend type, object and context; NULL where an
+# operation cannot happen in that combination (left out). Read only when the view exists.
+PG_IO = ("io", "SELECT * FROM pg_stat_io", ("backend_type", "object", "context"))
+PG_HAS_IO = "SELECT to_regclass('pg_catalog.pg_stat_io') IS NOT NULL"
 PG_ACTIVITY = ("SELECT coalesce(state, 'none') AS state, coalesce(wait_event_type, 'none') AS "
                "wait, count(*) AS n FROM pg_stat_activity WHERE backend_type = 'client backend' "
                "GROUP BY 1, 2")
 
 
+def pg_rows_metrics(prefix: str, rows, label_cols: tuple) -> list[Metric]:
+    """Rows of a pg_stat_* view (mappings: column -> value) -> one metric per numeric column,
+    `<prefix>_<column>` labelled by `label_cols`; NULL, text, boolean and timestamp columns and
+    datid are left out. Counters, but for PG_GAUGES."""
+    out = []
+    for row in rows:
+        labels = {c: str(row[c]) for c in label_cols}
+        for col, val in row.items():
+            if col in label_cols or col == "datid" or isinstance(val, bool) \
+                    or not isinstance(val, (int, float)):
+                continue
+            out.append(Metric(f"{prefix}_{col}", labels, float(val),
+                              GAUGE if col in PG_GAUGES else COUNTER))
+    return out
+
+
 @source_type("postgres")
 class PostgresSource(Source):
     """PostgreSQL's statistics views through asyncpg on a private event loop: pg_stat_database
-    (this database: xact_commit/rollback, blocks, tuples, ...), pg_stat_bgwriter, and the client
-    backends of pg_stat_activity by state and wait-event type. All queries of one sample run in
-    one transaction (one consistent stats snapshot, and exactly one xact_commit of our own per
+    (this database: xact_commit/rollback, blocks, tuples, ...), pg_stat_bgwriter, pg_stat_io
+    where the server has it (16+; `stat_io_present` says 1 or 0), and the client backends of
+    pg_stat_activity by state and wait-event type. All queries of one sample run in one
+    transaction (one consistent stats snapshot, and exactly one xact_commit of our own per
     sample, which the requests ratio subtracts)."""
 
     def __init__(self, cfg: dict, timeout_s: float):
@@ -493,6 +551,7 @@ class PostgresSource(Source):
         self.ep = parse_endpoint(cfg["endpoint"], cfg.get("secrets") or {})
         self.loop = asyncio.new_event_loop()
         self.conn = None
+        self.has_io: bool | None = None   # pg_stat_io exists (asked once per connection)
 
     async def _sample(self) -> list[Metric]:
         import asyncpg
@@ -501,18 +560,14 @@ class PostgresSource(Source):
                                               password=self.ep.password, database=self.ep.database,
                                               timeout=self.timeout_s,
                                               server_settings={"application_name": "aifb-telemetry"})
-        out = []
+            self.has_io = None
         async with self.conn.transaction(readonly=True):
-            for prefix, sql, label_cols in PG_QUERIES:
-                for row in await self.conn.fetch(sql, timeout=self.timeout_s):
-                    labels = {c: str(row[c]) for c in label_cols}
-                    for col, val in row.items():
-                        if col in label_cols or isinstance(val, bool) or not isinstance(val, (int, float)):
-                            continue
-                        if col in ("datid",):
-                            continue
-                        kind = GAUGE if col in PG_DATABASE_GAUGES else COUNTER
-                        out.append(Metric(f"{prefix}_{col}", labels, float(val), kind))
+            if self.has_io is None:   # inside the sample's one transaction: no extra commit
+                self.has_io = bool(await self.conn.fetchval(PG_HAS_IO, timeout=self.timeout_s))
+            out = [Metric("stat_io_present", {}, float(self.has_io), GAUGE)]
+            for prefix, sql, label_cols in PG_QUERIES + ((PG_IO,) if self.has_io else ()):
+                out += pg_rows_metrics(prefix, await self.conn.fetch(sql, timeout=self.timeout_s),
+                                       label_cols)
             for row in await self.conn.fetch(PG_ACTIVITY, timeout=self.timeout_s):
                 out.append(Metric("backends", {"state": row["state"], "wait": row["wait"]},
                                   float(row["n"]), GAUGE))

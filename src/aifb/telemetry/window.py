@@ -1,7 +1,9 @@
 """telemetry.jsonl over a time window, in pure Python (no numpy/polars: the GPU check script
 runs it on a bare python3).
 
-    load(path)                      -> Telemetry: series by (source, name, labels), up samples
+    load(path)                      -> Telemetry: series by (source, name, labels), up samples;
+                                    a counter that appears after its source's first successful
+                                    sample starts from 0 at the sample before (_zero_before_first)
     Telemetry.counter_delta(...)    increase of a counter over [lo, hi]: counter resets (a value
                                     that drops: restart, RAPL wrap) add the new value, as
                                     Prometheus' increase() does; the values at lo and hi are
@@ -185,4 +187,19 @@ def load(path: Path) -> Telemetry:
                 s.v.append(value)
     for v in up.values():
         v.sort(key=lambda x: x[0])
+    for s in series.values():
+        _zero_before_first(s, up.get(s.source, []))
     return Telemetry(series, up, dropped, n)
+
+
+def _zero_before_first(s: Series, ups: list) -> None:
+    """A counter absent from a successful scrape had not counted anything yet: labelled
+    Prometheus counters, Redis commandstats and pg_stat_io rows appear on their first event.
+    So a counter that first shows up after a successful sample of its source starts from 0 at
+    that sample (else the events before its first appearance would be lost from the window)."""
+    if s.kind != "counter" or not s.t:
+        return
+    before = [t for t, ok, _ in ups if ok and t < s.t[0]]
+    if before:
+        s.t.insert(0, before[-1])
+        s.v.insert(0, 0.0)

@@ -33,6 +33,7 @@ from aifb.records import INFLIGHT
 from aifb.services import get_service
 from aifb.slurm.client_jobs import ClientJobs, client_job_count
 from aifb.slurm.service_launcher import SlurmServiceLauncher
+from aifb.slurm.service_telemetry import RemoteSampler
 from aifb.slurm.targets import get_target
 from aifb.telemetry import launch as telemetry_launch
 from aifb.workflow import registry
@@ -175,19 +176,39 @@ def _target_record(target: dict) -> dict:
 
 
 # -- server telemetry (aifb.telemetry): a sampler process from deploy to teardown ----------
-def _start_telemetry(run: dict, run_dir: Path, clock: RunClock, spec: dict, endpoint: str,
-                     service, target: dict, secrets: dict, log):
+async def _start_telemetry(run: dict, run_dir: Path, clock: RunClock, service_cls, endpoint: str,
+                           service, target: dict, secrets: dict, log):
     """Start the sampler beside the service (None when the recipe says `telemetry: false`).
-    On a Slurm target it runs here, in the benchmark job, and reads the service's own
-    interfaces only: process, node and GPU sources need the service's node."""
+    For a service deployed as a Slurm job it runs inside that job, on the service's node
+    (aifb.slurm.service_telemetry); for an existing endpoint on a Slurm target it runs here,
+    in the benchmark job, and reads the service's own interfaces only: process, node and GPU
+    sources need the service's node. Telemetry never fails the run: a sampler that cannot be
+    started is said in run.json and the log."""
     cfg = telemetry_launch.settings(run["recipe"])
     if cfg is None:
         run["telemetry"] = None
         return None
+    if isinstance(service, SlurmServiceLauncher) and service.telemetry_address:
+        try:
+            sampler = await service.start_telemetry(clock.t0_ns, cfg["interval_s"])
+        except Exception as exc:   # OSError, a timeout, BadMessage: the run goes on without
+            run["telemetry"] = {"file": telemetry.TELEMETRY_FILE, "interval_s": cfg["interval_s"],
+                                "status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+            log(f"telemetry: the service job's sampler did not start ({run['telemetry']['reason']})")
+            return None
+        run["telemetry"] = {"file": telemetry.TELEMETRY_FILE, "interval_s": cfg["interval_s"],
+                            "sources": sampler.sources, "pid": sampler.pid, "status": "running",
+                            "clock": sampler.clock, "placement": sampler.where}
+        save_run(run_dir, run)
+        log(f"telemetry: sampler in the service job (pid {sampler.pid} on {service.info.node}), "
+            f"clock offset {sampler.clock['start']['offset_ns'] / 1e6:+.3f} ms "
+            f"+-{sampler.clock['start']['uncertainty_s'] * 1e3:.3f} ms")
+        return sampler
     local = target["executor"] != "slurm"
     pid = service.info.pid if (service is not None and local) else None
-    sources = telemetry_launch.plan(spec["kind"], endpoint, pid=pid, local=local, secrets=secrets,
-                                    extra=service.info.extra if service is not None else None)
+    own = service_cls.telemetry_sources(endpoint, secrets,
+                                        service.info.extra if service is not None else {})
+    sources = telemetry_launch.plan(own, pid=pid, local=local)
     sampler = telemetry_launch.Sampler.start(run_dir, clock.t0_ns, cfg["interval_s"], sources,
                                              log_path=run_dir / "telemetry.log")
     run["telemetry"] = {"file": telemetry.TELEMETRY_FILE, "interval_s": cfg["interval_s"],
@@ -241,7 +262,8 @@ async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path 
                      if service.info.job_id else "")
             log(f"{spec['kind']} ready at {endpoint} after {service.info.ready_s:.2f} s "
                 f"({where}pid {service.info.pid}, version {service.info.version})")
-        sampler = _start_telemetry(run, run_dir, clock, spec, endpoint, service, target, secrets, log)
+        sampler = await _start_telemetry(run, run_dir, clock, service_cls, endpoint, service, target,
+                                         secrets, log)
         settings = load_settings(recipe)
         log(f"load: {settings['clients']} client(s) x {settings['concurrency']} in flight, "
             + (f"{settings['duration_s']:g} s" if settings["duration_s"] else f"{settings['requests']} requests")
@@ -303,7 +325,9 @@ async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path 
             run["clients"].update(client_jobs.describe())
         if sampler is not None:   # before the teardown: a stopped service is not a gap
             try:
-                run["telemetry"] = await asyncio.shield(asyncio.to_thread(sampler.stop))
+                stop = (sampler.stop() if isinstance(sampler, RemoteSampler)
+                        else asyncio.to_thread(sampler.stop))
+                run["telemetry"] = await asyncio.shield(stop)
             except Exception:
                 log(traceback.format_exc())
         if service is not None:

@@ -194,3 +194,54 @@ def test_cache_state_from_the_summary_or_run_json_and_the_note():
     assert compare.cache_states_note({"A": "cold", "B": "cold", "C": None}) is None
     note = compare.cache_states_note({"A": "cold", "B": "warm", "C": "cold"})
     assert "(cold: A, C; warm: B)" in note and "not comparable" in note
+
+
+# -- the server block (aifb.analysis.compare_server) ------------------------------------------
+
+def with_server(s, ratio=1.0, ratio_tol=0.06, cpu=0.5, gpu=None, rapl=None, total=1000):
+    eff = {"cpu_s_per_1k_requests": cpu}
+    if gpu:
+        eff["gpu"] = {"j_per_request": gpu[0], "j_per_output_token": gpu[1]}
+    if rapl is not None:
+        eff["cpu_energy_j"] = rapl
+    return {**s, "requests": {"total": total},
+            "server": {"requests_ratio": {"value": ratio, "tolerance": ratio_tol},
+                       "efficiency": eff}}
+
+
+def test_server_figures_are_compared_with_deltas_and_tolerances():
+    a = with_server(summ(ORIG, 100.0, 0.010, 0.050), ratio=1.0, cpu=0.50, gpu=(2.0, 0.10), rapl=50.0)
+    b = with_server(summ(NEW, 101.0, 0.010, 0.050), ratio=1.03, cpu=0.55, gpu=(2.1, 0.11), rapl=55.0)
+    c = compare_runs(a, b)
+    by = {m["figure"]: m for m in c["server"]["compared"]}
+    assert list(by) == ["requests_ratio", "cpu_s_per_1k_requests", "gpu_j_per_request",
+                        "gpu_j_per_output_token", "cpu_energy_j_per_1k_requests"]
+    r = by["requests_ratio"]
+    assert r["absolute"] and r["delta"] == pytest.approx(0.03) and r["tolerance"] == pytest.approx(0.12)
+    assert by["cpu_s_per_1k_requests"]["rel_delta"] == pytest.approx(0.10)
+    assert by["cpu_s_per_1k_requests"]["tolerance"] == compare.compare_server.SERVER_TOLERANCE
+    assert by["cpu_energy_j_per_1k_requests"]["original"] == pytest.approx(50.0)   # 50 J / 1000 req
+    assert all(m["within"] for m in by.values()) and c["warnings"] == []
+    md = render_markdown(c)
+    assert "### Server side" in md and "| service CPU-s per 1k requests | 0.5 | 0.55 |" in md
+
+
+def test_a_server_figure_outside_its_tolerance_warns_but_keeps_the_verdict():
+    a = with_server(summ(ORIG, 100.0, 0.010, 0.050), ratio=1.0, cpu=0.50)
+    b = with_server(summ(NEW, 100.0, 0.010, 0.050), ratio=1.5, cpu=0.80)
+    c = compare_runs(a, b)
+    assert c["verdict"] == "reproduced" and c["out_of_tolerance"] == []
+    assert [m["within"] for m in c["server"]["compared"]] == [False, False]
+    assert len(c["warnings"]) == 2
+    assert "service CPU-s per 1k requests: 0.5 -> 0.8 s, +60.0% (tolerance ±20%)" in c["warnings"][1]
+    md = render_markdown(c)
+    assert "⚠️" in md and "**Warning:** server/client requests: 1 -> 1.5" in md
+
+
+def test_no_server_block_is_said_not_compared(tmp_path):
+    c = compare_runs(summ(ORIG, 100.0, 0.010, 0.050),
+                     with_server(summ(NEW, 100.0, 0.010, 0.050)))
+    assert c["server"]["compared"] == [] and ORIG in c["server"]["note"]
+    js, md = write_comparison(c, tmp_path)
+    assert json.loads(js.read_text())["server"]["note"] == c["server"]["note"]
+    assert "Not compared:" in md.read_text()

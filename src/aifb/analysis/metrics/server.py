@@ -13,11 +13,10 @@ from pathlib import Path
 
 import polars as pl
 
-from aifb.analysis.metrics import run_kind
 from aifb.analysis.summary import CONNECT_OP, latency_window, scan_records
 from aifb.telemetry import TELEMETRY_FILE
 from aifb.telemetry import window as tw
-from aifb.telemetry.server import PROCESS_CPU, SERVER_DEFINITIONS, server_block
+from aifb.telemetry.server import PROCESS_CPU, SERVER_DEFINITIONS, declared, server_block
 
 CLIENT_SCHEMA = {"op": pl.String, "t_start": pl.Float64, "t_first": pl.Float64,
                  "t_end": pl.Float64, "ok": pl.Boolean, "phase": pl.String,
@@ -59,7 +58,7 @@ def summarize(run: dict, records_path: Path, window_s: float | None) -> dict:
     if not tel.samples:
         return {"server": {"warnings": [f"{path.name} holds no sample: the sampler recorded "
                                         "nothing (see run.json telemetry)."]}}
-    block = server_block(tel, run_kind(run), win[0], win[1], float(tele.get("interval_s") or 1.0),
+    block = server_block(tel, win[0], win[1], float(tele.get("interval_s") or 1.0),
                          client_counts(records_path), tele)
     return {"server": block}
 
@@ -133,14 +132,6 @@ def markdown(summary: dict) -> list[str]:
 
 # ----------------------------------------------------------------------------- the panel
 
-QUEUE_SERIES = (("vllm", "vllm:num_requests_waiting"), ("vllm", "vllm:num_requests_running"),
-                ("llamacpp", "llamacpp:requests_processing"), ("llamacpp", "llamacpp:requests_deferred"),
-                ("llamacpp_slots", "slots_processing"), ("redis", "connected_clients"),
-                ("postgres", "backends"))
-KV_SERIES = (("vllm", "vllm:kv_cache_usage_perc"), ("vllm", "vllm:gpu_cache_usage_perc"),
-             ("llamacpp", "llamacpp:kv_cache_usage_ratio"))
-
-
 def _rate_points(tel: tw.Telemetry, series: list) -> list[tuple[float, float]]:
     """Summed per-second increase of counters, between consecutive samples (at their midpoint)."""
     pts: dict = {}
@@ -154,8 +145,9 @@ def _rate_points(tel: tw.Telemetry, series: list) -> list[tuple[float, float]]:
     return sorted(pts.items())
 
 
-def panel_frame(tel: tw.Telemetry, records_path: Path) -> pl.DataFrame:
-    """Long format (panel, series, t, value) of every row of the panel."""
+def panel_frame(tel: tw.Telemetry, records_path: Path, sources: list[dict]) -> pl.DataFrame:
+    """Long format (panel, series, t, value) of every row of the panel; the queue and KV-cache
+    series are the ones the sources declare (run.json telemetry.sources, their `figures`)."""
     rows = []
 
     def add(panel, name, pts):
@@ -174,13 +166,15 @@ def panel_frame(tel: tw.Telemetry, records_path: Path) -> pl.DataFrame:
     cpu = tel.find(*PROCESS_CPU)
     if cpu:
         add("service CPU (cores)", "process tree", _rate_points(tel, cpu))
-    for src, name in QUEUE_SERIES:
-        for s in tel.find(src, name):
-            label = f"{src} {name}" + (f" {s.labels}" if s.labels else "")
-            add("server queue / in flight", label, zip(s.t, s.v))
-    for src, name in KV_SERIES:
-        for s in tel.find(src, name):
-            add("KV cache usage", f"{src} {name}", zip(s.t, s.v))
+    for src, names in declared(sources, "queue"):
+        for name in names:
+            for s in tel.find(src, name):
+                label = f"{src} {name}" + (f" {s.labels}" if s.labels else "")
+                add("server queue / in flight", label, zip(s.t, s.v))
+    for src, llm in declared(sources, "llm"):
+        for name in llm.get("kv_cache_usage", []):
+            for s in tel.find(src, name):
+                add("KV cache usage", f"{src} {name}", zip(s.t, s.v))
     for s in tel.find("gpu", "power_watts"):
         add("GPU power (W)", f"GPU {s.labels.get('gpu')}", zip(s.t, s.v))
     return pl.DataFrame(rows, schema={"panel": pl.String, "series": pl.String, "t": pl.Float64,

@@ -17,7 +17,7 @@ from aifb.telemetry import window as tw
 def plots(records_path: Path, run: dict, summary: dict, plots_dir: Path) -> list[dict]:
     tele = run.get("telemetry") or {}
     tel = tw.load(Path(records_path).parent / (tele.get("file") or TELEMETRY_FILE))
-    df = server.panel_frame(tel, records_path)
+    df = server.panel_frame(tel, records_path, tele.get("sources") or [])
     if df.height == 0:
         return []
     xmax = float(df["t"].max())
