@@ -167,10 +167,14 @@ def no_data_chart(title: str, message: str = NO_DATA):
     return configure(text.properties(title=title, width=WIDTH, height=HEIGHT))
 
 
+def _scaled_latency(frame: pl.DataFrame, factor: float) -> pl.DataFrame:
+    """The rows with a latency, with `lat` = latency in the chart's unit (log axes need > 0)."""
+    return frame.filter(pl.col("latency") > 0).with_columns((pl.col("latency") * factor).alias("lat"))
+
+
 def latency_cdf_chart(data: PlotData, unit: tuple[str, float], subtitle: str):
     label, factor = unit
-    df = data.cdf.filter(pl.col("latency") > 0).with_columns(
-        (pl.col("latency") * factor).alias("lat"))
+    df = _scaled_latency(data.cdf, factor)
     if df.height == 0:
         return no_data_chart("Latency CDF (measurement window)")
     lines = (alt.Chart(df).mark_line(interpolate="step-after", strokeWidth=2)
@@ -198,8 +202,7 @@ def latency_cdf_chart(data: PlotData, unit: tuple[str, float], subtitle: str):
 
 def latency_over_time_chart(data: PlotData, unit: tuple[str, float], subtitle: str):
     label, factor = unit
-    df = data.sample.filter(pl.col("latency") > 0).with_columns(
-        (pl.col("latency") * factor).alias("lat"))
+    df = _scaled_latency(data.sample, factor)
     if df.height == 0:
         return no_data_chart("Latency over time")
     layers = []
