@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import time
 
 import pytest
 
 from aifb import clients, services
 from aifb.kinds import all_kinds
 from fakes.memory_client import MemoryClient
-from support import require, skip_groups, skip_line
+from support import redis_process, skip_groups, skip_line
 
 
 # -- a marker per service kind (`pytestmark = pytest.mark.qdrant`), from aifb.kinds, so that a new
@@ -28,41 +24,11 @@ def pytest_configure(config):
 
 
 # -- redis_server: a real redis-server on a free loopback port, killed at teardown ----------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def redis_server(tmp_path_factory):
     """The endpoint ("redis://127.0.0.1:PORT") of a fresh redis-server (no persistence)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        require("redis-server not installed (apt-get install redis-server)")
-    port = _free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(workdir)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            stdin=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(64).startswith(b"+PONG"):
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start on port {port}")
-            time.sleep(0.02)
+    with redis_process(workdir=tmp_path_factory.mktemp("redis")) as (port, _):
         yield f"redis://127.0.0.1:{port}"
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
 
 
 # -- test-only kinds: registered for one test, the registries restored afterwards -------------

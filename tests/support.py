@@ -4,12 +4,15 @@ missing skips (`require`) and how the skips are summed up at the end (conftest.p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -152,6 +155,46 @@ def require(reason: str) -> None:
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"CI: {reason}")
     pytest.skip(reason)
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (free now; the caller binds it next)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def redis_process(*args: str, port: int | None = None, workdir: Path | None = None):
+    """(port, Popen) of a fresh redis-server on 127.0.0.1 without persistence, `args` added to
+    its command line; ready when it answers PING; killed on exit. The one way the tests start a
+    redis-server of their own (the `redis_server` fixture, a server a test kills or restarts)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        require("redis-server not installed (apt-get install redis-server)")
+    port = port or free_port()
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    if workdir is not None:
+        argv += ["--dir", str(workdir)]
+    proc = subprocess.Popen([*argv, *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(64).startswith((b"+PONG", b"-NOAUTH")):   # -NOAUTH: --requirepass
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start on port {port}")
+            time.sleep(0.02)
+        yield port, proc
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
 
 
 def skip_groups(reports) -> dict[str, tuple[int, str]]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -29,7 +28,7 @@ from aifb.errors import ServiceError
 from aifb.records import read_records
 from aifb.schemas import validation_errors
 
-from support import pid_alive
+from support import pid_alive, redis_process
 
 pytestmark = pytest.mark.redis
 
@@ -378,25 +377,8 @@ def test_merge_pools_sched_lags_and_reports_the_busiest_process():
 def test_ten_thousand_connections(tmp_path):
     """10,000 concurrent connections from one node (2 processes x 5,000), against a redis-server
     started with maxclients 10100; the engine raises its own open-files limit when needed."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server not installed")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--maxclients", "10100", "--dir", str(tmp_path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"redis://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline
-                time.sleep(0.02)
+    with redis_process("--maxclients", "10100", workdir=tmp_path) as (port, _):
+        endpoint = f"redis://127.0.0.1:{port}"
         maxclients = redis_cmd(endpoint, "CONFIG", "GET", "maxclients")[1]
         if int(maxclients) < 10001:
             pytest.skip(f"redis-server could only get maxclients {maxclients} (its ulimit -n)")
@@ -407,9 +389,6 @@ def test_ten_thousand_connections(tmp_path):
                                         warmup_s=0.5, timeout_s=10.0),
                               seed=1, records_path=path, clock=RunClock(), log=quiet)
         after = int(info_field(endpoint, "stats", "total_connections_received"))
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
     assert stats["connections"] == 10_000 and stats["errors_by_type"] == {}
     assert after - before >= 10_000
     recs = check_file(path, stats)

@@ -6,10 +6,6 @@ server: tests/unit/load/test_engine.py."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import shutil
-import socket
-import subprocess
 import time
 
 import pytest
@@ -19,40 +15,11 @@ from aifb.clock import RunClock
 from aifb.load.engine import run_load, run_load_sync
 from aifb.records import read_records
 from support import (GET_ONLY, MIXED, PHASE_ORDER, check_records, engine_load as load, quiet,
-                     run_async)
+                     redis_process, run_async)
 
 pytestmark = pytest.mark.redis
 
 arun = run_async
-
-
-@contextlib.contextmanager
-def redis_process(port: int | None = None):
-    """A redis-server this test can kill (the shared fixture is killed only at teardown)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server not installed")
-    if port is None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.01)
-        yield port, proc
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
 
 
 # --------------------------------------------------------------------------- closed loop
@@ -138,7 +105,7 @@ def test_workers_reconnect_when_the_server_comes_back(tmp_path):
             proc.kill()
             proc.wait()
             await asyncio.sleep(0.3)
-            with redis_process(port):
+            with redis_process(port=port):
                 return await task
 
         stats = arun(go())

@@ -5,11 +5,7 @@ redis-server (plain and with --requirepass)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import shutil
 import socket
-import subprocess
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -19,7 +15,7 @@ from aifb.clients import available_kinds, get_client
 from aifb.clients.redis import (ProtocolError, RedisClient, RedisConnection, ReplyError,
                                 encode_command, parse_endpoint, parse_reply)
 from aifb.errors import NotImplementedKind, ServiceError
-from support import run_async
+from support import redis_process, run_async
 
 
 arun = run_async
@@ -253,37 +249,10 @@ def test_unreachable_endpoint_is_a_clear_service_error():
         arun(c.startup(3))
 
 
-@contextlib.contextmanager
-def redis_with_password(password: str):
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server not installed")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--requirepass", password],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-        yield port
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
-
-
 @pytestmark_redis
 def test_credentials():
     pw = "hunter2-secret"
-    with redis_with_password(pw) as port:
+    with redis_process("--requirepass", pw) as (port, _):
         arun(RedisClient.probe(f"redis://127.0.0.1:{port}", 2.0, {"password": pw}))
 
         async def session(endpoint, secrets=None):
