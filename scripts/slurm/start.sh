@@ -5,10 +5,21 @@
 # rewrites /etc/slurm/slurm.conf only when it changed, starts only what is not running, and
 # returns once `sinfo` shows the node idle.
 #   scripts/slurm/start.sh          (SLURM_CPUS=8 SLURM_MEM_MB=16000 to size the node)
+#   scripts/slurm/start.sh --nodes 3   a three-node cluster in namespaces beside it (multinode.sh)
 #   scripts/slurm/stop.sh           stops the daemons (keeps packages; marks the config stopped)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
+# --nodes 3: the three-node cluster in namespaces beside this one (multinode.sh)
+if [[ "${1:-}" == --nodes ]]; then
+  case ${2:-} in
+    1) ;;
+    3) exec "$here/multinode.sh" start ;;
+    *) echo "slurm: --nodes 1 or --nodes 3" >&2; exit 2 ;;
+  esac
+fi
+# shellcheck source=scripts/slurm/lib.sh
+. "$here/lib.sh"
 t_start=$(date +%s.%N)
 say() { echo "slurm: $*" >&2; }
 
@@ -41,22 +52,7 @@ if [[ ! -f /etc/slurm/slurm.conf ]] || [[ "$conf" != "$(cat /etc/slurm/slurm.con
   reconfigure=1  # written below, after a running controller is stopped (stop.sh edits it)
 fi
 
-# munge: a key, then the daemon
-if [[ ! -s /etc/munge/munge.key ]]; then
-  mkdir -p /etc/munge
-  dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key status=none
-  say "created /etc/munge/munge.key"
-fi
-chown -R munge:munge /etc/munge /run/munge /var/lib/munge /var/log/munge 2>/dev/null || true
-chmod 0700 /etc/munge; chmod 0400 /etc/munge/munge.key
-running() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
-if ! running /run/munge/munged.pid; then
-  su -s /bin/sh munge -c "/usr/sbin/munged --pid-file=/run/munge/munged.pid" 2>/dev/null \
-    || /usr/sbin/munged --force --pid-file=/run/munge/munged.pid
-  say "started munged"
-fi
-for _ in $(seq 50); do munge -n </dev/null | unmunge >/dev/null 2>&1 && break; sleep 0.1; done
-munge -n </dev/null | unmunge >/dev/null || { say "munge does not work"; exit 1; }
+ensure_munge || exit 1
 
 if running /run/slurm/slurmctld.pid && ((reconfigure)); then
   say "configuration changed: restarting the daemons"
@@ -75,18 +71,6 @@ if ! running /run/slurm/slurmd.pid; then
   say "started slurmd"
 fi
 
-state=""
-for _ in $(seq 150); do
-  state=$(sinfo -h -n "$host" -o %t 2>/dev/null | head -1 || true)
-  [[ "$state" == idle || "$state" == mix || "$state" == alloc ]] && break
-  if [[ "$state" == down* || "$state" == drain* ]]; then
-    scontrol update nodename="$host" state=resume 2>/dev/null || true
-  fi
-  sleep 0.2
-done
-if [[ "$state" != idle && "$state" != mix && "$state" != alloc ]]; then
-  say "node $host is not up (state '${state:-none}'); see /var/log/slurm/slurmctld.log and slurmd.log"
-  exit 1
-fi
+wait_nodes_up "$host" || { say "see /var/log/slurm/slurmctld.log and slurmd.log"; exit 1; }
 sinfo >&2
 say "ready in $(awk -v a="$t_start" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}') s"

@@ -6,25 +6,18 @@
 # executor plugin runs `scontrol show config` whenever Snakemake loads its plugins (any profile),
 # so every snakemake call would wait 10 s. start.sh writes the usual one back.
 #   scripts/slurm/stop.sh [--quiet] [--keep-munge]
+#   scripts/slurm/stop.sh --nodes 3     the three-node cluster instead (multinode.sh stop)
 set -uo pipefail
-quiet=0; keep_munge=0
+here=$(cd "$(dirname "$0")" && pwd)
+quiet=0; keep_munge=0; nodes=1
 for a in "$@"; do
-  case $a in --quiet) quiet=1 ;; --keep-munge) keep_munge=1 ;; esac
+  case $a in --quiet) quiet=1 ;; --keep-munge) keep_munge=1 ;; 3) nodes=3 ;; esac
 done
+# --nodes 3: the three-node cluster of start.sh --nodes 3 (multinode.sh), this one untouched
+((nodes == 3)) && exec "$here/multinode.sh" stop
+# shellcheck source=scripts/slurm/lib.sh
+. "$here/lib.sh"
 say() { ((quiet)) || echo "slurm: $*" >&2; }
-
-stop_pid() {  # name pidfile
-  local pid
-  [[ -f "$2" ]] || return 0
-  pid=$(cat "$2")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid"
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
-    say "stopped $1 ($pid)"
-  fi
-  rm -f "$2"
-}
 
 if command -v squeue >/dev/null && [[ -f /run/slurm/slurmctld.pid ]] && kill -0 "$(cat /run/slurm/slurmctld.pid)" 2>/dev/null; then
   jobs=$(squeue -h -t PENDING,RUNNING,SUSPENDED -o %i 2>/dev/null | tr '\n' ' ')
@@ -36,9 +29,9 @@ if command -v squeue >/dev/null && [[ -f /run/slurm/slurmctld.pid ]] && kill -0 
     done
   fi
 fi
-stop_pid slurmd /run/slurm/slurmd.pid
-stop_pid slurmctld /run/slurm/slurmctld.pid
-((keep_munge)) || stop_pid munged /run/munge/munged.pid
+stop_pidfile slurmd /run/slurm/slurmd.pid
+stop_pidfile slurmctld /run/slurm/slurmctld.pid
+((keep_munge)) || stop_pidfile munged /run/munge/munged.pid
 
 # Only our own configuration (start.sh's ClusterName), and once.
 conf=/etc/slurm/slurm.conf
