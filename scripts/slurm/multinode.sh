@@ -76,17 +76,20 @@ hosts_file() {
 }
 
 # Run a daemon as "machine" NAME: its own mount namespace (this cluster's hosts file bound on
-# /etc/hosts; host mounts still propagate in) and UTS namespace (hostname NAME), in network
-# namespace NS and a new time namespace with CLOCK_MONOTONIC offset OFF unless they are "-".
-# Not `ip netns exec`: it remounts /sys, which hides /sys/fs/cgroup from slurmd.
+# /etc/hosts and its slurm.conf on /etc/slurm/slurm.conf, as a node of a real cluster has them:
+# the Slurm executor plugin's job step drops SLURM_CONF from the environment of its nested
+# srun; host mounts still propagate in, nothing propagates out) and UTS namespace (hostname
+# NAME), in network namespace NS and a new time namespace with CLOCK_MONOTONIC offset OFF
+# unless they are "-". Not `ip netns exec`: it remounts /sys, hiding /sys/fs/cgroup from slurmd.
 as_machine() {  # NAME NS OFF COMMAND...
   local name=$1 ns=$2 off=$3; shift 3
   local enter=() clock=()
   [[ $ns != - ]] && enter=(nsenter "--net=/run/netns/$ns")
   [[ $off != - ]] && clock=(--time "--monotonic=$off")
   "${enter[@]}" unshare --mount --propagation slave --uts "${clock[@]}" \
-    sh -c 'mount --bind "$1" /etc/hosts && hostname "$2" && shift 2 && exec "$@"' \
-    sh "$dir/hosts" "$name" "$@"
+    sh -c 'mount --bind "$1" /etc/hosts && mount --bind "$2" /etc/slurm/slurm.conf &&
+           hostname "$3" && shift 3 && exec "$@"' \
+    sh "$dir/hosts" "$conf" "$name" "$@"
 }
 
 net_up() {
