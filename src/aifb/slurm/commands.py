@@ -125,13 +125,14 @@ def mem_option(mem) -> str | None:
     return f"{max(1, math.ceil(parse_size(mem) / 2**20))}M"
 
 
-def site_options(target: dict, *, gpus: int = 0) -> list[str]:
-    """--partition/--account/--qos/--constraint and the site's extras, for one job."""
+def site_options(target: dict, *, gpus: int = 0, partition: str | None = None) -> list[str]:
+    """--partition/--account/--qos/--constraint and the site's extras, for one job; `partition`
+    (a service kind's own, from the target) instead of partitions.cpu/gpu."""
     slurm = target.get("slurm") or {}
     parts = target.get("partitions") or {}
     opts = []
-    partition = parts.get("gpu") if gpus else parts.get("cpu")
-    if gpus and not parts.get("gpu"):
+    partition = partition or (parts.get("gpu") if gpus else parts.get("cpu"))
+    if gpus and not partition:
         raise ServiceError(f"the recipe asks for {gpus} GPU(s) but target {target['name']!r} "
                            "names no gpu partition (partitions.gpu in config/targets.yaml)")
     if partition:

@@ -94,7 +94,7 @@ class SlurmServiceLauncher:
         mem = mem_option(res.get("mem"))
         if mem:
             opts.append(f"--mem={mem}")
-        return opts + site_options(self.target, gpus=gpus)
+        return opts + site_options(self.target, gpus=gpus, partition=self.how.get("partition"))
 
     def request(self) -> dict:
         spec = dict(self.spec)
