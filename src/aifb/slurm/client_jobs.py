@@ -89,6 +89,20 @@ def job_seed(seed: int, k: int) -> int:
     return seed if k == 0 else (seed * 1_000_003 + k) % 2**31
 
 
+def clock_record(sync: dict, t0_ns: int) -> dict:
+    """What run.json keeps of a client job's clock sync (see the comment above): its figures,
+    plus offset_ns, the client job's CLOCK_MONOTONIC minus the benchmark job's as measured
+    (base_ns is the benchmark's t0 read on the client's clock; t0_ns the same instant on the
+    benchmark's), known within +-uncertainty_ns. ~0 when both share one clock (one host: a
+    self-check); on separate machines (or time namespaces) anything. Host names do not tell
+    which: same_host only says whether they are equal."""
+    out = dict(sync)
+    out["uncertainty_s"] = sync["uncertainty_ns"] / 1e9
+    out["offset_ns"] = sync["base_ns"] - t0_ns
+    out["same_host"] = sync.get("host") == socket.gethostname()
+    return out
+
+
 class ClientJobs:
     """The benchmark job's side of a run with extra client jobs (see the comment above)."""
 
@@ -164,7 +178,7 @@ class ClientJobs:
                 elif k is None:
                     raise BadMessage(f"{sorted(msg)[:3]} before hello")
                 elif "ready" in msg:
-                    self.jobs[k]["clock"] = {"start": self._sync_record(msg["sync"])}
+                    self.jobs[k]["clock"] = {"start": clock_record(msg["sync"], self.clock.t0_ns)}
                     self.jobs[k]["client"] = msg.get("client")
                     self.ready[k].set()
                 elif "error" in msg:
@@ -176,7 +190,7 @@ class ClientJobs:
                         self.quota.update(k, int(msg["count"]))
                 elif "done" in msg:
                     self.jobs[k]["stats"] = msg.get("stats")
-                    self.jobs[k].setdefault("clock", {})["end"] = self._sync_record(msg["sync"])
+                    self.jobs[k].setdefault("clock", {})["end"] = clock_record(msg["sync"], self.clock.t0_ns)
                     self.done[k].set()
         except BadMessage as exc:
             self._refuse(writer, k, str(exc))
@@ -226,14 +240,6 @@ class ClientJobs:
             self.problems.append(
                 "the coordinator received messages that were not authentic or not allowed (see "
                 "clients.bad_messages in run.json); they were refused and nothing of them was used")
-
-    def _sync_record(self, sync: dict) -> dict:
-        out = dict(sync)
-        out["uncertainty_s"] = sync["uncertainty_ns"] / 1e9
-        # on the same host both monotonic clocks are one: this is then ~0 (a self-check)
-        if sync.get("host") == socket.gethostname():
-            out["same_host_offset_ns"] = sync["base_ns"] - self.clock.t0_ns
-        return out
 
     async def start(self) -> None:
         host = node_address(self.target.get("bind", "auto"))
