@@ -1,0 +1,270 @@
+"""The multi-node Slurm path on a real three-node Slurm on this machine (scripts/slurm/start.sh
+--nodes 3: slurmctld on a bridge, three slurmd each in its own network, hostname and time
+namespace, CLOCK_MONOTONIC offsets +0 / +37 / -12 s), beside the single-node test Slurm, which
+it must leave alone.
+
+A 4-client redis recipe on target slurm-multinode through profiles/slurm: the service job on
+node 1 (partition gpu) bound to its node's address, the benchmark job and one client job on
+nodes 2 and 3, clocks 49 s apart. The merged timeline is checked against the truth the script
+set, within the uncertainty the run recorded. Needs root (namespaces); under CI=true a missing
+piece fails (support.require). The module's last test stops the cluster and checks that
+nothing of it is left."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from support import REPO, VENV_BIN, benchmark_id_from, make_workspace, pid_alive, read_json, require
+
+pytestmark = [pytest.mark.workflow, pytest.mark.redis, pytest.mark.slow]
+
+SCRIPTS = REPO / "scripts" / "slurm"
+RUN_DIR = Path("/run/aifb-mn")
+CONF = RUN_DIR / "slurm.conf"
+NODES = {"aifb-n1": "198.18.0.11", "aifb-n2": "198.18.0.12", "aifb-n3": "198.18.0.13"}
+# The truth: what multinode.sh set, each node's CLOCK_MONOTONIC minus the host's, in seconds.
+OFFSET_S = {"aifb-n1": 0, "aifb-n2": 37, "aifb-n3": -12}
+LINKS = ("aifb-mn0", "aifb-mnv1", "aifb-mnv2", "aifb-mnv3")
+ACTIVE = "PENDING,RUNNING,CONFIGURING,COMPLETING,SUSPENDED"
+
+
+def missing() -> str | None:
+    if os.geteuid() != 0:
+        return "the three-node Slurm needs root (network and time namespaces)"
+    for cmd in ("slurmctld", "slurmd", "sbatch", "squeue", "ip", "nsenter", "unshare", "redis-server"):
+        if shutil.which(cmd) is None:
+            return f"{cmd} not on PATH (scripts/slurm/start.sh installs Slurm; apt-get install redis-server)"
+    if "--monotonic" not in subprocess.run(["unshare", "--help"], capture_output=True, text=True).stdout:
+        return "util-linux unshare without --monotonic (time namespaces need util-linux >= 2.36)"
+    return None
+
+
+def mn_env(**extra) -> dict:
+    """The environment that selects the three-node cluster (never the single-node one's file)."""
+    return dict(os.environ, SLURM_CONF=str(CONF), **extra)
+
+
+def sh(*argv, timeout=120, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=timeout,
+                          env=env)
+
+
+def active_jobs() -> list[str]:
+    return sh("squeue", "-h", "-t", ACTIVE, "-o", "%i|%j|%T|%N", env=mn_env()).stdout.split()
+
+
+def file_hash(path: str) -> str | None:
+    p = Path(path)
+    return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+
+
+def netns_processes(inodes: set[int]) -> list[int]:
+    """Processes still in one of these network namespaces."""
+    out = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if os.stat(proc / "ns" / "net").st_ino in inodes:
+                    out.append(int(proc.name))
+            except OSError:
+                pass
+    return out
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    why = missing()
+    if why:
+        require(why)
+    single_node = {"conf": file_hash("/etc/slurm/slurm.conf"), "hosts": file_hash("/etc/hosts"),
+                   "answers": sh("sinfo", "-h", "-o", "%t", env={k: v for k, v in os.environ.items()
+                                                               if k != "SLURM_CONF"}).returncode == 0}
+    t0 = time.monotonic()
+    proc = sh(SCRIPTS / "start.sh", "--nodes", "3")
+    assert proc.returncode == 0, proc.stderr
+    seen = {"single_node": single_node, "start_s": time.monotonic() - t0,
+            "netns": {os.stat(f"/run/netns/{n}").st_ino for n in NODES},
+            "pids": [int((RUN_DIR / f).read_text()) for f in
+                     ("slurmctld.pid", *(f"slurmd-{n}.pid" for n in NODES))]}
+    try:
+        yield seen
+    finally:
+        sh(SCRIPTS / "stop.sh", "--nodes", "3")   # idempotent; the last test checks what it left
+
+
+@pytest.fixture(scope="module")
+def mn_run(cluster, tmp_path_factory):
+    """The 4-client redis recipe on slurm-multinode through profiles/slurm (up to the benchmark
+    job: its summary and report are the single-node ones, tested in test_slurm.py)."""
+    ws = make_workspace(tmp_path_factory.mktemp("multinode"))
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        ["timeout", "-k", "15", "300", str(VENV_BIN / "aifb"), "run", "recipes/recipe_redis_4client.yaml",
+         "--profile", "slurm", "--set", "load.duration=3s", "--set", "load.warmup=0.5s",
+         "--set", "target=slurm-multinode", "--snakemake-args", "--until", "run_benchmark"],
+        cwd=ws, env=mn_env(AIFB_ROOT=str(ws)), capture_output=True, text=True, timeout=360)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-5000:]
+    bid = benchmark_id_from(proc.stdout)
+    run_dir = ws / "results" / bid
+    cluster["run_pids"] = [read_json(run_dir / "run.json")["service"]["pid"]] + \
+        [j["pid"] for j in read_json(run_dir / "run.json")["clients"]["jobs"][1:]]
+    print(f"aifb run on slurm-multinode took {time.monotonic() - t0:.1f} s "
+          f"(load average {os.getloadavg()[0]:.2f})")
+    return run_dir, read_json(run_dir / "run.json")
+
+
+def test_each_node_has_its_own_address_name_and_clock_and_jobs_inherit_them(cluster, tmp_path):
+    """A batch job on each node: its hostname resolves to its node's address, and the job (and
+    its parent, slurmstepd) live in the node's time namespace: time.monotonic() there minus the
+    offset the script set falls between the host's readings before and after."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import json, os, socket, time\n"
+        "def off(pid):\n"
+        "    for line in open(f'/proc/{pid}/timens_offsets'):\n"
+        "        k, s, ns = line.split()\n"
+        "        if k == 'monotonic': return int(s) * 10**9 + int(ns)\n"
+        "name = socket.gethostname()\n"
+        "print(json.dumps({'host': name, 'addr': socket.gethostbyname(name), 'self': off(os.getpid()),\n"
+        "    'parent': off(os.getppid()), 'parent_comm': open(f'/proc/{os.getppid()}/comm').read().strip(),\n"
+        "    'mono_ns': time.monotonic_ns()}))\n")
+    before = time.monotonic_ns()
+    procs = {}
+    for n in NODES:
+        part = "gpu" if n == "aifb-n1" else "cpu"
+        procs[n] = subprocess.Popen(
+            ["sbatch", "--wait", "--quiet", f"--partition={part}", f"--nodelist={n}", "--time=2",
+             f"--output={tmp_path / n}.out", f"--wrap=exec {sys.executable} {probe}"],
+            env=mn_env(), cwd=tmp_path)
+    for n, p in procs.items():
+        assert p.wait(timeout=120) == 0, n
+    after = time.monotonic_ns()
+    for n, addr in NODES.items():
+        got = json.loads((tmp_path / f"{n}.out").read_text())
+        off = OFFSET_S[n] * 10**9
+        assert (got["host"], got["addr"]) == (n, addr)
+        assert got["self"] == got["parent"] == off and got["parent_comm"] == "slurmstepd"
+        assert before <= got["mono_ns"] - off <= after, (n, got, before, after)
+    print(f"three-node cluster up in {cluster['start_s']:.1f} s")
+
+
+def test_service_on_node_1_at_its_address_clients_on_nodes_2_and_3(mn_run):
+    run_dir, run = mn_run
+    assert run["status"] == "completed", run.get("reason")
+    svc = run["service"]
+    assert svc["node"] == "aifb-n1" and svc["host"] == NODES["aifb-n1"]
+    assert svc["endpoint"].startswith(f"redis://{NODES['aifb-n1']}:")
+    assert "--partition=gpu" in svc["extra"]["sbatch"]
+    clients = run["clients"]
+    assert sorted(clients["nodes"]) == ["aifb-n2", "aifb-n3"]
+    assert [j["clients"] for j in clients["jobs"]] == [[0, 2], [2, 4]]
+    assert svc["job_id"] not in clients["job_ids"] and len(set(clients["job_ids"])) == 2
+    # requests reached the service from both other nodes, without errors
+    stats = run["load_stats"]
+    assert all(p["stats"]["records_written"] > 100 for p in stats["client_jobs"])
+    assert [p["stats"]["errors_by_type"] for p in stats["client_jobs"]] == [{}, {}]
+
+
+def test_measured_offsets_are_the_ones_set_within_their_uncertainty(mn_run):
+    """Client job 1 against the benchmark job, and the service node's telemetry clock against
+    the benchmark job: measured offset - truth within the recorded uncertainty."""
+    _, run = mn_run
+    jobs = run["clients"]["jobs"]
+    bench = jobs[0]["node"]
+    lines = []
+    for when in ("start", "end"):
+        clk = jobs[1]["clock"][when]
+        truth = (OFFSET_S[jobs[1]["node"]] - OFFSET_S[bench]) * 10**9
+        assert not clk["same_host"]
+        assert abs(clk["offset_ns"] - truth) <= clk["uncertainty_ns"], (when, clk, truth)
+        lines.append(f"client job 1 ({jobs[1]['node']}) - benchmark job ({bench}) {when}: set "
+                     f"{truth / 1e9:+.0f} s, measured {clk['offset_ns'] / 1e9:+.9f} s "
+                     f"+-{clk['uncertainty_ns'] / 1e3:.1f} us (error {(clk['offset_ns'] - truth) / 1e3:+.1f} us)")
+        tel = run["telemetry"]["clock"][when]
+        truth = (OFFSET_S[run["service"]["node"]] - OFFSET_S[bench]) * 10**9
+        assert abs(tel["offset_ns"] - truth) <= tel["uncertainty_ns"], (when, tel, truth)
+        lines.append(f"service node ({run['service']['node']}) - benchmark job {when}: set "
+                     f"{truth / 1e9:+.0f} s, measured {tel['offset_ns'] / 1e9:+.9f} s "
+                     f"+-{tel['uncertainty_ns'] / 1e3:.1f} us (error {(tel['offset_ns'] - truth) / 1e3:+.1f} us)")
+    assert run["clients"]["clock_sync"]["within_bound"]
+    print("\n".join(lines))
+
+
+def test_every_merged_record_is_within_the_uncertainty_of_the_truth(mn_run):
+    """Each record of client job 1, put on the benchmark's time base with the offset the script
+    set instead of the measured one, against its merged time: within the recorded uncertainty.
+    And one start instant for all jobs (a wrong offset would part them by tens of seconds)."""
+    run_dir, run = mn_run
+    job = run["clients"]["jobs"][1]
+    lo, hi = job["clients"]
+    clk = job["clock"]
+    truth = (OFFSET_S[job["node"]] - OFFSET_S[run["clients"]["jobs"][0]["node"]]) * 10**9
+    # the job wrote (its clock - base_ns) / 1e9, base_ns = the benchmark's t0 + measured offset
+    shift_s = (clk["start"]["offset_ns"] - truth) / 1e9
+    bound_s = max(clk["start"]["uncertainty_ns"], clk["end"]["uncertainty_ns"]) / 1e9 + 2e-9
+    own = [json.loads(line) for line in (run_dir / "clients" / "1" / "requests.jsonl").open()]
+    merged = [r for r in map(json.loads, (run_dir / "requests.jsonl").open()) if lo <= r["client"] < hi]
+    assert len(merged) == len(own) > 100
+    worst = 0.0
+    for mine, m in zip(own, merged):
+        assert m["client"] == mine["client"] + lo and m["seq"] == mine["seq"]
+        for key in ("t_start", "t_end"):
+            err = abs(m[key] - (mine[key] + shift_s))
+            worst = max(worst, err)
+            assert err <= bound_s, (key, mine, m, shift_s, bound_s)
+    first = {}
+    for r in map(json.loads, (run_dir / "requests.jsonl").open()):
+        first[r["client"]] = min(first.get(r["client"], 1e18), r["t_start"])
+    assert set(first) == {0, 1, 2, 3} and max(first.values()) - min(first.values()) < 0.5
+    print(f"worst record error {worst * 1e6:.1f} us against a stated bound of {bound_s * 1e6:.1f} us; "
+          f"first requests within {max(first.values()) - min(first.values()):.3f} s")
+
+
+def test_requests_per_client_job_match_what_each_job_recorded(mn_run):
+    run_dir, run = mn_run
+    stats = run["load_stats"]
+    records = [json.loads(line) for line in (run_dir / "requests.jsonl").open()]
+    assert len(records) == stats["records_written"]
+    for part, job in zip(stats["client_jobs"], run["clients"]["jobs"]):
+        lo, hi = job["clients"]
+        mine = sum(lo <= r["client"] < hi for r in records)
+        assert mine == part["stats"]["records_written"] == part["stats"]["requests_issued"], job["k"]
+        if job["k"]:
+            lines = len((run_dir / "clients" / str(job["k"]) / "requests.jsonl").read_text().splitlines())
+            assert mine == job["records"] == lines
+    assert stats["merged_records"] == run["clients"]["jobs"][1]["records"]
+
+
+def test_stop_leaves_no_job_namespace_link_or_process(cluster, mn_run):
+    """The last test of the module: nothing of the run is queued, and stop.sh --nodes 3 removes
+    every namespace, link, file and process of the cluster and leaves the single-node one be."""
+    deadline = time.time() + 30   # COMPLETING clears within a few seconds
+    while active_jobs() and time.time() < deadline:
+        time.sleep(0.5)
+    assert active_jobs() == []
+    proc = sh(SCRIPTS / "stop.sh", "--nodes", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert [n for n in NODES if Path(f"/run/netns/{n}").exists()] == []
+    links = sh("ip", "-o", "link", "show").stdout
+    assert [name for name in LINKS if f" {name}:" in links or f" {name}@" in links] == []
+    assert not RUN_DIR.exists()
+    assert [p for p in cluster["pids"] + cluster.get("run_pids", []) if pid_alive(p)] == []
+    assert netns_processes(cluster["netns"]) == []
+    # the single-node cluster and the host's files are as they were
+    single = cluster["single_node"]
+    assert file_hash("/etc/slurm/slurm.conf") == single["conf"]
+    assert file_hash("/etc/hosts") == single["hosts"]
+    if single["answers"]:
+        assert sh("sinfo", "-h", "-o", "%t", env={k: v for k, v in os.environ.items()
+                                                  if k != "SLURM_CONF"}).returncode == 0
+    again = sh(SCRIPTS / "stop.sh", "--nodes", "3")   # idempotent
+    assert again.returncode == 0, again.stderr
