@@ -36,20 +36,21 @@ stop_pidfile() {
   rm -f "$2"
 }
 
-# Until sinfo shows every named node idle/mix/alloc (30 s; down nodes are resumed).
+# Until sinfo shows every named node in one of UP_STATES (default idle, mix, alloc; 30 s;
+# down nodes are resumed).
 wait_nodes_up() {
-  local node state
+  local node state ok=" ${UP_STATES:-idle mix alloc} "
   for node in "$@"; do
     state=""
     for _ in $(seq 150); do
       state=$(sinfo -h -n "$node" -o %t 2>/dev/null | head -1 || true)
-      [[ "$state" == idle || "$state" == mix || "$state" == alloc ]] && break
+      [[ -n "$state" && "$ok" == *" $state "* ]] && break
       if [[ "$state" == down* || "$state" == drain* ]]; then
         scontrol update nodename="$node" state=resume 2>/dev/null || true
       fi
       sleep 0.2
     done
-    if [[ "$state" != idle && "$state" != mix && "$state" != alloc ]]; then
+    if [[ -z "$state" || "$ok" != *" $state "* ]]; then
       say "node $node is not up (state '${state:-none}')"
       return 1
     fi

@@ -145,7 +145,8 @@ cmd_start() {
     say "started slurmctld ($host_ip:$ctld_port)"
   fi
   for i in 0 1 2; do start_slurmd "$i"; done
-  wait_nodes_up "${nodes[@]}" || { say "nodes not up; see $dir/log/"; exit 1; }
+  # comp: a node started again after a crash is up while Slurm still completes its lost job
+  UP_STATES="idle mix alloc comp" wait_nodes_up "${nodes[@]}" || { say "nodes not up; see $dir/log/"; exit 1; }
   sinfo >&2
   say "ready in $(awk -v a="$t_start" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}') s (SLURM_CONF=$conf)"
 }
