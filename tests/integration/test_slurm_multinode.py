@@ -244,6 +244,53 @@ def test_requests_per_client_job_match_what_each_job_recorded(mn_run):
     assert stats["merged_records"] == run["clients"]["jobs"][1]["records"]
 
 
+def test_a_client_node_that_dies_mid_run_makes_a_partial_run_naming_its_client_job(cluster, tmp_path):
+    """Node crash: once client job 1 has written records, everything in its node's network
+    namespace (slurmd, slurmstepd, the client) is killed and the node marked down. The benchmark
+    job loses the client job's connection at once: partial, the reason names client job 1, its
+    records so far merged. The node is started again afterwards (multinode.sh start is
+    idempotent and resumes a down node)."""
+    ws = make_workspace(tmp_path)
+    proc = subprocess.Popen(
+        ["timeout", "-k", "15", "300", str(VENV_BIN / "aifb"), "run", "recipes/recipe_redis_4client.yaml",
+         "--profile", "slurm", "--set", "load.duration=8s", "--set", "load.warmup=0.5s",
+         "--set", "target=slurm-multinode", "--snakemake-args", "--until", "run_benchmark"],
+        cwd=ws, env=mn_env(AIFB_ROOT=str(ws)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    victim = None
+    try:
+        deadline = time.time() + 180
+        while victim is None and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+            for path in ws.glob("results/*/clients/1/requests.jsonl"):
+                if path.stat().st_size > 10_000:
+                    jobs = sh("squeue", "-h", "-t", "RUNNING", "-o", "%j|%N", env=mn_env()).stdout.split()
+                    victim = next((line.split("|")[1] for line in jobs
+                                   if line.split("|")[0].startswith("aifb-cli-")), None)
+        assert victim in ("aifb-n2", "aifb-n3"), "client job 1 never ran"
+        pids = sh("ip", "netns", "pids", victim).stdout.split()
+        sh("kill", "-KILL", *pids)
+        # what slurmctld does itself SlurmdTimeout (60 s) later: the node is down, its job NODE_FAIL
+        sh("scontrol", "update", f"nodename={victim}", "state=down", "reason=killed by a test",
+           env=mn_env())
+        out, errout = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        restart = sh(SCRIPTS / "start.sh", "--nodes", "3")
+    assert restart.returncode == 0, restart.stderr
+    bid = benchmark_id_from(out)
+    run = read_json(ws / "results" / bid / "run.json")
+    assert run["status"] == "partial", (run["status"], run.get("reason"), errout[-3000:])
+    job = run["clients"]["jobs"][1]
+    assert job["node"] == victim
+    assert f"client job 1 (Slurm job {job['job_id']})" in run["reason"]
+    assert run["load_stats"]["lost_client_jobs"] == [{"client_job": 1, "job_id": job["job_id"]}]
+    merged = [r for r in map(json.loads, (ws / "results" / bid / "requests.jsonl").open()) if r["client"] >= 2]
+    assert len(merged) > 100 and len(merged) == job["records"] - (
+        not (ws / "results" / bid / "clients" / "1" / "requests.jsonl").read_text().endswith("\n"))
+    print(f"killed node {victim} mid-run: {run['status']} - {run['reason']}")
+
+
 def test_stop_leaves_no_job_namespace_link_or_process(cluster, mn_run):
     """The last test of the module: nothing of the run is queued, and stop.sh --nodes 3 removes
     every namespace, link, file and process of the cluster and leaves the single-node one be."""
