@@ -128,6 +128,10 @@ cmd_start() {
   unshare --help | grep -q -- '--monotonic' \
     || { say "this util-linux unshare has no --monotonic (time namespaces need util-linux >= 2.36)"; exit 1; }
   command -v slurmctld >/dev/null || { say "Slurm is not installed: run scripts/slurm/start.sh once"; exit 1; }
+  if ! command -v ip >/dev/null; then
+    say "apt-get install iproute2"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 >/dev/null
+  fi
   ensure_munge
   mkdir -p "$dir/state" "$dir/spool" "$dir/log"
   local new; new=$(write_conf)
