@@ -56,3 +56,17 @@ wait_nodes_up() {
     fi
   done
 }
+
+# Cancel every job of the cluster the Slurm clients talk to (SLURM_CONF, else the default
+# config) and wait up to N*0.2 s for them to leave the queue.  cancel_all_jobs N
+cancel_all_jobs() {
+  local jobs
+  jobs=$(squeue -h -t PENDING,RUNNING,SUSPENDED -o %i 2>/dev/null | tr '\n' ' ' || true)
+  if [[ -n "${jobs// }" ]]; then
+    say "cancelling jobs: $jobs"
+    scancel $jobs 2>/dev/null || true
+    for _ in $(seq "$1"); do
+      [[ -z "$(squeue -h -t PENDING,RUNNING,COMPLETING -o %i 2>/dev/null)" ]] && break; sleep 0.2
+    done
+  fi
+}

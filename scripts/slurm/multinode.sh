@@ -157,15 +157,7 @@ cmd_start() {
 
 cmd_stop() {
   if [[ -f $conf ]] && running "$dir/slurmctld.pid"; then
-    local jobs
-    jobs=$(squeue -h -t PENDING,RUNNING,SUSPENDED -o %i 2>/dev/null | tr '\n' ' ' || true)
-    if [[ -n "${jobs// }" ]]; then
-      say "cancelling jobs: $jobs"
-      scancel $jobs 2>/dev/null || true
-      for _ in $(seq 50); do
-        [[ -z "$(squeue -h -t PENDING,RUNNING,COMPLETING -o %i 2>/dev/null)" ]] && break; sleep 0.2
-      done
-    fi
+    cancel_all_jobs 50   # of this cluster only: SLURM_CONF is its file
   fi
   for ns in "${nodes[@]}"; do stop_pidfile "slurmd $ns" "$dir/slurmd-$ns.pid"; done
   stop_pidfile slurmctld "$dir/slurmctld.pid"

@@ -20,14 +20,7 @@ done
 say() { ((quiet)) || echo "slurm: $*" >&2; }
 
 if command -v squeue >/dev/null && [[ -f /run/slurm/slurmctld.pid ]] && kill -0 "$(cat /run/slurm/slurmctld.pid)" 2>/dev/null; then
-  jobs=$(squeue -h -t PENDING,RUNNING,SUSPENDED -o %i 2>/dev/null | tr '\n' ' ')
-  if [[ -n "${jobs// }" ]]; then
-    say "cancelling jobs: $jobs"
-    scancel $jobs 2>/dev/null || true
-    for _ in $(seq 100); do
-      [[ -z "$(squeue -h -t PENDING,RUNNING,COMPLETING -o %i 2>/dev/null)" ]] && break; sleep 0.2
-    done
-  fi
+  cancel_all_jobs 100
 fi
 stop_pidfile slurmd /run/slurm/slurmd.pid
 stop_pidfile slurmctld /run/slurm/slurmctld.pid
