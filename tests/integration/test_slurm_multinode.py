@@ -244,6 +244,32 @@ def test_requests_per_client_job_match_what_each_job_recorded(mn_run):
     assert stats["merged_records"] == run["clients"]["jobs"][1]["records"]
 
 
+def start_run(ws: Path, *sets: str) -> subprocess.Popen:
+    """The 4-client recipe on slurm-multinode in the background (up to the benchmark job)."""
+    argv = [str(VENV_BIN / "aifb"), "run", "recipes/recipe_redis_4client.yaml", "--profile", "slurm",
+            "--set", "load.warmup=0.5s", "--set", "target=slurm-multinode"]
+    for s in sets:
+        argv += ["--set", s]
+    return subprocess.Popen(["timeout", "-k", "15", "300", *argv, "--snakemake-args", "--until",
+                             "run_benchmark"], cwd=ws, env=mn_env(AIFB_ROOT=str(ws)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def client_job_node(ws: Path, proc: subprocess.Popen) -> str:
+    """The node of client job 1 once it has written records."""
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        for path in ws.glob("results/*/clients/1/requests.jsonl"):
+            if path.stat().st_size > 10_000:
+                jobs = sh("squeue", "-h", "-t", "RUNNING", "-o", "%j|%N", env=mn_env()).stdout.split()
+                node = next((line.split("|")[1] for line in jobs
+                             if line.split("|")[0].startswith("aifb-cli-")), None)
+                if node:
+                    return node
+    raise AssertionError("client job 1 never ran: " + (proc.stderr.read() if proc.poll() is not None else ""))
+
+
 def test_a_client_node_that_dies_mid_run_makes_a_partial_run_naming_its_client_job(cluster, tmp_path):
     """Node crash: once client job 1 has written records, everything in its node's network
     namespace (slurmd, slurmstepd, the client) is killed and the node marked down. The benchmark
@@ -251,22 +277,9 @@ def test_a_client_node_that_dies_mid_run_makes_a_partial_run_naming_its_client_j
     records so far merged. The node is started again afterwards (multinode.sh start is
     idempotent and resumes a down node)."""
     ws = make_workspace(tmp_path)
-    proc = subprocess.Popen(
-        ["timeout", "-k", "15", "300", str(VENV_BIN / "aifb"), "run", "recipes/recipe_redis_4client.yaml",
-         "--profile", "slurm", "--set", "load.duration=8s", "--set", "load.warmup=0.5s",
-         "--set", "target=slurm-multinode", "--snakemake-args", "--until", "run_benchmark"],
-        cwd=ws, env=mn_env(AIFB_ROOT=str(ws)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    victim = None
+    proc = start_run(ws, "load.duration=8s")
     try:
-        deadline = time.time() + 180
-        while victim is None and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.5)
-            for path in ws.glob("results/*/clients/1/requests.jsonl"):
-                if path.stat().st_size > 10_000:
-                    jobs = sh("squeue", "-h", "-t", "RUNNING", "-o", "%j|%N", env=mn_env()).stdout.split()
-                    victim = next((line.split("|")[1] for line in jobs
-                                   if line.split("|")[0].startswith("aifb-cli-")), None)
-        assert victim in ("aifb-n2", "aifb-n3"), "client job 1 never ran"
+        victim = client_job_node(ws, proc)
         pids = sh("ip", "netns", "pids", victim).stdout.split()
         sh("kill", "-KILL", *pids)
         # what slurmctld does itself SlurmdTimeout (60 s) later: the node is down, its job NODE_FAIL
@@ -289,6 +302,46 @@ def test_a_client_node_that_dies_mid_run_makes_a_partial_run_naming_its_client_j
     assert len(merged) > 100 and len(merged) == job["records"] - (
         not (ws / "results" / bid / "clients" / "1" / "requests.jsonl").read_text().endswith("\n"))
     print(f"killed node {victim} mid-run: {run['status']} - {run['reason']}")
+
+
+def test_a_client_nodes_link_down_for_3_s_counts_errors_and_reconnects(cluster, tmp_path):
+    """The link of client job 1's node goes down for 3 s mid-run (its veth on the bridge), with a
+    0.5 s request timeout: that job records Timeout errors and failed reconnects, then reconnects
+    and its clients complete requests again; the benchmark job's node sees no error; every
+    record of the job is merged, and its clock sync afterwards is still within the bound."""
+    ws = make_workspace(tmp_path)
+    proc = start_run(ws, "load.duration=10s", "load.timeout=0.5s")
+    node = None
+    try:
+        node = client_job_node(ws, proc)
+        link = f"aifb-mnv{node[-1]}"
+        sh("ip", "link", "set", link, "down")
+        time.sleep(3)
+        sh("ip", "link", "set", link, "up")
+        out, errout = proc.communicate(timeout=300)
+    finally:
+        if node:
+            sh("ip", "link", "set", f"aifb-mnv{node[-1]}", "up")
+        if proc.poll() is None:
+            proc.kill()
+    run_dir = ws / "results" / benchmark_id_from(out)
+    run = read_json(run_dir / "run.json")
+    assert run["status"] == "completed", (run.get("reason"), errout[-3000:])
+    job0, job1 = run["load_stats"]["client_jobs"]
+    assert job0["stats"]["errors_by_type"] == {}
+    assert job1["stats"]["errors_by_type"].get("Timeout", 0) >= 2, job1["stats"]["errors_by_type"]
+    own = [json.loads(line) for line in (run_dir / "clients" / "1" / "requests.jsonl").open()]
+    failed = [r for r in own if not r["ok"]]
+    last_failure = max(r["t_end"] or r["t_start"] for r in failed)
+    after = {r["client"] for r in own if r["ok"] and r["t_start"] > last_failure}
+    assert after == {0, 1}, "both clients of the job reconnected and completed requests"
+    job = run["clients"]["jobs"][1]
+    assert job["records"] == len(own) == sum(2 <= r["client"] < 4 for r in
+                                             map(json.loads, (run_dir / "requests.jsonl").open()))
+    assert run["clients"]["clock_sync"]["within_bound"]
+    print(f"link of {node} down 3 s: client job 1 errors {job1['stats']['errors_by_type']}, "
+          f"connect attempts {job1['stats']['connect_attempts']}, last failure at "
+          f"t={last_failure:.3f} s, {len(own)} records")
 
 
 def test_stop_leaves_no_job_namespace_link_or_process(cluster, mn_run):
