@@ -296,7 +296,8 @@ def test_a_client_node_that_dies_mid_run_makes_a_partial_run_naming_its_client_j
     assert run["status"] == "partial", (run["status"], run.get("reason"), errout[-3000:])
     job = run["clients"]["jobs"][1]
     assert job["node"] == victim
-    assert f"client job 1 (Slurm job {job['job_id']})" in run["reason"]
+    assert (f"client job 1 (Slurm job {job['job_id']}) did not report its end (its connection "
+            f"from {victim} closed)") in run["reason"]
     assert run["load_stats"]["lost_client_jobs"] == [{"client_job": 1, "job_id": job["job_id"]}]
     merged = [r for r in map(json.loads, (ws / "results" / bid / "requests.jsonl").open()) if r["client"] >= 2]
     assert len(merged) > 100 and len(merged) == job["records"] - (

@@ -338,9 +338,10 @@ class ClientJobs:
                         break
             job = self.jobs[k]
             if "stats" not in job:
+                why = job.get("error") or (f"its connection from {job['node']} closed"
+                                           if job.get("disconnected") else "no answer")
                 self.problems.append(f"client job {k} (Slurm job {job['job_id']}) did not report its "
-                                     f"end ({job.get('error') or 'no answer'}); its records so far "
-                                     "are merged")
+                                     f"end ({why}); its records so far are merged")
         if self.quota_task is not None:
             self.quota_task.cancel()
         merged = self.merge_records()
