@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A three-node Slurm on this one machine, beside the single-node one of start.sh (never touching
 # it): slurmctld on the host, listening on a bridge address only, and three slurmd, each in its
-# own network, UTS (hostname) and time namespace, so that its "node" has its own address, name
+# own network, UTS (hostname), mount and time namespace, so that its "node" has its own address, name
 # and CLOCK_MONOTONIC, as separate machines would.
 #
 #   bridge aifb-mn0 198.18.0.1/24 (host side; nothing routed outside: no default route in the

@@ -21,11 +21,13 @@ import sys
 import time
 from pathlib import Path
 
+import jsonschema
 import pytest
+import yaml
 
 from support import REPO, VENV_BIN, benchmark_id_from, make_workspace, pid_alive, read_json, require
 
-pytestmark = [pytest.mark.workflow, pytest.mark.redis, pytest.mark.slow]
+pytestmark = [pytest.mark.workflow, pytest.mark.redis, pytest.mark.slow, pytest.mark.slurm]
 
 SCRIPTS = REPO / "scripts" / "slurm"
 RUN_DIR = Path("/run/aifb-mn")
@@ -160,6 +162,7 @@ def test_each_node_has_its_own_address_name_and_clock_and_jobs_inherit_them(clus
 def test_service_on_node_1_at_its_address_clients_on_nodes_2_and_3(mn_run):
     run_dir, run = mn_run
     assert run["status"] == "completed", run.get("reason")
+    jsonschema.validate(run, yaml.safe_load((REPO / "workflow" / "schemas" / "run.schema.yaml").read_text()))
     svc = run["service"]
     assert svc["node"] == "aifb-n1" and svc["host"] == NODES["aifb-n1"]
     assert svc["endpoint"].startswith(f"redis://{NODES['aifb-n1']}:")
