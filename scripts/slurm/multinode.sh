@@ -127,7 +127,8 @@ cmd_start() {
   local t_start; t_start=$(date +%s.%N)
   unshare --help | grep -q -- '--monotonic' \
     || { say "this util-linux unshare has no --monotonic (time namespaces need util-linux >= 2.36)"; exit 1; }
-  command -v slurmctld >/dev/null || { say "Slurm is not installed: run scripts/slurm/start.sh once"; exit 1; }
+  command -v slurmctld >/dev/null && [[ -f /etc/slurm/slurm.conf ]] \
+    || { say "Slurm is not installed (or has no /etc/slurm/slurm.conf to bind over): run scripts/slurm/start.sh once"; exit 1; }
   if ! command -v ip >/dev/null; then
     say "apt-get install iproute2"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 >/dev/null
