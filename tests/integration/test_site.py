@@ -6,6 +6,7 @@ A screenshot of each page kind is saved in the test's folder for a person to loo
 
 from __future__ import annotations
 
+import html
 import json
 import random
 import re
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from aifb.reporting import site
+from aifb.units import format_rate
 from aifb.workflow.index import write_index
 from support import make_workspace, require, site_dataset, snakemake
 
@@ -36,13 +38,15 @@ def chromium() -> str:
     return path
 
 
-def browse(url: str, work: Path, *, wait_ms: int = 0, screenshot: Path | None = None) -> dict:
+def browse(url: str, work: Path, *, wait_ms: int = 0, screenshot: Path | None = None,
+           flags: tuple[str, ...] = ()) -> dict:
     """Open `url` in a fresh headless Chromium; returns the DOM after load (or the screenshot),
     the console lines and every non-file request a page made (from Chromium's net log)."""
     work.mkdir(parents=True, exist_ok=True)
     profile, netlog = work / "profile", work / "net.json"
     shutil.rmtree(profile, ignore_errors=True)
-    args = [chromium(), *BROWSER_FLAGS, f"--user-data-dir={profile}", f"--log-net-log={netlog}"]
+    args = [chromium(), *BROWSER_FLAGS, *flags, f"--user-data-dir={profile}",
+            f"--log-net-log={netlog}"]
     if wait_ms:
         args.append(f"--virtual-time-budget={wait_ms}")
     args += [f"--screenshot={screenshot}"] if screenshot else ["--dump-dom"]
@@ -60,9 +64,41 @@ def browse(url: str, work: Path, *, wait_ms: int = 0, screenshot: Path | None = 
     return {"dom": proc.stdout, "console": console, "requests": requests, "wall_s": wall}
 
 
+# A page that opens a site page in a frame, waits until `ready` holds in it, runs `action` as a
+# user would (events on its elements) and writes what `action` reports into its own <body>.
+# Chromium lets a file:// page read its frame only with --allow-file-access-from-files.
+HARNESS = """<!DOCTYPE html><html><body><iframe id="f" src="%(src)s" width="1300" height="1000"></iframe>
+<script>
+var f = document.getElementById("f"), tries = 0;
+function done(result) { Object.keys(result).forEach(function (k) { document.body.dataset[k] = result[k]; }); }
+function poll(test, then) {
+  var n = 0;
+  (function again() { var v = test(); if (v || ++n > 200) return then(v); setTimeout(again, 50); })();
+}
+function act(d, w) { %(action)s }
+f.addEventListener("load", function () {
+  poll(function () { var d = f.contentDocument; return d && d.body && (%(ready)s) ? d : null; },
+       function (d) { if (!d) return done({result: "not ready"}); act(d, f.contentWindow); });
+}, {once: true});
+</script></body></html>"""
+
+
+def act_in(site_dir: Path, work: Path, src: str, ready: str, action: str) -> dict:
+    harness = site_dir / "test-harness.html"
+    harness.write_text(HARNESS % {"src": src, "ready": ready, "action": action})
+    try:
+        seen = browse(harness.as_uri(), work, wait_ms=20000,
+                      flags=("--allow-file-access-from-files",))
+    finally:
+        harness.unlink()
+    assert seen["console"] == [] and seen["requests"] == []
+    return body_data(seen["dom"])
+
+
 def body_data(dom: str) -> dict:
     m = re.search(r"<body([^>]*)>", dom)
-    return dict(re.findall(r'data-([a-z-]+)="([^"]*)"', m.group(1))) if m else {}
+    return ({k: html.unescape(v) for k, v in re.findall(r'data-([a-z-]+)="([^"]*)"', m.group(1))}
+            if m else {})
 
 
 def test_the_browser_check_sees_console_errors_and_remote_requests(tmp_path):
@@ -120,6 +156,49 @@ def test_sweep_page_draws_its_charts(built):
     assert all("href: ../runs/BM-20260109-00" in p for p in points)
     browse(page.as_uri(), shots / "sweep", wait_ms=8000, screenshot=shots / "sweep.png")
     print(f"screenshot: {shots / 'sweep.png'}")
+
+
+def test_sweep_point_shows_its_numbers_on_hover_and_opens_its_run_on_click(built):
+    site_dir, shots = built
+    page = next((site_dir / "sweeps").glob("*.html"))
+    seen = act_in(site_dir, shots / "click", f"sweeps/{page.name}",
+                  'd.body.dataset.chartsDrawn === "2"', """
+      var p = d.querySelector('path[aria-roledescription="point"]'), r = p.getBoundingClientRect();
+      var at = {bubbles: true, cancelable: true, view: w, clientX: r.x + r.width / 2,
+                clientY: r.y + r.height / 2};
+      p.dispatchEvent(new PointerEvent("pointermove", at));
+      p.dispatchEvent(new MouseEvent("mousemove", at));
+      var tip = d.getElementById("vg-tooltip-element");
+      done({label: p.getAttribute("aria-label"), tooltip: tip ? tip.textContent : "none"});
+      p.dispatchEvent(new MouseEvent("click", at));
+      poll(function () { return w.location.href.indexOf("/runs/") >= 0; },
+           function () { done({opened: w.location.href}); });""")
+    assert "BM-20260109-001" in seen["label"]
+    report = json.loads((site_dir.parent / page.stem / "report.json").read_text())
+    first = report["levels"][0]
+    assert "throughput" in seen["tooltip"] and format_rate(first["throughput"]) in seen["tooltip"]
+    assert seen["opened"] == (site_dir / "runs" / f"{first['ids'][0]}.html").as_uri()
+
+
+def test_index_filters_and_sorts_when_the_user_clicks(built):
+    site_dir, shots = built
+    seen = act_in(site_dir, shots / "filter", "index.html", 'd.body.dataset.shown === "2"', """
+      var q = d.getElementById("f-q"), to = d.getElementById("f-to");
+      q.value = "BM-20260109-002"; q.dispatchEvent(new Event("input"));
+      var one = d.body.dataset.matched;
+      to.value = "2026-01-08"; to.dispatchEvent(new Event("change"));
+      var none = d.body.dataset.matched;
+      d.getElementById("f-reset").click();
+      var th = d.querySelector('th[data-key="rps"]');
+      th.click(); th.click();   // ascending, then descending
+      var first = d.querySelector("#runs-body tr td a").textContent;
+      done({one: one, none: none, all: d.body.dataset.matched, first: first,
+            hash: w.location.hash});""")
+    assert (seen["one"], seen["none"], seen["all"]) == ("1", "0", "2")
+    rps = {r["benchmark_id"]: r["rps"] for r in json.loads(
+        (site_dir.parent / "index.json").read_text())["runs"]}
+    assert seen["first"] == max(rps, key=rps.get)
+    assert seen["hash"] == "#sort=rps&desc=1"
 
 
 def test_run_page_draws_its_plots(built):
