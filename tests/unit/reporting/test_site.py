@@ -144,12 +144,12 @@ def test_no_page_references_another_machine(built):
     assert REMOTE.search("<link href='//cdn.example/x.css'>")
 
 
-def test_stale_pages_are_removed_and_the_vega_bundle_is_written_once(built, tmp_path):
+def test_stale_pages_are_removed_and_unchanged_files_are_not_rewritten(built):
     root, site_dir, index = built
     (site_dir / "runs" / "BM-20250101-001.html").write_text("old")
-    vega = site_dir / "assets" / "vega.js"
-    before = vega.stat().st_mtime_ns
+    vega, run_page = site_dir / "assets" / "vega.js", site_dir / "runs" / "BM-20260109-001.html"
+    before = {p: p.stat().st_mtime_ns for p in (vega, run_page)}
     site.build_site(root, index, site_dir)
     assert not (site_dir / "runs" / "BM-20250101-001.html").exists()
-    assert vega.stat().st_mtime_ns == before
+    assert {p: p.stat().st_mtime_ns for p in (vega, run_page)} == before   # unchanged: not rewritten
     assert vega.stat().st_size > 500_000 and "vegaEmbed" in vega.read_text()
