@@ -6,12 +6,15 @@ A screenshot of each page kind is saved in the test's folder for a person to loo
 
 from __future__ import annotations
 
+import functools
 import html
+import http.server
 import json
 import random
 import re
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -199,6 +202,31 @@ def test_index_filters_and_sorts_when_the_user_clicks(built):
         (site_dir.parent / "index.json").read_text())["runs"]}
     assert seen["first"] == max(rps, key=rps.get)
     assert seen["hash"] == "#sort=rps&desc=1"
+
+
+def test_the_site_works_from_a_static_web_server(built):
+    """Served over HTTP (reports/ as the server's root, on loopback), the pages load only from
+    that server and still draw."""
+    site_dir, shots = built
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site_dir.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    origin = f"http://127.0.0.1:{server.server_address[1]}/"
+    base = origin + "site/"
+    try:
+        index = browse(base + "index.html", shots / "http")
+        page = next((site_dir / "sweeps").glob("*.html")).name
+        sweep = browse(base + f"sweeps/{page}", shots / "http", wait_ms=8000)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert body_data(index["dom"])["shown"] == "2"
+    assert body_data(sweep["dom"]).get("charts-drawn") == "2"
+    for seen in (index, sweep):
+        assert seen["console"] == [] and seen["requests"]
+        # the browser adds its own /favicon.ico request, to the same server
+        assert all(u.startswith(origin) for u in seen["requests"]), seen["requests"]
+        assert any(u == base + "assets/site.css" for u in seen["requests"])
 
 
 def test_run_page_draws_its_plots(built):
