@@ -2,7 +2,8 @@
 dataset, and headless Chromium (Debian's `chromium`, scripts/install.sh --all) opens its pages
 from file://: the index lists and filters the runs (10,000 of them, timed), a sweep page and a
 run page draw their charts, no page logs to the console and no request leaves the machine.
-A screenshot of each page kind is saved in the test's folder for a person to look at."""
+A screenshot of each page kind is saved in the test's folder (or AIFB_SITE_SCREENSHOTS) for a
+person to look at."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import functools
 import html
 import http.server
 import json
+import os
 import random
 import re
 import shutil
@@ -120,7 +122,11 @@ def built(tmp_path_factory):
     sweeps = site_dataset(root)
     write_index(root, sweeps, root / "reports" / "dataset_index.md", root / "reports" / "index.json",
                 site=root / "reports" / "site" / "index.html")
-    return root / "reports" / "site", tmp_path_factory.mktemp("shots")
+    # AIFB_SITE_SCREENSHOTS=DIR keeps the screenshots (and the browsers' scratch) in DIR
+    shots = os.environ.get("AIFB_SITE_SCREENSHOTS")
+    if shots:
+        Path(shots).mkdir(parents=True, exist_ok=True)
+    return root / "reports" / "site", Path(shots) if shots else tmp_path_factory.mktemp("shots")
 
 
 def test_snakemake_index_builds_the_site(tmp_path):

@@ -42,6 +42,7 @@
     CHOICES.forEach(function (k) {
       var counts = {};
       runs.forEach(function (r) { var v = r[k]; if (v) counts[v] = (counts[v] || 0) + 1; });
+      if (state[k] && !counts[state[k]]) counts[state[k]] = 0;   // asked for by the address
       var sel = $("f-" + k);
       Object.keys(counts).sort().forEach(function (v) {
         var o = document.createElement("option");
@@ -97,7 +98,15 @@
     return "<td" + cls + ' title="' + esc(shown) + '">' + esc(shown) + "</td>";
   }
 
+  function syncControls() {   // the address may have changed the state (hashchange)
+    CHOICES.concat(["q", "from", "to"]).forEach(function (k) {
+      var el = $("f-" + k);
+      if (el.value !== state[k]) el.value = state[k];
+    });
+  }
+
   function render() {
+    syncControls();
     var rows = runs.filter(matches).sort(compare);
     var pages = Math.max(1, Math.ceil(rows.length / PAGE));
     state.page = Math.min(state.page, pages - 1);
