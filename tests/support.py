@@ -37,6 +37,34 @@ def synthetic_run():
     return sys.modules["synthetic_run"]
 
 
+def site_dataset(root: Path) -> list[dict]:
+    """A small dataset for the site's tests, built with the real report code: a two-level sweep
+    (load.clients 1 and 2; the second run twice as slow) of synthetic runs, their summaries and
+    reports, and the sweep report. Returns the sweeps as aifb.workflow.index.write_index takes them."""
+    from aifb.analysis.summary import write_summary
+    from aifb.reporting.report import build_report
+    from aifb.reporting.sweep_report import build_sweep_report
+
+    ids = ["BM-20260109-001", "BM-20260109-002"]
+    dirs = []
+    for level, bid in enumerate(ids, start=1):
+        run_dir = root / "results" / bid
+        synthetic_run().write_run(run_dir, clients=level, latency_scale=float(level),
+                                  slo=("p99 < 5ms",))
+        run = json.loads((run_dir / "run.json").read_text())
+        run["sweep"] = {"name": "redis_sweep", "level": level, "version": 1}
+        (run_dir / "run.json").write_text(json.dumps(run))
+        write_summary(run_dir, run_dir / "summary.json")
+        build_report(run_dir, root / "reports" / bid)
+        dirs.append(run_dir)
+    sweep = {"name": "redis_sweep", "service": "Redis", "purpose": "Find the optimal clients",
+             "param": "load.clients", "levels": [1, 2], "slo": ["p99 < 5ms"], "repeats": 1,
+             "points": [{"benchmark_id": b, "level": i} for i, b in enumerate(ids, start=1)]}
+    report_dir = f"reports/sweep_{ids[0]}_{ids[-1]}"
+    build_sweep_report(sweep, dirs, root / report_dir)
+    return [sweep | {"report_dir": report_dir, "skip_reason": None}]
+
+
 def make_workspace(tmp_path: Path, sweeps: dict | None = None) -> Path:
     """A directory with config/ and recipes/ like the repository's, for AIFB_ROOT."""
     ws = tmp_path / "ws"

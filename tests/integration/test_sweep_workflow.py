@@ -103,6 +103,23 @@ def test_the_index_is_the_seeds_twin(swept):
     assert len(index["runs"]) == 3
 
 
+def test_the_site_shows_the_sweep_and_its_runs(swept):
+    """`aifb sweep` ends with the index, which builds reports/site/: the sweep's page charts its
+    three levels, each point linking to a run page that draws the report's own charts."""
+    ws, _, _ = swept
+    site_dir = ws / "reports" / "site"
+    page = (site_dir / "sweeps" / f"{sweep_dir(ws).name}.html").read_text()
+    ids = sorted(p.name for p in (ws / "results").glob("BM-*"))
+    for bid in ids:
+        assert f"../runs/{bid}.html" in page
+        run_page = (site_dir / "runs" / f"{bid}.html").read_text()
+        assert f'<script src="../../{bid}/plots/latency_cdf.vl.js">' in run_page
+        assert (ws / "reports" / bid / "plots" / "latency_cdf.vl.js").is_file()
+    assert "SLO p99 \\u003c 100ms" in page   # the threshold line ("<" escaped in inline JSON)
+    index = (site_dir / "index.html").read_text()
+    assert all(f'"id":"{bid}"' in index for bid in ids) and '"sweep":"redis_sweep"' in index
+
+
 def test_a_throughput_reads_the_same_in_every_report(swept):
     """One formatting per quantity: a run's throughput is the same text in its run report, the
     sweep report and the dataset index (3 significant figures, every integer digit, req/s)."""

@@ -1,4 +1,5 @@
-# The dataset index: a generated twin of the seed document, from the files on disk.
+# The dataset index: a generated twin of the seed document, and the offline HTML site
+# (docs/site.md), from the files on disk.
 
 
 rule index:
@@ -7,6 +8,8 @@ rule index:
     output:
         md=config["index"]["markdown"],
         json=config["index"]["json"],
+        # the offline HTML site (aifb.reporting.site): its other pages are written beside it
+        site=config["index"]["site"],
     params:
         sweeps=index_sweeps,
     log:

@@ -1,4 +1,4 @@
-"""Snakemake shim: every run on disk + the configured sweeps -> the dataset index."""
+"""Snakemake shim: every run on disk + the configured sweeps -> the dataset index and the site."""
 
 from pathlib import Path
 
@@ -11,4 +11,5 @@ with step_log(snakemake):
         snakemake.params.sweeps,
         Path(snakemake.output.md),
         Path(snakemake.output.json),
+        site=Path(snakemake.output.site),
     )

@@ -67,7 +67,7 @@ EXAMPLES = {
         ("aifb sweep redis_sweep --snakemake-args --quiet", "pass the rest to Snakemake"),
     ],
     "index": [
-        ("aifb index", "rebuild reports/dataset_index.md and reports/index.json"),
+        ("aifb index", "rebuild reports/dataset_index.md, reports/index.json and the site reports/site/"),
         ("aifb index --profile slurm", "through profiles/slurm"),
         ("aifb index --snakemake-args --quiet", "pass the rest to Snakemake"),
     ],

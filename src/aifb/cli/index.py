@@ -1,5 +1,5 @@
-"""`aifb index`: rebuild the dataset index (reports/dataset_index.md, reports/index.json)
-through Snakemake."""
+"""`aifb index`: rebuild the dataset index (reports/dataset_index.md, reports/index.json) and
+the offline HTML site (reports/site/, docs/site.md) through Snakemake."""
 
 from __future__ import annotations
 

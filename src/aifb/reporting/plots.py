@@ -9,6 +9,7 @@ never computed from the sample: the numbers come from summary.json.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 import polars as pl
 import vl_convert as vlc
 
-from aifb.jsonio import write_bytes
+from aifb.jsonio import write_bytes, write_text
 from aifb.reporting import family_plots
 from aifb.analysis.slo import LATENCY_STATS
 from aifb.analysis.summary import SCAN_SCHEMA, latency_expr, latency_sample, scan_records
@@ -33,6 +34,7 @@ NO_DATA = "no measured requests"
 
 PLOT_SCHEMA = {k: v for k, v in SCAN_SCHEMA.items()
                if k in ("client", "seq", "op", "t_sched", "t_start", "t_end", "ok", "phase")}
+CHART_SCRIPT_SUFFIX = ".vl.js"     # the chart's spec beside its PNG, for the site
 PLOT_FILES = ("latency_cdf.png", "latency_over_time.png", "throughput_over_time.png")
 
 
@@ -172,6 +174,13 @@ def _scaled_latency(frame: pl.DataFrame, factor: float) -> pl.DataFrame:
     return frame.filter(pl.col("latency") > 0).with_columns((pl.col("latency") * factor).alias("lat"))
 
 
+def hover_points(df: pl.DataFrame, x: str, y: str, tooltip: list):
+    """Invisible points on a line, so that the site's interactive copy shows the numbers on
+    hover (a line is one mark: its tooltip would show its first point only)."""
+    return alt.Chart(df).mark_point(size=40, opacity=0.001, filled=True).encode(
+        x=x, y=y, tooltip=tooltip)
+
+
 def latency_cdf_chart(data: PlotData, unit: tuple[str, float], subtitle: str):
     label, factor = unit
     df = _scaled_latency(data.cdf, factor)
@@ -183,7 +192,10 @@ def latency_cdf_chart(data: PlotData, unit: tuple[str, float], subtitle: str):
                      y=alt.Y("fraction:Q", scale=alt.Scale(domain=[0, 1]),
                              title="fraction of requests ≤ latency"),
                      color=alt.Color("op:N", title="operation")))
-    layers = [lines]
+    layers = [lines, hover_points(df, "lat:Q", "fraction:Q", [
+        alt.Tooltip("op:N", title="operation"), alt.Tooltip("lat:Q", title=f"latency ({label})",
+                                                            format=".4~g"),
+        alt.Tooltip("fraction:Q", title="fraction ≤", format=".4f")])]
     lo, hi = float(df["lat"].min()), float(df["lat"].max())
     rules = [r for r in data.slo_lines if lo / 10 <= r["threshold"] * factor <= hi * 10]
     if rules:
@@ -220,7 +232,10 @@ def latency_over_time_chart(data: PlotData, unit: tuple[str, float], subtitle: s
                                                       range=[PHASE_COLORS[p] for p in phases])),
                       shape=alt.Shape("outcome:N", title="outcome",
                                       scale=alt.Scale(domain=["ok", "error"],
-                                                      range=["circle", "cross"]))))
+                                                      range=["circle", "cross"])),
+                      tooltip=[alt.Tooltip("t_end:Q", title="completed at (s)", format=".3f"),
+                               alt.Tooltip("lat:Q", title=f"latency ({label})", format=".4~g"),
+                               "op:N", "phase:N", "outcome:N"]))
     layers.append(points)
     chart = alt.layer(*layers).properties(
         title=alt.Title("Latency over time (only the measure phase counts)", subtitle=subtitle),
@@ -252,16 +267,29 @@ def throughput_over_time_chart(data: PlotData, subtitle: str):
                 color=alt.Color("outcome:N", title="outcome",
                                 scale=alt.Scale(domain=outcomes,
                                                 range=["#1f77b4", "#d62728"][:len(outcomes)]))))
+    layers.append(hover_points(df, "t:Q", "rate:Q", [
+        alt.Tooltip("t:Q", title="bin start (s)"), alt.Tooltip("rate:Q", title="requests/s",
+                                                               format=".4~g"), "outcome:N"]))
     chart = alt.layer(*layers).properties(
         title=alt.Title("Throughput over time", subtitle=subtitle), width=WIDTH, height=HEIGHT)
     return configure(chart)
 
 
+def chart_script_path(png: Path) -> Path:
+    """Where a PNG's chart is kept as a script for the offline site: plots/x.png -> x.vl.js."""
+    return Path(png).with_suffix(CHART_SCRIPT_SUFFIX)
+
+
 def save_png(chart, path: Path) -> None:
-    """Render with vl-convert (offline) and write atomically."""
+    """Render with vl-convert (offline) and write atomically; keep the Vega-Lite spec beside it
+    as a script (chart_script_path) that the site's pages draw interactively. A script, not a
+    .json: a page opened from file:// may load <script src> but not fetch() a file."""
     with alt.data_transformers.enable("default", max_rows=None):  # we cap rows ourselves
         spec = chart.to_dict()
     write_bytes(path, vlc.vegalite_to_png(spec, scale=SCALE))
+    text = json.dumps(spec, separators=(",", ":"), ensure_ascii=False).replace("<", "\\u003c")
+    write_text(chart_script_path(path), "(window.aifbCharts = window.aifbCharts || {})"
+               f"[{json.dumps(Path(path).name)}] = {text};\n")
 
 
 def write_plots(records: Path, run: dict, summary: dict, plots_dir: Path) -> list[dict]:

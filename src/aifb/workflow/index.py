@@ -20,6 +20,7 @@ from aifb.jsonio import write_json, write_text
 from aifb.kinds import all_kinds, kind_info
 from aifb.reporting.index_page import render_markdown
 from aifb.reporting.report import notes_percentile, render_notes
+from aifb.reporting.site import build_site
 
 BUNDLE_FIELDS = [
     ("benchmark_id", "Unique identifier"),
@@ -138,6 +139,7 @@ def _run_row(bid: str, entry: dict | None, run: dict | None, summary: dict | Non
         "rps": ((summary or {}).get("throughput") or {}).get("rps"),
         "latency_metric": metric,
         "latency_s": lat.get(metric) if lat.get("n") else None,
+        "error_rate": ((summary or {}).get("requests") or {}).get("error_rate"),
         "slo_passed": ((summary or {}).get("slo") or {}).get("passed"),
         "has_summary": summary is not None,
         "rerun_of": rerun_of,
@@ -284,10 +286,11 @@ def _bundle_summary(runs: list[dict]) -> list[dict]:
 # ----------------------------------------------------------------------------- entry point
 
 def write_index(root: Path, sweeps: list[dict], md_path: Path, json_path: Path,
-                *, now: dt.datetime | None = None) -> dict:
+                *, site: Path | None = None, now: dt.datetime | None = None) -> dict:
     """Build the dataset index from the files under `root` and write it as markdown (the seed's
-    structure) and JSON. `sweeps` are Sweep.describe() dicts plus report_dir / skip_reason.
-    Returns the index.json content."""
+    structure) and JSON, and, given `site` (its index.html), the offline HTML site
+    (aifb.reporting.site) beside it. `sweeps` are Sweep.describe() dicts plus report_dir /
+    skip_reason. Returns the index.json content."""
     root = Path(root)
     now = now or dt.datetime.now(dt.timezone.utc)
     runs = collect_runs(root)
@@ -308,4 +311,6 @@ def write_index(root: Path, sweeps: list[dict], md_path: Path, json_path: Path,
     }
     write_text(md_path, md)
     write_json(json_path, index)
+    if site is not None:
+        build_site(root, index, Path(site).parent)
     return index
