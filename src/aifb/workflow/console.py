@@ -200,18 +200,22 @@ class Monitor:
 
 ERROR_RULE = re.compile(r"^Error in rule (\S+):")
 LOG_LINE = re.compile(r"^\s+log: (\S+)")
+STEP_FAILED = re.compile(r"^aifb: (.* failed: .*)")   # aifb.step.step_log's one line
 
 
 def failures(snakemake_log: Path, root: Path) -> list[str]:
-    """What to say on stderr when Snakemake failed: each failed job's rule, its log's path and
-    the last lines of that log; or, when no job failed (a workflow error), the log's end."""
+    """What to say on stderr when Snakemake failed: each failed step's one line (why), its
+    rule, its log's path and the last lines of that log; or, when no job failed (a workflow
+    error), the log's end."""
     try:
         text = snakemake_log.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return [f"Snakemake failed, and its log {snakemake_log} cannot be read"]
     out, rule = [], None
     for line in text:
-        if m := ERROR_RULE.match(line):
+        if m := STEP_FAILED.match(line):
+            out.append(m.group(1))
+        elif m := ERROR_RULE.match(line):
             rule = m.group(1)
         elif rule and (m := LOG_LINE.match(line)):
             log = root / m.group(1)
