@@ -18,7 +18,7 @@ from support import VENV_BIN, aifb, benchmark_id_from, make_workspace, read_json
 
 pytestmark = [pytest.mark.workflow, pytest.mark.redis]
 SHORT = ["--set", "load.duration=2s", "--set", "load.warmup=0.5s"]
-LOG_LINE = re.compile(r"its output goes to (\S+snakemake-\S+\.log)")
+LOG_LINE = re.compile(r"Snakemake's output goes to (\S+snakemake-\S+\.log)")
 BOOKKEEPING = ("localrule run_benchmark", "Finished jobid", "steps (")
 
 

@@ -276,7 +276,8 @@ def run_capacity(name: str, spec: dict, *, root, profile: str = "local", log=pri
     {"name", "capacity", "first_fail", "reason", "steps": [...], "report_dir", ...}.
 
     `run_step(benchmark_id) -> exit code` replaces the Snakemake call (tests). `remeasure`
-    allocates new IDs for every level instead of reusing the registered ones.
+    allocates new IDs for every level instead of reusing the registered ones. `console`
+    (aifb.workflow.console): each step's benchmark line instead of Snakemake's output.
     """
     root = Path(root)
     param = spec.get("param")

@@ -115,6 +115,7 @@ class Console:
         self.shown: set[str] = set()          # IDs whose result line is printed
         self.last: dict[str, tuple] = {}      # plain mode: ID -> (phase, time of its last line)
         self.drawn = 0                        # tty: live lines on the screen now
+        self.log_path: Path | None = None     # Snakemake's output (aifb.workflow.snakemake)
 
     def _write(self, text: str) -> None:
         self.stream.write(text)
@@ -203,12 +204,14 @@ LOG_LINE = re.compile(r"^\s+log: (\S+)")
 STEP_FAILED = re.compile(r"^aifb: (.* failed: .*)")   # aifb.step.step_log's one line
 
 
-def failures(snakemake_log: Path, root: Path) -> list[str]:
+def failures(snakemake_log: Path, root: Path, start: int = 0) -> list[str]:
     """What to say on stderr when Snakemake failed: each failed step's one line (why), its
     rule, its log's path and the last lines of that log; or, when no job failed (a workflow
-    error), the log's end."""
+    error), the log's end. `start`: where this Snakemake's part of the log begins (bytes)."""
     try:
-        text = snakemake_log.read_text(encoding="utf-8", errors="replace").splitlines()
+        with open(snakemake_log, "rb") as f:
+            f.seek(start)
+            text = f.read().decode("utf-8", "replace").splitlines()
     except OSError:
         return [f"Snakemake failed, and its log {snakemake_log} cannot be read"]
     out, rule = [], None

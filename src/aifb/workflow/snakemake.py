@@ -2,7 +2,8 @@
 runs it (used by the `aifb` commands and by the capacity search, one step at a time).
 
 Given a Console (aifb.workflow.console) that is not verbose, Snakemake's own output goes to a
-log file, results/logs/snakemake-<UTC time>-<pid>.log (its path is printed), and the terminal
+log file, results/logs/snakemake-<UTC time>-<pid>.log (one per command, its path printed once),
+and the terminal
 shows one line per benchmark from the progress files the jobs write into a folder named by
 AIFB_PROGRESS_DIR (aifb.progress); when Snakemake fails, the failed steps' logs are quoted."""
 
@@ -54,18 +55,21 @@ def run_snakemake(targets: list[str], profile: str, extra: list[str] | None = No
     if console is None or console.verbose or dry_run:
         print(command, file=sys.stderr)
         return _wait(subprocess.Popen(argv, cwd=where, env=env))
-    log_path = snakemake_log_path(where)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path = console.log_path
+    if log_path is None:   # the command's first Snakemake
+        log_path = console.log_path = snakemake_log_path(where)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        print(f"aifb: Snakemake's output goes to {shown_path(log_path)} (--verbose shows it here)",
+              file=sys.stderr, flush=True)
     live = Path(tempfile.mkdtemp(prefix=".progress-", dir=log_path.parent))
     env[progress.ENV] = str(live)
-    print(f"aifb: snakemake {' '.join(targets)}: its output goes to {shown_path(log_path)} "
-          "(--verbose shows it here)", file=sys.stderr, flush=True)
-    with open(log_path, "w", encoding="utf-8") as log, Monitor(console, live):
+    with open(log_path, "a", encoding="utf-8") as log, Monitor(console, live):
+        start = log.tell()   # this call's part of the log
         print(command, file=log, flush=True)
         rc = _wait(subprocess.Popen(argv, cwd=where, env=env, stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL))
     if rc != 0:
-        for line in failures(log_path, where):
+        for line in failures(log_path, where, start):
             print(f"aifb: {line}" if not line.startswith("  ") else line, file=sys.stderr)
     return rc
 

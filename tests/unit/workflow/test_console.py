@@ -136,8 +136,9 @@ def test_a_failed_step_is_named_with_its_log_and_its_last_lines(root):
     log.write_text("".join(f"line {i}\n" for i in range(40)) + "CorruptFileError: run.json\n")
     sm = root / "results" / "logs" / "snakemake.log"
     sm.parent.mkdir(parents=True)
-    sm.write_text(SNAKEMAKE_LOG.format(bid=BID))
-    out = failures(sm, root)
+    earlier = "Error in rule index:\n    log: reports/logs/index.log\n"   # an earlier call's
+    sm.write_text(earlier + SNAKEMAKE_LOG.format(bid=BID))
+    out = failures(sm, root, start=len(earlier))
     assert out[0] == (f"summarize {BID} failed: run.json: not valid JSON "
                       f"(traceback in results/{BID}/logs/summarize.log)")
     assert out[1] == f"step summarize failed; its log: results/{BID}/logs/summarize.log"
