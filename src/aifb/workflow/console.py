@@ -80,7 +80,8 @@ def shown_path(path: Path) -> str:
 
 
 def result_line(bid: str, root: Path) -> str:
-    """A benchmark's outcome: status, throughput, p50/p99, SLO verdict, report (or log) path."""
+    """A benchmark's outcome: status, throughput, p50/p99, SLO verdict, report path; a failed
+    one (nothing measured): its reason and its log's path."""
     run_path = root / "results" / bid / "run.json"
     if not run_path.is_file():
         log = root / "results" / bid / "logs" / "benchmark.log"
@@ -89,6 +90,8 @@ def result_line(bid: str, root: Path) -> str:
     line = f"{bid}: {run.get('status')}"
     if run.get("reason"):
         line += f" - {run['reason']}"
+    if run.get("status") == "failed":   # nothing was measured: where to read why
+        return line + f"  log: {shown_path(root / 'results' / bid / 'logs' / 'benchmark.log')}"
     summary_path = root / "results" / bid / "summary.json"
     if summary_path.is_file():
         s = read_json(summary_path)
@@ -99,8 +102,6 @@ def result_line(bid: str, root: Path) -> str:
     report = root / "reports" / bid / "report.md"
     if report.is_file():
         line += f"  report: {shown_path(report)}"
-    elif run.get("status") != "completed":
-        line += f"  log: {shown_path(root / 'results' / bid / 'logs' / 'benchmark.log')}"
     return line
 
 
