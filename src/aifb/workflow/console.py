@@ -8,8 +8,8 @@ moves) a few times per second, from the progress files its jobs write (aifb.prog
 
 When it is done the line becomes its result line (ID, status, throughput, p50/p99, SLO
 verdict, report path). Elsewhere (a log, CI) a plain line is printed when the phase changes and
-every PLAIN_EVERY_S while it stays, then the result line. A failed step is said on stderr with
-its log's path and last lines (`failures`).
+every PLAIN_EVERY_S while it stays (if its figures moved), then the result line. A failed step
+is said on stderr with its log's path and last lines (`failures`).
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ class Console:
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty() if tty is None else tty
         self.shown: set[str] = set()          # IDs whose result line is printed
-        self.last: dict[str, tuple] = {}      # plain mode: ID -> (phase, time of its last line)
+        self.last: dict[str, tuple] = {}      # plain mode: ID -> (phase, time, its last line)
         self.drawn = 0                        # tty: live lines on the screen now
         self.log_path: Path | None = None     # Snakemake's output (aifb.workflow.snakemake)
 
@@ -146,10 +146,13 @@ class Console:
             return
         lines = []
         for st in running:
-            phase, t = self.last.get(st["id"], (None, 0.0))
-            if phase != st["phase"] or now - t >= PLAIN_EVERY_S:
-                self.last[st["id"]] = (st["phase"], now)
-                lines.append(progress_line(st, with_bar=False))
+            phase, t, text = self.last.get(st["id"], (None, 0.0, None))
+            line = progress_line(st, with_bar=False)
+            # a new phase at once; within one, every PLAIN_EVERY_S if anything moved (a job
+            # waiting in a queue repeats nothing)
+            if phase != st["phase"] or (now - t >= PLAIN_EVERY_S and line != text):
+                self.last[st["id"]] = (st["phase"], now, line)
+                lines.append(line)
         self.draw([], lines, finished=finished)
 
     def draw(self, running: list[dict], plain: list[str], finished: list[str]) -> None:

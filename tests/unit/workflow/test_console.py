@@ -80,8 +80,10 @@ def test_plain_lines_on_phase_changes_and_every_ten_seconds_then_the_result(root
     con.update([warm], now=0.0)
     con.update([warm], now=1.0)                  # same phase, 1 s later: nothing
     con.update([MEASURING], now=2.0)             # a new phase: a line
-    con.update([MEASURING], now=2.0 + PLAIN_EVERY_S / 2)
-    con.update([MEASURING], now=2.0 + PLAIN_EVERY_S)   # 10 s on: a line
+    later = dict(MEASURING, requests=90000)
+    con.update([later], now=2.0 + PLAIN_EVERY_S / 2)
+    con.update([later], now=2.0 + PLAIN_EVERY_S)   # 10 s on: a line
+    con.update([later], now=2.0 + 3 * PLAIN_EVERY_S)   # nothing moved (a queued job): none
     con.update([dict(MEASURING, phase="done")], now=13.0)
     con.update([dict(MEASURING, phase="done")], now=14.0)   # the result once
     lines = out.getvalue().splitlines()
