@@ -62,6 +62,8 @@ class LiveLoad:
         self.due = now + int(WRITE_INTERVAL_S * G)
         done = ok + err
         marks = self.marks
+        if not marks:   # the load started with nothing completed
+            marks.append((now - elapsed_ns, 0))
         marks.append((now, done))
         while len(marks) > 2 and now - marks[1][0] >= RATE_WINDOW_S * G:
             marks.popleft()

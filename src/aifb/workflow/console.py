@@ -4,7 +4,7 @@ Snakemake's output, which goes to a log file (`--verbose` keeps it on the termin
 On a terminal each running benchmark has a live line, redrawn in place (`\\r`, ANSI cursor
 moves) a few times per second, from the progress files its jobs write (aifb.progress):
 
-    BM-20261205-001 measuring   [######......]  4.1/10.5 s  31,004 req  7,533 req/s  p99 412 µs  0 errors
+    BM-20261205-001 measuring   [######..............] 4.1/12 s  31,004 req  7,533 req/s  p99 412 µs  0 errors
 
 When it is done the line becomes its result line (ID, status, throughput, p50/p99, SLO
 verdict, report path). Elsewhere (a log, CI) a plain line is printed when the phase changes and

@@ -41,6 +41,7 @@ def test_tick_writes_at_most_every_half_second_with_rate_and_p99(tmp_path):
     live.plan(LoadSettings(clients=1, duration_s=10.0, warmup_s=2.0, cooldown_s=1.0))
     live.sample([row(0, i * 1000) for i in range(1, 101)], ["measure"] * 100)
     live.tick(1 * G, 1 * G, 1000, 0, "warmup")
+    assert read_progress(pf.path)["rate"] == 1000.0     # the first write: since the start
     live.tick(int(1.2 * G), int(1.2 * G), 1300, 1, "measure")   # too soon: not written
     assert read_progress(pf.path)["phase"] == "warmup"
     live.tick(2 * G, 2 * G, 3000, 2, "measure")
