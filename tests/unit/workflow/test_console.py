@@ -66,7 +66,7 @@ def test_the_result_line(root):
         f"SLO FAIL: error_rate < 0.1% (1.2%)  report: reports/{BID}/report.md")
 
 
-def test_a_failed_run_without_summary_points_at_its_log(root):
+def test_a_failed_run_points_at_its_log_not_at_figures(root):
     write(root / "results" / BID / "run.json", {"status": "failed", "reason": "redis exited"})
     assert result_line(BID, root) == \
         f"{BID}: failed - redis exited  log: results/{BID}/logs/benchmark.log"
