@@ -38,7 +38,7 @@ def completed_run(tmp_path_factory):
 def test_run_prints_id_status_and_report(completed_run):
     ws, bid, proc = completed_run
     assert f"{bid}: completed" in proc.stdout
-    assert f"report: {ws / 'reports' / bid / 'report.md'}" in proc.stdout
+    assert f"report: reports/{bid}/report.md" in proc.stdout   # relative to the folder it ran in
 
 
 def test_run_json_is_a_complete_bundle(completed_run):

@@ -1,6 +1,8 @@
 """Snakemake shim: run one registered benchmark (aifb.workflow.runner) into results/<id>/.
 
-Progress goes to the job's log and to the terminal (Snakemake passes a local job's stderr on)."""
+Progress goes to the job's log and to Snakemake's output (a local job's stderr: the terminal with
+`aifb --verbose` or plain snakemake; otherwise the command's Snakemake log, while the terminal shows
+the progress file, aifb.progress)."""
 
 from pathlib import Path
 

@@ -48,6 +48,8 @@ EXAMPLES = {
         ("aifb run --rerun BM-20260109-001 --strict", "re-run; a recipe or commit mismatch is an error"),
         ("aifb run ~/their_recipe.yaml --trust-recipe",
          "run a recipe from outside recipes/ that starts programs or reads secrets"),
+        ("aifb run recipes/recipe_redis_1client.yaml --verbose",
+         "Snakemake's own output on the terminal, not in results/logs/snakemake-*.log"),
         ("aifb run recipes/recipe_redis_1client.yaml --snakemake-args --quiet",
          "pass the rest of the line to Snakemake"),
     ],
@@ -56,6 +58,7 @@ EXAMPLES = {
         ("aifb rerun BM-20260109-001 --strict", "a recipe hash or git commit mismatch stops it"),
         ("aifb rerun BM-20260109-001 --profile slurm", "re-run it through profiles/slurm"),
         ("aifb rerun BM-20260109-001 --trust-recipe", "re-run a bundle someone else made"),
+        ("aifb rerun BM-20260109-001 --verbose", "show Snakemake's own output, not only the result"),
         ("aifb rerun BM-20260109-001 --snakemake-args --quiet", "pass the rest to Snakemake"),
     ],
     "sweep": [
@@ -64,11 +67,13 @@ EXAMPLES = {
         ("aifb sweep redis_sweep --remeasure", "measure every point again under new IDs"),
         ("aifb sweep --dry-run", "show the DAG, change nothing"),
         ("aifb sweep redis_sweep --profile slurm", "run the sweep's jobs on Slurm"),
+        ("aifb sweep redis_sweep --verbose", "Snakemake's own output here, not in its log file"),
         ("aifb sweep redis_sweep --snakemake-args --quiet", "pass the rest to Snakemake"),
     ],
     "index": [
         ("aifb index", "rebuild reports/dataset_index.md, reports/index.json and the site reports/site/"),
         ("aifb index --profile slurm", "through profiles/slurm"),
+        ("aifb index --verbose", "show Snakemake's own output"),
         ("aifb index --snakemake-args --quiet", "pass the rest to Snakemake"),
     ],
     "summarize": [
@@ -138,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
                             help="run a recipe from outside recipes/ (or a bundle's) even though "
                                  "it starts programs, reads secrets or reaches other machines (it "
                                  "lists what, and refuses without this flag)")
+        sp.add_argument("-v", "--verbose", action="store_true",
+                        help="show Snakemake's own output on the terminal (by default it goes to "
+                             "results/logs/snakemake-<time>-<pid>.log, whose path is printed, and "
+                             "the terminal shows one line per benchmark)")
         sp.add_argument("--snakemake-args", nargs=argparse.REMAINDER, default=[],
                         help="everything after this is passed to Snakemake")
 

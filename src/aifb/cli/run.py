@@ -15,27 +15,18 @@ from aifb.slurm.targets import get_target
 from aifb.workflow import registry, trust
 from aifb.workflow.recipe import load_recipe
 from aifb.workflow.rerun import prepare_rerun
+from aifb.workflow.console import Console
 from aifb.workflow.snakemake import run_snakemake
 
 
-def _finish(benchmark_ids: list[str]) -> int:
+def _finish(benchmark_ids: list[str], console: Console) -> int:
+    """The result line of each benchmark (those the progress display has not shown yet); 1
+    when one did not complete."""
     worst = 0
     for bid in benchmark_ids:
+        console.result(bid)
         run_path = work_root() / "results" / bid / "run.json"
-        if not run_path.is_file():
-            err(f"{bid}: no run.json was written (see the Snakemake output above)")
-            worst = 1
-            continue
-        run = read_json(run_path)
-        report = work_root() / "reports" / bid / "report.md"
-        status = run.get("status")
-        line = f"{bid}: {status}"
-        if run.get("reason"):
-            line += f" - {run['reason']}"
-        print(line)
-        if report.is_file():
-            print(f"report: {report}")
-        if status != "completed":
+        if not run_path.is_file() or read_json(run_path).get("status") != "completed":
             worst = 1
     return worst
 
@@ -70,8 +61,10 @@ def cmd_run(args) -> int:
         bid = registry.allocate(registry.make_entry(recipe, recipe_path=rel, overrides=args.set),
                                 work_root())
     print(f"benchmark id: {bid}", flush=True)
-    rc = run_snakemake([f"reports/{bid}/report.md"], args.profile, args.snakemake_args)
-    result = _finish([bid])
+    console = Console(work_root(), verbose=args.verbose)
+    rc = run_snakemake([f"reports/{bid}/report.md"], args.profile, args.snakemake_args,
+                       console=console)
+    result = _finish([bid], console)
     comparison = work_root() / "reports" / bid / "comparison.json"
     if args.rerun and comparison.is_file():
         print(read_json(comparison)["line"])

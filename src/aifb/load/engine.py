@@ -277,6 +277,7 @@ class Engine:
         self.unreachable_ns = int(run.unreachable_after_s * G)
         self.flush_interval_s = min(run.flush_interval_s, 0.5)
         self.progress_interval_s = run.progress_interval_s
+        self.live = run.live          # aifb.load.live.LiveLoad: the progress file, or None
         share = run.share
 
         self.rows: list = []
@@ -428,7 +429,10 @@ class Engine:
         return phases
 
     def _write(self, batch: list) -> None:
-        self.writer.write_rows(batch, self._phases(batch))
+        phases = self._phases(batch)
+        self.writer.write_rows(batch, phases)
+        if self.live is not None:
+            self.live.sample(batch, phases)
 
     async def flusher(self) -> None:
         while True:
@@ -501,6 +505,8 @@ class Engine:
             if now >= next_progress:
                 next_progress += int(self.progress_interval_s * G)
                 self.progress(now)
+            if self.live is not None and now >= self.live.due:
+                self.live.tick(now, now - self.t_load_start, *self.counts(now))
 
     def expire_queued(self, cs: ClientState, t_sched: int, now: int) -> None:
         seq = cs.seq
@@ -512,16 +518,20 @@ class Engine:
         if self.count_target and now >= self.warmup_end_ns:
             self.count_completion(now)
 
+    def counts(self, now: int) -> tuple:
+        """(ok, errors, phase) of the requests written so far, at `now`."""
+        phase = ("warmup" if now < self.warmup_end_ns else
+                 "measure" if self.measure_end_ns is None or now <= self.measure_end_ns else
+                 "cooldown")
+        return (sum(v[0] for v in self.n_by_phase.values()),
+                sum(v[1] for v in self.n_by_phase.values()), phase)
+
     def progress(self, now: int) -> None:
-        ok = sum(v[0] for v in self.n_by_phase.values())
-        err = sum(v[1] for v in self.n_by_phase.values())
+        ok, err, phase = self.counts(now)
         done = ok + err
         t_prev, n_prev = self.last_rate_mark
         rate = (done - n_prev) / ((now - t_prev) / G) if now > t_prev else 0.0
         self.last_rate_mark = (now, done)
-        phase = ("warmup" if now < self.warmup_end_ns else
-                 "measure" if self.measure_end_ns is None or now <= self.measure_end_ns else
-                 "cooldown")
         if self.progress_cb is not None:  # a worker process: the parent logs the totals
             self.progress_cb(now, ok, err, phase)
             return
@@ -646,6 +656,9 @@ class Engine:
                     except Exception:
                         pass
             self.flush_sync()
+            if self.live is not None:   # the final counts, whenever the last write was
+                self.live.due = 0
+                self.live.tick(t_end, t_end - self.t_load_start, *self.counts(t_end))
             self.writer.close()
             if thawed:
                 gc.unfreeze()

@@ -182,6 +182,8 @@ async def run_load_processes(run: LoadRun) -> dict:
         last_mark[0] = (now, ok + err)
         log(f"[{(now - (t_go or now)) / G:7.1f} s] {phase:8s} {ok} ok, {err} errors, "
             f"{rate:,.0f} ops/s ({n_proc} processes)")
+        if run.live is not None:   # counts only: the workers keep no latency sample
+            run.live.tick(now, now - (t_go or now), ok, err, phase)
 
     def handler_for(k: int):
         def handle(msg) -> bool:
@@ -274,7 +276,7 @@ async def run_load_processes(run: LoadRun) -> dict:
 
     # What every worker runs: this run without the parent's callbacks (they stay here), with a
     # plain clock (t0 is the parent's) and the identity fixed once for all of them.
-    for_worker = run.replace(log=None, on_ready=None, stats_out=None, share=None,
+    for_worker = run.replace(log=None, on_ready=None, stats_out=None, share=None, live=None,
                              clock=RunClock(t0_ns=clock.t0_ns, t0_unix_ns=clock.t0_unix_ns),
                              identity=run_identity(run.identity))
     started = False

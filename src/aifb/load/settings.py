@@ -96,6 +96,7 @@ class LoadRun:
     progress_interval_s: float = PROGRESS_INTERVAL_S
     share: object = None              # RequestShare: a member of a shared `requests: N`
     identity: dict | None = None      # see aifb.load.startup.run_identity
+    live: object = None               # aifb.load.live.LiveLoad: the progress file's figures
 
     def __post_init__(self):
         self.load = LoadSettings.of(self.load)

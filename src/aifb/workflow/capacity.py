@@ -47,6 +47,7 @@ from aifb.reporting.sweep_report import build_sweep_report, md_cell
 from aifb.units import format_number, format_seconds
 from aifb.workflow import registry
 from aifb.workflow.recipe import apply_overrides, read_yaml, validate
+from aifb.workflow.console import Console
 from aifb.workflow.snakemake import run_snakemake
 from aifb.workflow.sweep import latest_point
 
@@ -233,7 +234,8 @@ def judge(run_dir: Path, rules) -> tuple[bool, str, str | None, dict | None, lis
         verdict, sat
 
 
-def snakemake_step(root: Path, profile: str, name: str | None = None) -> Callable[[str], int]:
+def snakemake_step(root: Path, profile: str, name: str | None = None,
+                   console: Console | None = None) -> Callable[[str], int]:
     """Measure one step as `aifb run` does: Snakemake builds reports/<id>/report.md. When the
     search is a sweep of root/config/config.yaml, `--config only=NAME` keeps that invocation
     from registering the points of every other sweep (which any real run otherwise does)."""
@@ -246,7 +248,8 @@ def snakemake_step(root: Path, profile: str, name: str | None = None) -> Callabl
         pass
 
     def run(benchmark_id: str) -> int:
-        return run_snakemake([f"reports/{benchmark_id}/report.md"], profile, extra, root=root)
+        return run_snakemake([f"reports/{benchmark_id}/report.md"], profile, extra, root=root,
+                             console=console)
     return run
 
 
@@ -266,13 +269,15 @@ def _level_value(level, integer: bool):
 
 
 def run_capacity(name: str, spec: dict, *, root, profile: str = "local", log=print,
-                 remeasure: bool = False, run_step: Callable[[str], int] | None = None) -> dict:
+                 remeasure: bool = False, run_step: Callable[[str], int] | None = None,
+                 console: Console | None = None) -> dict:
     """Run the capacity search `name` (a `mode: capacity` sweep of config/config.yaml) under
     `root`, measuring each step through Snakemake with `profile`; write its report; return
     {"name", "capacity", "first_fail", "reason", "steps": [...], "report_dir", ...}.
 
     `run_step(benchmark_id) -> exit code` replaces the Snakemake call (tests). `remeasure`
-    allocates new IDs for every level instead of reusing the registered ones.
+    allocates new IDs for every level instead of reusing the registered ones. `console`
+    (aifb.workflow.console): each step's benchmark line instead of Snakemake's output.
     """
     root = Path(root)
     param = spec.get("param")
@@ -298,7 +303,7 @@ def run_capacity(name: str, spec: dict, *, root, profile: str = "local", log=pri
         raise ConfigError(f"sweep {name}: {exc}") from None
     search = CapacitySearch(spec["start"], spec["max"], spec.get("resolution"), integer)
     common = list(spec.get("set", []))
-    run_step = run_step or snakemake_step(root, profile, name)
+    run_step = run_step or snakemake_step(root, profile, name, console)
     steps: list[Step] = []
     log(f"capacity search {name}: {param} from {_fmt_level(search.start)} up to "
         f"{_fmt_level(search.max)}, SLO {' and '.join(r.text for r in rules)}")

@@ -27,8 +27,11 @@ from aifb.endpoints import redact
 from aifb.errors import AifbError
 from aifb.jsonio import read_json, write_json
 from aifb.load.engine import run_load
+from aifb.load.live import LiveLoad
+from aifb.load.settings import LoadSettings
 from aifb.clients.base import new_salt
 from aifb.paths import work_root
+from aifb.progress import ProgressFile
 from aifb.records import INFLIGHT
 from aifb.services import get_service
 from aifb.slurm.client_jobs import ClientJobs, client_job_count
@@ -229,7 +232,8 @@ def run_identity(run: dict) -> dict:
     return {"benchmark_id": run["benchmark_id"], "salt": run["salt"], "client_offset": 0}
 
 
-async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path | None = None) -> None:
+async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path | None = None,
+                     live: LiveLoad | None = None) -> None:
     recipe = run["recipe"]
     spec = dict(recipe["service"], name=recipe["name"])
     records_path = run_dir / "requests.jsonl"
@@ -279,13 +283,16 @@ async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path 
                 save_run(run_dir, run)
                 load0, on_ready = client_jobs.load_for(0), client_jobs.barrier
                 share = client_jobs.share0
+        if live is not None:
+            live.plan(LoadSettings.of(settings))
         # Filled by the engine also when the load is cancelled: an interrupted run keeps its
         # window (warmup_end / measure_end), so its summary never falls back to the records'
         # extent, which would include the warmup.
         stats = await run_load(kind=spec["kind"], endpoint=endpoint, workload=recipe.get("workload") or {},
                                load=load0, seed=recipe.get("seed", 42), records_path=records_path,
                                clock=clock, secrets=secrets, log=log, on_ready=on_ready,
-                               stats_out=stats_out, share=share, identity=run_identity(run))
+                               stats_out=stats_out, share=share, identity=run_identity(run),
+                               live=live)
         if client_jobs is not None:
             stats = await client_jobs.finish(stats)
             run["clients"].update(client_jobs.describe())
@@ -349,6 +356,9 @@ def run_benchmark(benchmark_id: str, *, root: Path | None = None, log=None) -> d
         log(f"an earlier attempt's files were kept in {moved}")
     clock = RunClock()
     run = initial_run_record(benchmark_id, entry, clock)
+    pfile = ProgressFile.for_benchmark(benchmark_id)
+    pfile.update(phase="deploying", kind=entry["recipe"]["service"]["kind"])
+    live = LiveLoad(pfile) if pfile.enabled else None
     save_run(run_dir, run)
     log(f"{benchmark_id}: {entry['recipe']['name']} -> {run_dir}")
     (run_dir / "requests.jsonl").touch()
@@ -374,7 +384,7 @@ def run_benchmark(benchmark_id: str, *, root: Path | None = None, log=None) -> d
                 run["_signal"] = name
                 task.cancel()
             loop.add_signal_handler(sig, on_signal)
-        await _benchmark(run, run_dir, clock, log, root)
+        await _benchmark(run, run_dir, clock, log, root, live)
 
     interrupted = None
     try:
