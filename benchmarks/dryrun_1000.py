@@ -12,14 +12,24 @@ and, to find the cost, a cProfile of one `snakemake -n all` (aifb functions call
 common.smk at parse time and by the input functions: the registry reads).
 
     .venv/bin/python benchmarks/dryrun_1000.py [--ids 1000] [--repeat 2] [--check] [--keep]
+    .venv/bin/python benchmarks/dryrun_1000.py --compare /work/main [--repeat 4]
 
 --check exits 1 when the slowest dry run takes more than --max-seconds (10).
+
+--compare OTHER (another checkout with its own .venv, e.g. main's): on the same workspace, first
+checks that both plan the same DAG (the `snakemake -n all` job list, each job's rule, input,
+output, log, wildcards, threads and resources, and `snakemake -n all --summary`), then times
+`snakemake -n all` from each, interleaved A-B-B-A, and prints wall and CPU seconds (the child's
+user + system time: on a shared machine the figure that load disturbs least) and the ratio of
+this checkout to OTHER. Exits 1 when the DAGs differ.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -59,13 +69,25 @@ def register(ws: Path, n: int) -> list[str]:
     return ids
 
 
-def snakemake(ws: Path, *args: str) -> tuple[float, subprocess.CompletedProcess]:
+def snakemake(ws: Path, *args: str, checkout: Path = ROOT) -> tuple[float, subprocess.CompletedProcess]:
+    wall, _, proc = snakemake_timed(ws, *args, checkout=checkout)
+    return wall, proc
+
+
+def snakemake_timed(ws: Path, *args: str, checkout: Path = ROOT):
+    """(wall seconds, CPU seconds of the child, the finished process) of one snakemake call with
+    `checkout`'s Snakefile, profile and virtual environment (so its own aifb)."""
+    exe = VENV_BIN / "snakemake" if checkout == ROOT else checkout / ".venv" / "bin" / "snakemake"
     env = dict(os.environ, AIFB_ROOT=str(ws))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    proc = subprocess.run([str(VENV_BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"),
-                           "--directory", str(ws), "--profile", str(ROOT / "profiles" / "local"),
+    proc = subprocess.run([str(exe), "--snakefile", str(checkout / "Snakefile"),
+                           "--directory", str(ws), "--profile", str(checkout / "profiles" / "local"),
                            *args], cwd=ws, env=env, capture_output=True, text=True, timeout=900)
-    return time.perf_counter() - t, proc
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, proc
 
 
 def jobs_line(out: str) -> str:
@@ -97,6 +119,89 @@ def slurm_probe_cost() -> None:
               "meaningful figure.", flush=True)
 
 
+JOB_START = re.compile(r"^(local)?rule \w+:$")
+
+
+def dag_jobs(out: str) -> list[str]:
+    """The jobs a dry run lists, each as its text without the jobid (a numbering) and with the
+    files of its `reason:` sorted (Snakemake prints a set), sorted: equal lists are the same
+    DAG (each job's rule, input, output, log, wildcards, threads, resources)."""
+    jobs, cur = [], None
+    for line in out.splitlines():
+        if JOB_START.match(line):
+            cur = [line]
+            jobs.append(cur)
+        elif cur is not None and line.startswith("    "):
+            key, _, value = line.strip().partition(": ")
+            if key == "jobid":
+                continue
+            if key == "reason":  # "Label: file, file; Label: file"
+                value = "; ".join(sorted(label + ": " + ", ".join(sorted(files.split(", ")))
+                                         for label, _, files in (part.partition(": ")
+                                                                 for part in value.split("; "))))
+            cur.append(f"{key}: {value}")
+        else:
+            cur = None
+    return sorted("\n".join(j) for j in jobs)
+
+
+def summary_lines(out: str) -> list[str]:
+    """`snakemake --summary` rows (output file, date, rule, log, status, plan), sorted."""
+    return sorted(ln for ln in out.splitlines() if "\t" in ln)
+
+
+def same_dag(ws: Path, other: Path) -> bool:
+    """Do this checkout and `other` plan the same DAG on `ws`? Prints the evidence."""
+    same = True
+    for argv, parse, what in ((["-n", "all"], dag_jobs, "jobs of `snakemake -n all`"),
+                              (["-n", "all", "--summary"], summary_lines,
+                               "rows of `snakemake -n all --summary`")):
+        lists = []
+        for checkout in (other, ROOT):
+            _, _, proc = snakemake_timed(ws, *argv, checkout=checkout)
+            if proc.returncode != 0:
+                print(proc.stdout[-3000:], proc.stderr[-3000:])
+                raise SystemExit(f"snakemake {' '.join(argv)} failed from {checkout}")
+            lists.append(parse(proc.stdout + proc.stderr))
+        equal = lists[0] == lists[1] and bool(lists[0])
+        same &= equal
+        print(f"# DAG: {len(lists[1])} {what} here, {len(lists[0])} from {other}: "
+              f"{'identical' if equal else 'DIFFERENT'}", flush=True)
+        if not equal:
+            diff = sorted(set(lists[0]) ^ set(lists[1]))[:3]
+            print("#   first differences:\n" + "\n".join(diff))
+    return same
+
+
+def compare(ws: Path, other: Path, repeat: int) -> bool:
+    """Interleaved A-B-B-A timings of `snakemake -n all` from `other` and from this checkout."""
+    if not (other / ".venv" / "bin" / "snakemake").is_file():
+        raise SystemExit(f"--compare {other}: no {other}/.venv/bin/snakemake (each checkout "
+                         "runs its own aifb)")
+    same = same_dag(ws, other)
+    figures: dict[str, list[tuple[float, float]]] = {"other": [], "this": []}
+    for r in range(repeat):
+        order = (("other", other), ("this", ROOT)) if r % 2 == 0 else (("this", ROOT), ("other", other))
+        for name, checkout in order:
+            wall, cpu, proc = snakemake_timed(ws, "-n", "all", checkout=checkout)
+            if proc.returncode != 0:
+                raise SystemExit(f"snakemake -n all failed from {checkout}")
+            figures[name].append((wall, cpu))
+            print(f"run {r + 1}: {checkout}: snakemake -n all: {wall:.2f} s wall, {cpu:.2f} s CPU "
+                  f"(load average {os.getloadavg()[0]:.2f})", flush=True)
+    # The least-disturbed run (min) and the median: on a loaded machine the spread is wide.
+    stat = {k: {"min": (min(w for w, _ in v), min(c for _, c in v)),
+                "median": (sorted(w for w, _ in v)[len(v) // 2], sorted(c for _, c in v)[len(v) // 2])}
+            for k, v in figures.items()}
+    for k, label in (("other", str(other)), ("this", str(ROOT))):
+        print(f"{label}: min {stat[k]['min'][0]:.2f} s wall, {stat[k]['min'][1]:.2f} s CPU; median "
+              f"{stat[k]['median'][0]:.2f} s wall, {stat[k]['median'][1]:.2f} s CPU ({repeat} runs)")
+    for how in ("min", "median"):
+        wall, cpu = (stat["this"][how][i] / stat["other"][how][i] for i in (0, 1))
+        print(f"this / other ({how}): wall {wall:.2f}, CPU {cpu:.2f} ({100 * (1 - cpu):.0f} % less CPU)")
+    return same
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ids", type=int, default=1000)
@@ -105,6 +210,8 @@ def main() -> int:
     ap.add_argument("--check", action="store_true")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--no-profile", action="store_true", help="skip the --profile-parse run")
+    ap.add_argument("--compare", type=Path, metavar="OTHER",
+                    help="another checkout (with .venv): same DAG? then both timed, interleaved")
     args = ap.parse_args()
 
     base = Path(tempfile.mkdtemp(prefix="aifb-dry-"))
@@ -116,6 +223,10 @@ def main() -> int:
               f"{time.perf_counter() - t:.1f} s; workspace {ws}")
         print(f"# load average {os.getloadavg()[0]:.2f} at start", flush=True)
         slurm_probe_cost()
+        if args.compare:
+            same = compare(ws, args.compare.resolve(), args.repeat)
+            print(f"load average now {os.getloadavg()[0]:.2f}")
+            return 0 if same else 1
         targets = [f"reports/{i}/report.md" for i in ids]
         results: dict[str, list[float]] = {"all": [], "targets": []}
         for r in range(args.repeat):

@@ -18,6 +18,7 @@ from secrets import token_urlsafe
 
 import yaml
 
+from aifb import yamlio
 from aifb.errors import ServiceError
 from aifb.paths import work_root
 
@@ -68,7 +69,7 @@ def allowed_secret_files() -> set[Path]:
     paths = [p for p in os.environ.get(ALLOW_ENV, "").split(os.pathsep) if p]
     cfg = work_root() / "config" / "config.yaml"
     try:
-        listed = (yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}).get("secret_files") or []
+        listed = (yamlio.load(cfg.read_text(encoding="utf-8")) or {}).get("secret_files") or []
     except (OSError, yaml.YAMLError, AttributeError):
         listed = []
     paths += [str(p) for p in listed if isinstance(p, str)]

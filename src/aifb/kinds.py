@@ -20,7 +20,7 @@ Why the schema file and not the service module: analysis/ and the index read fil
 below services/ and clients/ in the layers; reading data keeps them from importing a kind's code
 (and its dependencies) just to learn its family. The service module registers its class under
 the same name (aifb.services.register); tests/unit/test_kinds.py checks that the two agree.
-Base layer: imports nothing of aifb but paths.
+Base layer: imports nothing of aifb but paths and yamlio (the schema files, parsed once).
 
 Snakemake's parse-time `validate()` checks config.schema.yaml only, which names no kind; recipes
 and targets are validated through aifb.schemas, so the filled enums apply wherever they are used.
@@ -31,9 +31,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-import yaml
-
 from aifb.paths import schema_dir
+from aifb.yamlio import schema_document
 
 KEY = "x-aifb-kind"
 # Where a schema wants the kinds' names as an enum: `x-aifb-kind-enum: [values before them]`.
@@ -57,8 +56,7 @@ def all_kinds() -> tuple[Kind, ...]:
     """Every kind, in rank order (ties by kind)."""
     found = []
     for path in sorted((schema_dir() / "workloads").glob("*.schema.yaml")):
-        with open(path, encoding="utf-8") as fh:
-            meta = (yaml.safe_load(fh) or {}).get(KEY)
+        meta = (schema_document(f"workloads/{path.name}") or {}).get(KEY)
         if meta is None:
             continue
         try:

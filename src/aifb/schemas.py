@@ -6,21 +6,21 @@ Schemas live in workflow/schemas/ (YAML, draft 2020-12) and are shared with Snak
 
 from __future__ import annotations
 
+import copy
 import functools
 from pathlib import Path
 
 import jsonschema
-import yaml
 
 from aifb.kinds import fill_enums
 from aifb.paths import schema_dir
+from aifb.yamlio import schema_document
 
 
 @functools.cache
 def load_schema(name: str) -> dict:
-    path = schema_dir() / name
-    with open(path, encoding="utf-8") as fh:
-        return fill_enums(yaml.safe_load(fh))  # the service.kind enums come from aifb.kinds
+    # A copy: the parse is shared with aifb.kinds; the service.kind enums come from there.
+    return fill_enums(copy.deepcopy(schema_document(name)))
 
 
 @functools.cache

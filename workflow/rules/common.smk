@@ -44,6 +44,20 @@ def _allocating():
     return workflow.is_main_process and aifb_sweep.invocation_allocates()
 
 
+REGISTRY_DIR = registry.registry_dir(WORKDIR).relative_to(WORKDIR).as_posix()
+
+
+@functools.cache
+def _entries_by_id():
+    """Every registry entry by benchmark ID, each file read once per parse (entries never
+    change once written; _allocate_sweeps reads again after it registers new ones). The input
+    functions below look IDs up here rather than reading a file per job."""
+    try:
+        return {e["benchmark_id"]: e for e in registry.all_entries(WORKDIR)}
+    except AifbError as exc:
+        raise WorkflowError(str(exc))
+
+
 def _resolve_sweeps():
     # Nothing is allocated at parse time: every invocation parses this, but only one whose
     # targets include the sweeps registers their IDs (all_sweep_reports).
@@ -54,6 +68,7 @@ def _resolve_sweeps():
             allocate=False,
             only=config.get("only"),
             log=lambda msg: print(msg, file=sys.stderr),
+            entries=list(_entries_by_id().values()),
         )
     except AifbError as exc:
         raise WorkflowError(str(exc))
@@ -76,36 +91,26 @@ def _predicted(bid):
     return any(p.predicted and p.benchmark_id == bid for s in SWEEPS for p in s.points)
 
 
-@functools.cache
 def _entry(bid):
-    """A registered benchmark's entry, read once per parse (entries never change once
-    written); None when it is not registered."""
-    try:
-        return registry.get(bid, WORKDIR)
-    except AifbError:
-        return None
-
-
-@functools.cache
-def _all_entries():
-    return registry.all_entries(WORKDIR)
+    """A registered benchmark's entry; None when it is not registered."""
+    return _entries_by_id().get(bid)
 
 
 def registered_entry(wildcards):
     """The registry file of a benchmark ID (a clear error when it is not registered)."""
-    path = registry.entry_path(wildcards.id, WORKDIR)
-    if _predicted(wildcards.id):
+    bid = wildcards.id
+    if bid in _entries_by_id():
+        return f"{REGISTRY_DIR}/{bid}.json"
+    if _predicted(bid):
         return []
-    if not path.is_file():
-        raise WorkflowError(
-            f"{wildcards.id} is not registered: create it with `aifb run RECIPE` "
-            "(or build a sweep from config/config.yaml)"
-        )
-    return str(path.relative_to(WORKDIR))
+    raise WorkflowError(
+        f"{bid} is not registered: create it with `aifb run RECIPE` "
+        "(or build a sweep from config/config.yaml)"
+    )
 
 
 def all_run_reports(wildcards):
-    return [f"reports/{e['benchmark_id']}/report.md" for e in _all_entries()]
+    return [f"reports/{bid}/report.md" for bid in _entries_by_id()]
 
 
 @functools.cache
@@ -120,7 +125,7 @@ def _allocate_sweeps():
         )
     except AifbError as exc:
         raise WorkflowError(str(exc))
-    _all_entries.cache_clear()
+    _entries_by_id.cache_clear()
 
 
 def all_sweep_reports(wildcards):
@@ -192,8 +197,7 @@ def benchmark_runtime_min(wildcards):
 def existing_run_files(wildcards):
     """run.json and summary.json of every run on disk: the index is rebuilt when any changes."""
     files = []
-    for entry in _all_entries():
-        bid = entry["benchmark_id"]
+    for bid in _entries_by_id():
         for name in ("run.json", "summary.json"):
             if (WORKDIR / "results" / bid / name).is_file():
                 files.append(f"results/{bid}/{name}")

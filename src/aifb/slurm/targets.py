@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from aifb import yamlio
 from aifb.errors import ConfigError, ServiceError
 from aifb.paths import work_root
 from aifb.schemas import validation_errors
@@ -32,7 +33,7 @@ def targets_file(root: Path | None = None) -> Path:
     rel = "config/targets.yaml"
     if cfg.is_file():
         try:
-            rel = (yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}).get("targets") or rel
+            rel = (yamlio.load(cfg.read_text(encoding="utf-8")) or {}).get("targets") or rel
         except yaml.YAMLError:
             pass
     return root / rel
@@ -57,7 +58,7 @@ def load_targets_file(path: Path) -> dict:
     if not path.is_file():
         return {"local": dict(BUILTIN_LOCAL)}
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yamlio.load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: malformed YAML: {exc}") from None
     return validate_targets(data, str(path))

@@ -40,6 +40,7 @@ from typing import Callable
 
 import yaml
 
+from aifb import yamlio
 from aifb.analysis.sweep_verdict import judge_rule, judged_rules, level_str, read_point
 from aifb.errors import ConfigError, RecipeError
 from aifb.jsonio import read_json
@@ -241,7 +242,7 @@ def snakemake_step(root: Path, profile: str, name: str | None = None,
     from registering the points of every other sweep (which any real run otherwise does)."""
     extra: list[str] = []
     try:
-        cfg = yaml.safe_load((root / "config" / "config.yaml").read_text(encoding="utf-8")) or {}
+        cfg = yamlio.load((root / "config" / "config.yaml").read_text(encoding="utf-8")) or {}
         if name is not None and name in (cfg.get("sweeps") or {}):
             extra = ["--config", f"only={name}"]
     except (OSError, yaml.YAMLError):

@@ -116,6 +116,8 @@ def allocate(entry: dict, root: Path | None = None, day: str | None = None) -> s
 
 def predict_next(count: int, root: Path | None = None, day: str | None = None) -> list[str]:
     """The IDs the next `count` allocations would get (dry runs show these, writing nothing)."""
+    if count <= 0:
+        return []  # without listing results/, reports/ and the registry (every parse asks)
     day = day or today()
     start = max(_used_numbers(root, day), default=0) + 1
     return [_format_id(day, start + i) for i in range(count)]

@@ -174,20 +174,22 @@ def latest_point(key_wo_epoch: dict, entries: list[dict]) -> tuple[str | None, i
 
 
 def resolve_all(config: dict, *, root: Path, allocate: bool, only=None, remeasure: bool = False,
-                log=lambda m: None) -> list[Sweep]:
+                log=lambda m: None, entries: list[dict] | None = None) -> list[Sweep]:
     """Expand every configured sweep and map its points to benchmark IDs.
 
     allocate=False (dry runs, and the workflow until a sweep target asks; see allocate_points):
     unregistered points get the IDs they would get, marked `predicted`, and nothing is written.
+    `entries`: the registry's entries when the caller has read them already (the workflow reads
+    them once per parse), else they are read here.
     """
     wanted = [only] if isinstance(only, str) else only
     unknown = set(wanted or []) - set(config.get("sweeps", {}))
     if unknown:
         raise ConfigError(f"--config only=: no sweep named {', '.join(sorted(unknown))} "
                           f"(configured: {', '.join(config.get('sweeps', {}))})")
-    kinds = set(services.available_kinds())
     sweeps = []
-    entries = registry.all_entries(root)
+    if entries is None:
+        entries = registry.all_entries(root)
     pending: list[SweepPoint] = []
     for name, spec in config.get("sweeps", {}).items():
         if wanted and name not in wanted:
@@ -196,7 +198,9 @@ def resolve_all(config: dict, *, root: Path, allocate: bool, only=None, remeasur
             continue  # a search, run step by step by `aifb sweep NAME` (aifb.workflow.capacity)
         sweep = expand(name, spec, root)
         kind = sweep.points[0].recipe["service"]["kind"]
-        if kind not in kinds:
+        # Importing every service module (services.available_kinds) costs ~0.4 s of each
+        # Snakemake parse (aiohttp among them): only a configuration with sweeps pays it.
+        if kind not in services.available_kinds():
             sweep.runnable = False
             sweep.skip_reason = f"service kind {kind!r} is not implemented yet"
         else:

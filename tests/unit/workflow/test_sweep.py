@@ -92,3 +92,18 @@ def test_unimplemented_kinds_are_skipped_with_the_reason(tmp_path, monkeypatch):
 ])
 def test_which_invocations_may_allocate(argv, allocates):
     assert invocation_allocates(argv) is allocates
+
+
+def test_without_sweeps_nothing_is_read_or_imported_beyond_the_entries_given(tmp_path, monkeypatch):
+    """Every Snakemake parse resolves the sweeps: with none configured it must not read the
+    registry again (the workflow passes the entries it read once) nor import every service
+    module (~0.4 s: aiohttp among them)."""
+    from aifb.workflow import sweep
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("not needed without sweeps")
+
+    monkeypatch.setattr(sweep.services, "available_kinds", refuse)
+    monkeypatch.setattr(sweep.registry, "all_entries", refuse)
+    assert resolve_all({"sweeps": {}}, root=make_workspace(tmp_path), allocate=False,
+                       entries=[]) == []
