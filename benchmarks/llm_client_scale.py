@@ -140,12 +140,20 @@ def one_level(streams: int, args, tmp: Path) -> dict:
     load = {"clients": clients, "concurrency": streams // clients, "processes": processes,
             "duration_s": args.seconds, "warmup_s": args.warmup, "timeout_s": 30.0}
     clock = RunClock()
+    profiler = None
+    if args.profile and processes == 1:
+        import cProfile
+        profiler = cProfile.Profile()
     try:
         fake_cpu0, busy0, t0 = cpu_s([p.pid for p in fakes]), machine_busy_s(), time.monotonic()
+        if profiler is not None:
+            profiler.enable()
         stats = run_load_sync(kind="vllm", endpoint=f"http://127.0.0.1:{port}",
                               workload=workload, load=load, seed=16,
                               records_path=run_dir / "requests.jsonl", clock=clock,
                               log=lambda m: None)
+        if profiler is not None:
+            profiler.disable()
         wall = time.monotonic() - t0
         fake_cores = (cpu_s([p.pid for p in fakes]) - fake_cpu0) / wall
         machine_cores = (machine_busy_s() - busy0) / wall
@@ -167,8 +175,13 @@ def one_level(streams: int, args, tmp: Path) -> dict:
         fake[e["request_id"]] = e
     t0_ns = clock.t0_ns
     fake_late, fake_tpot, read_lag, send_lag = [], [], [], []
+    # the client's CPU is sampled at the window's ends: the token events it read in between
+    # (of every request, whatever its phase) are what that CPU time paid for
+    w0, w1 = stats["warmup_end"], stats["measure_end"]
+    tokens_in_window = 0
     for line in (run_dir / "requests.jsonl").read_text().splitlines():
         r = json.loads(line)
+        tokens_in_window += sum(1 for t in r.get("chunk_times") or () if w0 <= t <= w1)
         e = fake.get(r.get("request_id"))
         if r["phase"] != "measure" or not r["ok"] or e is None or e["first_ns"] is None:
             continue
@@ -178,6 +191,10 @@ def one_level(streams: int, args, tmp: Path) -> dict:
         send_lag.append((e["arrival_ns"] - t0_ns) / 1e6 - r["t_start"] * 1e3)
     ms = lambda block, k: None if not block or block.get(k) is None else block[k] * 1e3  # noqa: E731
     validity = summary.get("validity") or {}
+    cpu = stats.get("client_cpu") or {}
+    client_cpu_s = cpu.get("cpu_s_all_processes", cpu.get("cpu_s"))
+    if profiler is not None:
+        print_profile(profiler, streams, tokens_in_window, args.profile)
     return {
         "streams": streams, "clients": clients, "processes": processes,
         "fake_workers": args.fake_workers, "requests": summary["requests"]["ok"],
@@ -190,12 +207,32 @@ def one_level(streams: int, args, tmp: Path) -> dict:
         "loop_lag_p99_ms": ms(validity, "loop_lag_p99_s"),
         "fake_cpu_cores": round(fake_cores, 3),
         "client_cpu_cores": client_cores(stats),
+        "tokens_in_window": tokens_in_window,
+        "client_cpu_us_per_token": (round(client_cpu_s / tokens_in_window * 1e6, 2)
+                                    if client_cpu_s is not None and tokens_in_window else None),
+        "client_user_s": cpu.get("user_s"), "client_sys_s": cpu.get("sys_s"),
         # the whole machine over the same interval (load start to end, client start-up
         # included): what neither the fake nor the client used is other processes' work
         "machine_busy_cores": round(machine_cores, 3),
         "client_saturated": validity.get("client_saturated"),
         "warnings": validity.get("warnings") or [],
     }
+
+
+def print_profile(profiler, streams: int, tokens: int, top: int) -> None:
+    """The client's hot path: cProfile's top entries by own time (profiler overhead included,
+    so the absolute times are inflated; the order is what matters)."""
+    import io
+    import pstats
+
+    out = io.StringIO()
+    st = pstats.Stats(profiler, stream=out)
+    print(f"profile, {streams} streams, 1 process ({tokens} token events in the window; the "
+          f"whole load profiled, {st.total_tt:.2f} s of profiled time): top {top} by own time")
+    st.sort_stats("tottime").print_stats(top)
+    for line in out.getvalue().splitlines():
+        if line.strip() and not line.lstrip().startswith(("Ordered by", "List reduced")):
+            print("  " + line.rstrip())
 
 
 def sse_body() -> list[bytes]:
@@ -283,6 +320,8 @@ def main() -> int:
                    help="use --processes from this many streams on")
     p.add_argument("--fake-workers", type=int, default=1, help="fake server processes (reuse-port)")
     p.add_argument("--json", default=None)
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="profile the client (cProfile, one-process levels) and print its top N")
     args = p.parse_args()
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
           f"{os.cpu_count()} CPUs; truth: TTFT {TTFT_MS:g} ms, TPOT {ITL_MS:g} ms, "
@@ -298,10 +337,10 @@ def main() -> int:
             rows.append(one_level(n, args, Path(tmp)))
             print(f"  {n} streams done: {rows[-1]['requests']} requests", flush=True)
     head = ("| streams | procs | requests | TTFT p50 (err) | TPOT p50 (err) | fake TTFT late p50/p99 "
-            "| fake TPOT p50 | client read lag p50/p99 | send lag p50 | client CPU | loop lag p99 "
-            "| fake CPU | machine busy | saturated |")
+            "| fake TPOT p50 | client read lag p50/p99 | send lag p50 | client CPU "
+            "| client CPU per token | loop lag p99 | fake CPU | machine busy | saturated |")
     print(head)
-    print("|" + "---|" * 14)
+    print("|" + "---|" * 15)
     for r in rows:
         ttft, tpot = r["ttft_p50_ms"], r["tpot_p50_ms"]
         print(f"| {r['streams']} | {r['processes']} | {r['requests']} "
@@ -311,6 +350,7 @@ def main() -> int:
               f"| {fmt(r['fake_tpot_p50_ms'], '.3f')} ms "
               f"| {fmt(r['client_read_lag_p50_ms'])} / {fmt(r['client_read_lag_p99_ms'])} ms "
               f"| {fmt(r['send_lag_p50_ms'])} ms | {fmt(r['client_cpu_of_one_core'], '.0%')} "
+              f"| {fmt(r['client_cpu_us_per_token'], '.1f')} µs "
               f"| {fmt(r['loop_lag_p99_ms'])} ms | {fmt(r['fake_cpu_cores'])} cores "
               f"| {fmt(r['machine_busy_cores'])} of {os.cpu_count()} cores "
               f"| {r['client_saturated']} |")

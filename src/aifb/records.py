@@ -70,8 +70,10 @@ def _extra_json(extra: dict, t0_ns: int) -> str:
     `chunk_times` is a list of clock ns values, written as seconds since t0 like every time."""
     parts = []
     for key, value in extra.items():
-        if key == "chunk_times":
-            text = "[" + ",".join(_t(v, t0_ns) for v in value) + "]"
+        if key == "chunk_times":   # one per token: ns_to_s_text's text, inline for d >= 0
+            text = "[" + ",".join([f"{d // 1_000_000_000}.{d % 1_000_000_000:09d}"
+                                   if (d := v - t0_ns) >= 0 else ns_to_s_text(d)
+                                   for v in value]) + "]"
         else:
             text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
         parts.append(f',"{key}":{text}')

@@ -613,20 +613,26 @@ def test_multi_turn_with_a_trace_is_a_named_error():
 
 
 def test_capacity_search_over_a_traces_speedup(tmp_path):
-    """How much of this traffic can the server take: the search varies load.speedup of the
-    trace recipe (steps judged from their summary.json, written here by a stand-in runner)."""
+    """How much of this traffic can the server take: the shipped search (config/config.yaml
+    trace_capacity) varies load.speedup of the trace recipe (steps judged from their
+    summary.json, written here by a stand-in runner; tests/integration/test_llm_sweeps.py
+    measures one against the fake server)."""
     import shutil
     from pathlib import Path
+
+    import yaml
 
     from aifb.workflow import registry
     from aifb.workflow.capacity import run_capacity
     from support import make_workspace, write_step_result
 
+    repo = Path(__file__).resolve().parents[2]
     ws = make_workspace(tmp_path)
-    shutil.copytree(Path(__file__).resolve().parents[2] / "data", ws / "data")
-    spec = {"mode": "capacity", "recipe": "recipes/llm/trace_llamacpp.yaml",
-            "param": "load.speedup", "start": 0.5, "max": 64, "resolution": "10%",
-            "slo": ["p99 < 1s"]}
+    shutil.copytree(repo / "data", ws / "data")
+    shipped = yaml.safe_load((repo / "config" / "config.yaml").read_text())["sweeps"]["trace_capacity"]
+    assert shipped["recipe"] == "recipes/llm/trace_llamacpp.yaml"
+    assert shipped["param"] == "load.speedup" and shipped["mode"] == "capacity"
+    spec = {**shipped, "start": 0.5, "max": 64, "resolution": "10%", "slo": ["p99 < 1s"]}
 
     def fake_step(bid):
         level = registry.get(bid, ws)["recipe"]["load"]["speedup"]

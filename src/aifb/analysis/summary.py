@@ -332,8 +332,12 @@ def metric_definitions(open_loop: bool) -> dict:
             "sched_lag_s": ("Scheduling lag = t_start - t_sched: how late each request was sent "
                             "relative to its open-loop schedule, over all measure-phase requests."),
             "validity.rate_shortfall": (
-                f"True when the achieved request rate is below {RATE_SHORTFALL:.0%} of the "
-                "offered (scheduled) rate: the schedule fell behind."),
+                f"True when the achieved request rate (requests completed in the window per "
+                f"second) is below {RATE_SHORTFALL:.0%} of the scheduled rate (requests whose "
+                "planned send time t_sched falls in the window, per second: arrivals and "
+                "follow-up turns; a trace plans none after its end): the schedule fell behind. "
+                "offered_rate is the arrival rate asked for (a trace's over its span; with "
+                "conversations, their starts)."),
         })
     return defs
 
@@ -374,12 +378,18 @@ def _validity(run: dict, summary: dict, open_loop: bool, note: str | None) -> di
                         f"(limit {LOOP_LAG_LIMIT_S * 1e3:g} ms): measured latencies include "
                         "client-side delay; add client processes or lower the concurrency.")
 
+    # The achieved rate is held against the requests planned inside the window (arrivals and
+    # follow-up turns; a trace that ends before the window does plans none after its end),
+    # or, in run.json files written before that count existed, against the offered rate.
+    scheduled = _num(ls, "scheduled_rate")
+    planned = scheduled if scheduled is not None else offered
     shortfall = None
-    if open_loop and offered and achieved is not None:
-        shortfall = achieved < RATE_SHORTFALL * offered
+    if open_loop and planned and achieved is not None:
+        shortfall = achieved < RATE_SHORTFALL * planned
         if shortfall:
-            warnings.append(f"Only {achieved:.4g} of the offered {offered:.4g} req/s were "
-                            f"achieved ({achieved / offered:.0%}): the open-loop schedule fell "
+            what = "scheduled in the window" if scheduled is not None else "offered"
+            warnings.append(f"Only {achieved:.4g} of the {planned:.4g} req/s {what} were "
+                            f"achieved ({achieved / planned:.0%}): the open-loop schedule fell "
                             "behind, so latencies include a growing backlog.")
 
     n = summary["latency_s"]["n"]
@@ -397,6 +407,7 @@ def _validity(run: dict, summary: dict, open_loop: bool, note: str | None) -> di
         "loop_lag_p99_s": lag_p99,
         "loop_lag_max_s": _num(ls, "loop_lag_s", "max"),
         "offered_rate": offered,
+        "scheduled_rate": scheduled,
         "achieved_rate": achieved,
         "rate_shortfall": shortfall,
         "stopped_by": ls.get("stopped_by"),

@@ -58,6 +58,7 @@ flusher then writes whole batches when it gets a turn, and loop_lag_s shows it.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import collections
 import gc
@@ -315,6 +316,9 @@ class Engine:
         self.connect_errors: dict[str, int] = {}
         self.n_connect_attempts = 0
         self.sched_lags: list[int] = []
+        # t_sched of every open-loop request planned after the warmup (counted against the
+        # window's end in stats(): the requests the schedule offered inside the window)
+        self.sched_times = array.array("q")
         self.streak_start: int | None = None
         self.last_rate_mark = (0, 0)
         # windows
@@ -424,8 +428,11 @@ class Engine:
                 self.errors_by_type[et] = self.errors_by_type.get(et, 0) + 1
                 if self.streak_start is None:
                     self.streak_start = te
-            if row[3] is not None and ph == "measure":
-                self.sched_lags.append(row[4] - row[3])
+            if row[3] is not None:
+                if ph == "measure":
+                    self.sched_lags.append(row[4] - row[3])
+                if row[3] >= wu:
+                    self.sched_times.append(row[3])
         return phases
 
     def _write(self, batch: list) -> None:
@@ -726,8 +733,9 @@ class Engine:
                            "max": seconds(lags[-1] if lags else None)},
         }
         if self.open_loop:
+            scheduled = sum(1 for t in self.sched_times if t <= measure_end)
             out.update(open_loop_stats(sorted(self.sched_lags), self.rate, self.arrival,
-                                        ok_m + err_m, window_s))
+                                        ok_m + err_m, window_s, scheduled))
         return out
 
 

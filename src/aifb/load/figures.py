@@ -22,13 +22,21 @@ def seconds(ns: int | None) -> float | None:
 
 
 def open_loop_stats(sorted_lags: list, rate, arrival: str, n_measured: int,
-                    window_s: float) -> dict:
-    """Offered vs achieved rate and the scheduling lag (t_start - t_sched, ns) percentiles."""
+                    window_s: float, scheduled: int | None = None) -> dict:
+    """Offered vs achieved rate and the scheduling lag (t_start - t_sched, ns) percentiles.
+
+    `rate` is the arrival rate asked for (a trace's: its requests over its span; with
+    conversations: their starts). `scheduled` counts the requests actually planned inside the
+    measurement window (t_sched in it: arrivals and follow-up turns alike), so scheduled_rate
+    is what the achieved rate must keep up with, whatever the trace's end or the turns do."""
     sl = sorted_lags
     return {
         "offered_rate": rate,
         "arrival": arrival,
         "achieved_rate": round(n_measured / window_s, 3) if window_s else None,
+        "scheduled": scheduled,
+        "scheduled_rate": (round(scheduled / window_s, 3)
+                           if window_s and scheduled is not None else None),
         "sched_lag_s": {"n": len(sl), "p50": seconds(pct(sl, 0.5)), "p90": seconds(pct(sl, 0.9)),
                         "p99": seconds(pct(sl, 0.99)), "max": seconds(sl[-1] if sl else None),
                         "mean": round(sum(sl) / len(sl) / G, 9) if sl else None},

@@ -59,9 +59,10 @@ def _worst(items: list[tuple[int, dict | None]], key: str, member: str) -> dict 
     return best
 
 
-def _summed_sched_lags(sts: list, n_measured: int, window_s: float, load: LoadSettings) -> dict:
+def _summed_sched_lags(sts: list, n_measured: int, window_s: float, load: LoadSettings,
+                       scheduled: int | None) -> dict:
     """The open-loop block from members' summaries only (see the module's docstring)."""
-    out = open_loop_stats([], load.rate, load.arrival, n_measured, window_s)
+    out = open_loop_stats([], load.rate, load.arrival, n_measured, window_s, scheduled)
     blocks = [s["sched_lag_s"] for s in sts if (s.get("sched_lag_s") or {}).get("n")]
     if blocks:
         n = sum(b["n"] for b in blocks)
@@ -147,10 +148,12 @@ def merge_stats(parts: list, *, blocks: list, pids: list, load: dict | LoadSetti
         out[f"lost_{names['plural']}"] = lost
     if load.open_loop:
         raws = [raw.get("sched_lags") if raw else None for _, _, raw in got]
+        counts = [s.get("scheduled") for s in sts]
+        scheduled = sum(counts) if all(c is not None for c in counts) else None
         if all(r is not None for r in raws):
             out.update(open_loop_stats(_pool_lags(raws), load.rate, load.arrival,
-                                       ok_m + err_m, window_s))
+                                       ok_m + err_m, window_s, scheduled))
         else:
-            out.update(_summed_sched_lags(sts, ok_m + err_m, window_s, load))
+            out.update(_summed_sched_lags(sts, ok_m + err_m, window_s, load, scheduled))
     return out
 

@@ -391,8 +391,9 @@ def render_markdown(report: dict, summary: dict) -> str:
         ("Event-loop lag p99", _secs(v.get("loop_lag_p99_s")) if v.get("loop_lag_p99_s") is not None else None),
         ("Client saturated", {True: "⚠️ yes", False: "no"}.get(v.get("client_saturated"))),
         ("Offered rate", _rate(v.get("offered_rate")) if v.get("offered_rate") is not None else None),
+        ("Scheduled rate (in the window)", _rate(v.get("scheduled_rate")) if v.get("scheduled_rate") is not None else None),
         ("Achieved rate", _rate(v.get("achieved_rate")) if v.get("achieved_rate") is not None else None),
-        ("Rate shortfall", {True: "⚠️ yes (< 95% of offered)", False: "no"}.get(v.get("rate_shortfall"))),
+        ("Rate shortfall", {True: "⚠️ yes (< 95% of scheduled)", False: "no"}.get(v.get("rate_shortfall"))),
         ("Stopped by", v.get("stopped_by")),
     ]
     vfacts = [(k, x) for k, x in vfacts if x is not None]

@@ -199,6 +199,22 @@ def test_open_loop_latency_includes_queueing(tmp_path):
     assert "sched_lag_s" in s["metric_definitions"]
 
 
+@pytest.mark.parametrize("scheduled_rate,shortfall", [(150.0, False), (170.0, True)])
+def test_the_rate_shortfall_holds_the_achieved_rate_against_the_scheduled_one(
+        tmp_path, scheduled_rate, shortfall):
+    """A trace that ends inside the window, or conversations whose later turns add requests,
+    schedule another rate than the one asked for: the requests planned inside the window
+    (load_stats.scheduled_rate) are what the achieved rate must keep up with."""
+    synthetic.write_run(tmp_path / "o", open_loop=True,
+                        load_stats_extra={"offered_rate": 200.0, "achieved_rate": 150.0,
+                                          "scheduled": int(scheduled_rate),
+                                          "scheduled_rate": scheduled_rate})
+    v = S.summarize(tmp_path / "o")["validity"]
+    assert v["offered_rate"] == 200.0 and v["scheduled_rate"] == scheduled_rate
+    assert v["rate_shortfall"] is shortfall
+    assert any("scheduled in the window" in w for w in v["warnings"]) is shortfall
+
+
 def test_client_saturation_warning(tmp_path):
     synthetic.write_run(tmp_path / "s", load_stats_extra={
         "client_cpu": {"cpu_s": 9.7, "util_of_one_core": 0.97}})

@@ -55,6 +55,9 @@ def test_open_loop_achieves_rate_and_schedules_are_seeded(memory_kind, tmp_path)
     recs = check_records(path, stats)
     assert stats["mode"] == "open" and stats["offered_rate"] == 2000
     assert stats["achieved_rate"] == pytest.approx(2000, rel=0.02)
+    # the requests planned inside the window: exactly the records whose t_sched falls in it
+    in_window = [r for r in recs if stats["warmup_end"] <= r["t_sched"] <= stats["measure_end"]]
+    assert stats["scheduled"] == len(in_window) and stats["scheduled"] == pytest.approx(2000, rel=0.01)
     assert stats["sched_lag_s"]["p50"] < 0.002
     assert all(r["t_sched"] is not None and r["t_start"] >= r["t_sched"] for r in recs)
     c0 = sorted(r["t_sched"] for r in recs if r["client"] == 0)

@@ -26,7 +26,7 @@ def _job_stats(stopped_by, lag_n, lag_p99, lag_max, lag_mean, t_end, util, loop_
             "stopped_by": stopped_by,
             "client_cpu": {"cpu_s": util, "util_of_one_core": util},
             "loop_lag_s": {"n": 100, "p50": 0.0, "p99": loop_p99, "max": loop_p99},
-            "offered_rate": 50.0, "arrival": "poisson", "achieved_rate": 50.0,
+            "offered_rate": 50.0, "arrival": "poisson", "achieved_rate": 50.0, "scheduled": 52,
             "sched_lag_s": {"n": lag_n, "p50": 1e-05, "p90": 2e-05, "p99": lag_p99,
                             "max": lag_max, "mean": lag_mean}}
 
@@ -58,6 +58,8 @@ def test_slurm_merge_is_the_engine_merge(tmp_path):
     assert m["measured"] == {"ok": 98, "errors": 2} and m["errors_by_type"] == {"Timeout": 2}
     assert m["t_load_end"] == 3.6 and m["window_s"] == 1.0 and m["clients"] == 3
     assert m["offered_rate"] == 150.0 and m["achieved_rate"] == 100.0
+    # the requests planned inside the window are summed over the members that reported
+    assert m["scheduled"] == 104 and m["scheduled_rate"] == 104.0
     lag = m["sched_lag_s"]
     assert lag["n"] == 80 and lag["p99"] == 5e-05 and lag["max"] == 9e-05
     assert lag["mean"] == pytest.approx((50 * 1e-05 + 30 * 2e-05) / 80)
@@ -80,5 +82,5 @@ def test_a_lost_member_is_ranked_alike_for_processes_and_jobs(tmp_path):
     assert procs["stopped_by"] == "client_process_failed"
     for key in ("warmup_end", "measure_end", "t_load_end", "window_s", "measured",
                 "records_by_phase", "errors_by_type", "connect_attempts", "sched_lag_s",
-                "achieved_rate", "offered_rate"):
+                "achieved_rate", "offered_rate", "scheduled", "scheduled_rate"):
         assert jobs[key] == procs[key], key

@@ -546,13 +546,14 @@ def _plot_frames(lf: pl.LazyFrame, sample: pl.Expr) -> list[pl.LazyFrame]:
 # ----------------------------------------------------------------------------- sweeps
 
 def sweep_rows(points: list[dict]) -> list[dict]:
-    """One row per sweep point that has an llm block: points are {"level", "benchmark_id",
-    "summary"} (summary.json as a dict, or None)."""
+    """One row per sweep point that has an llm block and generates text: points are {"level",
+    "benchmark_id", "summary"} (summary.json as a dict, or None)."""
     rows = []
     for p in points:
-        llm = (p.get("summary") or {}).get("llm")
-        if not llm:
-            continue
+        summary = p.get("summary") or {}
+        llm = summary.get("llm")
+        if not llm or (summary.get("llm_workload") or {}).get("embeddings"):
+            continue   # embeddings have no tokens out nor a TTFT: llm_workload.embedding_rows
         g = llm.get("goodput") or {}
         rows.append({
             "level": p.get("level"), "benchmark_id": p.get("benchmark_id"),

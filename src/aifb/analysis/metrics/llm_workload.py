@@ -42,6 +42,25 @@ def embeddings(run: dict, records_path: Path, window_s: float | None) -> dict | 
             "latency_s": stats_sorted(sorted_values(ok["t_end"] - ok["t_start"]))}
 
 
+def embedding_rows(points: list[dict]) -> list[dict]:
+    """One row per sweep point whose summary has llm_workload.embeddings (points as
+    aifb.analysis.metrics.llm.sweep_rows takes them): inputs/s, prompt tokens/s, req/s and the
+    latency percentiles, the figures that rank embedding runs (req/s alone hides the batch)."""
+    rows = []
+    for p in points:
+        summary = p.get("summary") or {}
+        emb = (summary.get("llm_workload") or {}).get("embeddings")
+        if not emb:
+            continue
+        lat = emb.get("latency_s") or {}
+        rows.append({"level": p.get("level"), "benchmark_id": p.get("benchmark_id"),
+                     "inputs_per_s": emb.get("inputs_per_s"), "tokens_per_s": emb.get("tokens_per_s"),
+                     "batch_size_mean": emb.get("batch_size_mean"),
+                     "request_throughput": (summary.get("throughput") or {}).get("rps"),
+                     "p50": lat.get("p50"), "p99": lat.get("p99")})
+    return rows
+
+
 def by_turn(run: dict, records_path: Path) -> list[dict]:
     """TTFT and E2EL (aifb.analysis.metrics.llm's definitions) of the latency sample's ok requests, per
     turn index of their conversation; [] for single-turn records."""

@@ -22,7 +22,7 @@ serving benchmark):
                    timings.cache_n), max_tokens (requested), finish_reason
 
 A chunk's time is taken once per network read (`now_ns()` as the bytes arrive), so chunks that
-arrive together share a time. Lines are split by hand from `iter_any()` reads: no line-length
+arrive together share a time. Lines are split by hand from `readany()` reads: no line-length
 or read-buffer limit applies to long streams or large non-streamed bodies.
 
 Connections: a pool of exactly `connections` (= load.concurrency) sockets per client. llama-server

@@ -11,6 +11,7 @@ import numpy as np
 import polars as pl
 
 from aifb.analysis.metrics import llm as llm_metrics  # `llm` is the summary block below
+from aifb.analysis.metrics import llm_workload
 from aifb.analysis.summary import scan_records, sorted_values
 from aifb.reporting.plots import HEIGHT, WIDTH, configure, no_data_chart, save_png, time_unit
 from aifb.units import format_number, format_seconds
@@ -110,10 +111,11 @@ def sweep_section(points: list[dict], param: str, out_dir: Path) -> dict:
     """For the sweep report: a Markdown section (tokens/s, TTFT/TPOT percentiles vs the swept
     parameter) and two plots under out_dir/plots/. Returns {"lines", "plots", "rows"}; empty
     when no point has an llm block."""
+    lines = embeddings_sweep_lines(points, param)
     rows = llm_metrics.sweep_rows(points)
     if not rows:
-        return {"lines": [], "plots": [], "rows": []}
-    lines = ["## LLM metrics by level", "",
+        return {"lines": lines, "plots": [], "rows": []}
+    lines += ["## LLM metrics by level", "",
              f"| {param} | Benchmark ID | output tok/s | req/s | goodput req/s | TTFT p50 | "
              "TTFT p99 | TPOT p50 | TPOT p99 | ITL p99 | E2EL p99 |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -127,6 +129,26 @@ def sweep_section(points: list[dict], param: str, out_dir: Path) -> dict:
               "![TTFT and TPOT vs level](plots/llm_latency_vs_level.png)", ""]
     plots = _sweep_plots(rows, param, Path(out_dir))
     return {"lines": lines, "plots": plots, "rows": rows}
+
+
+def embeddings_sweep_lines(points: list[dict], param: str) -> list[str]:
+    """The sweep report's table of embedding points: inputs/s ranks them (a level that doubles
+    the batch halves req/s at the same inputs/s)."""
+    rows = llm_workload.embedding_rows(points)
+    if not rows:
+        return []
+    lines = ["## Embeddings by level", "",
+             "Embedding requests carry a batch of inputs each: compare levels by inputs/s "
+             "(the sweep's optimum is chosen by req/s, the same order while the batch size "
+             "is fixed).", "",
+             f"| {param} | Benchmark ID | inputs/s | prompt tokens/s | req/s | inputs per request "
+             "| latency p50 | latency p99 |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['level']} | {r['benchmark_id']} | {format_number(r['inputs_per_s'])} | "
+                     f"{format_number(r['tokens_per_s'])} | {format_number(r['request_throughput'])} | "
+                     f"{format_number(r['batch_size_mean'])} | {format_seconds(r['p50'])} | "
+                     f"{format_seconds(r['p99'])} |")
+    return lines + [""]
 
 
 def _sweep_plots(rows: list[dict], param: str, out_dir: Path) -> list[str]:
