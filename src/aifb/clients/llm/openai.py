@@ -240,6 +240,15 @@ class LLMHttpClient(CoroutineClient):
         user = chat_messages(conv.prefix, conv.history, prompt.text, self._salt_text())[-1]
         return Req(prompt, self._body(prompt), headers, rid, conv, user)
 
+    def build_text(self, text: str, max_tokens: int) -> Req:
+        """A request for the given prompt text (a pipeline's generate stage, whose prompt holds
+        the retrieved documents), built like build()'s, sent with request()."""
+        self._seq += 1
+        rid = f"{self._rid_prefix}-{self._seq}"
+        header = self.wl.request_id_header
+        return Req(Prompt(text, max_tokens), self._body(Prompt(text, max_tokens)),
+                   {header: rid} if header else None, rid)
+
     def adopt(self, worker: int, token: Conversation) -> None:
         """Open loop: the worker's next request is the conversation's next turn."""
         self._convs[worker] = token

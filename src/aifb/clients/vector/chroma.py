@@ -311,6 +311,11 @@ class ChromaClient(VectorHttpClient):
             req = super().build(worker)
         return await super().request(worker, req)
 
+    async def ensure_collection(self) -> None:
+        """Look up the collection's id unless known (build() returns ("find",) until then)."""
+        if self._cid is None:
+            await self._find_collection()
+
     async def _find_collection(self) -> None:
         cid = _COLLECTION_IDS.get((self.db_url, self.wl.collection))
         if cid is None:  # another process prepared it: look it up once, by name
