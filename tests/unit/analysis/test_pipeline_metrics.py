@@ -100,3 +100,19 @@ def test_stage_times_that_exceed_the_request_are_counted(tmp_path, run_dir):
     lines[0] = json.dumps(bad)
     (run_dir / "requests.jsonl").write_text("\n".join(lines) + "\n")
     assert summarize(run_dir)["pipeline"]["stage_sum_exceeds_e2e"] == 1
+
+
+def test_the_report_draws_the_stage_breakdown_and_cdfs(run_dir, tmp_path):
+    """(reporting, here for the records above) the report's pipeline section and both plots."""
+    from aifb.analysis.summary import write_summary
+    from aifb.reporting.report import build_report
+
+    write_summary(run_dir, run_dir / "summary.json")
+    out = tmp_path / "report"
+    build_report(run_dir, out)
+    md = (out / "report.md").read_text()
+    assert "## Pipeline stages" in md and "| generate | chat |" in md
+    assert "failed requests by stage: fetch 1" in md
+    for name in ("pipeline_breakdown.png", "pipeline_stage_cdf.png"):
+        assert (out / "plots" / name).stat().st_size > 5000
+        assert f"plots/{name}" in md

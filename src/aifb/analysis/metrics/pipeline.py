@@ -46,13 +46,13 @@ def stages_of(run: dict) -> list[dict]:
     return list((((run.get("recipe") or {}).get("workload") or {}).get("stages")) or [])
 
 
-def _schema(names: list[str]) -> dict:
+def record_schema(names: list[str]) -> dict:
     return {"op": pl.String, "t_sched": pl.Float64, "t_start": pl.Float64, "t_end": pl.Float64,
             "ok": pl.Boolean, "phase": pl.String, "failed_stage": pl.String,
             "stages": pl.Struct({n: pl.Struct(STAGE_FIELDS) for n in names})}
 
 
-def _queries(run: dict, names: list[str], chat: set):
+def stage_queries(run: dict, names: list[str], chat: set):
     sample = latency_sample(run, is_open_loop(run))
     e2e = latency_expr(is_open_loop(run))
 
@@ -83,8 +83,8 @@ def summarize(run: dict, records_path: Path, window_s: float | None) -> dict:
     if not names:
         return {}
     chat = {s["name"] for s in specs if s.get("op") == "chat"}
-    (ok, failed), _dropped, _note = scan_records(records_path, _queries(run, names, chat),
-                                                 schema=_schema(names))
+    (ok, failed), _dropped, _note = scan_records(records_path, stage_queries(run, names, chat),
+                                                 schema=record_schema(names))
     failed = failed.group_by("failed_stage").agg(pl.col("len").sum()).sort("failed_stage")
     e2e_mean = float(ok["e2e"].mean()) if ok.height else None
     stages: dict = {}
