@@ -96,14 +96,17 @@ def test_rag_recipe_end_to_end(tmp_path):
 
 
 def test_a_stage_past_its_timeout_fails_its_requests_naming_it(tmp_path):
+    """(in open loop: the engine's arrivals drive pipeline requests like any kind's)"""
     recipe = small_recipe()
     recipe["workload"]["stages"][2]["timeout"] = "1ms"   # no LLM answers a chat in 1 ms
+    recipe["load"]["rate"] = 20
     bid = registry.allocate(registry.make_entry(validate(recipe)), tmp_path)
     run = run_benchmark(bid, root=tmp_path, log=lambda m: None)
     services_down(run)
     recs = [json.loads(x) for x in (tmp_path / "results" / bid / "requests.jsonl").read_text().splitlines()]
-    assert recs and not any(r["ok"] for r in recs)
+    assert len(recs) > 20 and not any(r["ok"] for r in recs)
     for r in recs:
+        assert r["t_sched"] is not None and r["t_sched"] <= r["t_start"]
         assert r["failed_stage"] == "generate" and r["error"]["type"] == "Timeout"
         assert r["error"]["message"].startswith("stage generate:")
         assert r["stages"]["retrieve"]["ok"] and r["stages"]["fetch"]["ok"]

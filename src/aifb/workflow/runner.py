@@ -296,27 +296,18 @@ async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path 
         if client_jobs is not None:
             stats = await client_jobs.finish(stats)
             run["clients"].update(client_jobs.describe())
-        _finish_load(run, stats)
         if client_jobs is not None and client_jobs.problems:
-            run["status"], run["reason"] = "partial", "; ".join(client_jobs.problems)
+            problem = "; ".join(client_jobs.problems)
         elif service is not None and not service.alive():
-            died = service.death_reason()
-            run["status"], run["reason"] = "partial", f"{died}; records up to then are kept"
-        elif stats.get("stopped_by") not in ("duration", "requests"):
-            run["status"], run["reason"] = "partial", f"load stopped early: {stats.get('stopped_by')}"
+            problem = f"{service.death_reason()}; records up to then are kept"
         else:
-            run["status"] = "completed"
+            problem = None
+        _finish_load(run, stats, problem)
     except asyncio.CancelledError:
         _cancelled(run, run_dir, stats_out)
         raise
-    except AifbError as exc:
-        run["status"], run["reason"] = "failed", str(exc)
-        if getattr(exc, "log_tail", None):
-            run["service"]["log_tail"] = exc.log_tail
-        log(f"FAILED: {exc}")
-    except Exception as exc:  # a bug in the harness: keep the traceback in the log, say so in run.json
-        run["status"], run["reason"] = "failed", f"internal error: {type(exc).__name__}: {exc}"
-        log(traceback.format_exc())
+    except Exception as exc:
+        _failed(run, exc, log)
     finally:
         if client_jobs is not None:
             try:
@@ -347,32 +338,41 @@ async def _pipeline(run: dict, run_dir: Path, clock: RunClock, log, root: Path |
         stats, died = await pipeline_run.benchmark(run, run_dir, clock, log, target,
                                                    save=save_run, identity=run_identity(run),
                                                    stats_out=stats_out)
-        _finish_load(run, stats)
-        if died:
-            run["status"], run["reason"] = "partial", "; ".join(died) + "; records up to then are kept"
-        elif stats.get("stopped_by") not in ("duration", "requests"):
-            run["status"], run["reason"] = "partial", f"load stopped early: {stats.get('stopped_by')}"
-        else:
-            run["status"] = "completed"
+        _finish_load(run, stats, "; ".join(died) + "; records up to then are kept" if died else None)
     except asyncio.CancelledError:
         _cancelled(run, run_dir, stats_out)
         raise
-    except AifbError as exc:
-        run["status"], run["reason"] = "failed", str(exc)
-        if getattr(exc, "log_tail", None):
-            run["service"]["log_tail"] = exc.log_tail
-        log(f"FAILED: {exc}")
     except Exception as exc:
-        run["status"], run["reason"] = "failed", f"internal error: {type(exc).__name__}: {exc}"
-        log(traceback.format_exc())
+        _failed(run, exc, log)
 
 
-def _finish_load(run: dict, stats: dict) -> None:
-    """run.json's load_stats and client facts after a load."""
+def _finish_load(run: dict, stats: dict, problem: str | None) -> None:
+    """run.json's load_stats, client facts and status after a load: partial with `problem`
+    (a service died, a client job failed) or when the load stopped early, else completed."""
     run["load_stats"] = stats
     run["clients"]["implementation"] = stats.get("client")
     run["clients"]["processes"] = stats.get("processes", 1)
     run["clients"]["pids"] += [p["pid"] for p in stats.get("process_stats", [])]
+    if problem:
+        run["status"], run["reason"] = "partial", problem
+    elif stats.get("stopped_by") not in ("duration", "requests"):
+        run["status"], run["reason"] = "partial", f"load stopped early: {stats.get('stopped_by')}"
+    else:
+        run["status"] = "completed"
+
+
+def _failed(run: dict, exc: Exception, log) -> None:
+    """A benchmark-level failure (AifbError: a service that won't start, an unreachable
+    endpoint) is a result; anything else is a bug in the harness: its traceback goes to the
+    log and run.json says so."""
+    if isinstance(exc, AifbError):
+        run["status"], run["reason"] = "failed", str(exc)
+        if getattr(exc, "log_tail", None):
+            run["service"]["log_tail"] = exc.log_tail
+        log(f"FAILED: {exc}")
+    else:
+        run["status"], run["reason"] = "failed", f"internal error: {type(exc).__name__}: {exc}"
+        log(traceback.format_exc())
 
 
 def _cancelled(run: dict, run_dir: Path, stats_out: dict) -> None:

@@ -43,19 +43,27 @@ def _breakdown(summary: dict, names: list[str], plots_dir: Path) -> dict:
                                          title="stage"),
                          order=alt.Order("order:Q"),
                          tooltip=["stage:N", "seconds:Q"]))
-        chart = configure(chart.properties(
-            title=alt.Title("where the end-to-end time goes",
-                            subtitle=f"{summary.get('benchmark_id')}: mean stage times of the "
-                                     "requests at each e2e percentile"),
-            width=WIDTH, height=HEIGHT))
-        caption = ("Stacked stage times of the ok requests ranked within 1% of the end-to-end "
-                   "p50, p90 and p99 (aifb.analysis.metrics.pipeline); `outside_stages` is the "
-                   "client's time between stages (and queueing, open loop).")
     else:
-        chart = no_data_chart("where the end-to-end time goes", "no ok request")
+        chart = None
+    return _save(chart, "where the end-to-end time goes",
+                 f"{summary.get('benchmark_id')}: mean stage times of the requests at each e2e "
+                 "percentile",
+                 "Stacked stage times of the ok requests ranked within 1% of the end-to-end p50, "
+                 "p90 and p99 (aifb.analysis.metrics.pipeline); `outside_stages` is the client's "
+                 "time between stages (and queueing, open loop).",
+                 plots_dir / BREAKDOWN_PLOT, "Stage breakdown")
+
+
+def _save(chart, title: str, subtitle: str, caption: str, path: Path, name: str) -> dict:
+    """Save a run plot (or the no-data chart when `chart` is None); its entry for the report."""
+    if chart is None:
+        chart = no_data_chart(title, "no ok request")
         caption = "No ok request in the latency sample: nothing to plot."
-    save_png(chart, plots_dir / BREAKDOWN_PLOT)
-    return {"path": f"plots/{BREAKDOWN_PLOT}", "title": "Stage breakdown", "caption": caption}
+    else:
+        chart = configure(chart.properties(title=alt.Title(title, subtitle=subtitle),
+                                           width=WIDTH, height=HEIGHT))
+    save_png(chart, path)
+    return {"path": f"plots/{path.name}", "title": name, "caption": caption}
 
 
 def _cdf(records_path: Path, run: dict, names: list[str], plots_dir: Path) -> dict:
@@ -78,17 +86,12 @@ def _cdf(records_path: Path, run: dict, names: list[str], plots_dir: Path) -> di
                          y=alt.Y("fraction:Q", title="fraction of requests",
                                  axis=alt.Axis(format="%")),
                          color=alt.Color("stage:N", sort=[*names, "e2e"])))
-        chart = configure(chart.properties(
-            title=alt.Title("latency CDF per stage",
-                            subtitle=f"{ok.height:,} ok requests of the latency sample"),
-            width=WIDTH, height=HEIGHT))
-        caption = ("Empirical CDF of each stage's latency and of the end-to-end latency (e2e), "
-                   "over the ok requests of the latency sample; log time axis.")
     else:
-        chart = no_data_chart("latency CDF per stage", "no ok request")
-        caption = "No ok request in the latency sample: nothing to plot."
-    save_png(chart, plots_dir / CDF_PLOT)
-    return {"path": f"plots/{CDF_PLOT}", "title": "Stage latency CDFs", "caption": caption}
+        chart = None
+    return _save(chart, "latency CDF per stage", f"{ok.height:,} ok requests of the latency sample",
+                 "Empirical CDF of each stage's latency and of the end-to-end latency (e2e), "
+                 "over the ok requests of the latency sample; log time axis.",
+                 plots_dir / CDF_PLOT, "Stage latency CDFs")
 
 
 def sweep_section(points: list[dict], param: str, out_dir: Path) -> dict:
