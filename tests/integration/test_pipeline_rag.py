@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from aifb.services.llamacpp import find_llama_server
 from aifb.workflow import registry
 from aifb.workflow.recipe import validate
 from aifb.workflow.runner import run_benchmark
@@ -125,3 +129,36 @@ def test_a_service_that_fails_to_start_tears_down_the_others(tmp_path):
         svc = run["service"]["services"][name]
         assert svc.get("pid") and not pid_alive(svc["pid"]), name
     assert not (tmp_path / "results" / bid / "requests.jsonl").read_text()
+
+
+@pytest.mark.slurm
+def test_rag_on_slurm_each_service_its_own_job(tmp_path):
+    """target slurm-local: three service jobs (the LLM on the gpu partition), a few requests,
+    every job gone after the run. A request count, not a duration: on the shared 2-core
+    machine one RAG request can take seconds."""
+    for cmd in ("sbatch", "squeue", "sinfo"):
+        if shutil.which(cmd) is None:
+            require(f"no Slurm: {cmd} not on PATH (scripts/slurm/start.sh starts a test Slurm)")
+    recipe = small_recipe(target="slurm-local")
+    recipe["load"] = {"clients": 1, "requests": 3, "warmup": "0s", "timeout": "60s"}
+    # the jobs run the binaries the target names, from PATH; chroma and llama-server are in
+    # the venv, which may not be on PATH
+    recipe["services"]["llm"].update(partition="gpu", binary=find_llama_server())
+    recipe["services"]["vectors"]["binary"] = (shutil.which("chroma")
+                                               or str(Path(sys.executable).parent / "chroma"))
+    ws = make_workspace(tmp_path)   # config/targets.yaml with slurm-local
+    bid = registry.allocate(registry.make_entry(validate(recipe)), ws)
+    run = run_benchmark(bid, root=ws, log=lambda m: None)
+    assert run["status"] == "completed", run["reason"]
+    jobs = {n: s["job_id"] for n, s in run["service"]["services"].items()}
+    assert len(set(jobs.values())) == 3 and all(jobs.values())
+    for name, svc in run["service"]["services"].items():
+        sbatch = svc["extra"]["sbatch"]
+        assert f"--partition={'gpu' if name == 'llm' else 'cpu'}" in sbatch, (name, sbatch)
+        assert f"--comment=aifb:{bid} " in " ".join(sbatch)   # what `aifb cleanup` knows
+        assert svc["extra"]["job_state"] in ("CANCELLED", "COMPLETED")
+    out = subprocess.run(["squeue", "-h", "-j", ",".join(jobs.values()), "-o", "%i %T"],
+                         capture_output=True, text=True, timeout=30)
+    assert not out.stdout.strip(), out.stdout
+    recs = [json.loads(x) for x in (ws / "results" / bid / "requests.jsonl").read_text().splitlines()]
+    assert sum(r["ok"] and r["phase"] == "measure" for r in recs) >= 3

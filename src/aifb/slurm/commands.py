@@ -125,12 +125,17 @@ def mem_option(mem) -> str | None:
     return f"{max(1, math.ceil(parse_size(mem) / 2**20))}M"
 
 
-def site_options(target: dict, *, gpus: int = 0) -> list[str]:
-    """--partition/--account/--qos/--constraint and the site's extras, for one job."""
+def site_options(target: dict, *, gpus: int = 0, partition: str | None = None) -> list[str]:
+    """--partition/--account/--qos/--constraint and the site's extras, for one job. The
+    target's gpu partition when GPUs are asked for, else its cpu one; `partition` ("cpu" or
+    "gpu", a recipe's service.partition) picks one of the two instead."""
     slurm = target.get("slurm") or {}
     parts = target.get("partitions") or {}
     opts = []
-    partition = parts.get("gpu") if gpus else parts.get("cpu")
+    if partition and not parts.get(partition):
+        raise ServiceError(f"service.partition {partition!r}: target {target['name']!r} names no "
+                           f"{partition} partition (partitions.{partition} in config/targets.yaml)")
+    partition = parts.get(partition or ("gpu" if gpus else "cpu"))
     if gpus and not parts.get("gpu"):
         raise ServiceError(f"the recipe asks for {gpus} GPU(s) but target {target['name']!r} "
                            "names no gpu partition (partitions.gpu in config/targets.yaml)")

@@ -3,10 +3,11 @@ pipeline client (aifb.clients.pipeline) with the load engine, tear every service
 
 All or nothing: the services are deployed side by side; when one fails, the ones that started
 are torn down and the run fails naming each service that did not start (and its log tail). Each
-service's files are results/<id>/service-<name>/ and its log results/<id>/service-<name>.log;
-run.json's service.services.<name> is that service's describe(). Locally only for now: a
-Slurm target is refused clearly (docs/pipelines.md, "Not done yet"), and so is server
-telemetry, which the run records as off.
+service's files are results/<id>/service-<name>/ (and locally its log results/<id>/service-<name>.log);
+run.json's service.services.<name> is that service's describe(). On a Slurm target each service
+is its own Slurm job (aifb.slurm.service_launcher, its files under service-<name>/; a service's
+`partition: gpu` puts it on the target's gpu partition), the load runs here, in the benchmark's
+process (no client jobs yet). Server telemetry is off for pipelines (run.json says so).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from pathlib import Path
 
 from aifb.credentials import service_secrets, with_run_password
 from aifb.endpoints import redact
-from aifb.errors import AifbError, ServiceError
+from aifb.errors import ServiceError
 from aifb.load.engine import run_load
 from aifb.services import get_service
+from aifb.slurm.service_launcher import SlurmServiceLauncher
 from aifb.workflow.recipe import load_settings
 
 KIND = "pipeline"
@@ -41,8 +43,9 @@ def service_record(recipe: dict) -> dict:
 class Deployed:
     """The pipeline's services: specs and secrets by name, the started ones, their endpoints."""
 
-    def __init__(self, recipe: dict, run_dir: Path):
-        self.run_dir = run_dir
+    def __init__(self, recipe: dict, run_dir: Path, target: dict, benchmark_id: str, log):
+        self.run_dir, self.target, self.recipe = run_dir, target, recipe
+        self.benchmark_id, self.log = benchmark_id, log
         self.specs, self.secrets, self.services, self.endpoints = {}, {}, {}, {}
         for name, svc in recipe["services"].items():
             cls = get_service(svc["kind"])
@@ -57,8 +60,13 @@ class Deployed:
         down and raise ServiceError naming the ones that failed."""
         todo = {n: sc for n, sc in self.specs.items() if not sc[0].get("endpoint")}
         for name, (spec, cls) in todo.items():
-            self.services[name] = cls(spec, self.run_dir / f"service-{name}",
-                                      self.run_dir / f"service-{name}.log")
+            if self.target["executor"] == "slurm":   # each service its own Slurm job
+                self.services[name] = SlurmServiceLauncher(
+                    spec, self.run_dir, self.target, benchmark_id=self.benchmark_id,
+                    recipe=self.recipe, log=self.log, service_dir=self.run_dir / f"service-{name}")
+            else:
+                self.services[name] = cls(spec, self.run_dir / f"service-{name}",
+                                          self.run_dir / f"service-{name}.log")
         listing = ", ".join(f"{n} ({sc[0]['kind']})" for n, sc in todo.items())
         log(f"deploying {listing} ...")
         names = list(todo)
@@ -71,8 +79,9 @@ class Deployed:
             else:
                 self.endpoints[name] = res
                 info = self.services[name].info
+                where = f"Slurm job {info.job_id} on {info.node}, " if info.job_id else ""
                 log(f"{name}: {info.kind} ready at {res} after {info.ready_s:.2f} s "
-                    f"(pid {info.pid}, version {info.version})")
+                    f"({where}pid {info.pid}, version {info.version})")
         if failed:
             await self.teardown()
             for exc in failed.values():
@@ -105,14 +114,11 @@ class Deployed:
 async def benchmark(run: dict, run_dir: Path, clock, log, target: dict, *, save, identity,
                     stats_out: dict) -> tuple[dict, list[str]]:
     """Deploy, load, tear down; returns (load_stats, the services that died during the load);
-    raises AifbError on a failed start.
+    raises ServiceError on a failed start.
     `save(run_dir, run)` checkpoints run.json; `identity` is the run's for its clients."""
     recipe = run["recipe"]
-    if target["executor"] == "slurm":
-        raise AifbError("pipelines run on the local target only for now (each service as its own "
-                        "Slurm job is not done yet: docs/pipelines.md)")
     run["telemetry"] = None  # not yet for pipelines (docs/pipelines.md)
-    deployed = Deployed(recipe, run_dir)
+    deployed = Deployed(recipe, run_dir, target, run["benchmark_id"], log)
     try:
         try:
             await deployed.deploy(log)
