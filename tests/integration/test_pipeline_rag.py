@@ -162,3 +162,25 @@ def test_rag_on_slurm_each_service_its_own_job(tmp_path):
     assert not out.stdout.strip(), out.stdout
     recs = [json.loads(x) for x in (ws / "results" / bid / "requests.jsonl").read_text().splitlines()]
     assert sum(r["ok"] and r["phase"] == "measure" for r in recs) >= 3
+
+
+def test_an_embed_stage_searches_with_the_questions_embedding(tmp_path):
+    """recipes/recipe_rag_embed_1client.yaml, on a tiny corpus: the question embedded by a
+    second llama-server (--embedding), searched among the documents' own embeddings; recall
+    against the exact top-k of those embeddings."""
+    recipe = yaml.safe_load((REPO / "recipes" / "recipe_rag_embed_1client.yaml").read_text())
+    recipe["workload"]["corpus"].update(documents=16, words=10, queries=4)
+    recipe["load"] = {"clients": 1, "requests": 2, "warmup": "0s", "timeout": "60s"}
+    bid = registry.allocate(registry.make_entry(validate(recipe)), tmp_path)
+    run = run_benchmark(bid, root=tmp_path, log=lambda m: None)
+    assert run["status"] == "completed", run["reason"]
+    services_down(run)
+    recs = [json.loads(x) for x in (tmp_path / "results" / bid / "requests.jsonl").read_text().splitlines()]
+    assert recs and all(r["ok"] for r in recs), [r["error"] for r in recs]
+    for r in recs:
+        assert list(r["stages"]) == ["embed", "retrieve", "fetch", "generate"]
+        assert r["stages"]["embed"]["dimensions"] == 640      # Gemma 3 270M's width
+        assert r["stages"]["embed"]["t_end"] <= r["stages"]["retrieve"]["t_start"]
+        # HNSW over 16 vectors finds the exact top-4 but for near ties (a question embedded
+        # alone, the truth from its batch of 16: the two vectors differ in the last bits)
+        assert r["stages"]["retrieve"]["recall"] >= 0.75 and r["stages"]["retrieve"]["hits"] == 4

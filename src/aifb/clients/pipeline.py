@@ -4,9 +4,11 @@ One pipeline request runs the recipe's `workload.stages` in order, each through 
 client of its service's kind, on the same worker index (each stage client holds `concurrency`
 connections, like a single-service run):
 
-    query   top-k vector search (chroma: VectorHttpClient.search) with a seeded query of the
-            corpus's query set; its ids are the retrieved documents, its recall@k is scored
-            against the exact top-k like a vector run's
+    embed   the question's embedding (llamacpp started with --embedding, vllm:
+            LLMHttpClient.embed, POST /v1/embeddings)
+    query   top-k vector search (chroma: VectorHttpClient.search): with the embed stage's
+            vector, or else a seeded query of the corpus's query set; its ids are the retrieved
+            documents, its recall@k is scored against the exact top-k
     mget    the documents' text by id (redis: RedisClient.mget)
     chat    a chat completion (llamacpp, vllm: LLMHttpClient.build_text + request) whose prompt
             holds the fetched documents and the question
@@ -17,9 +19,11 @@ t_end, ok, error, ...}}` on the same clock (aifb.records writes their times as s
 t0). A failed stage fails the request: its error type, and a message that starts with
 "stage <name>:"; `failed_stage` names it and the later stages are not run.
 
-The corpus (seeded, loaded by prepare() on client 0): document i has the vector i of the
-vector client's seeded data set (aifb.clients.vector.common) and a seeded text of
-`corpus.words` words, stored under the redis key of index i. The run's services and their
+The corpus (seeded, loaded by prepare() on client 0): document i has a seeded text of
+`corpus.words` words, stored under the redis key of index i, and as its vector either its
+embedding by the embed stage's service (with an embed stage: the retrieved text is then
+relevant to the question) or the vector i of the vector client's seeded data set
+(aifb.clients.vector.common). The run's services and their
 endpoints come in the workload (`endpoints`, by service name) and the secrets by service name,
 so worker processes and Slurm client jobs build it like any other kind.
 """
@@ -28,6 +32,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+
+import numpy as np
 
 from aifb.clients import get_client, register
 from aifb.clients.base import (R_ERR_MSG, R_ERR_TYPE, R_OK, R_T_END, R_T_FIRST, CoroutineClient,
@@ -38,7 +44,8 @@ from aifb.units import parse_duration
 
 # op -> (kinds that serve it, the ops its input may come from; None: no input)
 OPS = {
-    "query": (("chroma",), (None,)),
+    "embed": (("llamacpp", "vllm"), (None,)),
+    "query": (("chroma",), (None, "embed")),
     "mget": (("redis",), ("query",)),
     "chat": (("llamacpp", "vllm"), ("mget", None)),
 }
@@ -99,6 +106,8 @@ def stage_workload(stage: dict, workload: dict) -> dict:
                 "dimension": c["dimension"], "queries": c["queries"], "seed": c["seed"],
                 "k": int(stage.get("k", DEFAULT_K)), "ops": {"query": 1.0},
                 "index": {"space": "cosine"}}
+    elif stage["op"] == "embed":
+        base = {"api": "openai-embeddings"}
     elif stage["op"] == "mget":
         base = {"ops": {"get": 1.0}, "keyspace": c["documents"], "key_prefix": c["key_prefix"],
                 "preload": False}
@@ -170,16 +179,35 @@ class PipelineClient(CoroutineClient):
             await c.validate()
 
     async def prepare(self) -> None:
-        """The corpus: the vectors (the query client's own preload), the documents' text (SET
-        on the mget stage's service); then each other stage client's own check."""
+        """The corpus: the vectors (the query client's own seeded preload, or with an embed
+        stage the documents' embeddings), the documents' text (SET on the mget stage's
+        service); then each other stage client's own check."""
         c = self.corpus
+        texts = [document_text(i, c["words"], c["seed"]) for i in range(c["documents"])]
         for st in self.stages:
             if st.op == "mget":
-                pairs = [(st.client.key(i), document_text(i, c["words"], c["seed"]).encode())
-                         for i in range(c["documents"])]
-                await st.client.set_many(pairs)
+                await st.client.set_many([(st.client.key(i), t.encode())
+                                          for i, t in enumerate(texts)])
+            elif st.op == "query" and "embed" in self.by_op:
+                await self._embedded_corpus(texts)
             else:
                 await st.client.prepare()
+
+    async def _embedded_corpus(self, texts: list[str]) -> None:
+        """With an embed stage: the documents and the questions embedded by its service, the
+        documents loaded into the collection, and each question's exact top-k (cosine, numpy)
+        kept for the recall of its request (in this process; other load processes record
+        none)."""
+        embed, query = self.by_op["embed"].client, self.by_op["query"].client
+        x = await _embed_all(embed, texts)
+        q = await _embed_all(embed, [question_text(i, self.corpus["seed"])
+                                     for i in range(self.corpus["queries"])])
+        await query.load_vectors(x)
+        k = min(query.wl.k, len(x))
+        xn = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        qn = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+        top = np.argpartition(-(qn @ xn.T), k - 1, axis=1)[:, :k]
+        _TRUTH[(query.base, query.wl.collection)] = [set(map(int, row)) for row in top]
 
     async def shutdown(self) -> None:
         for c in self._clients:
@@ -275,6 +303,17 @@ class PipelineClient(CoroutineClient):
 
     async def _stage(self, st: Stage, worker: int, req, outputs: dict, qi):
         """(result tuple, output for the next stage) of one stage."""
+        if st.op == "embed":
+            res, vecs = await st.client.embed([question_text(qi, self.corpus["seed"])])
+            return res, (vecs[0] if vecs else None)
+        if st.op == "query" and st.input:
+            vec = np.asarray(outputs[st.input], dtype=np.float32)
+            res, ids = await st.client.search(None, st.client.query_body(vec))
+            truth = _TRUTH.get((st.client.base, st.client.wl.collection))
+            if res[R_OK] and truth is not None:   # recall@k against the exact top-k
+                hits = len({int(i) for i in ids} & truth[qi])
+                res = (*res[:8], {"recall": hits / len(truth[qi])})
+            return res, ids
         if st.op == "query":
             return await st.client.search(req[1], req[2])
         if st.op == "mget":
@@ -287,6 +326,21 @@ class PipelineClient(CoroutineClient):
         return result, None
 
 
+EMBED_BATCH = 16
+_TRUTH: dict[tuple, list] = {}   # (vector endpoint, collection) -> exact top-k id sets per question
+
+
+async def _embed_all(client, texts: list[str]) -> np.ndarray:
+    """Embeddings of texts, EMBED_BATCH per request, before the load; ServiceError on failure."""
+    out = []
+    for start in range(0, len(texts), EMBED_BATCH):
+        res, vecs = await client.embed(texts[start:start + EMBED_BATCH])
+        if not res[R_OK]:
+            raise ServiceError(f"pipeline: embedding the corpus failed: {res[R_ERR_MSG]}")
+        out += vecs
+    return np.asarray(out, dtype=np.float32)
+
+
 def _stage_fields(st: Stage, res: tuple, out) -> dict:
     """A stage's own record fields: a query's hits and recall, an mget's hits, a chat's
     t_first and tokens."""
@@ -295,5 +349,7 @@ def _stage_fields(st: Stage, res: tuple, out) -> dict:
         return {"hits": len(out or []), **({"recall": extra["recall"]} if "recall" in extra else {})}
     if st.op == "mget":
         return {"hits": sum(1 for v in out or [] if v is not None), "keys": len(out or [])}
+    if st.op == "embed":
+        return {"dimensions": extra.get("dimensions"), "tokens": extra.get("prompt_tokens")}
     return {"t_first": res[R_T_FIRST], "tokens": extra.get("output_tokens"),
             "prompt_tokens": extra.get("prompt_tokens")}
