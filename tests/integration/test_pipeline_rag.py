@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from aifb.schemas import validation_errors
 from aifb.services.llamacpp import find_llama_server
 from aifb.workflow import registry
 from aifb.workflow.recipe import validate
@@ -66,6 +67,8 @@ def test_rag_recipe_end_to_end(tmp_path):
         "vectors": "chroma", "cache": "redis", "llm": "llamacpp"}
 
     recs = [json.loads(x) for x in (ws / "results" / bid / "requests.jsonl").read_text().splitlines()]
+    assert validation_errors(run, "run.schema.yaml") == []
+    assert [e for r in recs for e in validation_errors(r, "request.schema.yaml")] == []
     ok = [r for r in recs if r["ok"]]
     assert ok and len(ok) == len(recs), [r["error"] for r in recs if not r["ok"]][:3]
     for r in ok:
@@ -82,6 +85,7 @@ def test_rag_recipe_end_to_end(tmp_path):
         assert r["t_first"] == gen["t_first"]
 
     s = read_json(ws / "results" / bid / "summary.json")
+    assert validation_errors(s, "summary.schema.yaml") == []
     shares = {n: b["share_of_e2e"] for n, b in s["stages"].items()}
     assert 0.9 < sum(shares.values()) < 1.0, shares
     assert shares["generate"] > shares["retrieve"] > 0 and shares["fetch"] > 0
@@ -94,7 +98,7 @@ def test_rag_recipe_end_to_end(tmp_path):
 
     report = ws / "reports" / bid
     md = (report / "report.md").read_text()
-    assert "## Pipeline stages" in md
+    assert "## Pipeline stages" in md and "| Services | vectors: chroma " in md
     for name in ("pipeline_breakdown.png", "pipeline_stage_cdf.png"):
         assert (report / "plots" / name).stat().st_size > 5000
 
