@@ -137,9 +137,10 @@ def test_a_service_that_fails_to_start_tears_down_the_others(tmp_path):
 
 @pytest.mark.slurm
 def test_rag_on_slurm_each_service_its_own_job(tmp_path):
-    """target slurm-local: three service jobs (the LLM on the gpu partition), a few requests,
-    every job gone after the run. A request count, not a duration: on the shared 2-core
-    machine one RAG request can take seconds."""
+    """`aifb run --profile slurm` with target slurm-local: the benchmark a Slurm job, each
+    service its own Slurm job (the LLM on the gpu partition), a few requests, every job gone
+    after the run. A request count, not a duration: on the shared 2-core machine one RAG
+    request can take seconds."""
     for cmd in ("sbatch", "squeue", "sinfo"):
         if shutil.which(cmd) is None:
             require(f"no Slurm: {cmd} not on PATH (scripts/slurm/start.sh starts a test Slurm)")
@@ -151,10 +152,15 @@ def test_rag_on_slurm_each_service_its_own_job(tmp_path):
     recipe["services"]["vectors"]["binary"] = (shutil.which("chroma")
                                                or str(Path(sys.executable).parent / "chroma"))
     ws = make_workspace(tmp_path)   # config/targets.yaml with slurm-local
-    bid = registry.allocate(registry.make_entry(validate(recipe)), ws)
-    run = run_benchmark(bid, root=ws, log=lambda m: None)
+    (ws / "recipes" / "rag_slurm.yaml").write_text(yaml.safe_dump(validate(recipe)))
+    proc = aifb(ws, "run", "--profile", "slurm", "recipes/rag_slurm.yaml", timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    bid = benchmark_id_from(proc.stdout)
+    run = read_json(ws / "results" / bid / "run.json")
     assert run["status"] == "completed", run["reason"]
+    assert run["clients"]["job_ids"], "the benchmark ran as a Slurm job"
     jobs = {n: s["job_id"] for n, s in run["service"]["services"].items()}
+    assert run["clients"]["job_ids"][0] not in jobs.values()
     assert len(set(jobs.values())) == 3 and all(jobs.values())
     for name, svc in run["service"]["services"].items():
         sbatch = svc["extra"]["sbatch"]
