@@ -67,17 +67,35 @@ def encode_row(row: tuple, phase: str, t0_ns: int) -> str:
 
 def _extra_json(extra: dict, t0_ns: int) -> str:
     """Service-specific fields (LLM tokens, vector recall, ...) appended to the record.
-    `chunk_times` is a list of clock ns values, written as seconds since t0 like every time."""
+    `chunk_times` is a list of clock ns values, written as seconds since t0 like every time;
+    so are the times inside a pipeline request's `stages`."""
     parts = []
     for key, value in extra.items():
         if key == "chunk_times":   # one per token: ns_to_s_text's text, inline for d >= 0
             text = "[" + ",".join([f"{d // 1_000_000_000}.{d % 1_000_000_000:09d}"
                                    if (d := v - t0_ns) >= 0 else ns_to_s_text(d)
                                    for v in value]) + "]"
+        elif key == "stages":
+            text = _stages_json(value, t0_ns)
         else:
             text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
         parts.append(f',"{key}":{text}')
     return "".join(parts)
+
+
+STAGE_TIMES = ("t_start", "t_first", "t_end")
+
+
+def _stages_json(stages: dict, t0_ns: int) -> str:
+    """A pipeline request's `stages` ({name: {t_start, t_end, ok, error, ...}}, see
+    aifb.clients.pipeline): its times (clock ns) as seconds since t0 like every time."""
+    out = []
+    for name, st in stages.items():
+        fields = [f'"{k}":{_t(st[k], t0_ns)}' if k in STAGE_TIMES else
+                  f'"{k}":' + json.dumps(v, ensure_ascii=False, separators=(",", ":"))
+                  for k, v in st.items()]
+        out.append(json.dumps(name) + ":{" + ",".join(fields) + "}")
+    return "{" + ",".join(out) + "}"
 
 
 def encode_rows(rows: list, phases: list, t0_ns: int) -> str:

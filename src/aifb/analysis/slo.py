@@ -1,5 +1,6 @@
 """The SLO grammar, shared by runs and sweeps: `p99 < 1.0s`, `p95 <= 100ms`, `mean < 20ms`,
-`error_rate < 1%`, `rps >= 1000`, LLM rules such as `ttft_p99 < 500ms` or `tpot_p50 < 50ms`.
+`error_rate < 1%`, `rps >= 1000`, LLM rules such as `ttft_p99 < 500ms` or `tpot_p50 < 50ms`,
+and a pipeline's stage rules such as `stage.retrieve.p99 < 50ms` or `stage.generate.ttft_p99 < 1s`.
 
 A rule is `<metric> <op> <number>[unit]`. Latency metrics take a time unit (default seconds),
 error_rate takes a percentage or a fraction, rps a plain number. Evaluation reads summary.json
@@ -36,7 +37,7 @@ _OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge
 
 # Kept in step with the `slo` pattern in workflow/schemas/recipe.schema.yaml.
 RULE_PATTERN = (
-    r"^\s*((ttft_|tpot_|itl_|e2el_)?(mean|min|max|p50|p90|p95|p99|p99\.9|p999)|error_rate|rps)"
+    r"^\s*((stage\.[a-z][a-z0-9_]{0,31}\.)?(ttft_|tpot_|itl_|e2el_)?(mean|min|max|p50|p90|p95|p99|p99\.9|p999)|error_rate|rps)"
     r"\s*(<=|>=|<|>)\s*(\d+(\.\d+)?)\s*(ns|us|µs|ms|s|%)?\s*$"
 )
 _RULE = re.compile(RULE_PATTERN)
@@ -61,7 +62,7 @@ def parse_rule(text: str) -> SloRule:
             f"{text!r} is not an SLO rule (expected e.g. 'p99 < 1.0s', 'p95 <= 100ms', "
             "'mean < 20ms', 'error_rate < 1%', 'rps >= 500', 'ttft_p99 < 500ms')")
     metric = m.group(1).replace("p99.9", "p999")
-    op, number, unit = m.group(4), float(m.group(5)), m.group(7)
+    op, number, unit = m.group(5), float(m.group(6)), m.group(8)
     if metric == "error_rate":
         if unit not in (None, "%"):
             raise ValueError(f"{text!r}: error_rate takes a percentage (e.g. 1%) or a fraction")
@@ -73,7 +74,7 @@ def parse_rule(text: str) -> SloRule:
     else:
         if unit == "%":
             raise ValueError(f"{text!r}: a latency takes a time unit (ms, s), not %")
-        threshold = parse_duration(f"{m.group(5)}{unit or 's'}")
+        threshold = parse_duration(f"{m.group(6)}{unit or 's'}")
     return SloRule(text=text.strip(), metric=metric, op=op, threshold=threshold)
 
 
@@ -112,6 +113,8 @@ def _measured(metric: str, summary: dict, op: str) -> tuple[float | None, str | 
         rps = (summary.get("throughput") or {}).get("rps")
         return ((None, "rps not in the summary (no measurement window)", "throughput.rps")
                 if rps is None else (float(rps), None, "throughput.rps"))
+    if metric.startswith("stage."):
+        return _stage_measured(metric, summary)
     family, _, stat = metric.rpartition("_")
     ok_key, all_key = verdict_sources(metric, summary)
     ok_block, all_block = _node(summary, ok_key), _node(summary, all_key)
@@ -127,6 +130,21 @@ def _measured(metric: str, summary: dict, op: str) -> tuple[float | None, str | 
     if every != ok and worse(every, ok) == every:   # equal: name the ok requests' figures
         return every, None, all_key
     return ok, None, ok_key
+
+
+def _stage_measured(metric: str, summary: dict) -> tuple[float | None, str | None, str]:
+    """A pipeline stage's rule, `stage.<name>.<stat>` (its latency over the ok requests'
+    stages, summary.stages.<name>.latency_s) or `stage.<name>.ttft_<stat>` / `tpot_<stat>`
+    (a chat stage's, stages.<name>.ttft_s / tpot_s). A request that failed in an earlier stage
+    never ran this one: the request-level rules (error_rate, p99) count it."""
+    _, name, sub = metric.split(".", 2)
+    family, _, stat = sub.rpartition("_")
+    key = f"stages.{name}.{family or 'latency'}_s"
+    block = _node(summary, key)
+    if block is None:
+        return None, f"no statistics of stage {name!r} in the summary (summary.{key})", key
+    value, why = _stat(block, metric, stat, f"successful {name} stages")
+    return value, why, key
 
 
 def _node(summary: dict, dotted: str) -> dict | None:

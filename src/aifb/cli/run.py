@@ -13,7 +13,7 @@ from aifb.paths import work_root
 from aifb.slurm.commands import slurm_available
 from aifb.slurm.targets import get_target
 from aifb.workflow import registry, trust
-from aifb.workflow.recipe import load_recipe
+from aifb.workflow.recipe import load_recipe, service_specs
 from aifb.workflow.rerun import prepare_rerun
 from aifb.workflow.console import Console
 from aifb.workflow.snakemake import run_snakemake
@@ -50,7 +50,8 @@ def cmd_run(args) -> int:
         recipe = load_recipe(args.recipe, args.set)
         if not trust.is_project_recipe(args.recipe):
             trust.check(recipe, origin=args.recipe, trusted=args.trust_recipe, log=err)
-        services.get_service(recipe["service"]["kind"])  # not implemented -> clear error, nothing started
+        for spec in service_specs(recipe).values():  # not implemented -> clear error, nothing started
+            services.get_service(spec["kind"])
         _check_target(recipe, args.profile)
         if args.dry_run:
             nxt = registry.predict_next(1, work_root())[0]
@@ -75,7 +76,8 @@ def _check_target(recipe: dict, profile: str) -> None:
     """An unknown target is an error before anything is registered; a Slurm target without a
     Slurm client here is one too."""
     target = get_target(recipe.get("target", "local"), work_root())
-    if target["executor"] == "slurm" and not recipe["service"].get("endpoint") and not slurm_available():
+    managed = any(not s.get("endpoint") for s in service_specs(recipe).values())
+    if target["executor"] == "slurm" and managed and not slurm_available():
         raise AifbError(f"target {target['name']!r} runs services as Slurm jobs, but sbatch/squeue/"
                         "scancel are not on PATH here")
     if profile == "slurm" and not slurm_available():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aifb import services
 from aifb.cli.common import err
 from aifb.errors import AifbError
-from aifb.workflow.recipe import load_recipe
+from aifb.workflow.recipe import load_recipe, service_specs
 
 
 def cmd_validate(args) -> int:
@@ -17,7 +17,8 @@ def cmd_validate(args) -> int:
             err(str(exc))
             bad += 1
             continue
-        kind = recipe["service"]["kind"]
-        note = "" if kind in services.available_kinds() else f" (service kind {kind!r} is not implemented yet)"
+        missing = [s["kind"] for s in service_specs(recipe).values()
+                   if s["kind"] not in services.available_kinds()]
+        note = "".join(f" (service kind {kind!r} is not implemented yet)" for kind in missing)
         print(f"{path}: valid{note}")
     return 1 if bad else 0

@@ -480,6 +480,40 @@ class RedisClient:
                     raise ServiceError(f"preloading redis at {self.label} failed: "
                                        f"{endpoints.scrub(r, conn._secret)[:160]}")
 
+    async def set_many(self, pairs: list[tuple[bytes, bytes]]) -> None:
+        """SET every (key, value), PRELOAD_BATCH per round trip, outside any measurement (a
+        pipeline's corpus); ServiceError on failure."""
+        conn = self._conns[0]
+        for start in range(0, len(pairs), PRELOAD_BATCH):
+            batch = pairs[start:start + PRELOAD_BATCH]
+            try:
+                replies = await conn.call(b"".join(encode_command(b"SET", k, v) for k, v in batch),
+                                          len(batch))
+            except RequestError as exc:
+                raise ServiceError(f"loading redis at {self.label} failed: {exc.message}") from None
+            bad = [r for r in replies if isinstance(r, ReplyError)]
+            if bad:
+                raise ServiceError(f"loading redis at {self.label} failed: "
+                                   f"{endpoints.scrub(bad[0], conn._secret)[:160]}")
+
+    async def mget(self, worker: int, keys: list[bytes]) -> tuple[tuple, list]:
+        """One MGET on `worker`'s connection (a pipeline's fetch stage): (the result tuple with
+        op "mget", the values, None for a missing key; [] on failure). t_end is taken when
+        the awaiting coroutine resumes, one event-loop step after the reply's bytes."""
+        conn = self._conns[worker]
+        cmd = encode_command(b"MGET", *keys)
+        try:
+            replies = await conn.call(cmd, 1)
+        except RequestError as exc:
+            return ("mget", False, exc.type, exc.message[:200], len(cmd), None, None, now_ns()), []
+        t_end = now_ns()
+        values = replies[0]
+        if isinstance(values, ReplyError) or not isinstance(values, list):
+            return ("mget", False, "RedisError", endpoints.scrub(str(values), conn._secret)[:200],
+                    len(cmd), None, None, t_end), []
+        return ("mget", True, None, None, len(cmd), sum(len(v) for v in values if v), None,
+                t_end), values
+
     async def shutdown(self) -> None:
         for c in self._conns:
             if c is not None:

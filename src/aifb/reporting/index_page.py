@@ -25,6 +25,8 @@ CATEGORIES = [
      "Find optimal concurrency for database operations under SLO"),
     ("retrieval", "### Category 3: Retrieval (Vector DB)", "### Retrieval Sweep",
      "Find optimal concurrency for vector search under SLO"),
+    ("pipeline", "### Category 4: Pipelines (multi-service, e.g. RAG)", "### Pipeline Sweep",
+     "Find the load at which the end-to-end SLO breaks, and the stage that breaks it"),
 ]
 RUN_HEADER = "| Benchmark ID | Recipe | Date | Purpose | Status | Concurrency | Notes |"
 RUN_RULE = "|--------------|--------|------|---------|--------|-------------|-------|"

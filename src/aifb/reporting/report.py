@@ -105,7 +105,18 @@ def _service_facts(run: dict, recipe: dict) -> dict:
     for k in ("version", "binary", "image", "endpoint"):
         out[k] = out[k] or rsvc.get(k)
     out["exposure"] = (svc.get("extra") or {}).get("exposure")
+    out["services"] = svc.get("services")   # a pipeline's, by name
     return out
+
+
+def _pipeline_services(services: dict | None) -> str | None:
+    """A pipeline's services in one cell: name: kind version (pid or Slurm job)."""
+    if not services:
+        return None
+    return "; ".join(
+        f"{name}: {s.get('kind')} {s.get('version') or ''}".rstrip()
+        + (f" (job {s['job_id']})" if s.get("job_id") else f" (pid {s['pid']})" if s.get("pid") else "")
+        for name, s in services.items())
 
 
 def _load_text(load: dict, clients: dict, workload: dict | None = None) -> str:
@@ -288,6 +299,7 @@ def render_markdown(report: dict, summary: dict) -> str:
         ("Recipe", f"{r['recipe_name']} ({r['recipe'].get('category') or '–'}"
                    + (f"; {purpose}" if purpose else "") + ")"),
         ("Service", f"{svc.get('kind') or '–'}" + (f" ({svc['name']})" if svc.get("name") else "")),
+        *([("Services", _pipeline_services(svc["services"]))] if svc.get("services") else []),
         ("Version", svc.get("version")),
         ("Binary / image", artefact),
         ("Endpoint", f"`{svc['endpoint']}`" if svc.get("endpoint") else None),

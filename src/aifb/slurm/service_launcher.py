@@ -54,10 +54,13 @@ class SlurmServiceLauncher:
     STOP_WAIT_S = 90.0
 
     def __init__(self, spec: dict, run_dir: Path, target: dict, *, benchmark_id: str,
-                 recipe: dict, log=None, on_submit=None):
+                 recipe: dict, log=None, on_submit=None, service_dir: Path | None = None):
+        """service_dir: where this service's job files go (service-job.json, service.json,
+        service.log, logs/), default run_dir; a pipeline gives each service its own."""
         self.kind = spec["kind"]
         self.spec = spec
-        self.run_dir = Path(run_dir)
+        self.results_dir = Path(run_dir)   # the run's: the job's comment names it (cleanup)
+        self.run_dir = Path(service_dir or run_dir)
         self.target = target
         self.benchmark_id = benchmark_id
         self.recipe = recipe
@@ -86,7 +89,7 @@ class SlurmServiceLauncher:
         gpus = int(res.get("gpus") or 0)
         minutes = service_runtime_minutes(self.recipe, self.target)
         opts = [f"--job-name={JOB_PREFIX}svc-{self.benchmark_id}",
-                f"--comment={job_comment(self.run_dir)}",
+                f"--comment={job_comment(self.results_dir)}",
                 f"--time={minutes}", "--nodes=1", "--ntasks=1",
                 f"--cpus-per-task={int(res.get('cpus') or 1)}",
                 f"--chdir={self.run_dir}",
@@ -94,7 +97,8 @@ class SlurmServiceLauncher:
         mem = mem_option(res.get("mem"))
         if mem:
             opts.append(f"--mem={mem}")
-        return opts + site_options(self.target, gpus=gpus, partition=self.how.get("partition"))
+        return opts + site_options(self.target, gpus=gpus, role=self.spec.get("partition"),
+                                   partition=self.how.get("partition"))
 
     def request(self) -> dict:
         spec = dict(self.spec)

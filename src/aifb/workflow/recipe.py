@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from aifb import endpoints
+from aifb.clients.pipeline import stage_problems, stage_workload
 from aifb.clients.llm.trace import arrival_offsets_ns, offered_rate, read_trace
 from aifb.errors import ConfigError, RecipeError, ServiceError
 from aifb.load.settings import (DEFAULT_ARRIVAL, DEFAULT_CONCURRENCY, DEFAULT_PROCESSES,
@@ -27,6 +28,7 @@ from aifb.schemas import validation_errors
 from aifb.units import parse_duration, parse_size
 
 SCHEMA = "recipe.schema.yaml"
+PIPELINE_SCHEMA = "pipeline.schema.yaml"
 
 
 # Bounds on what a recipe file may be: recipes are a few hundred bytes; these stop a hostile or
@@ -176,28 +178,46 @@ def validate(recipe: Any, source: str = "recipe") -> dict:
     """Validate a recipe dict; raise RecipeError listing every problem by field."""
     if not isinstance(recipe, dict):
         raise RecipeError(f"{source}: a recipe is a mapping, got {type(recipe).__name__}")
+    pipeline = recipe.get("category") == "pipeline"
+    if "service" in recipe and pipeline or "services" in recipe and not pipeline:
+        raise RecipeError(f"{source}: invalid recipe:\n  " + (
+            "service: a pipeline recipe (category: pipeline) names its services under `services:`"
+            if pipeline else "services: only a pipeline recipe (category: pipeline) has "
+            "`services:`; a single-service recipe has `service:`"))
     errors = validation_errors(recipe, SCHEMA)
-    # Each service kind brings its own workload schema, which also says what the kind is
-    # (aifb.kinds: the service.kind enum checked above is filled from those), so a new kind
-    # touches no shared file.
-    kind = (recipe.get("service") or {}).get("kind") if isinstance(recipe.get("service"), dict) else None
-    if isinstance(kind, str) and re.fullmatch(r"[a-z0-9_]+", kind):
-        kind_schema = f"workloads/{kind}.schema.yaml"
-        if (schema_dir() / kind_schema).is_file() and isinstance(recipe.get("workload", {}), dict):
-            errors += validation_errors(recipe.get("workload") or {}, kind_schema, prefix="workload")
+    stage_rules = [r for r in recipe.get("slo") or [] if isinstance(r, str)
+                   and r.strip().startswith("stage.")]
+    if pipeline:
+        if not errors:
+            errors += pipeline_errors(recipe)
+    else:
+        # Each service kind brings its own workload schema, which also says what the kind is
+        # (aifb.kinds: the service.kind enum checked above is filled from those), so a new
+        # kind touches no shared file.
+        errors += _kind_workload_errors((recipe.get("service") or {}).get("kind")
+                                        if isinstance(recipe.get("service"), dict) else None,
+                                        recipe.get("workload", {}), "workload")
+        errors += [f"slo: {r!r}: stage rules are for pipeline recipes" for r in stage_rules]
     if errors:
         raise RecipeError(f"{source}: invalid recipe:\n  " + "\n  ".join(errors))
+    if pipeline:
+        errors = [f"slo: {r!r}: {why}" for r in stage_rules
+                  if (why := stage_rule_problem(r, recipe["workload"]["stages"]))]
+        if errors:
+            raise RecipeError(f"{source}: invalid recipe:\n  " + "\n  ".join(errors))
     # Semantic checks the schema cannot express.
     problems = []
     wl = recipe.get("workload") or {}
     ops = wl.get("ops")
     if isinstance(ops, dict) and ops and sum(ops.values()) <= 0:
         problems.append("workload.ops: the weights sum to zero; give at least one positive weight")
-    if "endpoint" in recipe["service"]:
-        try:
-            endpoints.split(recipe["service"]["kind"], recipe["service"]["endpoint"])
-        except ServiceError as exc:
-            problems.append(f"service.endpoint: {exc}")
+    for name, svc in service_specs(recipe).items():
+        where = f"services.{name}" if "services" in recipe else name
+        if "endpoint" in svc:
+            try:
+                endpoints.split(svc["kind"], svc["endpoint"])
+            except ServiceError as exc:
+                problems.append(f"{where}.endpoint: {exc}")
     problems += [f"{where}: {value!r} is not a finite number" for where, value in _non_finite(recipe)]
     for key in ("duration", "warmup", "cooldown", "timeout"):
         if key in recipe["load"]:
@@ -215,6 +235,57 @@ def validate(recipe: Any, source: str = "recipe") -> dict:
     if problems:
         raise RecipeError(f"{source}: invalid recipe:\n  " + "\n  ".join(problems))
     return recipe
+
+
+def service_specs(recipe: dict) -> dict:
+    """A recipe's services by name: a pipeline's `services:`, else {"service": its service}."""
+    if recipe.get("category") == "pipeline":
+        return dict(recipe["services"])
+    return {"service": recipe["service"]}
+
+
+def _kind_workload_errors(kind, workload, prefix: str) -> list[str]:
+    """The errors of `workload` against its kind's schema (workloads/<kind>.schema.yaml)."""
+    if not (isinstance(kind, str) and re.fullmatch(r"[a-z0-9_]+", kind)):
+        return []
+    kind_schema = f"workloads/{kind}.schema.yaml"
+    if not (schema_dir() / kind_schema).is_file() or not isinstance(workload, dict):
+        return []
+    return validation_errors(workload or {}, kind_schema, prefix=prefix)
+
+
+def pipeline_errors(recipe: dict) -> list[str]:
+    """A pipeline recipe's workload: its schema (pipeline.schema.yaml), the stages' references
+    (aifb.clients.pipeline.stage_problems: unknown service or stage, an input from a later
+    stage, an op the service's kind cannot do), and each stage's workload against its kind's
+    schema."""
+    wl = recipe.get("workload")
+    if not isinstance(wl, dict):
+        return ["workload: a pipeline needs workload.stages (an ordered list of stages)"]
+    errors = validation_errors(wl, PIPELINE_SCHEMA, prefix="workload")
+    if errors:
+        return errors
+    errors = stage_problems(wl, recipe["services"])
+    if errors:
+        return errors
+    for i, stage in enumerate(wl["stages"]):
+        kind = recipe["services"][stage["service"]]["kind"]
+        errors += _kind_workload_errors(kind, stage_workload(stage, wl),
+                                        f"workload.stages[{i}].workload")
+    return errors
+
+
+def stage_rule_problem(rule: str, stages: list) -> str | None:
+    """Why an SLO rule `stage.<name>.<metric> ...` cannot apply to these stages, or None."""
+    name, _, metric = rule.strip()[len("stage."):].partition(".")
+    ops = {s["name"]: s["op"] for s in stages}
+    if name not in ops:
+        return f"no stage {name!r} (stages: {', '.join(ops)})"
+    if metric.startswith(("ttft_", "tpot_")) and ops[name] != "chat":
+        return f"{metric.split('_')[0]} is measured on a chat stage; {name!r} is a {ops[name]}"
+    if metric.startswith(("itl_", "e2el_")):
+        return "stage rules take latency, ttft_ and tpot_ statistics"
+    return None
 
 
 def _non_finite(node, where: str = ""):

@@ -39,7 +39,7 @@ from aifb.slurm.service_launcher import SlurmServiceLauncher
 from aifb.slurm.service_telemetry import RemoteSampler
 from aifb.slurm.targets import get_target
 from aifb.telemetry import launch as telemetry_launch
-from aifb.workflow import registry
+from aifb.workflow import pipeline_run, registry
 from aifb.workflow.recipe import load_settings, recipe_hash
 
 RUN_FILES = ("run.json", "requests.jsonl", "summary.json", "service.log", "service.json",
@@ -129,7 +129,13 @@ def archive_previous_attempt(run_dir: Path) -> Path | None:
 def initial_run_record(benchmark_id: str, entry: dict, clock: RunClock) -> dict:
     recipe = entry["recipe"]
     load = recipe["load"]
-    service = recipe["service"]
+    if pipeline_run.is_pipeline(recipe):
+        service_block = pipeline_run.service_record(recipe)
+    else:
+        service = recipe["service"]
+        service_block = {"kind": service["kind"], "name": recipe["name"],
+                         "managed": not service.get("endpoint"),
+                         "endpoint": redact(service.get("endpoint"))}
     return {
         "benchmark_id": benchmark_id,
         "created_at": process.wall_iso(),
@@ -144,9 +150,7 @@ def initial_run_record(benchmark_id: str, entry: dict, clock: RunClock) -> dict:
         "sweep": entry.get("sweep"),
         "rerun_of": entry.get("rerun_of"),
         "target": recipe.get("target", "local"),
-        "service": {"kind": service["kind"], "name": recipe["name"],
-                    "managed": not service.get("endpoint"),
-                    "endpoint": redact(service.get("endpoint"))},
+        "service": service_block,
         "clients": {
             "count": load["clients"],
             "concurrency": load.get("concurrency", 1),
@@ -235,6 +239,9 @@ def run_identity(run: dict) -> dict:
 async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path | None = None,
                      live: LiveLoad | None = None) -> None:
     recipe = run["recipe"]
+    if pipeline_run.is_pipeline(recipe):
+        await _pipeline(run, run_dir, clock, log, root)
+        return
     spec = dict(recipe["service"], name=recipe["name"])
     records_path = run_dir / "requests.jsonl"
     service = client_jobs = sampler = None
@@ -296,33 +303,18 @@ async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path 
         if client_jobs is not None:
             stats = await client_jobs.finish(stats)
             run["clients"].update(client_jobs.describe())
-        run["load_stats"] = stats
-        run["clients"]["implementation"] = stats.get("client")
-        run["clients"]["processes"] = stats.get("processes", 1)
-        run["clients"]["pids"] += [p["pid"] for p in stats.get("process_stats", [])]
         if client_jobs is not None and client_jobs.problems:
-            run["status"], run["reason"] = "partial", "; ".join(client_jobs.problems)
+            problem = "; ".join(client_jobs.problems)
         elif service is not None and not service.alive():
-            died = service.death_reason()
-            run["status"], run["reason"] = "partial", f"{died}; records up to then are kept"
-        elif stats.get("stopped_by") not in ("duration", "requests"):
-            run["status"], run["reason"] = "partial", f"load stopped early: {stats.get('stopped_by')}"
+            problem = f"{service.death_reason()}; records up to then are kept"
         else:
-            run["status"] = "completed"
+            problem = None
+        _finish_load(run, stats, problem)
     except asyncio.CancelledError:
-        if stats_out:
-            run["load_stats"] = dict(stats_out, stopped_by="cancelled")
-        run["status"] = "partial" if _records_size(run_dir) else "failed"
-        run["reason"] = f"interrupted by {run.get('_signal', 'cancellation')}; records up to then are kept"
+        _cancelled(run, run_dir, stats_out)
         raise
-    except AifbError as exc:
-        run["status"], run["reason"] = "failed", str(exc)
-        if getattr(exc, "log_tail", None):
-            run["service"]["log_tail"] = exc.log_tail
-        log(f"FAILED: {exc}")
-    except Exception as exc:  # a bug in the harness: keep the traceback in the log, say so in run.json
-        run["status"], run["reason"] = "failed", f"internal error: {type(exc).__name__}: {exc}"
-        log(traceback.format_exc())
+    except Exception as exc:
+        _failed(run, exc, log)
     finally:
         if client_jobs is not None:
             try:
@@ -342,6 +334,59 @@ async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path 
                 await asyncio.shield(service.teardown())
             finally:
                 run["service"].update(service.describe())
+
+
+async def _pipeline(run: dict, run_dir: Path, clock: RunClock, log, root: Path | None) -> None:
+    """_benchmark for a pipeline recipe (aifb.workflow.pipeline_run), with the same statuses."""
+    stats_out: dict = {}
+    try:
+        target = get_target(run["target"], root)
+        run["target_config"] = _target_record(target)
+        stats, died = await pipeline_run.benchmark(run, run_dir, clock, log, target,
+                                                   save=save_run, identity=run_identity(run),
+                                                   stats_out=stats_out)
+        _finish_load(run, stats, "; ".join(died) + "; records up to then are kept" if died else None)
+    except asyncio.CancelledError:
+        _cancelled(run, run_dir, stats_out)
+        raise
+    except Exception as exc:
+        _failed(run, exc, log)
+
+
+def _finish_load(run: dict, stats: dict, problem: str | None) -> None:
+    """run.json's load_stats, client facts and status after a load: partial with `problem`
+    (a service died, a client job failed) or when the load stopped early, else completed."""
+    run["load_stats"] = stats
+    run["clients"]["implementation"] = stats.get("client")
+    run["clients"]["processes"] = stats.get("processes", 1)
+    run["clients"]["pids"] += [p["pid"] for p in stats.get("process_stats", [])]
+    if problem:
+        run["status"], run["reason"] = "partial", problem
+    elif stats.get("stopped_by") not in ("duration", "requests"):
+        run["status"], run["reason"] = "partial", f"load stopped early: {stats.get('stopped_by')}"
+    else:
+        run["status"] = "completed"
+
+
+def _failed(run: dict, exc: Exception, log) -> None:
+    """A benchmark-level failure (AifbError: a service that won't start, an unreachable
+    endpoint) is a result; anything else is a bug in the harness: its traceback goes to the
+    log and run.json says so."""
+    if isinstance(exc, AifbError):
+        run["status"], run["reason"] = "failed", str(exc)
+        if getattr(exc, "log_tail", None):
+            run["service"]["log_tail"] = exc.log_tail
+        log(f"FAILED: {exc}")
+    else:
+        run["status"], run["reason"] = "failed", f"internal error: {type(exc).__name__}: {exc}"
+        log(traceback.format_exc())
+
+
+def _cancelled(run: dict, run_dir: Path, stats_out: dict) -> None:
+    if stats_out:
+        run["load_stats"] = dict(stats_out, stopped_by="cancelled")
+    run["status"] = "partial" if _records_size(run_dir) else "failed"
+    run["reason"] = f"interrupted by {run.get('_signal', 'cancellation')}; records up to then are kept"
 
 
 def run_benchmark(benchmark_id: str, *, root: Path | None = None, log=None) -> dict:

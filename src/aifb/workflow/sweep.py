@@ -29,7 +29,7 @@ from aifb.analysis.sweep_verdict import judged_rules
 from aifb.errors import AifbError, ConfigError, RecipeError
 from aifb import services  # a module, so tests can stand in for its registry of kinds
 from aifb.workflow import registry
-from aifb.workflow.recipe import apply_overrides, read_yaml, validate
+from aifb.workflow.recipe import apply_overrides, read_yaml, service_specs, validate
 
 # Invocations that must not write anything: dry runs, lint, reports, listings (Snakemake parses
 # the workflow before it tells the Snakefile which mode it runs in, so argv is what we have).
@@ -197,12 +197,14 @@ def resolve_all(config: dict, *, root: Path, allocate: bool, only=None, remeasur
         if spec.get("mode") == "capacity":
             continue  # a search, run step by step by `aifb sweep NAME` (aifb.workflow.capacity)
         sweep = expand(name, spec, root)
-        kind = sweep.points[0].recipe["service"]["kind"]
         # Importing every service module (services.available_kinds) costs ~0.4 s of each
         # Snakemake parse (aiohttp among them): only a configuration with sweeps pays it.
-        if kind not in services.available_kinds():
+        available = services.available_kinds()
+        missing = [s["kind"] for s in service_specs(sweep.points[0].recipe).values()
+                   if s["kind"] not in available]
+        if missing:
             sweep.runnable = False
-            sweep.skip_reason = f"service kind {kind!r} is not implemented yet"
+            sweep.skip_reason = f"service kind {missing[0]!r} is not implemented yet"
         else:
             sweep.skip_reason = missing_locally(sweep.points[0].recipe)
             sweep.runnable = sweep.skip_reason is None
@@ -253,13 +255,15 @@ def missing_locally(recipe: dict) -> str | None:
     """Why a recipe's service cannot be deployed on this machine (its server is not installed
     here), or None. Only for the local target without an endpoint: on a cluster the service runs
     from the target's images or modules, and an endpoint needs nothing deployed."""
-    service = recipe["service"]
-    if service.get("endpoint") or recipe.get("target", "local") != "local":
+    if recipe.get("target", "local") != "local":
         return None
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            cls = services.get_service(service["kind"])
-            cls(dict(service, name=recipe["name"]), Path(tmp), Path(tmp) / "log").resolve_binary()
-    except AifbError as exc:
-        return f"its server is not available on this machine ({str(exc).split(':')[0]})"
+    for service in service_specs(recipe).values():
+        if service.get("endpoint"):
+            continue
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                cls = services.get_service(service["kind"])
+                cls(dict(service, name=recipe["name"]), Path(tmp), Path(tmp) / "log").resolve_binary()
+        except AifbError as exc:
+            return f"its server is not available on this machine ({str(exc).split(':')[0]})"
     return None

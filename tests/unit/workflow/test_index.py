@@ -19,10 +19,12 @@ SEED_HEADINGS = [
     "### Category 1: Inference (LLM)",
     "### Category 2: Storage (Database/Object Store)",
     "### Category 3: Retrieval (Vector DB)",
+    "### Category 4: Pipelines (multi-service, e.g. RAG)",  # issue 17, after the seed's three
     "## Concurrency Sweeps",
     "### Inference Sweep",
     "### Storage Sweep",
     "### Retrieval Sweep",
+    "### Pipeline Sweep",
     "## Reproducibility Guide",
     "### Re-running a Benchmark",
     "### Verifying Reproducibility Bundle",
@@ -159,7 +161,7 @@ def test_structure_matches_the_seed(tmp_path):
     assert lines[2] == ("This document tracks all benchmark runs with their artifacts for "
                         "reproducibility and analysis.")
     assert SEED_STRUCTURE in md
-    for cat in SEED_HEADINGS[3:6]:
+    for cat in SEED_HEADINGS[3:7]:
         block = section(md, cat + "\n", "###").splitlines()
         assert block[0].startswith("Services: ")
         assert block[2:4] == SEED_RUN_HEADER
@@ -205,7 +207,7 @@ def test_sweep_tables(tmp_path):
     assert ("| ollama_sweep | Ollama (llama2) | 1, 2, 4 | "
             "`reports/sweep_BM-20260109-004_BM-20260109-008/` | ✅ Complete | none met the SLO |") \
         in inference
-    retrieval = section(md, "### Retrieval Sweep\n", "\n---\n")
+    retrieval = section(md, "### Retrieval Sweep\n", "###")
     assert "| chroma_sweep | ChromaDB | 1, 2, 8 |" in retrieval and retrieval.rstrip().endswith("| — |")
     by = {s["name"]: s for s in index["sweeps"]}
     assert by["redis_sweep"]["optimal"] == 4 and by["redis_sweep"]["category"] == "storage"
@@ -227,7 +229,7 @@ def test_sweep_statuses(tmp_path):
     assert "| partial_sweep | Redis | 1, 2, 4 |" in md
     assert "⚠️ Partial (1/3 complete)" in md
     assert "| fresh_sweep | Redis | 1, 2 | `reports/sweep_BM-20260109-004_BM-20260109-005/` | ⏳ Not run | — |" in md
-    retrieval = section(md, "### Retrieval Sweep\n", "\n---\n")
+    retrieval = section(md, "### Retrieval Sweep\n", "###")
     assert "| qdrant_sweep | Qdrant | 1, 2 | — | ❌ Skipped: service kind 'qdrant' is not implemented yet | — |" \
         in retrieval
     assert "**SLO**: P99 < 50ms" in retrieval

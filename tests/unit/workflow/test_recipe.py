@@ -34,7 +34,7 @@ def test_the_nine_seed_recipes_exist_and_are_valid():
             assert f"recipe_{kind}_{n}client.yaml" in names
     for p in SEED_RECIPES:
         r = load_recipe(p)
-        n = int(p.stem.split("_")[2].removesuffix("client"))
+        n = int(p.stem.rsplit("_", 1)[1].removesuffix("client"))  # recipe_<name>_<n>client
         assert r["load"]["clients"] == n  # the seed's "Concurrency" column
 
 

@@ -47,10 +47,15 @@ def parse_reply(api: str, obj) -> tuple[list | None, int | None, str | None]:
     return vecs, tokens if isinstance(tokens, int) else None, None
 
 
-async def embed_exchange(session: aiohttp.ClientSession, url: str, body: bytes, headers,
-                         api: str, n_inputs: int, label: str, base: str, error_text,
-                         http_error_type, connection_error_message) -> tuple:
+async def embed_exchange(*args) -> tuple:
     """One embeddings request: the finished result tuple (see aifb.clients.base)."""
+    return (await embed_vectors(*args))[0]
+
+
+async def embed_vectors(session: aiohttp.ClientSession, url: str, body: bytes, headers,
+                        api: str, n_inputs: int, label: str, base: str, error_text,
+                        http_error_type, connection_error_message) -> tuple[tuple, list]:
+    """One embeddings request: (the result tuple, the vectors; [] on failure)."""
     op = "embed"
     try:
         async with session.post(url, data=body, headers=headers) as resp:
@@ -61,7 +66,7 @@ async def embed_exchange(session: aiohttp.ClientSession, url: str, body: bytes, 
         raise RequestError("ConnectionError", connection_error_message(label, base, exc)) from None
     if status != 200:
         return (op, False, http_error_type(status), f"HTTP {status}: {error_text(raw)}",
-                len(body), len(raw), None, t_end)
+                len(body), len(raw), None, t_end), []
     try:
         obj = json.loads(raw)
     except ValueError:
@@ -72,5 +77,5 @@ async def embed_exchange(session: aiohttp.ClientSession, url: str, body: bytes, 
     extra = {"inputs": n_inputs, "prompt_tokens": tokens,
              "dimensions": len(vecs[0]) if vecs else None}
     if err:
-        return (op, False, "ProtocolError", err, len(body), len(raw), None, t_end, extra)
-    return (op, True, None, None, len(body), len(raw), None, t_end, extra)
+        return (op, False, "ProtocolError", err, len(body), len(raw), None, t_end, extra), []
+    return (op, True, None, None, len(body), len(raw), None, t_end, extra), vecs

@@ -52,7 +52,7 @@ from aifb.errors import ServiceError
 from aifb.clients import register
 from aifb.clients.base import CoroutineClient, RequestError, error_result, new_salt
 from aifb.clients.llm.embeddings import PATHS as EMBED_PATHS
-from aifb.clients.llm.embeddings import embed_body, embed_exchange
+from aifb.clients.llm.embeddings import embed_body, embed_exchange, embed_vectors
 from aifb.clients.llm.http import (CONTROL_TIMEOUT_S, auth_refused, choose_model,
                                    connection_error_message, error_text, get_json, http_error_type,
                                    make_session, normalize_base, short)
@@ -240,6 +240,15 @@ class LLMHttpClient(CoroutineClient):
         user = chat_messages(conv.prefix, conv.history, prompt.text, self._salt_text())[-1]
         return Req(prompt, self._body(prompt), headers, rid, conv, user)
 
+    def build_text(self, text: str, max_tokens: int) -> Req:
+        """A request for the given prompt text (a pipeline's generate stage, whose prompt holds
+        the retrieved documents), built like build()'s, sent with request()."""
+        self._seq += 1
+        rid = f"{self._rid_prefix}-{self._seq}"
+        header = self.wl.request_id_header
+        return Req(Prompt(text, max_tokens), self._body(Prompt(text, max_tokens)),
+                   {header: rid} if header else None, rid)
+
     def adopt(self, worker: int, token: Conversation) -> None:
         """Open loop: the worker's next request is the conversation's next turn."""
         self._convs[worker] = token
@@ -252,6 +261,16 @@ class LLMHttpClient(CoroutineClient):
 
     def embed_body(self, texts: list[str]) -> bytes:
         return embed_body(self.wl.api, self.model, texts, self.wl.extra_body)
+
+    async def embed(self, texts: list[str]) -> tuple[tuple, list]:
+        """The embeddings of `texts` (workload.api openai-embeddings or ollama-embed): (the
+        result tuple, the vectors; [] on failure). A pipeline's embed stage, and its corpus."""
+        try:
+            return await embed_vectors(self._session, self._url, self.embed_body(texts), None,
+                                       self.wl.api, len(texts), self.label, self.base, error_text,
+                                       http_error_type, connection_error_message)
+        except RequestError as exc:
+            return error_result("embed", exc.type, exc.message), []
 
     async def request(self, worker: int, req: Req) -> tuple:
         """generate(req), its record stamped with the request id (failures too). A turn adds

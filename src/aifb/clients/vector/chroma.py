@@ -218,6 +218,21 @@ class ChromaClient(VectorHttpClient):
         wl = self.wl
         if not wl.create:
             return
+        await self._load(lambda start, stop: data_rows(wl, start, stop), wl.vectors)
+        # One query before the load makes the server index what was just added (Chroma applies
+        # its write log lazily); its time is not measured.
+        self._ensure_dataset()
+        await self._first_query(self._bodies[0])
+
+    async def load_vectors(self, x: np.ndarray) -> None:
+        """A fresh collection holding exactly the rows of x (ids "0".."n-1"): a pipeline's
+        embedded corpus, loaded like the seeded data."""
+        await self._load(lambda start, stop: (x[start:stop], None), len(x))
+        await self._first_query(self.query_body(x[0]))
+
+    async def _load(self, rows, n: int) -> None:
+        """(Re)create the collection and add n vectors, rows(start, stop) -> (x, categories)."""
+        wl = self.wl
         t0 = now_ns()
         st, body = await self._call("DELETE", f"{self.db_url}/collections/{wl.collection}",
                                     what="DELETE stale collection")
@@ -232,7 +247,7 @@ class ChromaClient(VectorHttpClient):
         st, coll = await self._call("POST", f"{self.db_url}/collections",
                                     {"name": wl.collection, "configuration": {"hnsw": hnsw},
                                      "metadata": {"created_by": "aifb", "aifb_seed": wl.seed,
-                                                  "aifb_vectors": wl.vectors}},
+                                                  "aifb_vectors": n}},
                                     what="create collection")
         if st not in (200, 201) or not isinstance(coll, dict):
             raise ServiceError(f"chroma at {self.label}: creating collection {wl.collection!r} "
@@ -242,9 +257,9 @@ class ChromaClient(VectorHttpClient):
         if self._server.get("max_batch_size"):
             batch = min(batch, int(self._server["max_batch_size"]))
         url = f"{self._coll_url()}/add"
-        for start in range(0, wl.vectors, batch):
-            stop = min(start + batch, wl.vectors)
-            x, cats = data_rows(wl, start, stop)
+        for start in range(0, n, batch):
+            stop = min(start + batch, n)
+            x, cats = rows(start, stop)
             payload = {"ids": [str(i) for i in range(start, stop)],
                        "embeddings": self._encode_embeddings(x)}
             if cats is not None:
@@ -259,14 +274,13 @@ class ChromaClient(VectorHttpClient):
                 raise ServiceError(f"chroma at {self.label}: adding vectors {start}..{stop - 1} "
                                    f"failed with HTTP {st}: {msg}")
         st, count = await self._call("GET", f"{self._coll_url()}/count", what="count")
-        if st != 200 or count != wl.vectors:
+        if st != 200 or count != n:
             raise ServiceError(f"chroma at {self.label}: collection {wl.collection!r} holds "
-                               f"{count} vectors after loading {wl.vectors}")
+                               f"{count} vectors after loading {n}")
         self._server["load_s"] = round((now_ns() - t0) / 1e9, 6)
-        # One query before the load makes the server index what was just added (Chroma applies
-        # its write log lazily); its time is not measured.
-        self._ensure_dataset()
-        st, body = await self._call("POST", f"{self._coll_url()}/query", self._bodies[0],
+
+    async def _first_query(self, body: bytes) -> None:
+        st, body = await self._call("POST", f"{self._coll_url()}/query", body,
                                     timeout=PREPARE_TIMEOUT_S, what="first query")
         if st != 200:
             raise ServiceError(f"chroma at {self.label}: the first query failed with HTTP {st}: "
@@ -310,6 +324,11 @@ class ChromaClient(VectorHttpClient):
             await self._find_collection()
             req = super().build(worker)
         return await super().request(worker, req)
+
+    async def ensure_collection(self) -> None:
+        """Look up the collection's id unless known (build() returns ("find",) until then)."""
+        if self._cid is None:
+            await self._find_collection()
 
     async def _find_collection(self) -> None:
         cid = _COLLECTION_IDS.get((self.db_url, self.wl.collection))

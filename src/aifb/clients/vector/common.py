@@ -591,17 +591,29 @@ class VectorHttpClient(CoroutineClient):
         return status, raw, t_end
 
     async def _query(self, qi: int, body: bytes):
+        return (await self.search(qi, body))[0]
+
+    def query_body(self, vector) -> bytes:
+        """The encoded query for any vector (a pipeline's embedded question)."""
+        return self._query_encoding()[1](vector, None)
+
+    async def search(self, qi: int | None, body: bytes) -> tuple[tuple, list]:
+        """One query: of the seeded query set (index qi, its encoded body; recall scored), or
+        any (qi None: no recall here). (the result tuple, the returned ids; [] on failure). A
+        pipeline's retrieve stage uses the ids."""
         status, raw, t_end = await self._send("POST", self._query_url(), body)
         if status != 200:
-            return self._http_error("query", status, raw, len(body), t_end)
+            return self._http_error("query", status, raw, len(body), t_end), []
         try:
             ids, dists = self._parse_query(raw)
         except (ValueError, KeyError, IndexError, TypeError):
             return ("query", False, "ProtocolError", f"unexpected query reply from {self.kind}",
-                    len(body), len(raw), None, t_end)
+                    len(body), len(raw), None, t_end), []
+        if qi is None:
+            return ("query", True, None, None, len(body), len(raw), None, t_end), ids
         recall, inserted = self._scorer.score(qi, ids, dists, self._is_inserted)
         return ("query", True, None, None, len(body), len(raw), None, t_end,
-                record_fields(qi, recall, inserted))
+                record_fields(qi, recall, inserted)), ids
 
     async def _insert(self, method: str, url: str, body: bytes):
         status, raw, t_end = await self._send(method, url, body)
