@@ -29,7 +29,7 @@ if ((ALL)); then
   command -v pgbench >/dev/null || need_apt+=(postgresql-client-15)
   command -v cmake >/dev/null || need_apt+=(cmake)
   command -v g++ >/dev/null || need_apt+=(g++)
-  # headless browser for the offline site's tests (tests/integration/test_site.py): 25
+  # headless browser for the offline site's tests (tests/integration/test_site_browser.py): 25
   # packages, 113 MB download, 414 MB on disk, 12 s here (docs/site.md)
   command -v chromium >/dev/null || need_apt+=(chromium)
 fi
