@@ -7,6 +7,13 @@ every 0.25 s) to `sample`, which keeps a strided subset of the measured ok laten
 MAX_SAMPLES, and when full every other one is dropped and the stride doubles, so the sample
 stays spread evenly over the run for the cost of a slice per batch. `tick` sorts that sample
 (<= 4,096 numbers) and writes one small file: well under a millisecond, twice a second.
+
+Several processes (`load.processes > 1`, aifb.load.processes): each worker's engine has a
+LiveRelay instead, which samples the same way and, at most every WRITE_INTERVAL_S, sends the
+parent its counts and the sample values added since its last message (at most MAX_SEND, thinned
+by a power of two with their stride multiplied to match). The parent's LiveLoad pools them per
+worker (`pool`, each worker's values at one stride, bounded like the sample) and its p99 weighs
+each value by its stride, so every worker's measured requests count the same however fast it ran.
 """
 
 from __future__ import annotations
@@ -20,25 +27,19 @@ from aifb.progress import ProgressFile
 WRITE_INTERVAL_S = 0.5
 RATE_WINDOW_S = 1.0
 MAX_SAMPLES = 4096
+MAX_SEND = 512
 LOAD_PHASES = {"warmup": "warmup", "measure": "measuring", "cooldown": "cooldown"}
 
 
-class LiveLoad:
-    def __init__(self, pfile: ProgressFile):
-        self.pfile = pfile
+class Sampler:
+    """A strided, bounded sample of the measured ok latencies (ns) of the engine's rows."""
+
+    def __init__(self):
         self.samples: list[int] = []
         self.stride = 1
         self.offset = 0
-        self.marks: collections.deque = collections.deque()
-        self.due = 0
-
-    def plan(self, load) -> None:
-        """The planned length of a load (LoadSettings), before it starts."""
-        if load.duration_s is not None:
-            self.pfile.update(planned_s=load.warmup_s + load.duration_s + load.cooldown_s,
-                              planned_requests=None)
-        else:
-            self.pfile.update(planned_s=None, planned_requests=load.requests)
+        self.sent = 0      # samples[:sent] were handed on already (LiveRelay)
+        self.due = 0       # the engine's ticker calls tick once now >= due
 
     def sample(self, batch: list, phases: list) -> None:
         """Keep every `stride`-th measured ok latency (t_end - t_sched in the open loop, else
@@ -52,8 +53,72 @@ class LiveLoad:
             if ph == "measure" and res[R_OK]:
                 add(res[R_T_END] - (row[3] if row[3] is not None else row[4]))
         if len(self.samples) > MAX_SAMPLES:
-            del self.samples[::2]
-            self.stride *= 2
+            self.halve()
+
+    def halve(self) -> None:
+        del self.samples[::2]
+        self.stride *= 2
+        self.sent //= 2    # of the first `sent`, the odd-indexed half is left
+
+    def add(self, values: list, stride: int) -> None:
+        """Pool `values` taken every `stride`-th request: kept at this sample's stride."""
+        while self.stride < stride:
+            self.halve()
+        self.samples.extend(values[::self.stride // stride])
+        if len(self.samples) > MAX_SAMPLES:
+            self.halve()
+
+
+def pooled_pct(parts: list[Sampler], q: float):
+    """The percentile of the union of the samples, each value weighed by its sample's stride
+    (as if each were repeated stride / the smallest stride times), by pct's method (linear
+    interpolation, Hyndman-Fan 7); None when all are empty."""
+    parts = [p for p in parts if p.samples]
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return pct(sorted(parts[0].samples), q)
+    low = min(p.stride for p in parts)
+    pairs = sorted((v, p.stride // low) for p in parts for v in p.samples)
+    h = (sum(w for _, w in pairs) - 1) * q
+    i = int(h)
+    lo = hi = None
+    seen = 0
+    for v, w in pairs:
+        seen += w
+        if lo is None and seen > i:
+            lo = v
+        if seen > i + 1:
+            hi = v
+            break
+    if hi is None:
+        hi = pairs[-1][0]
+    return round(lo + (h - i) * (hi - lo))
+
+
+class LiveLoad(Sampler):
+    def __init__(self, pfile: ProgressFile):
+        super().__init__()
+        self.pfile = pfile
+        self.marks: collections.deque = collections.deque()
+        self.workers: dict[int, Sampler] = {}
+
+    def plan(self, load) -> None:
+        """The planned length of a load (LoadSettings), before it starts."""
+        if load.duration_s is not None:
+            self.pfile.update(planned_s=load.warmup_s + load.duration_s + load.cooldown_s,
+                              planned_requests=None)
+        else:
+            self.pfile.update(planned_s=None, planned_requests=load.requests)
+
+    def pool(self, worker: int, values: list, stride: int) -> None:
+        """Worker `worker`'s new sample values (a LiveRelay's message), taken every `stride`-th."""
+        self.workers.setdefault(worker, Sampler()).add(values, stride)
+
+    def p99(self):
+        if self.workers:
+            return pooled_pct(list(self.workers.values()), 0.99)
+        return pct(sorted(self.samples), 0.99)
 
     def tick(self, now: int, elapsed_ns: int, ok: int, err: int, phase: str) -> None:
         """Write the figures at `now` (ns) if WRITE_INTERVAL_S has passed since the last write."""
@@ -69,7 +134,27 @@ class LiveLoad:
             marks.popleft()
         t_prev, n_prev = marks[0]
         rate = (done - n_prev) * G / (now - t_prev) if now > t_prev else None
-        p99 = pct(sorted(self.samples), 0.99)
+        p99 = self.p99()
         self.pfile.update(phase=LOAD_PHASES.get(phase, phase), elapsed_s=round(elapsed_ns / G, 3),
                           requests=done, errors=err, rate=None if rate is None else round(rate, 3),
                           p99_s=None if p99 is None else round(p99 / G, 9))
+
+
+class LiveRelay(Sampler):
+    """A worker's side (aifb.load.worker): `send(now, ok, err, phase, values, stride)` at most
+    every WRITE_INTERVAL_S with the values sampled since the last send (<= MAX_SEND)."""
+
+    def __init__(self, send):
+        super().__init__()
+        self.send = send
+
+    def tick(self, now: int, elapsed_ns: int, ok: int, err: int, phase: str) -> None:
+        if now < self.due:
+            return
+        self.due = now + int(WRITE_INTERVAL_S * G)
+        new, stride = self.samples[self.sent:], self.stride
+        self.sent = len(self.samples)
+        k = 1
+        while len(new) > MAX_SEND * k:
+            k *= 2
+        self.send(now, ok, err, phase, new[::k], stride * k)

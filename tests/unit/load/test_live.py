@@ -56,3 +56,56 @@ def test_requests_mode_plans_a_count():
     pf = ProgressFile(None, "BM-1")
     LiveLoad(pf).plan(LoadSettings(clients=1, requests=5000))
     assert pf.state["planned_requests"] == 5000 and pf.state["planned_s"] is None
+
+
+def test_pooled_p99_of_two_workers_weighs_each_request_the_same(tmp_path):
+    """Two workers: a fast one (100k requests of 1-2 ms, thinned to a stride of 32) and a slow
+    one (4k of 10-50 ms, stride 1), relayed in messages as the workers' LiveRelays send them.
+    The pooled p99 is the p99 of all their requests together, within the sample's resolution;
+    pooling the values without their strides would put it among the slow worker's."""
+    import random
+
+    from aifb.load.figures import pct
+    from aifb.load.live import LiveRelay
+
+    rng = random.Random(7)
+    fast = [rng.randrange(1_000_000, 2_000_000) for _ in range(100_000)]
+    slow = [rng.randrange(10_000_000, 50_000_000) for _ in range(4_000)]
+    pf = ProgressFile(tmp_path / "BM-1.json", "BM-1")
+    parent = LiveLoad(pf)
+    sent = []
+    for k, lat in enumerate((fast, slow)):
+        relay = LiveRelay(lambda *m, k=k: sent.append((k, m)))
+        for i in range(0, len(lat), 128):         # flushed batches, a message every 2 of them
+            relay.sample([row(0, t) for t in lat[i:i + 128]], ["measure"] * 128)
+            if i // 128 % 2 == 1:
+                relay.due = 0
+                relay.tick(i, i, i, 0, "measure")
+        relay.due = 0
+        relay.tick(len(lat), len(lat), len(lat), 0, "measure")
+    for k, (_, _, _, _, values, stride) in sent:
+        assert len(values) <= 512
+        parent.pool(k, values, stride)
+    assert parent.workers[0].stride >= 32 and parent.workers[1].stride == 1
+    union = sorted(fast + slow)
+    truth = pct(union, 0.99)
+    parent.tick(G, G, len(union), 0, "measure")
+    got = read_progress(pf.path)["p99_s"] * G
+    # the resolution: the union's percentiles a stride's share of its rank either side
+    n, s = len(union), parent.workers[0].stride
+    lo, hi = union[int(0.99 * n - 2 * s)], union[int(0.99 * n + 2 * s)]
+    assert lo <= got <= hi, (got, truth, lo, hi)
+    unweighted = pct(sorted(parent.workers[0].samples + parent.workers[1].samples), 0.99)
+    assert unweighted > hi                      # the strides matter here
+
+
+def test_pooled_pct_equals_pct_of_the_replicated_values():
+    from aifb.load.figures import pct
+    from aifb.load.live import Sampler, pooled_pct
+
+    a, b = Sampler(), Sampler()
+    a.add([5, 1, 9, 3], 4)
+    b.add([2, 8, 7], 1)
+    rep = sorted([5, 1, 9, 3] * 4 + [2, 8, 7])
+    for q in (0.0, 0.1, 0.37, 0.5, 0.9, 0.99, 1.0):
+        assert pooled_pct([a, b], q) == pct(rep, q), q
