@@ -8,13 +8,15 @@ Snakemake it starts (aifb.workflow.snakemake), and Snakemake's jobs inherit it; 
 
     the runner (aifb.workflow.runner)   phase "deploying", then the load's planned length
     the load engine (aifb.load.live)    warmup / measuring / cooldown, from a timer, <= 2 per s
+                                        (load.processes > 1: the parent, from its workers'
+                                        messages, <= 2 per s, a p99 pooled over all of them)
     the summarize and report shims      "summarising", "reporting", then "done"
 
 Fields: id, phase, elapsed_s (since the load started, by the writer's clock, so a job on
 another node needs no common clock), planned_s (warmup + duration + cooldown) or
 planned_requests, requests (completed, every phase), errors, rate (completions/s over the last
-second or so), p99_s (of a sample of the measured ok requests so far; the summary's is exact),
-updated (epoch s). A reader tolerates a missing or half-known file (returns None).
+second or so), p99_s (of a sample of the measured ok requests so far, every process's requests
+weighed alike; the summary's is exact), updated (epoch s). A reader tolerates a missing or half-known file (returns None).
 """
 
 from __future__ import annotations

@@ -189,6 +189,50 @@ def test_requests_mode_keeps_every_process_loaded_to_the_end(tmp_path):
     assert reported == pytest.approx(truth, rel=0.1), (reported, rates)
 
 
+
+def test_a_progress_file_of_two_processes_has_their_pooled_p99_twice_a_second(tmp_path):
+    """The live line's figures over `load.processes: 2` (a FAKE Redis whose two connections
+    answer GET after 2 ms and 8 ms): written while the load runs, more often than the 5 s
+    progress interval, with a p99 pooled over both workers' measured requests."""
+    import threading
+
+    from aifb.load.live import LiveLoad
+    from aifb.progress import ProgressFile, read_progress
+    from aifb.stats import quantiles_sorted
+    from fakes.fake_redis import serve_in_thread
+
+    path = tmp_path / "r.jsonl"
+    pf = ProgressFile(tmp_path / "progress" / "BM-1.json", "BM-1")
+    seen, stop = [], threading.Event()
+
+    def watch():
+        while not stop.wait(0.05):
+            state = read_progress(pf.path)
+            if state and state["phase"] == "measuring":
+                seen.append(state)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with serve_in_thread(delays=(0.002, 0.008)) as endpoint:
+            stats = run_load_sync(kind="redis", endpoint=endpoint, workload=GET_ONLY,
+                                  load=load(clients=2, concurrency=1, duration_s=2.0,
+                                            warmup_s=0.2), seed=1, records_path=path,
+                                  clock=RunClock(), log=quiet, live=LiveLoad(pf))
+    finally:
+        stop.set()
+        watcher.join()
+    assert len({s["updated"] for s in seen}) >= 3          # live while measuring, ~2 per second
+    assert all(s["p99_s"] is not None for s in seen[1:])
+    final = read_progress(pf.path)
+    every = read_records(path)
+    assert final["requests"] == len(every) == stats["records_written"]  # the final counts
+    recs = [r for r in every if r["phase"] == "measure" and r["ok"]]
+    assert {r["client"] for r in recs} == {0, 1}
+    exact = quantiles_sorted(sorted(r["t_end"] - r["t_start"] for r in recs), [0.99])[0]
+    assert final["p99_s"] == pytest.approx(exact, rel=0.1), (final["p99_s"], exact)
+    assert final["p99_s"] > 0.008                           # the slow worker's requests count
+
 # --------------------------------------------------------------------------- open loop
 def test_open_loop_over_processes_keeps_the_one_process_schedule(redis_server, tmp_path):
     def schedule(processes):

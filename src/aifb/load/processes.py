@@ -182,8 +182,21 @@ async def run_load_processes(run: LoadRun) -> dict:
         last_mark[0] = (now, ok + err)
         log(f"[{(now - (t_go or now)) / G:7.1f} s] {phase:8s} {ok} ok, {err} errors, "
             f"{rate:,.0f} ops/s ({n_proc} processes)")
-        if run.live is not None:   # counts only: the workers keep no latency sample
-            run.live.tick(now, now - (t_go or now), ok, err, phase)
+
+    latest: dict[int, tuple] = {}
+
+    def live(k: int, msg) -> None:
+        """A worker's LiveRelay message: pool its sample values, write the summed counts."""
+        _, now, ok, err, phase, values, stride = msg
+        latest[k] = (now, ok, err, phase)
+        run.live.pool(k, values, stride)
+        write_live()
+
+    def write_live() -> None:
+        rows = latest.values()
+        now = max(v[0] for v in rows)
+        run.live.tick(now, now - t_go, sum(v[1] for v in rows), sum(v[2] for v in rows),
+                      max((v[3] for v in rows), key=PHASES.index))
 
     def handler_for(k: int):
         def handle(msg) -> bool:
@@ -192,6 +205,9 @@ async def run_load_processes(run: LoadRun) -> dict:
                 return True
             if msg[0] == "progress":
                 progress(k, msg)
+                return True
+            if msg[0] == "live":
+                live(k, msg)
                 return True
             if msg[0] == "count":
                 counts[k] = msg[1]
@@ -293,7 +309,8 @@ async def run_load_processes(run: LoadRun) -> dict:
             ch = Channel(mine.detach(), loop, queue, tag=k, handler=handler_for(k))
             chans.append(ch)
             ch.send("init", {"index": k, "run": for_worker, "clients": (lo, hi),
-                             "n_clients_total": n_clients, "shared": shared})
+                             "n_clients_total": n_clients, "shared": shared,
+                             "live": run.live is not None})
         pids = [p.pid for p in procs]
         for k in range(n_proc):
             await expect(k, "ready")
@@ -350,6 +367,9 @@ async def run_load_processes(run: LoadRun) -> dict:
         reap(procs)
         for ch in chans:
             ch.close()
+        if run.live is not None and latest:   # the final counts, whenever the last write was
+            run.live.due = 0
+            write_live()
         if started and any(p is not None for p in parts):
             merged = merge_stats(parts, blocks=blocks, pids=[p.pid for p in procs], load=load,
                                  lost=lost)

@@ -17,6 +17,7 @@ import uvloop
 from aifb.errors import ServiceError
 from aifb.load.engine import Engine
 from aifb.load.figures import G
+from aifb.load.live import LiveRelay
 from aifb.load.processes import Channel
 from aifb.load.share import RequestShare
 from aifb.load.startup import prepare, shut_down, start_clients
@@ -92,6 +93,11 @@ async def serve(fd: int) -> int:
         def progress_cb(now, ok, err, phase):
             ch.send("progress", round((now - msg[1]) / G / interval), now, ok, err, phase)
 
+        def live_cb(now, ok, err, phase, values, stride):
+            ch.send("live", now, ok, err, phase, values, stride)
+
+        # the parent writes a progress file: its figures, a pooled p99 included, twice a second
+        run = run.replace(live=LiveRelay(live_cb) if p["live"] else None)
         share_box[0] = share
         try:
             eng = Engine(run, clients, writer, client_ids=range(lo, hi),
