@@ -37,7 +37,7 @@ class Sampler:
     def __init__(self):
         self.samples: list[int] = []
         self.stride = 1
-        self.offset = 0
+        self.offset = 0    # rows (sample) or pooled values (add) to skip before the next kept
         self.sent = 0      # samples[:sent] were handed on already (LiveRelay)
         self.due = 0       # the engine's ticker calls tick once now >= due
 
@@ -64,7 +64,9 @@ class Sampler:
         """Pool `values` taken every `stride`-th request: kept at this sample's stride."""
         while self.stride < stride:
             self.halve()
-        self.samples.extend(values[::self.stride // stride])
+        r = self.stride // stride   # keep every r-th, counting on across messages (`offset`)
+        self.samples.extend(values[self.offset % r::r])
+        self.offset = (self.offset - len(values)) % r
         if len(self.samples) > MAX_SAMPLES:
             self.halve()
 

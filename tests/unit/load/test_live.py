@@ -109,3 +109,15 @@ def test_pooled_pct_equals_pct_of_the_replicated_values():
     rep = sorted([5, 1, 9, 3] * 4 + [2, 8, 7])
     for q in (0.0, 0.1, 0.37, 0.5, 0.9, 0.99, 1.0):
         assert pooled_pct([a, b], q) == pct(rep, q), q
+
+
+def test_pooling_many_small_messages_keeps_the_stride_honest():
+    """A slow worker's messages carry a value or two: thinning each message on its own would
+    keep the first of every one and give its requests more weight than its stride says."""
+    from aifb.load.live import Sampler
+
+    pool = Sampler()
+    for i in range(20_000):
+        pool.add([i], 1)
+    assert pool.stride > 1 and len(pool.samples) <= MAX_SAMPLES
+    assert abs(len(pool.samples) * pool.stride - 20_000) <= 2 * pool.stride
