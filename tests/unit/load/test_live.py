@@ -100,15 +100,29 @@ def test_pooled_p99_of_two_workers_weighs_each_request_the_same(tmp_path):
 
 
 def test_pooled_pct_equals_pct_of_the_replicated_values():
+    """Each value weighs its stride / the smallest: the percentile is pct's (Hyndman-Fan 7) of
+    the list with every value repeated that often; random small cases, ties and empties."""
+    import random
+
     from aifb.load.figures import pct
     from aifb.load.live import Sampler, pooled_pct
 
-    a, b = Sampler(), Sampler()
-    a.add([5, 1, 9, 3], 4)
-    b.add([2, 8, 7], 1)
-    rep = sorted([5, 1, 9, 3] * 4 + [2, 8, 7])
-    for q in (0.0, 0.1, 0.37, 0.5, 0.9, 0.99, 1.0):
-        assert pooled_pct([a, b], q) == pct(rep, q), q
+    rng = random.Random(1)
+    for _ in range(500):
+        parts = []
+        for _ in range(rng.randint(1, 4)):
+            p = Sampler()
+            p.samples = [rng.randrange(0, 100) for _ in range(rng.randint(0, 30))]
+            p.stride = 2 ** rng.randint(0, 3)
+            parts.append(p)
+        full = [p for p in parts if p.samples]
+        if not full:
+            assert pooled_pct(parts, 0.99) is None
+            continue
+        low = min(p.stride for p in full)
+        rep = sorted(v for p in full for v in p.samples for _ in range(p.stride // low))
+        for q in (0.0, 0.01, 0.37, 0.5, 0.9, 0.99, 1.0):
+            assert pooled_pct(parts, q) == pct(rep, q), (q, rep)
 
 
 def test_pooling_many_small_messages_keeps_the_stride_honest():
