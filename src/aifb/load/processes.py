@@ -43,6 +43,9 @@ from aifb.records import PHASES, RecordWriter
 #      whole lines per batch: the kernel serialises O_APPEND writes on a local file system, so
 #      batches of different processes never interleave inside a line) and sends "done" with
 #      its load_stats and raw samples; the parent merges them.
+#   -> meanwhile, when the parent has a progress file (run.live), each worker sends "live" at
+#      most twice a second: its counts and its latency sample's new values (aifb.load.live
+#      LiveRelay); the parent pools them (LiveLoad.pool) and writes the summed counts and a p99
 #
 # Requests mode (`requests: N`): N is shared (RequestShare / RequestQuota, aifb.load.share): every process
 # keeps its load on until all of them together have completed N measured requests; the window

@@ -1,7 +1,9 @@
 """One worker process of a load spread over `load.processes` (aifb.load.processes): run as
 `python -m aifb.load.worker FD`, it talks to the parent over the socket FD, starts its block of
 clients, runs an engine (aifb.load.engine.Engine) from the parent's common start instant,
-appends its records to the run's requests.jsonl and reports its stats and raw samples."""
+appends its records to the run's requests.jsonl and reports its stats and raw samples. When the
+parent writes a progress file its engine has a LiveRelay (aifb.load.live): counts and the newly
+sampled latencies go to the parent at most twice a second, for the pooled live p99."""
 
 from __future__ import annotations
 
