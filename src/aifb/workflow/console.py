@@ -57,6 +57,8 @@ def progress_line(state: dict, with_bar: bool = True) -> str:
     parts.append(f"p99 {format_seconds(state['p99_s']) if state.get('p99_s') is not None else '-'}")
     errors = state.get("errors") or 0
     parts.append(f"{errors:,} error{'' if errors == 1 else 's'}")
+    if state.get("part"):   # Slurm client jobs: the figures are the benchmark job's share
+        parts.append(f"({state['part']})")
     return " ".join([head, *([bar(fraction)] if with_bar else []), "  ".join(parts)])
 
 

@@ -292,6 +292,9 @@ async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path 
                 share = client_jobs.share0
         if live is not None:
             live.plan(LoadSettings.of(settings))
+            if client_jobs is not None:   # the live figures are this job's clients' only
+                lo, hi = client_jobs.blocks[0]
+                live.pfile.update(part=f"clients {lo + 1}-{hi} of {settings['clients']}")
         # Filled by the engine also when the load is cancelled: an interrupted run keeps its
         # window (warmup_end / measure_end), so its summary never falls back to the records'
         # extent, which would include the warmup.

@@ -28,6 +28,14 @@ def test_a_measuring_line_has_every_figure():
         f"{BID} measuring   6.0/13 s  52,311 req  8,412 req/s  p99 412 µs  3 errors")
 
 
+def test_a_slurm_client_jobs_share_is_labelled_as_such():
+    """With client jobs the benchmark job's figures cover its own clients only: the line says so."""
+    st = dict(MEASURING, part="clients 1-2 of 4")
+    assert progress_line(st, with_bar=False) == (
+        f"{BID} measuring   6.0/13 s  52,311 req  8,412 req/s  p99 412 µs  3 errors  "
+        "(clients 1-2 of 4)")
+
+
 def test_requests_mode_counts_towards_the_planned_requests():
     st = dict(MEASURING, planned_s=None, planned_requests=100000, p99_s=None, errors=1)
     assert progress_line(st) == (
