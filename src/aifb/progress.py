@@ -16,7 +16,8 @@ Fields: id, phase, elapsed_s (since the load started, by the writer's clock, so 
 another node needs no common clock), planned_s (warmup + duration + cooldown) or
 planned_requests, requests (completed, every phase), errors, rate (completions/s over the last
 second or so), p99_s (of a sample of the measured ok requests so far, every process's requests
-weighed alike; the summary's is exact), updated (epoch s). A reader tolerates a missing or half-known file (returns None).
+weighed alike; the summary's is exact), updated (epoch s); part, when a Slurm run splits its clients over client jobs: which clients
+the figures cover (the benchmark job's own; the other jobs' figures reach it only at the end). A reader tolerates a missing or half-known file (returns None).
 """
 
 from __future__ import annotations
