@@ -19,6 +19,7 @@ from aifb.credentials import service_secrets, with_run_password
 from aifb.endpoints import redact
 from aifb.errors import ServiceError
 from aifb.load.engine import run_load
+from aifb.load.settings import LoadSettings
 from aifb.services import get_service
 from aifb.slurm.service_launcher import SlurmServiceLauncher
 from aifb.workflow.recipe import load_settings
@@ -112,10 +113,11 @@ class Deployed:
 
 
 async def benchmark(run: dict, run_dir: Path, clock, log, target: dict, *, save, identity,
-                    stats_out: dict) -> tuple[dict, list[str]]:
+                    stats_out: dict, live=None) -> tuple[dict, list[str]]:
     """Deploy, load, tear down; returns (load_stats, the services that died during the load);
     raises ServiceError on a failed start.
-    `save(run_dir, run)` checkpoints run.json; `identity` is the run's for its clients."""
+    `save(run_dir, run)` checkpoints run.json; `identity` is the run's for its clients; `live`
+    (aifb.load.live.LiveLoad or None) the progress file's figures."""
     recipe = run["recipe"]
     run["telemetry"] = None  # not yet for pipelines (docs/pipelines.md)
     deployed = Deployed(recipe, run_dir, target, run["benchmark_id"], log)
@@ -127,11 +129,13 @@ async def benchmark(run: dict, run_dir: Path, clock, log, target: dict, *, save,
                 run["service"]["services"][name].update(desc)
             save(run_dir, run)
         settings = load_settings(recipe)
+        if live is not None:
+            live.plan(LoadSettings.of(settings))
         stats = await run_load(kind=KIND, endpoint="pipeline", workload=deployed.workload(recipe),
                                load=settings, seed=recipe.get("seed", 42),
                                records_path=run_dir / "requests.jsonl", clock=clock,
                                secrets=deployed.secrets, log=log, stats_out=stats_out,
-                               identity=identity)
+                               identity=identity, live=live)
         return stats, deployed.dead()
     finally:
         await deployed.teardown()

@@ -240,7 +240,7 @@ async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path 
                      live: LiveLoad | None = None) -> None:
     recipe = run["recipe"]
     if pipeline_run.is_pipeline(recipe):
-        await _pipeline(run, run_dir, clock, log, root)
+        await _pipeline(run, run_dir, clock, log, root, live)
         return
     spec = dict(recipe["service"], name=recipe["name"])
     records_path = run_dir / "requests.jsonl"
@@ -339,7 +339,8 @@ async def _benchmark(run: dict, run_dir: Path, clock: RunClock, log, root: Path 
                 run["service"].update(service.describe())
 
 
-async def _pipeline(run: dict, run_dir: Path, clock: RunClock, log, root: Path | None) -> None:
+async def _pipeline(run: dict, run_dir: Path, clock: RunClock, log, root: Path | None,
+                    live: LiveLoad | None) -> None:
     """_benchmark for a pipeline recipe (aifb.workflow.pipeline_run), with the same statuses."""
     stats_out: dict = {}
     try:
@@ -347,7 +348,7 @@ async def _pipeline(run: dict, run_dir: Path, clock: RunClock, log, root: Path |
         run["target_config"] = _target_record(target)
         stats, died = await pipeline_run.benchmark(run, run_dir, clock, log, target,
                                                    save=save_run, identity=run_identity(run),
-                                                   stats_out=stats_out)
+                                                   stats_out=stats_out, live=live)
         _finish_load(run, stats, "; ".join(died) + "; records up to then are kept" if died else None)
     except asyncio.CancelledError:
         _cancelled(run, run_dir, stats_out)
@@ -405,7 +406,9 @@ def run_benchmark(benchmark_id: str, *, root: Path | None = None, log=None) -> d
     clock = RunClock()
     run = initial_run_record(benchmark_id, entry, clock)
     pfile = ProgressFile.for_benchmark(benchmark_id)
-    pfile.update(phase="deploying", kind=entry["recipe"]["service"]["kind"])
+    recipe = entry["recipe"]
+    pfile.update(phase="deploying", kind=pipeline_run.KIND if pipeline_run.is_pipeline(recipe)
+                 else recipe["service"]["kind"])
     live = LiveLoad(pfile) if pfile.enabled else None
     save_run(run_dir, run)
     log(f"{benchmark_id}: {entry['recipe']['name']} -> {run_dir}")
