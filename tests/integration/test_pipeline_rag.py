@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -233,3 +234,36 @@ def test_capacity_search_of_a_pipeline_judges_e2e_and_stage_figures(tmp_path):
     assert st["why"].startswith("missed stage.fetch.p99 < 1us"), st["why"]
     assert st["slo"][1]["value"] == s["stages"]["fetch"]["latency_s"]["p99"] > 1e-6
 
+
+def test_rerun_of_a_pipeline_redeploys_every_service_and_compares(tmp_path):
+    """The original measured in process (runner + summary, what the rules call), then `aifb
+    rerun ID` through Snakemake, as tests/integration/test_sweep_workflow.py reruns a point:
+    every service deployed again and torn down, the comparison on the end-to-end latency
+    with each stage's figures beside it."""
+    ws = make_workspace(tmp_path)
+    recipe = small_recipe()
+    recipe["load"].update(duration="2s", warmup="0s")
+    first = registry.allocate(registry.make_entry(validate(recipe)), ws)
+    assert in_process_step(ws)(first) == 0
+    proc = aifb(ws, "rerun", first, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert re.search(r"\b(reproduced|not reproduced)\b", out), out
+    assert "; stage p99: retrieve " in out and ", generate " in out, out
+    new = benchmark_id_from(proc.stdout)
+    orig_run, run = (read_json(ws / "results" / b / "run.json") for b in (first, new))
+    assert run["status"] == "completed" and run["rerun_of"] == first, run["reason"]
+    assert run["recipe_hash"] == orig_run["recipe_hash"]
+    services_down(run)
+    pids = {n: s["pid"] for n, s in orig_run["service"]["services"].items()}
+    assert {n: s["pid"] for n, s in run["service"]["services"].items()}.keys() == pids.keys()
+    assert all(run["service"]["services"][n]["pid"] != p for n, p in pids.items())
+    s = read_json(ws / "results" / new / "summary.json")
+    c = read_json(ws / "reports" / new / "comparison.json")
+    assert c["verdict"] in ("reproduced", "not reproduced"), c
+    assert next(m for m in c["metrics"] if m["metric"] == "p99")["rerun"] == s["latency_s"]["p99"]
+    stages = {st["stage"]: st for st in c["stages"]["compared"]}
+    assert list(stages) == ["retrieve", "fetch", "generate"]
+    assert stages["retrieve"]["rerun"]["p99"] == s["stages"]["retrieve"]["latency_s"]["p99"]
+    md = (ws / "reports" / new / "report.md").read_text()
+    assert "Reproducibility" in md and "### Pipeline stages" in md
