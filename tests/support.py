@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from aifb.analysis.summary import write_summary
 from aifb.records import read_records
 from aifb.schemas import validation_errors
+from aifb.workflow.runner import run_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -285,3 +287,13 @@ def check_records(path: Path, stats: dict) -> list[dict]:
         prev_phase, prev_end = PHASE_ORDER[r["phase"]], r["t_end"]
         assert r["ok"] == (r["error"] is None)
     return recs
+
+
+def in_process_step(ws):
+    """A capacity step measured with the real runner and summary in this process (what the
+    Snakemake rules call), without Snakemake's start-up per step."""
+    def step(bid: str) -> int:
+        out = run_benchmark(bid, root=ws, log=lambda m: None)
+        write_summary(ws / "results" / bid, ws / "results" / bid / "summary.json")
+        return 0 if out["status"] == "completed" else 1
+    return step

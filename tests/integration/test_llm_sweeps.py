@@ -13,10 +13,8 @@ import json
 import pytest
 import yaml
 
-from aifb.analysis.summary import write_summary
 from aifb.workflow.capacity import run_capacity
-from aifb.workflow.runner import run_benchmark
-from support import aifb, make_workspace, read_json
+from support import aifb, in_process_step, make_workspace, read_json
 from test_llm_fakes import start_openai, stop
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slow]
@@ -250,16 +248,6 @@ def test_embedding_sweeps_report_inputs_per_second(swept):
 
 
 # ----------------------------------------------------------------------------- capacity, in process
-
-def in_process_step(ws):
-    """A capacity step measured with the real runner and summary in this process (what the
-    Snakemake rules call), without Snakemake's start-up per step."""
-    def step(bid: str) -> int:
-        out = run_benchmark(bid, root=ws, log=lambda m: None)
-        write_summary(ws / "results" / bid, ws / "results" / bid / "summary.json")
-        return 0 if out["status"] == "completed" else 1
-    return step
-
 
 @pytest.mark.parametrize("name,param,start,maximum", [
     ("chat_closed", "load.concurrency", 1, 2), ("chat_open", "load.rate", 4, 8),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -21,9 +22,11 @@ from aifb.schemas import validation_errors
 from aifb.services.llamacpp import find_llama_server
 from aifb.workflow import registry
 from aifb.workflow.recipe import validate
+from aifb.workflow.capacity import run_capacity
 from aifb.workflow.runner import run_benchmark
 from aifb.workflow.sweep import missing_locally
-from support import REPO, aifb, benchmark_id_from, make_workspace, pid_alive, read_json, require
+from support import (REPO, aifb, benchmark_id_from, in_process_step, make_workspace, pid_alive,
+                     read_json, require)
 
 pytestmark = [pytest.mark.slow, pytest.mark.workflow]
 RAG = yaml.safe_load((REPO / "recipes" / "recipe_rag_1client.yaml").read_text())
@@ -194,3 +197,75 @@ def test_an_embed_stage_searches_with_the_questions_embedding(tmp_path):
         # HNSW over 16 vectors finds the exact top-4 but for near ties (a question embedded
         # alone, the truth from its batch of 16: the two vectors differ in the last bits)
         assert r["stages"]["retrieve"]["recall"] >= 0.75 and r["stages"]["retrieve"]["hits"] == 4
+
+
+def test_capacity_search_of_a_pipeline_judges_e2e_and_stage_figures(tmp_path):
+    """`mode: capacity` over load.clients of the RAG recipe, each step measured by the real
+    runner and summary in this process (what the Snakemake rules call): 2 steps of 4 s. The
+    rules are generous (the machine is shared): what is checked is that each step's verdict
+    reads the pipeline's end-to-end p99 and its retrieve stage's p99."""
+    ws = make_workspace(tmp_path)
+    (ws / "recipes" / "rag.yaml").write_text(yaml.safe_dump(small_recipe()))
+    slo = ["p99 < 60s", "stage.retrieve.p99 < 10s"]
+    spec = {"mode": "capacity", "recipe": "recipes/rag.yaml", "param": "load.clients",
+            "start": 1, "max": 2, "slo": slo, "version": 1,
+            # 4 s: a request takes 1-2 s at 2 clients on the
+            # shared machine, and a step needs requests that end inside its window
+            "set": ["load.duration=4s", "load.warmup=0s", "load.concurrency=1"]}
+    res = run_capacity("rag_capacity", spec, root=ws, log=lambda m: None,
+                       run_step=in_process_step(ws))
+    assert [st["level"] for st in res["steps"]] == [1, 2], res["steps"]
+    assert res["max_reached"] and res["capacity"] == 2, res["steps"]
+    for st in res["steps"]:
+        run = read_json(ws / "results" / st["benchmark_id"] / "run.json")
+        assert run["status"] == "completed" and run["recipe"]["load"]["clients"] == st["level"]
+        services_down(run)
+        s = read_json(ws / "results" / st["benchmark_id"] / "summary.json")
+        rules = {r["rule"]: r for r in st["slo"]}
+        assert rules["p99 < 60s"]["value"] == s["latency_s"]["p99"] == st["p99"]
+        assert rules["stage.retrieve.p99 < 10s"]["value"] == s["stages"]["retrieve"]["latency_s"]["p99"]
+        assert st["verdict"] == "pass" and "stage.retrieve.p99" in st["why"], st
+    assert "Capacity search: rag_capacity" in (ws / res["report_dir"] / "report.md").read_text()
+    # a stage rule no request meets fails the first step on that stage's figure alone
+    spec = {**spec, "slo": ["p99 < 60s", "stage.fetch.p99 < 1us"]}
+    res = run_capacity("rag_capacity_fetch", spec, root=ws, log=lambda m: None,
+                       run_step=in_process_step(ws))
+    (st,) = res["steps"]
+    assert res["none_passed"] and st["verdict"] == "fail", st
+    s = read_json(ws / "results" / st["benchmark_id"] / "summary.json")
+    assert st["why"].startswith("missed stage.fetch.p99 < 1us"), st["why"]
+    assert st["slo"][1]["value"] == s["stages"]["fetch"]["latency_s"]["p99"] > 1e-6
+
+
+def test_rerun_of_a_pipeline_redeploys_every_service_and_compares(tmp_path):
+    """The original measured in process (runner + summary, what the rules call), then `aifb
+    rerun ID` through Snakemake, as tests/integration/test_sweep_workflow.py reruns a point:
+    every service deployed again and torn down, the comparison on the end-to-end latency
+    with each stage's figures beside it."""
+    ws = make_workspace(tmp_path)
+    recipe = small_recipe()
+    recipe["load"].update(duration="3s", warmup="0s")
+    first = registry.allocate(registry.make_entry(validate(recipe)), ws)
+    assert in_process_step(ws)(first) == 0
+    proc = aifb(ws, "rerun", first, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert re.search(r"\b(reproduced|not reproduced)\b", out), out
+    assert "; stage p99: retrieve " in out and ", generate " in out, out
+    new = benchmark_id_from(proc.stdout)
+    orig_run, run = (read_json(ws / "results" / b / "run.json") for b in (first, new))
+    assert run["status"] == "completed" and run["rerun_of"] == first, run["reason"]
+    assert run["recipe_hash"] == orig_run["recipe_hash"]
+    services_down(run)
+    pids = {n: s["pid"] for n, s in orig_run["service"]["services"].items()}
+    assert {n: s["pid"] for n, s in run["service"]["services"].items()}.keys() == pids.keys()
+    assert all(run["service"]["services"][n]["pid"] != p for n, p in pids.items())
+    s = read_json(ws / "results" / new / "summary.json")
+    c = read_json(ws / "reports" / new / "comparison.json")
+    assert c["verdict"] in ("reproduced", "not reproduced"), c
+    assert next(m for m in c["metrics"] if m["metric"] == "p99")["rerun"] == s["latency_s"]["p99"]
+    stages = {st["stage"]: st for st in c["stages"]["compared"]}
+    assert list(stages) == ["retrieve", "fetch", "generate"]
+    assert stages["retrieve"]["rerun"]["p99"] == s["stages"]["retrieve"]["latency_s"]["p99"]
+    md = (ws / "reports" / new / "report.md").read_text()
+    assert "Reproducibility" in md and "### Pipeline stages" in md

@@ -16,6 +16,10 @@ A run that did not complete (failed, partial, running) cannot be compared: the v
 states (workload.cache: cold | warm; `cache_state`): the index and sweep reports flag such
 pairs with `cache_states_note`.
 
+A pipeline's verdict is on its end-to-end figures (summary.json latency_s); its stages are
+compared beside them by aifb.analysis.compare_stages (under `stages`; a stage's p99 outside the
+p99 tolerance is a warning, never the verdict).
+
 The server block (server telemetry) is compared too, by aifb.analysis.compare_server: its key
 figures with their deltas under `server`; one outside its tolerance is a warning, never the
 verdict.
@@ -26,7 +30,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from aifb.analysis import compare_server
+from aifb.analysis import compare_server, compare_stages
 from aifb.jsonio import write_json, write_text
 from aifb.stats import t_quantile
 from aifb.units import format_metric
@@ -151,7 +155,8 @@ def compare_runs(original: dict, rerun: dict, *, tolerance: dict | None = None,
     repeat_spread: {"n": repeats, "rps": spread, "p50": spread, "p99": spread} (relative spreads).
     Returns {original, rerun, metrics: [{metric, original, rerun, delta, rel_delta, tolerance,
     within}], verdict ("reproduced" | "not reproduced" | "not comparable"), reason,
-    out_of_tolerance, tolerance_source, line, server (aifb.analysis.compare_server), warnings}.
+    out_of_tolerance, tolerance_source, line, server (aifb.analysis.compare_server), stages
+    (aifb.analysis.compare_stages), warnings}.
     """
     oid = original.get("benchmark_id") or "original"
     rid = rerun.get("benchmark_id") or "rerun"
@@ -188,6 +193,7 @@ def compare_runs(original: dict, rerun: dict, *, tolerance: dict | None = None,
         metrics.append(item)
 
     server = compare_server.compare_server(original, rerun, oid, rid)
+    stages = compare_stages.compare_stages(original, rerun, tol["p99"])
     parts = [f"{m['metric']} {_signed_pct(m['rel_delta'])} "
              f"{'within' if m['within'] else 'outside'} ±{_pct(m['tolerance'])}"
              for m in metrics if m["within"] is not None]
@@ -203,12 +209,15 @@ def compare_runs(original: dict, rerun: dict, *, tolerance: dict | None = None,
     else:
         verdict, reason = "reproduced", None
         line = f"{rid} vs {oid}: reproduced{detail}"
+    if stages and stages["compared"]:
+        line += "; stage p99: " + compare_stages.line(stages)
     return {"original": oid, "rerun": rid,
             "original_status": original.get("status"), "rerun_status": rerun.get("status"),
             "metrics": metrics, "verdict": verdict, "reason": reason,
             "out_of_tolerance": out_of, "tolerance_source": source,
             "repeat_spread": repeat_spread, "line": line,
-            "server": server, "warnings": server["warnings"]}
+            "server": server, "stages": stages,
+            "warnings": server["warnings"] + (stages or {}).get("warnings", [])}
 
 
 def render_markdown(comparison: dict) -> str:
@@ -234,6 +243,7 @@ def render_markdown(comparison: dict) -> str:
     elif c["verdict"] == "not reproduced":
         out += ["", f"Out of tolerance: {', '.join(c['out_of_tolerance'])}."]
     out.append("")
+    out += compare_stages.markdown(c.get("stages"))
     out += compare_server.markdown(c.get("server"))
     return "\n".join(out)
 

@@ -407,8 +407,9 @@ def run_benchmark(benchmark_id: str, *, root: Path | None = None, log=None) -> d
     run = initial_run_record(benchmark_id, entry, clock)
     pfile = ProgressFile.for_benchmark(benchmark_id)
     recipe = entry["recipe"]
-    pfile.update(phase="deploying", kind=pipeline_run.KIND if pipeline_run.is_pipeline(recipe)
-                 else recipe["service"]["kind"])
+    # a pipeline has services, not one service: its progress line says "pipeline"
+    pfile.update(phase="deploying", kind=(pipeline_run.KIND if pipeline_run.is_pipeline(recipe)
+                                          else recipe["service"]["kind"]))
     live = LiveLoad(pfile) if pfile.enabled else None
     save_run(run_dir, run)
     log(f"{benchmark_id}: {entry['recipe']['name']} -> {run_dir}")

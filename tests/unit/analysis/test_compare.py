@@ -245,3 +245,31 @@ def test_no_server_block_is_said_not_compared(tmp_path):
     js, md = write_comparison(c, tmp_path)
     assert json.loads(js.read_text())["server"]["note"] == c["server"]["note"]
     assert "Not compared:" in md.read_text()
+
+
+def with_stages(summary: dict, p99s: dict) -> dict:
+    return {**summary, "stages": {n: {"latency_s": {"p50": p / 2, "p99": p},
+                                      "share_of_e2e": p / summary["latency_s"]["p99"]}
+                                  for n, p in p99s.items()}}
+
+
+def test_a_pipelines_stages_are_compared_beside_its_e2e_verdict():
+    a = with_stages(summ("BM-1", 10, 0.5, 1.0), {"retrieve": 0.01, "generate": 0.8})
+    b = with_stages(summ("BM-2", 10, 0.5, 1.0), {"retrieve": 0.02, "generate": 0.8})
+    c = compare_runs(a, b)
+    assert c["verdict"] == "reproduced"          # on the end-to-end figures
+    rows = {r["stage"]: r for r in c["stages"]["compared"]}
+    assert rows["retrieve"]["rel_delta"]["p99"] == pytest.approx(1.0)
+    assert rows["retrieve"]["within"] is False and rows["generate"]["within"] is True
+    assert c["warnings"] == [c["stages"]["warnings"][0]]
+    assert c["warnings"][0].startswith("stage retrieve p99 10 ms -> 20 ms (+100%, outside ±30%)")
+    assert c["line"].endswith("; stage p99: retrieve +100% (outside the p99 tolerance), "
+                              "generate +0%")
+    md = render_markdown(c)
+    assert "### Pipeline stages" in md and "| retrieve | 5 ms | 10 ms | 10 ms | 20 ms | +100.0% |" in md
+
+
+def test_runs_without_stages_have_no_stage_comparison():
+    c = compare_runs(summ("BM-1", 10, 0.5, 1.0), summ("BM-2", 10, 0.5, 1.0))
+    assert c["stages"] is None and "stage" not in c["line"]
+    assert "Pipeline stages" not in render_markdown(c)
