@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -74,13 +75,26 @@ def run_snakemake(targets: list[str], profile: str, extra: list[str] | None = No
     return rc
 
 
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt
+
+
 def _wait(proc: subprocess.Popen) -> int:
+    # SIGTERM (a batch system, `timeout`, killpg) is handled as SIGINT: this process must not
+    # exit while Snakemake still stops its jobs and their services - with Snakemake's output in
+    # a log file, nothing else would keep the caller waiting for that teardown.
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupted) if main else None
     try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        # The terminal sent SIGINT to Snakemake too; let it stop its jobs (and their services).
         try:
-            return proc.wait(timeout=60)
-        except (subprocess.TimeoutExpired, KeyboardInterrupt):
-            proc.send_signal(signal.SIGTERM)
             return proc.wait()
+        except KeyboardInterrupt:
+            # The signal reached Snakemake too (the process group); let it stop its jobs.
+            try:
+                return proc.wait(timeout=60)
+            except (subprocess.TimeoutExpired, KeyboardInterrupt):
+                proc.send_signal(signal.SIGTERM)
+                return proc.wait()
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
