@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from aifb import endpoints
-from aifb.clients.pipeline import stage_problems, stage_workload
+from aifb.pipeline_stages import stage_problems, stage_workload
 from aifb.clients.llm.trace import arrival_offsets_ns, offered_rate, read_trace
 from aifb.errors import ConfigError, RecipeError, ServiceError
 from aifb.load.settings import (DEFAULT_ARRIVAL, DEFAULT_CONCURRENCY, DEFAULT_PROCESSES,
@@ -256,7 +256,7 @@ def _kind_workload_errors(kind, workload, prefix: str) -> list[str]:
 
 def pipeline_errors(recipe: dict) -> list[str]:
     """A pipeline recipe's workload: its schema (pipeline.schema.yaml), the stages' references
-    (aifb.clients.pipeline.stage_problems: unknown service or stage, an input from a later
+    (aifb.pipeline_stages.stage_problems: unknown service or stage, an input from a later
     stage, an op the service's kind cannot do), and each stage's workload against its kind's
     schema."""
     wl = recipe.get("workload")
