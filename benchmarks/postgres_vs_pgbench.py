@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from secrets import token_urlsafe
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
@@ -53,6 +54,11 @@ def nearest_rank(sorted_vals: list, q: float) -> float:
     return sorted_vals[max(0, math.ceil(q * len(sorted_vals)) - 1)] if sorted_vals else float("nan")
 
 
+# The service requires a password (scram-sha-256); one random one for this script's cluster, in
+# the environment only, read by the service, by pgbench (PGPASSWORD) and by aifb's client.
+PASSWORD_ENV = "AIFB_PGBENCH_COMPARE_PASSWORD"
+
+
 def pgbench_bin() -> str | None:
     found = shutil.which("pgbench")
     if found:
@@ -62,7 +68,8 @@ def pgbench_bin() -> str | None:
 
 
 def pgbench(pgb: str, port: int, db: str, args: list[str], workdir: Path, timeout: float):
-    env = dict(os.environ, PGHOST="127.0.0.1", PGPORT=str(port), PGUSER="postgres")
+    env = dict(os.environ, PGHOST="127.0.0.1", PGPORT=str(port), PGUSER="postgres",
+               PGPASSWORD=os.environ[PASSWORD_ENV])
     return subprocess.run([pgb, *args, db], capture_output=True, text=True, cwd=workdir,
                           env=env, timeout=timeout)
 
@@ -103,7 +110,8 @@ def aifb_run(endpoint: str, c: int, seconds: float, scale: int, workdir: Path, n
         load={"clients": 1, "concurrency": c, "rate": None, "arrival": "poisson",
               "duration_s": seconds, "requests": None, "warmup_s": 0.5, "cooldown_s": 0.0,
               "timeout_s": 10.0},
-        seed=42, records_path=path, clock=RunClock(), log=lambda m: None)
+        seed=42, records_path=path, clock=RunClock(), log=lambda m: None,
+        secrets={"password": os.environ[PASSWORD_ENV]})
     lat, n_err = [], 0
     for r in iter_records(path):
         if r["phase"] == "measure":
@@ -141,7 +149,9 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_term)
     workdir = Path(tempfile.mkdtemp(prefix="aifb-pgvpgb-"))
     os.chmod(workdir, 0o755)  # the cluster's user (postgres, when run as root) must reach it
-    svc = PostgresService({"kind": "postgres", "name": "pgbench-compare"}, workdir / "service",
+    os.environ[PASSWORD_ENV] = token_urlsafe(24)
+    svc = PostgresService({"kind": "postgres", "name": "pgbench-compare", "password_env": PASSWORD_ENV},
+                          workdir / "service",
                           workdir / "service.log")
     results = {}
     loop = asyncio.new_event_loop()
