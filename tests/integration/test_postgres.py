@@ -233,7 +233,7 @@ def test_mixed_workload_really_runs_on_the_server(pg_cluster, tmp_path):
     b = run(sql(endpoint, password, "SELECT sum(bbalance) FROM mix_branches"))
     assert t == b and stats["client"]["statements"]["tpcb"][0] == "BEGIN"
     d = stats["client"]
-    assert d["driver"].startswith("asyncpg") and d["rows"]["accounts"] == 2000
+    assert d["driver"].startswith("aifb.clients.pgwire") and d["rows"]["accounts"] == 2000
     assert d["server_settings"]["fsync"] == "off" and password not in json.dumps(d)
 
 
@@ -273,6 +273,42 @@ def test_existing_tables_are_checked_not_loaded(pg_cluster, tmp_path):
     stats = run_load_sync(workload={"table_prefix": "small_", "table_rows": 100, "prepare": False,
                                     "ops": {"select": 1, "update": 1}}, **kw)
     assert stats["measured"]["errors"] == 0 and stats["measured"]["ok"] > 10
+
+
+@needs_pg
+def test_a_failing_transaction_is_rolled_back_named_and_the_connection_goes_on(pg_cluster, tmp_path):
+    """tpcb against a history table that refuses negative deltas (a CHECK constraint): about
+    half the transactions fail at their INSERT, after three UPDATEs. Each is recorded under
+    the server's error name, rolled back (the tellers' balances equal the sum of the deltas
+    of the history rows: no failed transaction left an UPDATE behind), and its connection
+    goes on with the next transaction."""
+    endpoint, password = pg_cluster
+    kw = dict(kind="postgres", endpoint=endpoint, seed=5, clock=RunClock(),
+              secrets={"password": password}, log=lambda m: None)
+    run_load_sync(workload={"table_prefix": "chk_", "table_rows": 1000, "ops": {"select": 1}},
+                  load=load(duration="0.1s", warmup="0s"), records_path=tmp_path / "p.jsonl", **kw)
+    run(sql(endpoint, password, "ALTER TABLE chk_history ADD CONSTRAINT positive CHECK (delta > 0)"))
+    path = tmp_path / "r.jsonl"
+    stats = run_load_sync(workload={"table_prefix": "chk_", "table_rows": 1000, "prepare": False,
+                                    "ops": {"tpcb": 1}},
+                          load=load(duration="1s", warmup="0s", concurrency=2),
+                          records_path=path, **kw)
+    recs = records(path)
+    ok = [r for r in recs if r["ok"]]
+    failed = [r for r in recs if not r["ok"]]
+    assert len(ok) > 20 and len(failed) > 20, stats["measured"]
+    assert {r["error"]["type"] for r in failed} == {"CheckViolationError"}
+    assert "positive" in failed[0]["error"]["message"]
+    for worker in (0, 1):  # the same connection went on after its failures
+        mine = sorted((r for r in recs if r["worker"] == worker), key=lambda r: r["t_start"])
+        first_error = next(i for i, r in enumerate(mine) if not r["ok"])
+        assert any(r["ok"] for r in mine[first_error:])
+    assert not any(r["op"] == "connect" for r in recs)  # rolled back, not reconnected
+    n_hist = run(sql(endpoint, password, "SELECT count(*) FROM chk_history"))
+    assert n_hist == len(ok)
+    tellers = run(sql(endpoint, password, "SELECT sum(tbalance) FROM chk_tellers"))
+    deltas = run(sql(endpoint, password, "SELECT sum(delta) FROM chk_history"))
+    assert tellers == deltas
 
 
 @needs_pg
@@ -412,6 +448,6 @@ def test_recipe_end_to_end_through_aifb_run(tmp_path):
     summary = read_json(ws / "results" / bid / "summary.json")
     assert set(summary["throughput"]["per_op"]) == {"select", "update", "insert", "tpcb"}
     assert summary["requests"]["errors"] == 0 and summary["throughput"]["rps"] > 50
-    assert run_json["clients"]["implementation"]["driver"].startswith("asyncpg")
+    assert run_json["clients"]["implementation"]["driver"].startswith("aifb.clients.pgwire")
     md = (ws / "reports" / bid / "report.md").read_text()
     assert "postgres" in md and "tpcb" in md

@@ -1,10 +1,14 @@
-"""PostgreSQL: asyncpg, one connection per worker, named prepared statements.
+"""PostgreSQL: one connection per worker, named prepared statements, callback driven.
 
-Why asyncpg: it speaks the extended query protocol from Cython with binary I/O; on these
-machines one asyncpg process answers a point SELECT at ~38k/s with c=1 (pgbench -S with the
-simple protocol: ~21k/s), so the server, not the client, is what gets measured. Every statement
-of the hot path is prepared once per connection (Parse), then only Bind/Execute travel: the
-server's parser and planner are out of the measurement (as with `pgbench -M prepared`).
+The requests go over aifb.clients.pgwire, a small implementation of the protocol on
+asyncio.Protocol: every statement of the hot path is prepared once per connection (Parse, sent
+with the connection's first request), then a request is one write of Bind/Execute/Sync and its
+reply is parsed in data_received - no coroutine, task or future per request, so the client's
+own cost stays below the server's (asyncpg's awaited fetchrow cost ~76 µs of client CPU per
+point SELECT on these machines, this ~40 µs; benchmarks/README.md, "PostgreSQL client", has
+the figures and the commands). The server's parser and planner are out of the
+measurement, as with `pgbench -M prepared`. asyncpg does the rest, off the hot path: the
+probe, the checks of existing tables, the server's settings, loading the tables with COPY.
 
 Endpoint: postgresql://[user@]host[:port][/database] (postgres:// too). The user defaults to
 `postgres`, the database to the user name (libpq's rule). The password comes from
@@ -43,7 +47,8 @@ from aifb import endpoints
 from aifb.clock import now_ns
 from aifb.errors import ServiceError
 from aifb.clients import register
-from aifb.clients.base import CoroutineClient, OpMix, RequestError
+from aifb.clients.base import OpMix, RequestError
+from aifb.clients.pgwire import PgError, Statement, open_connection, query_message
 
 DEFAULT_PORT = 5432
 DEFAULT_USER = "postgres"
@@ -116,29 +121,35 @@ def connect_error(exc: BaseException, ep: Endpoint, timeout_s: float) -> Request
     """A connection failure as a short, secret-free RequestError naming the endpoint."""
     asyncpg = _asyncpg()
     where = f"postgres at {ep.label}"
-    pe = asyncpg.exceptions
-    if isinstance(exc, pe.InvalidPasswordError) and not ep.password:
+    # asyncpg's exception classes and PgError's names for them are the same names
+    server_error = isinstance(exc, (asyncpg.PostgresError, PgError))
+    name = exc.name if isinstance(exc, PgError) else type(exc).__name__
+    no_password = (name == "InvalidPasswordError" and not ep.password) or (
+        isinstance(exc, RequestError) and exc.type == "NoPassword")
+    if no_password:
         return RequestError("AuthError", f"{where} asks for a password for user {ep.user!r} and "
                             "none was given (set service.password_env or password_file)")
-    if isinstance(exc, pe.InvalidPasswordError):
+    if name == "InvalidPasswordError":
         return RequestError("AuthError", f"{where} rejected the password for user {ep.user!r} "
                             "(password authentication failed): check service.password_env / "
                             "password_file")
-    if isinstance(exc, pe.InvalidAuthorizationSpecificationError):
+    if name == "InvalidAuthorizationSpecificationError":
         return RequestError("AuthError", f"{where} refused user {ep.user!r}: "
                             f"{ep.scrub(exc)[:160]}")
-    if isinstance(exc, pe.InvalidCatalogNameError):
+    if name == "InvalidCatalogNameError":
         return RequestError("NoSuchDatabase", f"{where}: database {ep.database!r} does not exist")
-    if isinstance(exc, pe.TooManyConnectionsError):
+    if name == "TooManyConnectionsError":
         return RequestError("TooManyConnections",
                             f"{where} refused a connection: too many clients ("
                             f"{ep.scrub(exc)[:100]}); lower load.clients x "
                             "load.concurrency or raise the server's max_connections")
-    if isinstance(exc, pe.CannotConnectNowError):
+    if name == "CannotConnectNowError":
         return RequestError("NotReady", f"{where} is not accepting connections yet: "
                             f"{ep.scrub(exc)[:120]}")
-    if isinstance(exc, pe.PostgresError):
-        return RequestError(type(exc).__name__, f"{where}: {ep.scrub(exc)[:160]}")
+    if server_error:
+        return RequestError(name, f"{where}: {ep.scrub(exc)[:160]}")
+    if isinstance(exc, RequestError):
+        return RequestError(exc.type, f"{where}: {ep.scrub(exc.message)[:160]}")
     if isinstance(exc, ConnectionRefusedError):
         return RequestError("ConnectionRefused", f"cannot reach {where}: connection refused")
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
@@ -173,6 +184,17 @@ async def connect(ep: Endpoint, timeout_s: float = CONNECT_TIMEOUT_S):
         raise connect_error(exc, ep, timeout_s) from None
 
 
+async def open_wire(ep: Endpoint, timeout_s: float = CONNECT_TIMEOUT_S):
+    """One aifb.clients.pgwire connection (the requests' path); RequestError on failure."""
+    try:
+        return await open_connection(ep.host, ep.port, ep.user, ep.database, ep.password,
+                                     timeout_s, ep.label)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a clear message
+        raise connect_error(exc, ep, timeout_s) from None
+
+
 async def server_facts(conn) -> dict:
     rows = await conn.fetch("SELECT name, current_setting(name) AS value FROM pg_settings "
                             "WHERE name = ANY($1::text[]) ORDER BY name", list(SERVER_SETTINGS))
@@ -198,19 +220,75 @@ def sizing(wl: dict) -> tuple[int, int, int]:
     return branches, branches * TELLERS_PER_SCALE, accounts
 
 
-class _Stmts:
-    __slots__ = ("select", "update", "insert", "t_upd_acc", "t_sel_acc", "t_upd_tel", "t_upd_br",
-                 "t_ins_hist", "begin", "commit", "rollback")
+class _Work:
+    """One worker's request in flight: its op, the engine's callback and, for tpcb, the
+    statements still to run. One per worker, reused: a request allocates only its message
+    bytes and its result tuple."""
+
+    __slots__ = ("client", "worker", "op", "aid", "done", "steps", "error", "reply")
+
+    def __init__(self, client: "PostgresClient", worker: int):
+        self.client = client
+        self.worker = worker
+        self.op = "?"
+        self.aid = 0
+        self.done = None
+        self.steps: list | None = None     # tpcb: the statements still to send, last first
+        self.error: PgError | None = None  # tpcb: the failed statement's error, being rolled back
+        self.reply = self.on_reply
+
+    def on_reply(self, rows: int, tag: bytes, error: PgError | None, t_end: int) -> None:
+        """The connection's callback: the statement's reply is complete (or the connection lost:
+        no error and no tag)."""
+        c = self.client
+        conn = c.conn(self.worker)
+        op = self.op
+        if error is None and tag:                      # the statement went through
+            c.prepared[self.worker] = True
+            if self.error is not None:                 # the ROLLBACK after a failed tpcb statement
+                res = (op, False, self.error.name, c.scrub(self.error), None, None, None, t_end)
+            elif self.steps:                           # tpcb: the next statement
+                if conn.send(self.steps.pop(), self.reply):
+                    return
+                res = (op, False, "ConnectionError", c.scrub(conn.reason), None, None, None, t_end)
+            elif op == "select" and rows == 0:
+                res = (op, False, "NotFound", f"no account with aid {self.aid}", None, None, None, t_end)
+            elif op == "update" and tag != b"UPDATE 1":
+                res = (op, False, "NotFound", f"no account with aid {self.aid}", None, None, None, t_end)
+            else:
+                res = (op, True, None, None, None, None, None, t_end)
+        elif error is not None:
+            fatal = error.fields.get("S") in ("FATAL", "PANIC")
+            if (self.steps is not None and self.error is None and conn.status == b"E"
+                    and not fatal and c.prepared[self.worker]):
+                self.error = error                     # roll the failed transaction back first
+                self.steps = None
+                if conn.send(c.rollback_message, self.reply):
+                    return
+            elif fatal or self.error is not None or not c.prepared[self.worker]:
+                # the session ends, the rollback failed, or the first request's statements
+                # are in an unknown state: start afresh (the engine reconnects)
+                conn.close()
+            first = self.error or error
+            res = (op, False, first.name, c.scrub(first), None, None, None, t_end)
+        else:                                          # the connection is gone
+            res = (op, False, "ConnectionError", c.scrub(conn.reason or "connection lost"),
+                   None, None, None, t_end)
+        done = self.done
+        self.done = None
+        if done is not None:
+            done(res)
 
 
 @register("postgres")
-class PostgresClient(CoroutineClient):
-    """`connections` asyncpg connections, one per worker, one statement in flight on each."""
+class PostgresClient:
+    """`connections` protocol connections (aifb.clients.pgwire), one per worker, one statement
+    in flight on each."""
 
     kind = "postgres"
 
     def __init__(self, endpoint: str, workload: dict, seed: int, secrets: dict | None = None):
-        super().__init__(endpoint, workload, seed, secrets)
+        self.endpoint = endpoint
         self._ep = parse_endpoint(endpoint, secrets)
         self.label = self._ep.label
         wl = {**_DEFAULTS, **(workload or {})}
@@ -241,50 +319,74 @@ class PostgresClient(CoroutineClient):
                 "COMMIT",
             ],
         }
+        # The statements the op mix needs, prepared on each connection with its first request.
+        st = self._st = {}
+        for op in self.ops:
+            if op == "tpcb":
+                for i, q in enumerate(self.sql["tpcb"]):
+                    st[f"tpcb{i}"] = Statement(f"aifb_tpcb{i}", q, q.count("$"))
+                st["rollback"] = Statement("aifb_rollback", "ROLLBACK", 0)
+            else:
+                st[op] = Statement(f"aifb_{op}", self.sql[op], self.sql[op].count("$"))
+        self._parse_all = b"".join(s.parse() for s in st.values())
+        self.rollback_message = st["rollback"].bind() if "rollback" in st else b""
         self._conns: list = []
-        self._stmts: list = []
-        self._broken: list[bool] = []
-        self._cur: list[str] = []
+        self.prepared: list[bool] = []
+        self._work: list[_Work] = []
         self._rnds: list = []
         self._server: dict = {}
         self._server_version = None
+        self._loop = None
 
     # -- lifecycle ----------------------------------------------------------------------
     async def startup(self, connections: int) -> None:
+        self._loop = asyncio.get_running_loop()
         self._conns = [None] * connections
-        self._stmts = [None] * connections
-        self._broken = [False] * connections
-        self._cur = [next(iter(self.ops))] * connections
-        self._rnds = [random.Random(f"aifb-postgres:{self.seed}:{w}") for w in range(connections)]
-        results = await asyncio.gather(*(connect(self._ep) for _ in range(connections)),
+        self.prepared = [False] * connections
+        self._work = [_Work(self, w) for w in range(connections)]
+        self._rnds = [random.Random(f"aifb-postgres:{self.seed}:{w}").random
+                      for w in range(connections)]
+        results = await asyncio.gather(*(open_wire(self._ep) for _ in range(connections)),
                                        return_exceptions=True)
         failure = next((r for r in results if isinstance(r, BaseException)), None)
         if failure is not None:
             for r in results:
                 if not isinstance(r, BaseException):
-                    r.terminate()
+                    r.close()
             if isinstance(failure, RequestError):
                 raise ServiceError(failure.message) from None
             raise failure
         self._conns = list(results)
 
+    async def _admin(self):
+        """An asyncpg connection for set-up (checks, settings, COPY); ServiceError on failure."""
+        try:
+            return await connect(self._ep)
+        except RequestError as exc:
+            raise ServiceError(exc.message) from None
+
     async def validate(self) -> None:
-        conn = self._conns[0]
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
                 for c in self._conns:
-                    if await c.fetchval("SELECT 1") != 1:
+                    if (await c.call(query_message("SELECT 1")))[0] != 1:
                         raise ServiceError(f"postgres at {self.label} answered SELECT 1 wrongly")
-                self._server = await server_facts(conn)
-                if not self.load_data:
-                    await self._check_tables(conn)
+                admin = await self._admin()
+                try:
+                    self._server = await server_facts(admin)
+                    if not self.load_data:
+                        await self._check_tables(admin)
+                finally:
+                    drop(admin)
         except TimeoutError:
             raise ServiceError(f"postgres at {self.label} did not answer within "
                                f"{CONNECT_TIMEOUT_S:g} s") from None
-        except _asyncpg().PostgresError as exc:
+        except (PgError, _asyncpg().PostgresError) as exc:
             raise ServiceError(f"postgres at {self.label}: {self._ep.scrub(exc)[:200]}") from None
-        v = conn.get_server_version()
-        self._server_version = f"{v.major}.{v.micro}" if v.major >= 10 else f"{v.major}.{v.minor}.{v.micro}"
+        except RequestError as exc:
+            raise ServiceError(f"postgres at {self.label}: {self._ep.scrub(exc.message)[:200]}") from None
+        # "15.18 (Debian 15.18-0+deb12u1)" -> "15.18"
+        self._server_version = (self._conns[0].params.get("server_version") or "?").split()[0]
 
     def _needed_tables(self) -> list[str]:
         need = set()
@@ -321,7 +423,7 @@ class PostgresClient(CoroutineClient):
     async def prepare(self) -> None:
         if not self.load_data:
             return
-        conn = self._conns[0]
+        conn = await self._admin()
         t = self.tables
         try:
             async with conn.transaction():
@@ -356,16 +458,16 @@ class PostgresClient(CoroutineClient):
                     f"ALTER TABLE {t['accounts']} ADD PRIMARY KEY (aid)")
             for name in ("branches", "tellers", "accounts", "history"):
                 await conn.execute(f"VACUUM ANALYZE {t[name]}")
-        except _asyncpg().PostgresError as exc:
+        except (_asyncpg().PostgresError, OSError, _asyncpg().InterfaceError) as exc:
             raise ServiceError(f"loading the tables into postgres at {self.label} failed: "
                                f"{self._ep.scrub(exc)[:200]}") from None
-        except (OSError, _asyncpg().InterfaceError) as exc:
-            raise ServiceError(f"loading the tables into postgres at {self.label} failed: "
-                               f"{self._ep.scrub(exc)[:200]}") from None
+        finally:
+            drop(conn)
 
     async def shutdown(self) -> None:
         for c in self._conns:
-            drop(c)
+            if c is not None:
+                c.close()
 
     @classmethod
     async def probe(cls, endpoint: str, timeout_s: float, secrets: dict | None = None) -> None:
@@ -391,9 +493,12 @@ class PostgresClient(CoroutineClient):
         sql = {k: v for k, v in self.sql.items() if k in self.ops}
         return {
             "kind": "postgres",
-            "driver": f"asyncpg {asyncpg.__version__}",
+            "driver": (f"aifb.clients.pgwire (protocol 3.0) for the requests; asyncpg "
+                       f"{asyncpg.__version__} for set-up (probe, checks, COPY)"),
             "protocol": ("extended query protocol; every statement prepared once per connection "
-                         "(named prepared statements: Bind/Execute per request, no Parse)"),
+                         "(named prepared statements, Parse with the connection's first request), "
+                         "then one write of Bind/Execute/Sync per statement; int4 parameters in "
+                         "binary, results in text"),
             "in_flight_per_connection": 1,
             "endpoint": repr(self._ep),
             "database": self._ep.database,
@@ -415,112 +520,68 @@ class PostgresClient(CoroutineClient):
         }
 
     # -- per request -----------------------------------------------------------------------
-    def _op_name(self, worker: int) -> str:
-        return self._cur[worker]
+    def conn(self, worker: int):
+        return self._conns[worker]
 
-    async def _prepare_stmts(self, worker: int) -> _Stmts:
-        conn = self._conns[worker]
-        s = _Stmts()
-        ops = self.ops
-        if "select" in ops:
-            s.select = await conn.prepare(self.sql["select"])
-        if "update" in ops:
-            s.update = await conn.prepare(self.sql["update"])
-        if "insert" in ops:
-            s.insert = await conn.prepare(self.sql["insert"])
-        if "tpcb" in ops:
-            q = self.sql["tpcb"]
-            s.begin = await conn.prepare(q[0])
-            s.t_upd_acc = await conn.prepare(q[1])
-            s.t_sel_acc = await conn.prepare(q[2])
-            s.t_upd_tel = await conn.prepare(q[3])
-            s.t_upd_br = await conn.prepare(q[4])
-            s.t_ins_hist = await conn.prepare(q[5])
-            s.commit = await conn.prepare(q[6])
-            s.rollback = await conn.prepare("ROLLBACK")
-        self._stmts[worker] = s
-        return s
+    def scrub(self, text) -> str:
+        return self._ep.scrub(text)[:200]
 
-    async def request(self, worker: int):
+    def start(self, worker: int, done) -> int | None:
         rnd = self._rnds[worker]
-        op = self._cur[worker] = self._mix.pick(rnd.random())
-        if self._broken[worker]:
-            raise RequestError("ConnectionError", f"not connected to postgres at {self.label}")
-        try:
-            st = self._stmts[worker] or await self._prepare_stmts(worker)
-            aid = int(rnd.random() * self.accounts) + 1
-            if op == "select":
-                if await st.select.fetchrow(aid) is None:
-                    return (op, False, "NotFound", f"no account with aid {aid}", None, None, None, now_ns())
-            elif op == "update":
-                await st.update.fetchval(int(rnd.random() * 10001) - 5000, aid)
-                if st.update.get_statusmsg() != "UPDATE 1":
-                    return (op, False, "NotFound", f"no account with aid {aid}", None, None, None, now_ns())
-            elif op == "insert":
-                tid = int(rnd.random() * self.tellers) + 1
-                bid = int(rnd.random() * self.branches) + 1
-                await st.insert.fetchval(tid, bid, aid, int(rnd.random() * 10001) - 5000)
-            else:
-                tid = int(rnd.random() * self.tellers) + 1
-                bid = int(rnd.random() * self.branches) + 1
-                delta = int(rnd.random() * 10001) - 5000
-                await st.begin.fetchval()
-                try:
-                    await st.t_upd_acc.fetchval(delta, aid)
-                    await st.t_sel_acc.fetchval(aid)
-                    await st.t_upd_tel.fetchval(delta, tid)
-                    await st.t_upd_br.fetchval(delta, bid)
-                    await st.t_ins_hist.fetchval(tid, bid, aid, delta)
-                    await st.commit.fetchval()
-                except _asyncpg().PostgresError:
-                    try:
-                        await st.rollback.fetchval()
-                    except Exception:
-                        self._broken[worker] = True  # state unknown: start afresh
-                    raise
-            return (op, True, None, None, None, None, None, now_ns())
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            return self._failure(worker, op, exc)
-
-    def _failure(self, worker: int, op: str, exc: Exception):
-        t_end = now_ns()
-        asyncpg = _asyncpg()
+        w = self._work[worker]
+        op = w.op = self._mix.pick(rnd())
+        st = self._st
+        aid = w.aid = int(rnd() * self.accounts) + 1
+        w.steps = None
+        if op == "select":
+            msg = st["select"].bind(aid)
+        elif op == "update":
+            msg = st["update"].bind(int(rnd() * 10001) - 5000, aid)
+        elif op == "insert":
+            tid = int(rnd() * self.tellers) + 1
+            bid = int(rnd() * self.branches) + 1
+            msg = st["insert"].bind(tid, bid, aid, int(rnd() * 10001) - 5000)
+        else:
+            tid = int(rnd() * self.tellers) + 1
+            bid = int(rnd() * self.branches) + 1
+            delta = int(rnd() * 10001) - 5000
+            msg = st["tpcb0"].bind()
+            w.steps = [st["tpcb6"].bind(), st["tpcb5"].bind(tid, bid, aid, delta),
+                       st["tpcb4"].bind(delta, bid), st["tpcb3"].bind(delta, tid),
+                       st["tpcb2"].bind(aid), st["tpcb1"].bind(delta, aid)]  # popped from the end
+        if not self.prepared[worker]:
+            msg = self._parse_all + msg
+        w.done = done
+        w.error = None
         conn = self._conns[worker]
-        if isinstance(exc, asyncpg.PostgresError) and not isinstance(
-                exc, (asyncpg.exceptions.AdminShutdownError, asyncpg.exceptions.CrashShutdownError,
-                      asyncpg.exceptions.PostgresConnectionError)) and \
-                conn is not None and not conn.is_closed():
-            return (op, False, type(exc).__name__, self._ep.scrub(exc)[:200],
-                    None, None, None, t_end)
-        # The connection is gone (server stopped, socket closed, protocol state unknown).
-        self._broken[worker] = True
-        msg = self._ep.scrub(exc) or type(exc).__name__
-        return (op, False, "ConnectionError", f"postgres at {self.label}: {msg}"[:200],
-                None, None, None, t_end)
+        t_start = now_ns()
+        if conn is None or not conn.send(msg, w.reply):
+            w.done = None
+            reason = (conn.reason if conn is not None else None) or f"not connected to postgres at {self.label}"
+            self._loop.call_soon(done, (op, False, "ConnectionError", self.scrub(reason), None, None,
+                                        None, now_ns()))
+            return None
+        return t_start
 
     def abort(self, worker: int) -> str | None:
-        op = super().abort(worker)
-        # A cancelled statement leaves the protocol state unknown: drop the connection.
-        self._broken[worker] = True
-        drop(self._conns[worker])
+        w = self._work[worker]
+        op = w.op if w.done is not None else None
+        w.done = None
+        conn = self._conns[worker]
+        if conn is not None:
+            # a statement cut off leaves the protocol state unknown: drop the connection
+            conn.reason = f"connection to postgres at {self.label} dropped after a timed-out request"
+            conn.close()
         return op
 
     def connected(self, worker: int) -> bool:
         conn = self._conns[worker]
-        return not self._broken[worker] and conn is not None and not conn.is_closed()
+        return conn is not None and not conn.broken
 
     async def reconnect(self, worker: int) -> None:
-        drop(self._conns[worker])
-        self._stmts[worker] = None
-        conn = await connect(self._ep)
-        self._conns[worker] = conn
-        self._broken[worker] = False
-        try:
-            await self._prepare_stmts(worker)
-        except Exception as exc:
-            self._broken[worker] = True
-            raise RequestError("ConnectionError",
-                               f"postgres at {self.label}: preparing statements failed: "
-                               f"{self._ep.scrub(exc)[:150]}") from None
+        old = self._conns[worker]
+        if old is not None:
+            old.close()
+        self._conns[worker] = None
+        self.prepared[worker] = False      # the new session prepares with its first request
+        self._conns[worker] = await open_wire(self._ep)
