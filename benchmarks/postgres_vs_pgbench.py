@@ -34,12 +34,14 @@ import glob
 import json
 import math
 import os
+import random
 import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from secrets import token_urlsafe
 
@@ -103,6 +105,50 @@ def pgbench_run(pgb: str, port: int, db: str, c: int, seconds: float, mode: str,
             "cmd": "pgbench " + " ".join(args) + f" {db}"}
 
 
+def floor_run(port: int, db: str, c: int, seconds: float, accounts: int) -> dict:
+    """--floor: the same point SELECTs over aifb.clients.pgwire with nothing else - no engine,
+    no records, no timing - c connections on one uvloop loop, each sending its next query from
+    the previous one's callback. What one Python process with an event loop costs per round
+    trip on this machine: the ceiling of any asyncio client here, aifb's included."""
+    import uvloop
+    from aifb.clients.pgwire import Statement, open_connection
+
+    async def main():
+        conns = [await open_connection("127.0.0.1", port, "postgres", db, os.environ[PASSWORD_ENV],
+                                       10, "floor") for _ in range(c)]
+        st = Statement("floor_select", "SELECT abalance FROM pgbench_accounts WHERE aid = $1", 1)
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        n = [0]
+        end = time.monotonic_ns() + int(seconds * 1e9)
+        rnd = random.Random(1).random
+
+        def sender(conn):
+            def cb(rows, tag, error, t_end):
+                if error is not None or not tag:
+                    if not done.done():
+                        done.set_exception(RuntimeError(f"floor run failed: {error or conn.reason}"))
+                    return
+                n[0] += 1
+                if t_end < end:
+                    conn.send(st.bind(int(rnd() * accounts) + 1), cb)
+                elif not done.done() and all(x.cb is None for x in conns):
+                    done.set_result(None)
+            return cb
+
+        cpu0, t0 = time.process_time(), time.monotonic()
+        for conn in conns:
+            conn.send(st.parse() + st.bind(1), sender(conn))
+        await done
+        wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
+        for conn in conns:
+            conn.close()
+        return {"tps": n[0] / wall, "cpu_us_per_query": cpu * 1e6 / n[0], "n": n[0]}
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main())
+
+
 def aifb_run(endpoint: str, c: int, seconds: float, scale: int, workdir: Path, n: int) -> dict:
     path = workdir / f"requests_c{c}_{n}.jsonl"
     stats = run_load_sync(
@@ -146,6 +192,9 @@ def main() -> int:
                     help="pairs of runs per tool and concurrency, interleaved A-B-B-A")
     ap.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--floor", action="store_true",
+                    help="also run the bare protocol loop (no engine, no records): the ceiling "
+                         "of a Python event-loop client on this machine")
     args = ap.parse_args()
     pgb = pgbench_bin()
     if not pgb:
@@ -179,13 +228,15 @@ def main() -> int:
         k = 0
         for c in args.concurrency:
             pgbench_run(pgb, port, db, c, 1, args.mode, workdir, k)  # warm the cache
-            pb, ours = [], []
+            pb, ours, floor = [], [], []
             for _ in range(args.repeat):
                 k += 1
                 pb.append(pgbench_run(pgb, port, db, c, args.seconds, args.mode, workdir, k))
                 ours.append(aifb_run(endpoint, c, args.seconds, args.scale, workdir, k))
                 k += 1
                 ours.append(aifb_run(endpoint, c, args.seconds, args.scale, workdir, k))
+                if args.floor:
+                    floor.append(floor_run(port, db, c, args.seconds, args.scale * 100000))
                 pb.append(pgbench_run(pgb, port, db, c, args.seconds, args.mode, workdir, k))
             mean = lambda xs, key: sum(x[key] for x in xs) / len(xs)  # noqa: E731
             results[c] = {
@@ -197,6 +248,10 @@ def main() -> int:
                          "client_cpu": mean(ours, "client_cpu"),
                          "cpu_us_per_query": mean(ours, "cpu_us_per_query"), "runs": ours},
             }
+            if floor:
+                results[c]["floor"] = {"tps": mean(floor, "tps"),
+                                       "cpu_us_per_query": mean(floor, "cpu_us_per_query"),
+                                       "runs": floor}
             print(f"  c={c}: pgbench {[round(x['tps']) for x in pb]} tps, "
                   f"aifb {[round(x['tps']) for x in ours]} tps", flush=True)
     finally:
@@ -215,6 +270,12 @@ def main() -> int:
               f"{pb['p50_s'] * 1e3:>10.3f} | {ou['p50_s'] * 1e3:>11.3f} | "
               f"{pb['p99_s'] * 1e3:>10.3f} | {ou['p99_s'] * 1e3:>11.3f} | {ou['client_cpu']:>8.2f} | "
               f"{ou['cpu_us_per_query']:>8.1f}")
+    for c, r in results.items():
+        if "floor" in r:
+            f = r["floor"]
+            print(f"  floor c={c}: bare protocol loop {f['tps']:,.0f} tps "
+                  f"({f['tps'] / r['pgbench']['tps']:.2f}x pgbench), {f['cpu_us_per_query']:.1f} "
+                  "µs of CPU per query")
     if args.json:
         args.json.write_text(json.dumps({str(k): v for k, v in results.items()}, indent=2))
     failures = [f"tps ratio at concurrency {c} is {r['aifb']['tps'] / r['pgbench']['tps']:.2f} "
