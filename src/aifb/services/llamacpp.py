@@ -38,13 +38,12 @@ import importlib
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 
 from aifb.errors import ServiceError
 from aifb.clients.llm.prompts import sha256_file
 from aifb.services import register
-from aifb.services.base import bearer_headers, run_version
+from aifb.services.base import bearer_headers, find_executable, run_version
 from aifb.services.vllm import HttpServerService
 
 DEFAULT_PARALLEL = 4
@@ -161,8 +160,8 @@ def packaged_build_info() -> dict | None:
 
 def find_llama_server(wanted: str | None = None) -> str | None:
     if wanted:
-        return shutil.which(wanted)
-    found = shutil.which("llama-server")
+        return find_executable(wanted)
+    found = find_executable("llama-server")
     if found:
         return found
     packaged = packaged_llama_server()
