@@ -6,7 +6,9 @@ it must leave alone.
 A 4-client redis recipe on target slurm-multinode through profiles/slurm: the service job on
 node 1 (partition gpu) bound to its node's address, the benchmark job and one client job on
 nodes 2 and 3, clocks 49 s apart. The merged timeline is checked against the truth the script
-set, within the uncertainty the run recorded. Needs root (namespaces); under CI=true a missing
+set, within the uncertainty the run recorded. The faults across nodes: a client node killed, a
+client node's link down, the service's job cancelled. The RAG pipeline with llama-server on
+the gpu node and its stores on a cpu node. Needs root (namespaces); under CI=true a missing
 piece fails (support.require). The module's last test stops the cluster and checks that
 nothing of it is left."""
 
@@ -359,8 +361,9 @@ def slurm_jobs(job_ids) -> dict:
 
 
 def wait_until_nothing_runs(cluster, timeout_s: float = 30) -> list:
-    """No job active and no process in the nodes' namespaces but their slurmd: the ones left."""
-    slurmd = set(cluster["pids"])
+    """No job active and no process in the nodes' namespaces but their slurmd: the ones left.
+    (The slurmd of now: a test restarts a node it killed.)"""
+    slurmd = {int((RUN_DIR / f"slurmd-{n}.pid").read_text()) for n in NODES}
     deadline = time.time() + timeout_s   # COMPLETING and slurmstepd clear within a few seconds
     while True:
         left = active_jobs() + [p for p in netns_processes(cluster["netns"]) if p not in slurmd]
