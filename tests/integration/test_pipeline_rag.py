@@ -12,14 +12,11 @@ import json
 import re
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
 from aifb.schemas import validation_errors
-from aifb.services.llamacpp import find_llama_server
 from aifb.workflow import registry
 from aifb.workflow.recipe import validate
 from aifb.workflow.capacity import run_capacity
@@ -149,11 +146,9 @@ def test_rag_on_slurm_each_service_its_own_job(tmp_path):
             require(f"no Slurm: {cmd} not on PATH (scripts/slurm/start.sh starts a test Slurm)")
     recipe = small_recipe(target="slurm-local")
     recipe["load"] = {"clients": 1, "requests": 3, "warmup": "0s", "timeout": "60s"}
-    # the jobs run the binaries the target names, from PATH; chroma and llama-server are in
-    # the venv, which may not be on PATH
-    recipe["services"]["llm"].update(partition="gpu", binary=find_llama_server())
-    recipe["services"]["vectors"]["binary"] = (shutil.which("chroma")
-                                               or str(Path(sys.executable).parent / "chroma"))
+    # no binary: the target's `binary: chroma` / `llama-server` are found by the service jobs
+    # beside their Python (the venv) even when the venv's bin/ is not on PATH
+    recipe["services"]["llm"]["partition"] = "gpu"
     ws = make_workspace(tmp_path)   # config/targets.yaml with slurm-local
     (ws / "recipes" / "rag_slurm.yaml").write_text(yaml.safe_dump(validate(recipe)))
     proc = aifb(ws, "run", "--profile", "slurm", "recipes/rag_slurm.yaml", timeout=600)

@@ -6,7 +6,9 @@ it must leave alone.
 A 4-client redis recipe on target slurm-multinode through profiles/slurm: the service job on
 node 1 (partition gpu) bound to its node's address, the benchmark job and one client job on
 nodes 2 and 3, clocks 49 s apart. The merged timeline is checked against the truth the script
-set, within the uncertainty the run recorded. Needs root (namespaces); under CI=true a missing
+set, within the uncertainty the run recorded. The faults across nodes: a client node killed, a
+client node's link down, the service's job cancelled. The RAG pipeline with llama-server on
+the gpu node and its stores on a cpu node. Needs root (namespaces); under CI=true a missing
 piece fails (support.require). The module's last test stops the cluster and checks that
 nothing of it is left."""
 
@@ -25,6 +27,8 @@ import jsonschema
 import pytest
 import yaml
 
+from aifb.schemas import validation_errors
+from aifb.workflow.sweep import missing_locally
 from support import REPO, VENV_BIN, benchmark_id_from, make_workspace, pid_alive, read_json, require
 
 pytestmark = [pytest.mark.workflow, pytest.mark.redis, pytest.mark.slow, pytest.mark.slurm]
@@ -346,6 +350,155 @@ def test_a_client_nodes_link_down_for_3_s_counts_errors_and_reconnects(cluster, 
     print(f"link of {node} down 3 s: client job 1 errors {job1['stats']['errors_by_type']}, "
           f"connect attempts {job1['stats']['connect_attempts']}, last failure at "
           f"t={last_failure:.3f} s, {len(own)} records")
+
+
+def slurm_jobs(job_ids) -> dict:
+    """What Slurm itself says of these jobs (finished ones stay in squeue for MinJobAge, 600 s;
+    there is no slurmdbd for sacct): {job id: (partition, node list, state)}."""
+    out = sh("squeue", "-h", "-t", "all", "-j", ",".join(map(str, job_ids)), "-o", "%i|%P|%N|%T",
+             env=mn_env()).stdout.split()
+    return {i: (p, n, t) for i, p, n, t in (line.split("|") for line in out)}
+
+
+def wait_until_nothing_runs(cluster, timeout_s: float = 30) -> list:
+    """No job active and no process in the nodes' namespaces but their slurmd: the ones left.
+    (The slurmd of now: a test restarts a node it killed.)"""
+    slurmd = {int((RUN_DIR / f"slurmd-{n}.pid").read_text()) for n in NODES}
+    deadline = time.time() + timeout_s   # COMPLETING and slurmstepd clear within a few seconds
+    while True:
+        left = active_jobs() + [p for p in netns_processes(cluster["netns"]) if p not in slurmd]
+        if not left or time.time() > deadline:
+            return left
+        time.sleep(0.5)
+
+
+def rag_recipe() -> dict:
+    """recipes/recipe_rag_1client.yaml, small, on slurm-multinode: the LLM on the gpu
+    partition, the stores on the cpu partition; 4 requests (one RAG request takes about a second
+    on the shared 2-core machine). llama-server and chroma would serve anyone on the bridge: the
+    namespaces reach nothing else, so they run without a secret."""
+    recipe = yaml.safe_load((REPO / "recipes" / "recipe_rag_1client.yaml").read_text())
+    recipe.update(name="rag_multinode", target="slurm-multinode")
+    recipe["workload"]["corpus"].update(documents=300, words=12, queries=50)
+    recipe["load"] = {"clients": 1, "requests": 4, "warmup": "0s", "timeout": "60s"}
+    for name, partition in (("llm", "gpu"), ("vectors", "cpu"), ("cache", "cpu")):
+        recipe["services"][name]["partition"] = partition
+    for name in ("llm", "vectors"):
+        recipe["services"][name]["allow_unauthenticated"] = True
+    return recipe
+
+
+def test_rag_pipeline_llm_on_the_gpu_node_stores_on_a_cpu_node(cluster, tmp_path):
+    """The RAG pipeline through profiles/slurm: the benchmark job and each service its own Slurm
+    job; Slurm's own record puts llama-server on the gpu partition's node and chroma and redis
+    on a cpu node; the pipeline reached each at its node's address; every request and stage
+    ok; nothing left running. No `binary:` anywhere: the service jobs find chroma and
+    llama-server installed with the Python that runs them, not on PATH."""
+    recipe = rag_recipe()
+    why = missing_locally(dict(recipe, target="local"))
+    if why:
+        require(f"the RAG recipe's servers: {why}")
+    ws = make_workspace(tmp_path)
+    (ws / "recipes" / "rag_multinode.yaml").write_text(yaml.safe_dump(recipe))
+    path = os.pathsep.join(d for d in os.environ.get("PATH", "").split(os.pathsep)
+                           if not shutil.which("chroma", path=d))   # as a user's shell: no venv
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        ["timeout", "-k", "15", "300", str(VENV_BIN / "aifb"), "run", "recipes/rag_multinode.yaml",
+         "--profile", "slurm", "--snakemake-args", "--until", "run_benchmark"],
+        cwd=ws, env=mn_env(AIFB_ROOT=str(ws), PATH=path), capture_output=True, text=True, timeout=360)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_dir = ws / "results" / benchmark_id_from(proc.stdout)
+    run = read_json(run_dir / "run.json")
+    assert run["status"] == "completed", run.get("reason")
+    assert validation_errors(run, "run.schema.yaml") == []
+    services = run["service"]["services"]
+    bench_job = run["clients"]["job_ids"][0]
+    jobs = slurm_jobs([bench_job, *(s["job_id"] for s in services.values())])
+    assert len(jobs) == 4, jobs
+    assert jobs[bench_job][:2] == ("cpu", run["clients"]["nodes"][0])
+    where = {}
+    for name, svc in services.items():
+        partition, node, state = jobs[svc["job_id"]]
+        want = "gpu" if name == "llm" else "cpu"
+        assert partition == want and f"--partition={want}" in svc["extra"]["sbatch"], (name, jobs)
+        assert svc["node"] == node and svc["host"] == NODES[node], (name, svc["node"], svc["host"])
+        assert svc["endpoint"].split("//")[1].split(":")[0] == NODES[node]
+        assert state == svc["extra"]["job_state"] == "CANCELLED" and svc["extra"]["cancelled_by_teardown"]
+        if name != "cache":   # installed with aifb's Python (redis-server is the system's)
+            assert Path(svc["binary"]).is_relative_to(Path(sys.executable).parent.parent), svc["binary"]
+        where[name] = node
+    assert where["llm"] == "aifb-n1" and {where["vectors"], where["cache"]} <= {"aifb-n2", "aifb-n3"}
+    # what the pipeline's stage clients connected to: the nodes' addresses, never loopback
+    stages = {st["service"]: st["client"]["endpoint"]
+              for st in run["load_stats"]["client"]["stages"]}
+    for name, endpoint in stages.items():
+        assert f"{NODES[where[name]]}:{services[name]['port']}" in endpoint, (name, endpoint)
+    records = [json.loads(line) for line in (run_dir / "requests.jsonl").open()]
+    assert [e for r in records for e in validation_errors(r, "request.schema.yaml")] == []
+    assert sum(r["phase"] == "measure" for r in records) == 4
+    assert len(records) == run["load_stats"]["records_written"]
+    for r in records:
+        assert r["ok"] and r["error"] is None, r
+        assert list(r["stages"]) == ["retrieve", "fetch", "generate"], r
+        t = r["t_start"]
+        for stage in r["stages"].values():   # each ok, in order, inside its request
+            assert stage["ok"] and stage["error"] is None and t <= stage["t_start"] <= stage["t_end"], r
+            t = stage["t_end"]
+        assert t <= r["t_end"]
+        assert r["stages"]["retrieve"]["hits"] == r["stages"]["fetch"]["keys"] == 4
+        assert r["stages"]["generate"]["tokens"] == 16
+    assert wait_until_nothing_runs(cluster) == []
+    assert [n for n, s in services.items() if pid_alive(s["pid"])] == []
+    print(f"RAG on three nodes: llm on {where['llm']}, vectors on {where['vectors']}, cache on "
+          f"{where['cache']}, benchmark job on {run['clients']['nodes'][0]}; aifb run took "
+          f"{time.monotonic() - t0:.1f} s (load average {os.getloadavg()[0]:.2f})")
+
+
+def test_the_service_job_cancelled_mid_run_ends_the_run_partial_naming_it(cluster, tmp_path):
+    """scancel of the service's Slurm job (on node 1) while the clients on nodes 2 and 3 load it:
+    the run still ends when its duration is up (no hang), partial, its reason names the job and
+    that Slurm cancelled it; the records are valid, ok ones before the cancel and failed ones
+    after; nothing is left queued or running."""
+    ws = make_workspace(tmp_path)
+    proc = start_run(ws, "load.duration=6s", "load.timeout=1s")
+    try:
+        client_job_node(ws, proc)   # the load runs on both client nodes
+        svc = [line.split("|") for line in sh("squeue", "-h", "-t", "RUNNING", "-o", "%i|%j|%N",
+                                               env=mn_env()).stdout.split()
+               if line.split("|")[1].startswith("aifb-svc-")]
+        assert len(svc) == 1 and svc[0][2] == "aifb-n1", svc
+        job_id = svc[0][0]
+        assert sh("scancel", job_id, env=mn_env()).returncode == 0
+        cancelled = time.monotonic()
+        out, errout = proc.communicate(timeout=120)
+        ended_s = time.monotonic() - cancelled
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    run_dir = ws / "results" / benchmark_id_from(out)
+    run = read_json(run_dir / "run.json")
+    assert run["status"] == "partial", (run["status"], run.get("reason"), errout[-3000:])
+    assert validation_errors(run, "run.schema.yaml") == []
+    assert run["service"]["job_id"] == job_id and run["service"]["node"] == "aifb-n1"
+    assert (f"the redis service job {job_id} ended during the run (Slurm state CANCELLED: it was "
+            "cancelled (scancel) by someone other than this benchmark; the service job: stopped "
+            "by SIGTERM)") in run["reason"], run["reason"]
+    assert run["service"]["extra"]["job_state"] == "CANCELLED"
+    assert not run["service"]["extra"]["cancelled_by_teardown"]
+    records = [json.loads(line) for line in (run_dir / "requests.jsonl").open()]
+    assert [e for r in records for e in validation_errors(r, "request.schema.yaml")] == []
+    assert len(records) == run["load_stats"]["records_written"]
+    ok = [r for r in records if r["ok"]]
+    failed = [r for r in records if not r["ok"]]
+    assert ok and failed, "requests succeeded before the cancel and failed after it"
+    assert max(r["t_end"] for r in ok) <= min(r["t_start"] for r in failed) + 1.0
+    by_job = [p["stats"]["errors_by_type"] for p in run["load_stats"]["client_jobs"]]
+    assert all(by_job), f"both client nodes saw the service go: {by_job}"
+    assert wait_until_nothing_runs(cluster) == []
+    print(f"service job {job_id} cancelled mid-run: the run ended {ended_s:.1f} s later, "
+          f"{run['status']} - {run['reason']}; {len(ok)} ok, {len(failed)} failed records, "
+          f"errors by client job {by_job}")
 
 
 def test_stop_leaves_no_job_namespace_link_or_process(cluster, mn_run):

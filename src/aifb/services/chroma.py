@@ -8,11 +8,9 @@ On clusters the `chromadb/chroma` image runs the same server (recorded as cluste
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 from aifb import process
@@ -48,15 +46,6 @@ class ChromaService(LocalProcessService):
     install_hint = ("install it with `pip install chromadb` (the `chroma` command comes with it; "
                     "on clusters use the chromadb/chroma image).")
     environment = {"ANONYMIZED_TELEMETRY": "False"}
-
-    def resolve_binary(self) -> str:
-        """service.binary, else `chroma` on PATH, else the one installed beside this Python
-        (the harness's own environment, where `pip install chromadb` puts it)."""
-        if not self.spec.get("binary") and not shutil.which(self.binary_name):
-            beside = Path(sys.executable).parent / self.binary_name
-            if beside.is_file() and os.access(beside, os.X_OK):
-                return str(beside)
-        return super().resolve_binary()
 
     def argv(self, binary: str, host: str, port: int, workdir: Path) -> list[str]:
         self.data_dir = workdir / "chroma-data"

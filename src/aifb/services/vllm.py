@@ -32,7 +32,7 @@ from aifb.errors import ServiceError
 from aifb.clients.llm.http import get_json, make_session
 from aifb.clients.llm.openai import OpenAIClient
 from aifb.services import register
-from aifb.services.base import LocalProcessService, bearer_headers, run_version
+from aifb.services.base import LocalProcessService, bearer_headers, find_executable, run_version
 
 CONTAINER_RUNTIMES = ("apptainer", "singularity")
 
@@ -83,7 +83,7 @@ class HttpServerService(LocalProcessService):
     # -- binary or container ------------------------------------------------------------
     def resolve_binary(self) -> str:
         wanted = self.spec.get("binary") or self.binary_name
-        found = shutil.which(wanted)
+        found = find_executable(wanted)
         if found:
             return found
         image = self.spec.get("image")

@@ -128,16 +128,17 @@ def mem_option(mem) -> str | None:
 def site_options(target: dict, *, gpus: int = 0, role: str | None = None,
                  partition: str | None = None) -> list[str]:
     """--partition/--account/--qos/--constraint and the site's extras, for one job. The
-    partition: `partition` when given (a service kind's own, services.<kind>.partition of the
-    target); else the target's partition for `role` ("cpu" or "gpu", a recipe's
-    service.partition); else its gpu one when GPUs are asked for, its cpu one otherwise."""
+    partition: the target's partition for `role` ("cpu" or "gpu", a recipe's
+    service.partition: what the recipe asks for explicitly); else `partition` (a service kind's
+    own default on this target, services.<kind>.partition); else its gpu one when GPUs are
+    asked for, its cpu one otherwise."""
     slurm = target.get("slurm") or {}
     parts = target.get("partitions") or {}
     opts = []
-    if role and not partition and not parts.get(role):
+    if role and not parts.get(role):
         raise ServiceError(f"service.partition {role!r}: target {target['name']!r} names no "
                            f"{role} partition (partitions.{role} in config/targets.yaml)")
-    partition = partition or parts.get(role or ("gpu" if gpus else "cpu"))
+    partition = parts[role] if role else partition or parts.get("gpu" if gpus else "cpu")
     if gpus and not partition:
         raise ServiceError(f"the recipe asks for {gpus} GPU(s) but target {target['name']!r} "
                            "names no gpu partition (partitions.gpu in config/targets.yaml)")

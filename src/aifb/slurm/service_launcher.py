@@ -249,8 +249,26 @@ class SlurmServiceLauncher:
         "DEADLINE": "it reached its deadline",
     }
 
-    def death_reason(self) -> str:
+    COMPLETING_WAIT_S = 15.0
+
+    def final_state(self) -> dict | None:
+        """The job's state once it is past COMPLETING, which a cancelled job shows while its
+        processes stop (seen here for seconds after an scancel: squeue says COMPLETING, not
+        CANCELLED); up to COMPLETING_WAIT_S, else the last state seen. Blocking: called once,
+        after the load."""
         st = self.last_state
+        deadline = time.monotonic() + self.COMPLETING_WAIT_S
+        while st is not None and st["state"] == "COMPLETING" and time.monotonic() < deadline:
+            time.sleep(0.5)
+            try:
+                st = job_state(self.job_id)
+            except ServiceError:
+                break
+        self.last_state = st
+        return st
+
+    def death_reason(self) -> str:
+        st = self.final_state()
         doc = self._read_doc() or {}
         if st is None:
             why = "Slurm no longer knows it"
@@ -260,6 +278,8 @@ class SlurmServiceLauncher:
                 why += f" (reason {st['reason']})"
         if doc.get("status") == "exited":
             why += f"; {doc.get('reason')}"
+        elif doc.get("status") == "stopped":   # its own account: the signal, or its owner gone
+            why += f"; the service job: {doc.get('reason')}"
         return f"the {self.kind} service job {self.job_id} ended during the run ({why})"
 
     def describe(self) -> dict:

@@ -34,6 +34,16 @@ def test_a_kinds_own_partition_places_its_service_job(tmp_path):
     assert "--partition=cpu" in launcher(tmp_path, "slurm-local").sbatch_options()
 
 
+def test_a_recipes_partition_wins_over_the_kinds_default(tmp_path):
+    """A pipeline's store `partition: cpu` on slurm-multinode, whose redis default is gpu: the
+    recipe's explicit choice places it (it was silently sent to the gpu node)."""
+    target = get_target("slurm-multinode", REPO)
+    cache = SlurmServiceLauncher({"kind": "redis", "partition": "cpu"}, tmp_path / "BM-1", target,
+                                 benchmark_id="BM-1", recipe=RECIPE)
+    opts = cache.sbatch_options()
+    assert "--partition=cpu" in opts and "--partition=gpu" not in opts
+
+
 def test_a_gpu_request_without_any_gpu_partition_is_still_refused():
     target = {"name": "t", "partitions": {"cpu": "cpu"}}
     with pytest.raises(ServiceError, match="names no gpu partition"):
