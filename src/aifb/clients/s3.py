@@ -45,6 +45,7 @@ import hashlib
 import os
 import random
 import re
+import time
 from urllib.parse import parse_qsl, quote
 
 from aifb import endpoints
@@ -684,7 +685,13 @@ class _LazyURLs:
 
 class _CachedPayloadSigner:
     """botocore's S3 SigV4 signer; the payload's SHA-256 may be passed in (bodies are reused,
-    so hashing each one again would measure hashlib, not the server)."""
+    so hashing each one again would measure hashlib, not the server).
+
+    A signature covers the method, URL, payload hash and X-Amz-Date, whose resolution is one
+    second: a request that repeats all four within the same second gets the very headers
+    botocore gave the first one (byte for byte what signing it again would give), so keys
+    drawn again within a second cost a dict look-up, not botocore's ~100 µs (measured:
+    benchmarks/http_client_cost.py). The headers of the current second only are kept."""
 
     def __init__(self, creds, service: str, region: str):
         from botocore.auth import S3SigV4Auth
@@ -697,14 +704,29 @@ class _CachedPayloadSigner:
 
         self._auth = Signer(creds, service, region)
         self._request = AWSRequest
+        self._second = None
+        self._stamp = ""
+        self._signed: dict = {}
 
     def sign(self, method: str, url: str, body: bytes | None = None,
              sha256_hex: str | None = None) -> dict:
+        """The signed headers (the same dict for a repeat within the second: not to be changed)."""
+        second = int(time.time())
+        if second != self._second:
+            self._second, self._signed = second, {}
+            self._stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(second))
+        key = (method, url, sha256_hex)
+        headers = self._signed.get(key)
+        if headers is not None:
+            return headers
         req = self._request(method=method, url=url, data=body, headers={})
         if sha256_hex is not None:
             req.context["aifb_payload_sha256"] = sha256_hex
         self._auth.add_auth(req)
-        return dict(req.headers.items())
+        headers = dict(req.headers.items())
+        if headers.get("X-Amz-Date") == self._stamp:   # not signed across a second's edge
+            self._signed[key] = headers
+        return headers
 
 
 async def _open_boto(ep: Endpoint, access: str, secret: str, config):
