@@ -188,14 +188,13 @@ def main() -> int:
     print("|" + "---|" * 10)
     for r in rows:
         tok = r["unit"] == "token"
-        print(f"| {r['kind']} | {r['in_flight']} | {r['requests']} ({r['errors']}) "
-              f"| {fmt(r['requests_per_s'], ',.0f')} | {fmt(r['work_per_s'], ',.0f') if tok else '—'} "
-              f"| {fmt(r['cpu_us_per_request'])} | {fmt(r['cpu_us_per_unit']) if tok else '—'} "
-              f"| {fmt(r['util_of_one_core'], '.0%')} | {fmt(r['loop_lag_p99_ms'], '.2f')} ms "
-              f"| {r['saturated']} |")
-    for r in rows:
-        for w in r["warnings"]:
-            print(f"  {r['kind']}: {w}")
+        cells = [r["kind"], r["in_flight"], f"{r['requests']} ({r['errors']})",
+                 fmt(r["requests_per_s"], ",.0f"), fmt(r["work_per_s"], ",.0f") if tok else "—",
+                 fmt(r["cpu_us_per_request"]), fmt(r["cpu_us_per_unit"]) if tok else "—",
+                 fmt(r["util_of_one_core"], ".0%"), f"{fmt(r['loop_lag_p99_ms'], '.2f')} ms",
+                 r["saturated"]]
+        print("| " + " | ".join(str(c) for c in cells) + " |")
+    print("\n".join(f"  {r['kind']}: {w}" for r in rows for w in r["warnings"]))
     print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -8,7 +8,7 @@ import types
 import pytest
 from botocore.credentials import Credentials
 
-import aifb.clients.s3 as s3
+import aifb.clients.sigv4 as sigv4
 
 URL = "http://127.0.0.1:8333/aifb-bench/aifb/00000012"
 SHA = "ab" * 32
@@ -20,13 +20,13 @@ def clock(monkeypatch):
     now = {"t": 1_780_000_000.25}
     monkeypatch.setattr("botocore.auth.get_current_datetime", lambda: datetime.datetime.fromtimestamp(
         now["t"], datetime.timezone.utc).replace(tzinfo=None))
-    monkeypatch.setattr(s3, "time", types.SimpleNamespace(
+    monkeypatch.setattr(sigv4, "time", types.SimpleNamespace(
         time=lambda: now["t"], strftime=time.strftime, gmtime=time.gmtime))
     return now
 
 
 def signer():
-    sg = s3._CachedPayloadSigner(Credentials("aifb-test-key", "aifb-test-secret"), "s3",
+    sg = sigv4.PayloadSigner(Credentials("aifb-test-key", "aifb-test-secret"), "s3",
                                  "us-east-1")
     calls = []
     add_auth = sg._auth.add_auth
