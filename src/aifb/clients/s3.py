@@ -517,7 +517,10 @@ class S3Client(CoroutineClient):
             "preload": self.preload,
             "list_max_keys": self.list_max_keys,
             "payload_signing": ("SHA-256 of the body in the signature, computed once per "
-                                "distinct body (bodies are reused)" if self.driver == "sigv4-aiohttp"
+                                "distinct body (bodies are reused); a request repeating another's "
+                                "method, URL and body within the same second (X-Amz-Date's "
+                                "resolution) reuses its signed headers"
+                                if self.driver == "sigv4-aiohttp"
                                 else "botocore's default (SHA-256 of each body over http)"),
             "checksums": ("CRC checksums when supported" if self.checksums else
                           "only where the API requires them (request_checksum_calculation="
