@@ -324,6 +324,20 @@ def metric_definitions(open_loop: bool) -> dict:
             f"lagged more than {LOOP_LAG_LIMIT_S * 1e3:g} ms at p99 (load_stats.loop_lag_s.p99, "
             f"the worst process's): the client may "
             "then be the bottleneck and latencies include client-side delay."),
+        "validity.client_cpu_us_per_request": (
+            "CPU time of the client processes (user + system, every thread; getrusage) from "
+            "the start of the measurement window to its end, summed over the load's worker "
+            "processes and Slurm client jobs (validity.client_cpu_s_all), in microseconds, "
+            "divided by the requests that completed in that same window "
+            "(load_stats.measured: ok and failed; failed reconnect attempts are not requests "
+            "but their CPU is in the time). Null when a process's CPU is unknown (a lost process "
+            "or client job) or no request completed. validity.client_cpu_s is the busiest "
+            "process's alone."),
+        "validity.client_cpu_us_per_token": (
+            "LLM runs whose ok requests all streamed: the same client CPU time divided by the "
+            "output tokens of the requests that completed in the window (llm.output_tokens."
+            "total); null when a request failed (the tokens of a broken stream are not known, "
+            "the CPU it cost is) or nothing streamed."),
     }
     if open_loop:
         defs.update({
@@ -340,6 +354,37 @@ def metric_definitions(open_loop: bool) -> dict:
                 "conversations, their starts)."),
         })
     return defs
+
+
+def client_cpu_total_s(ls: dict) -> float | None:
+    """CPU seconds of every client process over the measurement window: the sum over Slurm
+    client jobs, else over the worker processes (aifb.load.merge: None when a member's is
+    unknown), else the one engine's own."""
+    cpu = ls.get("client_cpu")
+    if not isinstance(cpu, dict):
+        return None
+    for key in ("cpu_s_all_client_jobs", "cpu_s_all_processes", "cpu_s"):
+        if key in cpu:
+            return _num(cpu, key)
+    return None
+
+
+def client_cpu_costs(ls: dict, summary: dict) -> dict:
+    """The client's CPU per request and per streamed output token, in µs (see the
+    validity.client_cpu_us_per_* definitions)."""
+    total = client_cpu_total_s(ls)
+    ok, errors = _num(ls, "measured", "ok"), _num(ls, "measured", "errors")
+    n = None if ok is None or errors is None else ok + errors
+    llm = summary.get("llm") or {}
+    tokens = (llm.get("output_tokens") or {}).get("total")
+    n_llm = llm.get("n_requests")
+    streamed = bool(n_llm) and (llm.get("mismatches") or {}).get("of_streamed") == n_llm
+    per_token = None
+    if total is not None and streamed and errors == 0 and tokens:
+        per_token = total / tokens * 1e6
+    return {"client_cpu_s_all": total,
+            "client_cpu_us_per_request": total / n * 1e6 if total is not None and n else None,
+            "client_cpu_us_per_token": per_token}
 
 
 def _validity(run: dict, summary: dict, open_loop: bool, note: str | None) -> dict:
@@ -403,6 +448,7 @@ def _validity(run: dict, summary: dict, open_loop: bool, note: str | None) -> di
     out = {
         "client_cpu_util": util,
         "client_cpu_s": _num(ls, "client_cpu", "cpu_s"),
+        **client_cpu_costs(ls, summary),
         "client_saturated": saturated,
         "loop_lag_p99_s": lag_p99,
         "loop_lag_max_s": _num(ls, "loop_lag_s", "max"),

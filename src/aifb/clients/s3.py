@@ -6,7 +6,9 @@ Two drivers, the same requests and records (`workload.driver`):
                            botocore's own SigV4 signer (botocore.auth.S3SigV4Auth: no
                            hand-rolled signing). Payload bodies are reused, so each body's
                            SHA-256 is computed once and handed to the signer (the signature
-                           still covers it and the server still checks it).
+                           still covers it and the server still checks it); a request that
+                           repeats another's method, URL and body within its second reuses its
+                           headers, the same bytes (aifb.clients.sigv4).
   aiobotocore              the AWS SDK (aiobotocore) for every request.
 
 Why two: on loopback aiobotocore spends ~0.75-0.9 ms of client CPU per request (request
@@ -54,6 +56,7 @@ from aifb.errors import ServiceError
 from aifb.units import parse_size
 from aifb.clients import register
 from aifb.clients.base import CoroutineClient, OpMix, RequestError
+from aifb.clients.sigv4 import PayloadSigner
 
 DEFAULT_REGION = "us-east-1"
 ACCESS_KEY_ENV = "AWS_ACCESS_KEY_ID"
@@ -350,7 +353,7 @@ class S3Client(CoroutineClient):
             import aiohttp
             from botocore.credentials import Credentials
 
-            self._signer = _CachedPayloadSigner(Credentials(self._access, self._secret), "s3",
+            self._signer = PayloadSigner(Credentials(self._access, self._secret), "s3",
                                                 self._ep.region)
             connector = aiohttp.TCPConnector(limit=connections, limit_per_host=0,
                                              ttl_dns_cache=300, enable_cleanup_closed=True)
@@ -514,7 +517,10 @@ class S3Client(CoroutineClient):
             "preload": self.preload,
             "list_max_keys": self.list_max_keys,
             "payload_signing": ("SHA-256 of the body in the signature, computed once per "
-                                "distinct body (bodies are reused)" if self.driver == "sigv4-aiohttp"
+                                "distinct body (bodies are reused); a request repeating another's "
+                                "method, URL and body within the same second (X-Amz-Date's "
+                                "resolution) reuses its signed headers"
+                                if self.driver == "sigv4-aiohttp"
                                 else "botocore's default (SHA-256 of each body over http)"),
             "checksums": ("CRC checksums when supported" if self.checksums else
                           "only where the API requires them (request_checksum_calculation="
@@ -680,31 +686,6 @@ class _LazyURLs:
 
     def __getitem__(self, i: int):
         return self._url(self._urls[i], encoded=True)
-
-
-class _CachedPayloadSigner:
-    """botocore's S3 SigV4 signer; the payload's SHA-256 may be passed in (bodies are reused,
-    so hashing each one again would measure hashlib, not the server)."""
-
-    def __init__(self, creds, service: str, region: str):
-        from botocore.auth import S3SigV4Auth
-        from botocore.awsrequest import AWSRequest
-
-        class Signer(S3SigV4Auth):
-            def payload(self, request):
-                sha = request.context.get("aifb_payload_sha256")
-                return sha if sha is not None else super().payload(request)
-
-        self._auth = Signer(creds, service, region)
-        self._request = AWSRequest
-
-    def sign(self, method: str, url: str, body: bytes | None = None,
-             sha256_hex: str | None = None) -> dict:
-        req = self._request(method=method, url=url, data=body, headers={})
-        if sha256_hex is not None:
-            req.context["aifb_payload_sha256"] = sha256_hex
-        self._auth.add_auth(req)
-        return dict(req.headers.items())
 
 
 async def _open_boto(ep: Endpoint, access: str, secret: str, config):

@@ -5,7 +5,11 @@ both call merge_stats, so a run's figures follow the same rules however its load
 Rules: counts are summed; the window is the common one (earliest warmup end to latest measure
 end); stopped_by is the most serious of the members' (STOP_RANK), and a member that reported
 nothing makes it `lost` (client_process_failed / client_job_lost) unless a more serious stop
-(cancelled) is known; client_cpu and loop_lag_s are the busiest member's, named by its index.
+(cancelled) is known; client_cpu and loop_lag_s are the busiest member's, named by its index,
+and client_cpu adds the sums over every member, cpu_s_all_<members> and util_all_<members>: a
+member that is itself a merge (a Slurm client job of several processes) counts with its own sums,
+and the sums are None when any member's CPU is unknown (a lost member, one without a sample),
+never a part passed off as the whole.
 Open loop: the scheduling-lag percentiles are over the pooled samples when every member sent
 them (processes send raw samples); members that report only their summary (Slurm client jobs)
 give n and mean exactly, max exactly, and each percentile as the largest of the members' (an
@@ -57,6 +61,12 @@ def _worst(items: list[tuple[int, dict | None]], key: str, member: str) -> dict 
         if d and d.get(key) is not None and (best is None or d[key] > best[key]):
             best = {**d, member: k}
     return best
+
+
+def _member_total(cpu: dict, key: str, own: str) -> float | None:
+    """One member's CPU over all its processes: a merge's own sum (Slurm client jobs of several
+    processes; None when unknown there), else the engine's own figure."""
+    return cpu.get(f"{key}_all_processes", cpu.get(own))
 
 
 def _summed_sched_lags(sts: list, n_measured: int, window_s: float, load: LoadSettings,
@@ -112,9 +122,11 @@ def merge_stats(parts: list, *, blocks: list, pids: list, load: dict | LoadSetti
                     "client_cpu": s.get("client_cpu"), "loop_lag_s": s.get("loop_lag_s")})
     cpu_worst = _worst([(p[member], p["client_cpu"]) for p in per], "util_of_one_core", member)
     if cpu_worst is not None:
-        cpus = [p["client_cpu"] for p in per if p["client_cpu"]]
-        cpu_worst[f"cpu_s_all_{names['plural']}"] = round(sum(c["cpu_s"] for c in cpus), 6)
-        cpu_worst[f"util_all_{names['plural']}"] = round(sum(c["util_of_one_core"] for c in cpus), 4)
+        known = not lost and all(p["client_cpu"] for p in per)
+        for key, own, digits in (("cpu_s", "cpu_s", 6), ("util", "util_of_one_core", 4)):
+            vals = [_member_total(p["client_cpu"], key, own) for p in per] if known else [None]
+            cpu_worst[f"{key}_all_{names['plural']}"] = (
+                None if None in vals else round(sum(vals), digits))
     lag_worst = _worst([(p[member], p["loop_lag_s"]) for p in per], "p99", member)
     if lag_worst is None and sts[0].get("loop_lag_s") is not None:
         lag_worst = {**sts[0]["loop_lag_s"], member: got[0][0]}

@@ -176,6 +176,19 @@ def _slo_word(passed) -> str:
 
 # ----------------------------------------------------------------------------- report
 
+def _client_cpu(v: dict) -> str | None:
+    """The busiest client process's share of a core, then the CPU of every client process per
+    request (and per streamed token): validity.client_cpu_*."""
+    parts = []
+    if v.get("client_cpu_util") is not None:
+        parts.append(f"{v['client_cpu_util']:.0%} of one core")
+    for key, what in (("client_cpu_us_per_request", "request"), ("client_cpu_us_per_token",
+                                                                 "streamed token")):
+        if v.get(key) is not None:
+            parts.append(f"{format_number(v[key])} µs per {what}")
+    return "; ".join(parts) or None
+
+
 def build_report(run_dir: Path, report_dir: Path, comparison: dict | None = None) -> dict:
     """Write report_dir/report.md, report.json and plots/*.png for the run in run_dir; return
     the report.json content. `comparison` (aifb.analysis.compare.compare_runs, for a rerun) adds a
@@ -399,7 +412,7 @@ def render_markdown(report: dict, summary: dict) -> str:
     v = r["validity"] or {}
     lines += ["## Validity", ""]
     vfacts = [
-        ("Client CPU", f"{v['client_cpu_util']:.0%} of one core" if v.get("client_cpu_util") is not None else None),
+        ("Client CPU", _client_cpu(v)),
         ("Event-loop lag p99", _secs(v.get("loop_lag_p99_s")) if v.get("loop_lag_p99_s") is not None else None),
         ("Client saturated", {True: "⚠️ yes", False: "no"}.get(v.get("client_saturated"))),
         ("Offered rate", _rate(v.get("offered_rate")) if v.get("offered_rate") is not None else None),

@@ -482,3 +482,41 @@ def test_ttft_slo_does_not_pass_while_requests_time_out(tmp_path):
     assert by["e2el_p99"]["passed"] is False and by["e2el_p99"]["source"] == "llm.e2el_all_s"
     assert by["tpot_p99"]["passed"] is True and by["tpot_p99"]["source"] == "llm.tpot_s"
     assert "llm.ttft_all_s" in s["metric_definitions"]
+
+
+def test_client_cpu_per_streamed_token(tmp_path):
+    """20 streamed replies of 16 tokens completed in the window, 32 ms of client CPU over it:
+    100 µs per token, 1,600 µs per request, and both in the report's Client CPU row; a failed
+    request (its partial stream's tokens unknown) leaves the per-token figure null."""
+    from aifb.analysis.summary import summarize
+    from aifb.reporting.report import build_report
+
+    def run(name, failed):
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        recs = [_rec(0.5 + i * 0.4, 0.1, [0.010] * 15) for i in range(20)]
+        recs += [{"t_start": 3.0, "t_end": 3.2, "ok": False, "phase": "measure", "op": "chat",
+                  "t_first": None, "error": {"type": "ServerError", "message": "x"}}] * failed
+        with open(run_dir / "requests.jsonl", "w") as fh:
+            for i, r in enumerate(recs):
+                fh.write(json.dumps({"client": 0, "worker": 0, "seq": i, "t_sched": None,
+                                     "error": None, "bytes_out": 1, "bytes_in": 1} | r) + "\n")
+        write_json(run_dir / "run.json", {
+            "benchmark_id": "BM-20260101-001", "status": "completed",
+            "service": {"kind": "llamacpp"},
+            "recipe": {"name": "t", "service": {"kind": "llamacpp"}, "load": {"clients": 1}},
+            "load_stats": {"window_s": 8.0, "warmup_end": 0.4, "measure_end": 8.4,
+                           "measured": {"ok": 20, "errors": failed},
+                           "client_cpu": {"cpu_s": 0.032, "util_of_one_core": 0.004}}})
+        return run_dir
+
+    run_dir = run("ok", 0)
+    v = summarize(run_dir)["validity"]
+    assert v["client_cpu_us_per_token"] == pytest.approx(100.0)
+    assert v["client_cpu_us_per_request"] == pytest.approx(1600.0)
+    build_report(run_dir, tmp_path / "report")
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "| Client CPU | 0% of one core; 1,600 µs per request; 100 µs per streamed token |" in md
+    v = summarize(run("failed", 1))["validity"]
+    assert v["client_cpu_us_per_token"] is None
+    assert v["client_cpu_us_per_request"] == pytest.approx(0.032 / 21 * 1e6)

@@ -327,3 +327,53 @@ def test_fast_failures_cannot_flatter_a_latency_slo(tmp_path):
     rule = s["slo"]["rules"][0]
     assert rule["source"] == "latency_s" and rule["passed"] is False
     assert rule["value"] == pytest.approx(np.percentile(ok_lat, 50))
+
+
+def _cpu_part(cpu_s, util, ok, errors):
+    """One worker process's load_stats, as the engine reports them (the fields merge reads)."""
+    return ({"t_load_start": 1.0, "warmup_end": 2.0, "measure_end": 12.0, "t_load_end": 12.5,
+             "records_written": ok + errors, "measured": {"ok": ok, "errors": errors},
+             "stopped_by": "duration",
+             "client_cpu": {"cpu_s": cpu_s, "util_of_one_core": util, "wall_s": 10.0},
+             "loop_lag_s": {"p50": 0.0, "p99": 0.001, "max": 0.001}}, None)
+
+
+def test_client_cpu_per_request_is_every_process_over_every_request(tmp_path):
+    """Two worker processes: 6 s of CPU over the window for 3,000 requests completed in it,
+    and 2 s for 500 (one failed; the busier in share of a core). 8 s / 3,500 requests: not
+    the busiest's CPU over all requests (571 µs), nor its own ratio (4,000), nor the mean of
+    the two ratios (3,000)."""
+    from aifb.load.merge import merge_stats
+    merged = merge_stats([_cpu_part(6.0, 0.6, 3000, 0), _cpu_part(2.0, 0.9, 499, 1)],
+                         blocks=[(0, 1), (1, 2)], pids=[11, 12],
+                         load={"clients": 2, "concurrency": 1}, lost=[])
+    synthetic.write_run(tmp_path / "p", load_stats_extra={
+        k: merged[k] for k in ("client_cpu", "measured", "process_stats")})
+    v = S.summarize(tmp_path / "p")["validity"]
+    assert v["client_cpu_s"] == 2.0                  # the busiest process (90 % of a core)
+    assert v["client_cpu_s_all"] == 8.0
+    assert v["client_cpu_us_per_request"] == pytest.approx(8.0 / 3500 * 1e6)
+    assert v["client_cpu_us_per_token"] is None      # not an LLM run
+    lost = merge_stats([_cpu_part(6.0, 0.6, 3000, 0), None], blocks=[(0, 1), (1, 2)],
+                       pids=[11, 12], load={"clients": 2, "concurrency": 1},
+                       lost=[{"process": 1}])
+    synthetic.write_run(tmp_path / "l", load_stats_extra={
+        k: lost[k] for k in ("client_cpu", "measured")})
+    v = S.summarize(tmp_path / "l")["validity"]
+    assert v["client_cpu_s_all"] is None and v["client_cpu_us_per_request"] is None
+
+
+def test_client_cpu_per_request_of_one_process_and_unknown(tmp_path):
+    synthetic.write_run(tmp_path / "one", load_stats_extra={
+        "client_cpu": {"cpu_s": 1.5, "util_of_one_core": 0.15},
+        "measured": {"ok": 980, "errors": 20}})
+    s = S.summarize(tmp_path / "one")
+    v = s["validity"]
+    assert v["client_cpu_s_all"] == 1.5
+    assert v["client_cpu_us_per_request"] == pytest.approx(1500.0)
+    assert validation_errors(s, "summary.schema.yaml") == []
+    assert "client_cpu_us_per_request" in " ".join(s["metric_definitions"])
+    synthetic.write_run(tmp_path / "none", load_stats_extra={"client_cpu": None,
+                                                              "measured": {"ok": 5, "errors": 0}})
+    v = S.summarize(tmp_path / "none")["validity"]
+    assert v["client_cpu_s_all"] is None and v["client_cpu_us_per_request"] is None

@@ -84,3 +84,28 @@ def test_a_lost_member_is_ranked_alike_for_processes_and_jobs(tmp_path):
                 "records_by_phase", "errors_by_type", "connect_attempts", "sched_lag_s",
                 "achieved_rate", "offered_rate", "scheduled", "scheduled_rate"):
         assert jobs[key] == procs[key], key
+
+
+def test_cpu_sums_count_every_process_of_every_client_job(tmp_path):
+    """A Slurm client job of two processes (3 s and 1 s of CPU) and two single-process jobs
+    (1.5 s, 0.5 s): the run's client CPU is 6 s, not the sum of each job's busiest process
+    (5 s); with a job lost, or a process of a job lost, it is unknown (None), not a part."""
+    def job(cpu_s, util):
+        return _job_stats("duration", 50, 3e-05, 4e-05, 1e-05, 3.5, util, 0.001) | {
+            "client_cpu": {"cpu_s": cpu_s, "util_of_one_core": util}}
+    two = merge_stats([(job(3.0, 0.3), None), (job(1.0, 0.1), None)], blocks=[(0, 1), (1, 2)],
+                      pids=[7, 8], load=SETTINGS, lost=[])
+    assert two["client_cpu"]["cpu_s_all_processes"] == 4.0
+    assert two["client_cpu"]["util_all_processes"] == pytest.approx(0.4)
+    cj = _client_jobs(tmp_path)
+    cj.jobs[1]["stats"], cj.jobs[2]["stats"] = job(1.5, 0.15), job(0.5, 0.05)
+    m = cj.merge_stats(two)
+    assert m["client_cpu"]["cpu_s_all_client_jobs"] == 6.0
+    assert m["client_cpu"]["util_all_client_jobs"] == pytest.approx(0.6)
+    cj.jobs[2]["stats"] = None
+    assert cj.merge_stats(two)["client_cpu"]["cpu_s_all_client_jobs"] is None
+    half = merge_stats([(job(3.0, 0.3), None), None], blocks=[(0, 1), (1, 2)], pids=[7, 8],
+                       load=SETTINGS, lost=[{"process": 1}])
+    assert half["client_cpu"]["cpu_s_all_processes"] is None
+    cj.jobs[2]["stats"] = job(0.5, 0.05)
+    assert cj.merge_stats(half)["client_cpu"]["cpu_s_all_client_jobs"] is None

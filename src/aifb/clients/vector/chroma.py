@@ -32,7 +32,8 @@ from aifb.clock import now_ns
 from aifb.errors import ServiceError
 from aifb.clients import register
 from aifb.clients.base import RequestError
-from aifb.clients.vector.common import PREPARE_TIMEOUT_S, VectorHttpClient, data_rows, f32_json
+from aifb.clients.vector.common import (PREPARE_TIMEOUT_S, VectorHttpClient, data_rows, f32_json,
+                                        reply_json)
 
 DEFAULT_PORT = 8000
 CHROMA_EXTRA_KEYS = ("tenant", "database")
@@ -102,7 +103,7 @@ class ChromaClient(VectorHttpClient):
         return f"{self._coll_url()}/query"
 
     def _parse_query(self, raw: bytes) -> tuple[list, list | None]:
-        reply = json.loads(raw)
+        reply = reply_json(raw)
         ids = reply["ids"][0]
         dists = reply.get("distances")
         return ids, ([self._to_canon(d) for d in dists[0]] if dists else None)

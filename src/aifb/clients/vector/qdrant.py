@@ -34,7 +34,8 @@ import numpy as np
 from aifb.clock import now_ns
 from aifb.errors import ServiceError
 from aifb.clients import register
-from aifb.clients.vector.common import PREPARE_TIMEOUT_S, VectorHttpClient, data_rows, f32_json
+from aifb.clients.vector.common import (PREPARE_TIMEOUT_S, VectorHttpClient, data_rows, f32_json,
+                                        reply_json)
 
 DEFAULT_PORT = 6333
 DISTANCES = {"cosine": "Cosine", "l2": "Euclid", "ip": "Dot"}
@@ -108,7 +109,7 @@ class QdrantClient(VectorHttpClient):
         return f"{self.coll_url}/points/{'query' if self._use_query_api else 'search'}"
 
     def _parse_query(self, raw: bytes) -> tuple[list, list | None]:
-        result = json.loads(raw)["result"]
+        result = reply_json(raw)["result"]
         points = result["points"] if isinstance(result, dict) else result
         return [p["id"] for p in points], [self._to_canon(p.get("score")) for p in points]
 
