@@ -2,9 +2,11 @@
 # No rules here.
 
 import functools
+import shlex
 import sys
 from pathlib import Path
 
+from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
 from aifb.workflow import registry
@@ -18,6 +20,19 @@ from aifb.units import parse_duration
 validate(config, schema="../schemas/config.schema.yaml")
 
 WORKDIR = Path.cwd()
+
+
+def step_command(step, *files):
+    """The shell command of a per-benchmark rule: `python -m aifb.workflow.steps STEP ID LOG
+    FILES...` (why shell: and not script: is in that module). The interpreter is the one running
+    Snakemake, where aifb is installed, as a `script:` rule would use; with --use-conda (--sdm
+    conda), the environment's own `python` (environment.yml installs aifb there). It is written
+    into the command here, at parse time, so the rules name no variable from outside."""
+    if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
+        python = "python"
+    else:
+        python = shlex.quote(sys.executable).replace("{", "{{").replace("}", "}}")
+    return " ".join([python, "-m aifb.workflow.steps", step, "{wildcards.id} {log:q}", *files])
 
 
 def _load_targets():
