@@ -1,6 +1,7 @@
-"""The frame of a Snakemake script shim (workflow/scripts/*.py): the step's log file is its
-stderr, a failure's traceback goes into that log, and the terminal gets one line saying why
-the step failed and where the details are. Snakemake then reports the failed job as usual."""
+"""The frame of one workflow step (aifb.workflow.steps, and the workflow/scripts/*.py shims):
+the step's log file is its stderr, a failure's traceback goes into that log, and the terminal
+gets one line saying why the step failed and where the details are. Snakemake then reports the
+failed job as usual."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from aifb.errors import AifbError
 
 
 @contextlib.contextmanager
-def step_log(smk, mode: str = "w"):
-    """`with step_log(snakemake) as (log, terminal):` - log is the open log file (also
-    sys.stderr inside the block), terminal the stderr Snakemake gave the job."""
+def step_log(path, step: str, where: str = "", mode: str = "w"):
+    """`with step_log(log_path, "summarize", bid) as (log, terminal):` - log is the open log
+    file (also sys.stderr inside the block), terminal the stderr Snakemake gave the job; `step`
+    (the rule) and `where` (its wildcards, e.g. the benchmark ID) name it in the failure line."""
     terminal = sys.stderr
-    path = smk.log[0]
     with open(path, mode, encoding="utf-8") as log:
         sys.stderr = log
         try:
@@ -32,9 +33,6 @@ def step_log(smk, mode: str = "w"):
                 first = (str(exc).strip().splitlines() or [""])[0]
                 reason = first if isinstance(exc, AifbError) else f"{type(exc).__name__}: {first}"
                 code = 1
-            step = getattr(smk, "rule", "step")
-            wildcards = getattr(smk, "wildcards", None)
-            where = "/".join(str(v) for _, v in wildcards.items()) if hasattr(wildcards, "items") else ""
             print(f"aifb: {step}{' ' + where if where else ''} failed: {reason} (traceback in {path})",
                   file=terminal, flush=True)
             raise SystemExit(code) from None

@@ -58,6 +58,17 @@ FUNCTION_IMPORTS: dict[tuple[str, str], str] = {
     ("aifb.workflow.recipe", "aifb.clients.llm.prompts"):
         "aiohttp: every recipe check and every Snakemake parse would pay it for the one "
         "workload field (a trace file's path) that needs the LLM prompt code",
+    # One command runs each per-benchmark workflow step; each step loads only its own layer.
+    ("aifb.workflow.steps", "aifb.workflow.runner"):
+        "the benchmark step: the summary and report steps would load the load engine and "
+        "every service and client",
+    ("aifb.workflow.steps", "aifb.analysis.summary"):
+        "polars, for the summary step only",
+    ("aifb.workflow.steps", "aifb.reporting.report"):
+        "altair and vl-convert (~1.25 s), for the report step only: a benchmark job would "
+        "load them before its measurement",
+    ("aifb.workflow.steps", "aifb.workflow.rerun"):
+        "a rerun's comparison (registry, recipe schemas: 0.19 s), for the report step only",
     ("aifb.telemetry.sources", "aifb.clients.redis"): _BARE_SAMPLER,
     ("aifb.telemetry.sources", "aifb.clients.postgres"): _BARE_SAMPLER,
 }

@@ -18,5 +18,5 @@ rule run_benchmark:
         mem_mb=2048,
     conda:
         "../../environment.yml"
-    script:
-        "../scripts/run_benchmark.py"
+    shell:
+        step_command("run_benchmark")

@@ -2,9 +2,12 @@
 # No rules here.
 
 import functools
+import gc
+import shlex
 import sys
 from pathlib import Path
 
+from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
 from aifb.workflow import registry
@@ -15,9 +18,29 @@ from aifb.slurm.targets import DEFAULT_QUEUE_TIMEOUT_S, load_targets_file, runti
 from aifb.units import parse_duration
 
 
+# Snakemake keeps a few hundred objects per job until it exits, and Python's default threshold
+# (a young collection every 700 allocations, a full one every 100 young) made a dry run of
+# 1,000 IDs (3,001 jobs) scan its whole, growing heap eight times: ~12 % of its CPU
+# (benchmarks/README.md). A young collection every 100,000 allocations leaves no full one in
+# such a run, and still collects cycles, so a long run's memory stays bounded.
+gc.set_threshold(100_000)
+
 validate(config, schema="../schemas/config.schema.yaml")
 
 WORKDIR = Path.cwd()
+
+
+def step_command(step, *files):
+    """The shell command of a per-benchmark rule: `python -m aifb.workflow.steps STEP ID LOG
+    FILES...` (why shell: and not script: is in that module). The interpreter is the one running
+    Snakemake, where aifb is installed, as a `script:` rule would use; with --use-conda (--sdm
+    conda), the environment's own `python` (environment.yml installs aifb there). It is written
+    into the command here, at parse time, so the rules name no variable from outside."""
+    if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
+        python = "python"
+    else:
+        python = shlex.quote(sys.executable).replace("{", "{{").replace("}", "}}")
+    return " ".join([python, "-m aifb.workflow.steps", step, "{wildcards.id} {log:q}", *files])
 
 
 def _load_targets():

@@ -34,5 +34,5 @@ rule report:
         mem_mb=2048,
     conda:
         "../../environment.yml"
-    script:
-        "../scripts/report.py"
+    shell:
+        step_command("report", "{input.run:q}", "{output.md:q}")

@@ -13,5 +13,5 @@ rule summarize:
         mem_mb=2048,
     conda:
         "../../environment.yml"
-    script:
-        "../scripts/summarize.py"
+    shell:
+        step_command("summarize", "{input.run:q}", "{output:q}")

@@ -5,7 +5,7 @@ from pathlib import Path
 from aifb.workflow.index import write_index
 from aifb.step import step_log
 
-with step_log(snakemake):
+with step_log(snakemake.log[0], snakemake.rule):
     write_index(
         Path.cwd(),
         snakemake.params.sweeps,

@@ -5,7 +5,7 @@ from pathlib import Path
 from aifb.step import step_log
 from aifb.reporting.sweep_report import build_sweep_report
 
-with step_log(snakemake):
+with step_log(snakemake.log[0], snakemake.rule, "/".join(snakemake.wildcards)):
     build_sweep_report(
         snakemake.params.sweep,
         [Path(p).parent for p in snakemake.input.summaries],
