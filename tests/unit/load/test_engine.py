@@ -166,6 +166,30 @@ def test_encoded_times_are_exact(t0, d_start, d_lat, d_sched, ok):
     assert validation_errors(rec, "request.schema.yaml") == []
 
 
+def test_fast_encoding_matches_the_general_one():
+    """encode_rows keeps the parts of common lines (per client and worker, per byte counts and
+    phase) between calls: every line must still be encode_row's, whatever mix comes."""
+    import random as _random
+
+    rng = _random.Random(5)
+    t0 = 10 ** 12
+    rows, phases = [], []
+    for i in range(3000):
+        te = t0 + rng.randint(0, 10 ** 11)
+        ok = rng.random() < 0.8
+        res = (rng.choice(["get", "set", "q\"uote"]), ok, None if ok else "Timeout",
+               None if ok else "late", rng.choice([0, 128, None, 7]), rng.choice([0, 128, 5, None]),
+               rng.choice([None, None, te - 5]), te)
+        ts = rng.choice([None, None, None, te - 99])
+        rows.append((rng.randrange(3), rng.randrange(40), i, ts, te - rng.randint(0, 10 ** 7), res))
+        phases.append(rng.choice(["warmup", "measure", "cooldown"]))
+    want = "".join(encode_row(r, p, t0) for r, p in zip(rows, phases))
+    got = "".join(encode_rows(rows[i:i + 97], phases[i:i + 97], t0) for i in range(0, 3000, 97))
+    assert got == want
+    assert encode_rows(rows, phases, t0 + 1) == "".join(encode_row(r, p, t0 + 1)
+                                                        for r, p in zip(rows, phases))
+
+
 def test_readers_drop_a_truncated_last_line_only(tmp_path):
     good = '{"client":0,"seq":0}\n{"client":0,"seq":1}\n'
     p = tmp_path / "a.jsonl"
