@@ -63,14 +63,12 @@ import asyncio
 import collections
 import gc
 import math
-import resource
-import time
 
 from aifb.clients.base import R_ERR_TYPE, R_OK, R_OP, R_T_END, RequestError
 from aifb.clock import now_ns
 from aifb.errors import ServiceError
 from aifb.load.arrivals import Arrivals
-from aifb.load.figures import G, open_loop_stats, pct, seconds
+from aifb.load.figures import G, cpu_figures, cpu_sample, open_loop_stats, pct, seconds
 from aifb.load.processes import run_load_processes
 from aifb.load.settings import LoadRun
 from aifb.load.share import SHARE_TICK_S
@@ -338,7 +336,7 @@ class Engine:
     def _end_window(self, t_end: int) -> None:
         """Requests mode: the window ends at t_end (ns); the load stops after the cooldown."""
         self.measure_end_ns = t_end
-        self.cpu_end = self._cpu_sample()
+        self.cpu_end = cpu_sample()
         self.count_target = None
         self.stop_ns = t_end + int(self.cooldown_s * G)
         if self.stopped_by is None:
@@ -390,7 +388,10 @@ class Engine:
         me = self.measure_end_ns
         phases = []
         add = phases.append
+        oks = []        # the phase of each ok closed-loop request: counted at the end, in C
+        ok = oks.append
         nb = self.n_by_phase
+        streak = self.streak_start
         counting = self.requests is not None and self.share is None
         for row in batch:
             res = row[5]
@@ -404,35 +405,40 @@ class Engine:
                     ph = "measure"
                 else:
                     ph = "cooldown"
-            elif me is None:  # shared count before its end (te <= safe), or a cancelled run
-                ph = "measure"
-            elif te <= me:
-                ph = "measure"
+            elif me is None or te <= me:  # me None: a shared count before its end (te <= safe),
+                ph = "measure"               # or a cancelled run
             else:
                 ph = "cooldown"
             add(ph)
+            if res[R_OK] and row[3] is None:   # the common case (connect records never are ok)
+                ok(ph)
+                streak = None
+                continue
             if res[R_OP] == CONNECT_OP:  # a failed reconnect attempt, not a request
                 self.connects_by_phase[ph] += 1
                 if ph == "measure":
                     et = res[R_ERR_TYPE]
                     self.connect_errors[et] = self.connect_errors.get(et, 0) + 1
-                if self.streak_start is None:
-                    self.streak_start = te
+                if streak is None:
+                    streak = te
                 continue
             if res[R_OK]:
                 nb[ph][0] += 1
-                self.streak_start = None
+                streak = None
             else:
                 nb[ph][1] += 1
                 et = res[R_ERR_TYPE]
                 self.errors_by_type[et] = self.errors_by_type.get(et, 0) + 1
-                if self.streak_start is None:
-                    self.streak_start = te
+                if streak is None:
+                    streak = te
             if row[3] is not None:
                 if ph == "measure":
                     self.sched_lags.append(row[4] - row[3])
                 if row[3] >= wu:
                     self.sched_times.append(row[3])
+        for ph, v in nb.items():
+            v[0] += oks.count(ph)
+        self.streak_start = streak
         return phases
 
     def _write(self, batch: list) -> None:
@@ -555,17 +561,12 @@ class Engine:
             if t2 >= self.warmup_end_ns and (self.measure_end_ns is None or t2 <= self.measure_end_ns):
                 self.lags.append(max(0, t2 - t - pns))
 
-    @staticmethod
-    def _cpu_sample() -> tuple:
-        ru = resource.getrusage(resource.RUSAGE_SELF)
-        return (now_ns(), time.process_time(), ru.ru_utime, ru.ru_stime)
-
     def _mark_window_start(self) -> None:
-        self.cpu_start = self._cpu_sample()
+        self.cpu_start = cpu_sample()
 
     def _mark_window_end(self) -> None:
         if self.cpu_end is None:
-            self.cpu_end = self._cpu_sample()
+            self.cpu_end = cpu_sample()
 
     # -- the run --------------------------------------------------------------------------
     async def run(self, stats_out: dict | None, t_load_start_ns: int | None = None) -> dict:
@@ -700,13 +701,6 @@ class Engine:
         window_ns = max(0, measure_end - self.warmup_end_ns)
         window_s = window_ns / G
         ok_m, err_m = self.n_by_phase["measure"]
-        cpu = None
-        if self.cpu_start and self.cpu_end and self.cpu_end[0] > self.cpu_start[0]:
-            wall = (self.cpu_end[0] - self.cpu_start[0]) / G
-            cpu_s = self.cpu_end[1] - self.cpu_start[1]
-            cpu = {"cpu_s": round(cpu_s, 6), "user_s": round(self.cpu_end[2] - self.cpu_start[2], 6),
-                   "sys_s": round(self.cpu_end[3] - self.cpu_start[3], 6),
-                   "wall_s": round(wall, 6), "util_of_one_core": round(cpu_s / wall, 4)}
         lags = sorted(self.lags)
         out = {
             "t_load_start": seconds(self.t_load_start - t0),
@@ -727,7 +721,7 @@ class Engine:
             "connect_attempts": {"by_phase": dict(self.connects_by_phase),
                                  "measure_errors_by_type": dict(sorted(self.connect_errors.items()))},
             "stopped_by": self.stopped_by,
-            "client_cpu": cpu,
+            "client_cpu": cpu_figures(self.cpu_start, self.cpu_end),
             "loop_lag_s": {"n": len(lags), "period_s": 0.01,
                            "p50": seconds(pct(lags, 0.5)), "p99": seconds(pct(lags, 0.99)),
                            "max": seconds(lags[-1] if lags else None)},
