@@ -17,7 +17,8 @@ request at once. No coroutine, task, future or dict per request. A flusher task 
 into JSON lines every `flush_interval_s` (0.25 s; at most 0.5 s is ever unwritten), in chunks
 of FLUSH_CHUNK rows so that the event loop is never blocked for long; each chunk is one write()
 of whole lines, issued by the RecordWriter's helper thread so a slow disk cannot stall the loop.
-Objects that exist before the load are frozen out of the cyclic GC (gc.freeze) for its length.
+Objects that exist before the load are frozen out of the cyclic GC (gc.freeze) for its length;
+young passes run less often (GC_YOUNG).
 
 Phases go by completion time t_end: < warmup_end -> warmup; <= measure_end -> measure; later
 -> cooldown. Duration mode: measure_end = warmup_end + duration_s, new requests stop at
@@ -79,6 +80,9 @@ from aifb.records import RecordWriter
 FLUSH_CHUNK = 128  # rows formatted per step of the flusher (~0.15 ms), then the loop runs
 STARVED_NS = 20_000_000  # a flusher step that waited longer than this for its turn: loop starved
 CONNECT_OP = "connect"   # the op of a failed reconnect attempt's record: not a request
+# Young objects between GC passes in the load (default 700): each request leaves 2 tuples, which
+# a pass only untracks; ~0.15 us a request less, ~0.1 ms a pass (benchmarks/README.md)
+GC_YOUNG = 2000
 
 class ClientState:
     __slots__ = ("ci", "client", "seq", "free", "backlog", "fu_backlog", "slots")
@@ -576,9 +580,10 @@ class Engine:
         # Everything allocated so far (modules, clients, pre-encoded commands) goes to the
         # permanent generation: full collections during the load then scan only what the load
         # allocates (measured: gen-2 pauses 5-9 ms -> < 1 ms at ~100k requests/s).
-        thawed = gc.get_freeze_count() == 0
+        thawed, gc_threshold = gc.get_freeze_count() == 0, gc.get_threshold()
         gc.collect()
         gc.freeze()
+        gc.set_threshold(GC_YOUNG, *gc_threshold[1:])
         if t_load_start_ns is not None:
             try:
                 wait = t_load_start_ns - now_ns() - 2_000_000
@@ -593,6 +598,7 @@ class Engine:
                 self.writer.close()
                 if thawed:
                     gc.unfreeze()
+                gc.set_threshold(*gc_threshold)
                 if stats_out is not None:
                     stats_out.update(self.stats(now_ns()))
                 raise
@@ -670,6 +676,7 @@ class Engine:
             self.writer.close()
             if thawed:
                 gc.unfreeze()
+            gc.set_threshold(*gc_threshold)
             self._mark_window_end()
             stats = self.stats(t_end)
             if stats_out is not None:
