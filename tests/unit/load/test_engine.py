@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aifb.clock import RunClock, ns_to_s_text
+from aifb.clock import RunClock, now_ns, ns_to_s_text
 from aifb.load.engine import run_load, run_load_sync
 from aifb.errors import ServiceError
 from aifb.records import encode_row, encode_rows, iter_records, read_records
@@ -146,6 +146,47 @@ def test_unreachable_endpoint_fails_before_any_record(tmp_path):
                       load=load(clients=2, concurrency=2, duration_s=1.0), seed=1,
                       records_path=path, clock=RunClock(), log=quiet)
     assert not path.exists()
+
+
+def test_closed_loop_sends_again_only_after_every_reply_of_a_poll_is_stamped(register_kind,
+                                                                              tmp_path):
+    """Replies that one step of the event loop brings (one poll) are all stamped before any
+    connection sends again: a send (a system call of several us) made between them would
+    stamp the later replies' t_end late by its cost (issue 20)."""
+    events = []
+
+    class BatchClient(NoServerClient):
+        """Answers every in-flight request together, in one loop callback, like one poll."""
+
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            self.pending: dict = {}
+
+        def start(self, worker, done):
+            events.append(("send", worker))
+            if not self.pending:
+                asyncio.get_running_loop().call_later(0.001, self.reply_all)
+            self.pending[worker] = done
+
+        def reply_all(self):
+            pending, self.pending = self.pending, {}
+            events.append(("poll", len(pending)))
+            for worker, done in sorted(pending.items()):
+                events.append(("reply", worker))
+                done(("get", True, None, None, 0, 1, None, now_ns()))
+
+        def abort(self, worker):
+            return "get" if self.pending.pop(worker, None) else None
+
+    kind = register_kind("batch_test", client=BatchClient)
+    stats = run_load_sync(kind=kind, endpoint="batch://", workload={},
+                          load=load(concurrency=4, requests=200), seed=1,
+                          records_path=tmp_path / "b.jsonl", clock=RunClock(), log=quiet)
+    assert stats["measured"] == {"ok": 200, "errors": 0}
+    polls = [(i, e[1]) for i, e in enumerate(events) if e[0] == "poll"]
+    assert sum(n == 4 for _, n in polls) >= 40
+    for i, n in polls:
+        assert [e[0] for e in events[i + 1:i + 1 + n]] == ["reply"] * n, events[i:i + 2 * n]
 
 
 # --------------------------------------------------------------------------- records
