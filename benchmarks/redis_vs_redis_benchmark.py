@@ -25,11 +25,15 @@ scheduling lag. Near saturation, latency from t_sched exceeds the closed-loop la
 closed loop stops sending while it waits, the open loop does not.
 
     .venv/bin/python benchmarks/redis_vs_redis_benchmark.py [--seconds 3] [--repeat 1] [--check]
-        [--processes 1 2] [--open-loop [--rate-fraction 0.9]]
+        [--processes 1 2] [--open-loop [--rate-fraction 0.9]] [--compare CHECKOUT]
 
 Client CPU per request: aifb's CPU time over the measurement window (getrusage, all its
 processes) / measured requests, in µs ("cpu us/req"): what one request costs the load
 generator, the figure to compare between versions on a shared machine.
+
+--compare CHECKOUT adds closed-loop runs of aifb imported from another checkout (e.g.
+`git archive 8b0a9c8 | tar -x -C /tmp/old`), alternated with this checkout's, each run in a
+fresh process (both sides), and prints both sides' CPU us per request, ops/s and p50.
 
 --check exits 1 unless (issue 20's targets): at concurrency 32 aifb's ops/s >= 0.95x
 redis-benchmark's and its p50 <= 1.3x; at concurrency 1 its p50 <= 1.2x; with --open-loop also: the best achieved open-loop rate at
@@ -54,7 +58,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
+# --compare runs each aifb load in a child of this script with AIFB_BENCH_SRC naming the checkout's
+# src/ to import aifb from (this one's, or the other's)
+sys.path.insert(0, os.environ.get("AIFB_BENCH_SRC") or str(ROOT / "src"))
 
 from aifb import process  # noqa: E402
 from aifb.clock import RunClock  # noqa: E402
@@ -88,6 +94,17 @@ def aifb_run(port: int, c: int, seconds: float, keyspace: int, size: int, workdi
         print("\n".join(logs), file=sys.stderr)
         raise
     return _figures(path, stats, rate)
+
+
+def aifb_run_in(src: Path, port: int, c: int, seconds: float, keyspace: int, size: int,
+                workdir: Path) -> dict:
+    """aifb_run (closed loop, one process) in a fresh child importing aifb from `src`."""
+    out = subprocess.run([sys.executable, __file__, "--one-run", json.dumps(
+        [port, c, seconds, keyspace, size, str(workdir)])], capture_output=True, text=True,
+        timeout=600, env={**os.environ, "AIFB_BENCH_SRC": str(src)})
+    if out.returncode != 0:
+        raise RuntimeError(f"aifb from {src} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _run(path, port, c, seconds, keyspace, size, processes, rate, log) -> dict:
@@ -159,6 +176,11 @@ def main() -> int:
                     help="pairs of runs per tool and concurrency, interleaved A-B-B-A")
     ap.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--compare", type=Path, metavar="CHECKOUT",
+                    help="also run the closed loop with aifb from another checkout (e.g. one made "
+                         "with `git archive`), alternating with this one, each run in a fresh "
+                         "process: its CPU us per request, ops/s and p50 against this one's")
+    ap.add_argument("--one-run", help=argparse.SUPPRESS)   # a child of --compare
     ap.add_argument("--processes", type=int, nargs="+", default=[1],
                     help="load.processes values to run aifb with (e.g. 1 2)")
     ap.add_argument("--open-loop", action="store_true",
@@ -170,6 +192,13 @@ def main() -> int:
                     help="open loop only at concurrencies >= this (one connection cannot carry "
                          "an open-loop rate near its closed-loop throughput without queueing)")
     args = ap.parse_args()
+    if args.one_run:
+        port, c, seconds, keyspace, size, workdir = json.loads(args.one_run)
+        print(json.dumps(aifb_run(port, c, seconds, keyspace, size, Path(workdir))))
+        return 0
+    if args.compare and not (args.compare / "src" / "aifb").is_dir():
+        print(f"--compare {args.compare}: no src/aifb there", file=sys.stderr)
+        return 2
     for b in ("redis-server", "redis-benchmark"):
         if not shutil.which(b):
             print(f"{b} not found on PATH (apt-get install redis-server redis-tools)", file=sys.stderr)
@@ -216,13 +245,21 @@ def main() -> int:
                 fracs = args.rate_fraction if c >= args.open_min_concurrency \
                     else [min(args.rate_fraction)]
                 modes += [(f"open{f:g}", P) for f in fracs for P in args.processes]
+            if args.compare:
+                modes.append(("compare", 1))
 
             def ours_once():
                 for mode, P in modes:
                     ref = rb[0]["ops_s"] if rb else est["ops_s"]
                     rate = float(mode[4:]) * ref if mode.startswith("open") else None
-                    ours.setdefault((mode, P), []).append(
-                        aifb_run(port, c, args.seconds, args.keyspace, args.size, workdir, P, rate))
+                    if args.compare and (mode, P) in (("closed", 1), ("compare", 1)):
+                        src = ROOT / "src" if mode == "closed" else args.compare / "src"
+                        run = aifb_run_in(src, port, c, args.seconds, args.keyspace, args.size,
+                                          workdir)
+                    else:
+                        run = aifb_run(port, c, args.seconds, args.keyspace, args.size, workdir,
+                                       P, rate)
+                    ours.setdefault((mode, P), []).append(run)
 
             for _ in range(args.repeat):   # A-B-B-A: redis-benchmark, aifb x2, redis-benchmark
                 rb.append(redis_benchmark(port, c, n, args.keyspace, args.size))
@@ -283,6 +320,14 @@ def main() -> int:
                       f"{ou['p99_s'] * 1e3:>10.3f} | {ou['svc_p50_s'] * 1e3:>10.3f} | "
                       f"{ou['svc_p99_s'] * 1e3:>10.3f} | {ou['sched_lag_p99_s'] * 1e3:>10.3f} ms | "
                       f"{rb['p50_s'] * 1e3:>5.3f}/{rb['p99_s'] * 1e3:<7.3f} | {ou['cpu_all']:>7.2f}")
+    if args.compare:
+        print(f"\nthis checkout against {args.compare} (closed loop, one process, runs alternated)")
+        for c, r in results.items():
+            a, b = r["aifb_closed_p1"], r["aifb_compare_p1"]
+            print(f"  c={c}: CPU us/request {a['cpu_us_per_req']:.2f} vs {b['cpu_us_per_req']:.2f} "
+                  f"(each run: {[round(x['cpu_us_per_req'], 2) for x in a['runs']]} vs "
+                  f"{[round(x['cpu_us_per_req'], 2) for x in b['runs']]}); ops/s {a['ops_s']:,.0f} "
+                  f"vs {b['ops_s']:,.0f}; p50 {a['p50_s'] * 1e3:.3f} vs {b['p50_s'] * 1e3:.3f} ms")
     if args.json:
         args.json.write_text(json.dumps({str(k): v for k, v in results.items()}, indent=2))
 

@@ -101,7 +101,7 @@ def _stages_json(stages: dict, t0_ns: int) -> str:
 # The common line (ok, no t_sched/t_first, byte counts, times after t0) is one %-format of the
 # numbers that change between the parts that rarely do, each built once and kept: its head up
 # to "seq": (per client and worker) and its tail from "ok" on (per byte counts and phase).
-# 1.8 -> 1.3 us a line (benchmarks/README.md); the text is encode_row's
+# 1.9 -> 1.55 us a line (benchmarks/README.md); the text is encode_row's
 # (tests/unit/load/test_engine.py::test_fast_encoding_matches_the_general_one).
 _LINE = '%s%d,"op":%s,"t_sched":null,"t_start":%d.%09d,"t_first":null,"t_end":%d.%09d%s'
 _HEADS: dict[tuple, str] = {}
