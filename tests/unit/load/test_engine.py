@@ -148,11 +148,13 @@ def test_unreachable_endpoint_fails_before_any_record(tmp_path):
     assert not path.exists()
 
 
+@pytest.mark.parametrize("conc", [4, 1])
 def test_closed_loop_sends_again_only_after_every_reply_of_a_poll_is_stamped(register_kind,
-                                                                              tmp_path):
+                                                                              tmp_path, conc):
     """Replies that one step of the event loop brings (one poll) are all stamped before any
     connection sends again: a send (a system call of several us) made between them would
-    stamp the later replies' t_end late by its cost (issue 20)."""
+    stamp the later replies' t_end late by its cost (issue 20). A single connection has no
+    other reply to wait for: it sends again at once, in the reply's own callback."""
     events = []
 
     class BatchClient(NoServerClient):
@@ -174,19 +176,22 @@ def test_closed_loop_sends_again_only_after_every_reply_of_a_poll_is_stamped(reg
             for worker, done in sorted(pending.items()):
                 events.append(("reply", worker))
                 done(("get", True, None, None, 0, 1, None, now_ns()))
+            events.append(("poll end",))
 
         def abort(self, worker):
             return "get" if self.pending.pop(worker, None) else None
 
     kind = register_kind("batch_test", client=BatchClient)
     stats = run_load_sync(kind=kind, endpoint="batch://", workload={},
-                          load=load(concurrency=4, requests=200), seed=1,
+                          load=load(concurrency=conc, requests=200), seed=1,
                           records_path=tmp_path / "b.jsonl", clock=RunClock(), log=quiet)
     assert stats["measured"] == {"ok": 200, "errors": 0}
     polls = [(i, e[1]) for i, e in enumerate(events) if e[0] == "poll"]
-    assert sum(n == 4 for _, n in polls) >= 40
+    assert sum(n == conc for _, n in polls) >= 40
     for i, n in polls:
         assert [e[0] for e in events[i + 1:i + 1 + n]] == ["reply"] * n, events[i:i + 2 * n]
+        if conc == 1 and i + 3 < len(events):
+            assert events[i + 2:i + 4] == [("send", 0), ("poll end",)]   # in the reply's callback
 
 
 # --------------------------------------------------------------------------- records
