@@ -12,12 +12,14 @@ error and cancellation.
 
 Hot path. Requests are callback driven: a worker ("slot") stamps t_start, calls
 client.start(worker, done); the client stamps t_end when the reply is complete and calls done
-with a result tuple; done appends one row tuple to a list and (closed loop) starts the next
-request at once. No coroutine, task, future or dict per request. A flusher task turns rows
-into JSON lines every `flush_interval_s` (0.25 s; at most 0.5 s is ever unwritten), in chunks
-of FLUSH_CHUNK rows so that the event loop is never blocked for long; each chunk is one write()
-of whole lines, issued by the RecordWriter's helper thread so a slow disk cannot stall the loop.
-Objects that exist before the load are frozen out of the cyclic GC (gc.freeze) for its length.
+with a result tuple; done appends one row tuple to a list and (closed loop) queues the slot:
+its next request goes out once every reply this poll of the event loop brought is stamped
+(Engine.issue_soon; aifb.load.slots). No coroutine, task, future or dict per request. A
+flusher task turns rows into JSON lines every `flush_interval_s` (0.25 s; at most 0.5 s is
+ever unwritten), in chunks of FLUSH_CHUNK rows so that the event loop is never blocked for
+long; each chunk is one write() of whole lines, issued by the RecordWriter's helper thread so
+a slow disk cannot stall the loop. Objects that exist before the load are frozen out of the
+cyclic GC (gc.freeze) for its length; young passes run less often (GC_YOUNG).
 
 Phases go by completion time t_end: < warmup_end -> warmup; <= measure_end -> measure; later
 -> cooldown. Duration mode: measure_end = warmup_end + duration_s, new requests stop at
@@ -60,173 +62,27 @@ from __future__ import annotations
 
 import array
 import asyncio
-import collections
 import gc
 import math
-import resource
-import time
 
-from aifb.clients.base import R_ERR_TYPE, R_OK, R_OP, R_T_END, RequestError
+from aifb.clients.base import R_ERR_TYPE, R_OK, R_OP, R_T_END
 from aifb.clock import now_ns
 from aifb.errors import ServiceError
 from aifb.load.arrivals import Arrivals
-from aifb.load.figures import G, open_loop_stats, pct, seconds
+from aifb.load.figures import G, cpu_figures, cpu_sample, open_loop_stats, pct, seconds
 from aifb.load.processes import run_load_processes
 from aifb.load.settings import LoadRun
 from aifb.load.share import SHARE_TICK_S
+from aifb.load.slots import CONNECT_OP, ClientState, Slot
 from aifb.load.startup import (announce_ready, finish, prepare, run_identity, shut_down,
                                start_clients)
 from aifb.records import RecordWriter
 
 FLUSH_CHUNK = 128  # rows formatted per step of the flusher (~0.15 ms), then the loop runs
 STARVED_NS = 20_000_000  # a flusher step that waited longer than this for its turn: loop starved
-CONNECT_OP = "connect"   # the op of a failed reconnect attempt's record: not a request
-
-class ClientState:
-    __slots__ = ("ci", "client", "seq", "free", "backlog", "fu_backlog", "slots")
-
-    def __init__(self, ci: int, client):
-        self.ci = ci
-        self.client = client
-        self.seq = 0
-        self.free: list = []
-        self.backlog: collections.deque = collections.deque()      # queued arrivals: t_sched
-        self.fu_backlog: collections.deque = collections.deque()   # follow-ups: (t_sched, token)
-        self.slots: list = []
-
-
-class Slot:
-    """One worker: one connection of one client, at most one request in flight."""
-
-    __slots__ = ("eng", "cs", "ci", "wi", "client", "start", "append", "cb", "seq", "t_start",
-                 "t_sched", "busy", "backoff", "reconnecting")
-
-    def __init__(self, eng: "Engine", cs: ClientState, wi: int):
-        self.eng = eng
-        self.cs = cs
-        self.ci = cs.ci
-        self.wi = wi
-        self.client = cs.client
-        self.start = cs.client.start
-        self.append = eng.rows.append
-        self.cb = self.done
-        self.seq = 0
-        self.t_start = 0
-        self.t_sched = None
-        self.busy = False
-        self.backoff = 0.01
-        self.reconnecting = None
-
-    # -- issuing ----------------------------------------------------------------------
-    def issue(self) -> None:
-        cs = self.cs
-        self.seq = cs.seq
-        cs.seq += 1
-        self.busy = True
-        self.t_start = now_ns()
-        t = self.start(self.wi, self.cb)
-        if t is not None:  # the client built its request first and stamped the send itself
-            self.t_start = t
-
-    def issue_follow_up(self, t_sched: int, token) -> None:
-        """Open loop: the follow-up the client planned (aifb.clients.base, "Follow-ups")."""
-        self.t_sched = t_sched
-        self.client.adopt(self.wi, token)
-        self.issue()
-
-    # -- completions (called by the client, from the event loop) ------------------------
-    def done(self, res: tuple) -> None:
-        self.append((self.ci, self.wi, self.seq, self.t_sched, self.t_start, res))
-        self.busy = False
-        eng = self.eng
-        if eng.count_target and res[R_T_END] >= eng.warmup_end_ns:
-            eng.count_completion(res[R_T_END])
-        if not res[R_OK]:
-            self.failed()
-        elif eng.open_loop:
-            self.next_open()
-        elif eng.running:
-            self.issue()
-    def next_open(self) -> None:
-        cs = self.cs
-        fb = cs.fu_backlog
-        if fb and (not cs.backlog or fb[0][0] <= cs.backlog[0]):   # the earlier planned first
-            self.issue_follow_up(*fb.popleft())
-        elif cs.backlog:
-            self.t_sched = cs.backlog.popleft()
-            self.issue()
-        else:
-            cs.free.append(self)
-
-    def done_probation(self, res: tuple) -> None:
-        """The first completion after a reconnect: a good reply resets the backoff."""
-        self.cb = self.done
-        if res[R_OK]:
-            self.backoff = 0.01
-        self.cb(res)
-
-    def failed(self) -> None:
-        eng = self.eng
-        if not self.client.connected(self.wi):
-            if eng.running or eng.open_loop:
-                self.reconnecting = eng.loop.create_task(self.reconnect_loop())
-            return
-        if eng.open_loop:
-            self.next_open()
-        elif eng.running:
-            self.issue()
-
-    def expire(self, now: int) -> None:
-        """The in-flight request passed the timeout: record it, drop the connection."""
-        op = self.client.abort(self.wi) or "?"
-        self.busy = False
-        eng = self.eng
-        res = (op, False, "Timeout", f"no reply within {eng.timeout_s:g} s", None, None, None, now)
-        self.append((self.ci, self.wi, self.seq, self.t_sched, self.t_start, res))
-        if eng.count_target and now >= eng.warmup_end_ns:
-            eng.count_completion(now)
-        self.failed()
-
-    async def reconnect_loop(self) -> None:
-        eng = self.eng
-        try:
-            while eng.running or (eng.open_loop and (self.cs.backlog or self.cs.fu_backlog)):
-                await asyncio.sleep(self.backoff)
-                self.backoff = min(self.backoff * 2, 1.0)
-                cs = self.cs
-                seq = cs.seq
-                cs.seq += 1
-                eng.n_connect_attempts += 1
-                t_start = now_ns()
-                try:
-                    async with asyncio.timeout(eng.timeout_s):
-                        await self.client.reconnect(self.wi)
-                except RequestError as exc:
-                    res = (CONNECT_OP, False, exc.type, exc.message[:200], None, None, None, now_ns())
-                except TimeoutError:
-                    res = (CONNECT_OP, False, "Timeout",
-                           f"no connection within {eng.timeout_s:g} s", None, None, None, now_ns())
-                except ServiceError as exc:
-                    res = (CONNECT_OP, False, "ConnectionError", str(exc)[:200], None, None, None,
-                           now_ns())
-                except OSError as exc:
-                    res = (CONNECT_OP, False, "ConnectionError",
-                           (exc.strerror or type(exc).__name__)[:200], None, None, None, now_ns())
-                else:
-                    self.reconnecting = None
-                    self.cb = self.done_probation
-                    if eng.open_loop:
-                        self.next_open()
-                    elif eng.running:
-                        self.issue()
-                    return
-                # Recorded (op "connect"), but not a request: no count toward `requests: N`,
-                # the error rate or the achieved rate (counted apart, see _phases).
-                self.append((self.ci, self.wi, seq, None, t_start, res))
-        finally:
-            if self.reconnecting is asyncio.current_task():
-                self.reconnecting = None
-
+# Young objects between GC passes in the load (default 700): each request leaves 2 tuples, which
+# a pass only untracks; ~0.15 us a request less, ~0.1 ms a pass (benchmarks/README.md)
+GC_YOUNG = 2000
 
 # --------------------------------------------------------------------------- shared requests
 #
@@ -282,6 +138,7 @@ class Engine:
         share = run.share
 
         self.rows: list = []
+        self.to_issue: list = []   # closed loop: slots to send again once this poll's replies are in
         self.running = False
         self.count_target = self.requests  # None in duration mode
         # A shared `requests: N` (see RequestShare): count, never end here; the root says when.
@@ -304,6 +161,7 @@ class Engine:
                 s = Slot(self, cs, wi)
                 cs.slots.append(s)
                 self.slots.append(s)
+        self.single = len(self.slots) == 1   # one connection: issue_soon sends at once
 
         # flusher state
         self._pending: list | None = None
@@ -329,6 +187,27 @@ class Engine:
         self.handles: list[asyncio.TimerHandle] = []
         self.arrival_procs: list[Arrivals] = []
 
+    def issue_soon(self, slot: Slot) -> None:
+        """Closed loop: send `slot`'s next request after every reply that this poll of the
+        event loop brought is stamped. Sending at once (a system call of several us) would
+        stamp the t_end of the replies still waiting behind it later by that much, up to
+        concurrency x the cost of a send (measured +0.3 ms on the p50 at 32 connections).
+        The open loop still sends from the reply's callback (not measured enough to change)."""
+        q = self.to_issue
+        q.append(slot)
+        if len(q) > 1:
+            return
+        if self.single:   # no other reply to wait for: a loop turn would only cost (~3 us)
+            self.issue_queued()
+        else:
+            self.loop.call_soon(self.issue_queued)
+
+    def issue_queued(self) -> None:
+        q, self.to_issue = self.to_issue, []
+        if self.running:
+            for s in q:
+                s.issue()
+
     # -- requests mode --------------------------------------------------------------------
     def count_completion(self, t_end: int) -> None:
         self.n_counted += 1
@@ -338,7 +217,7 @@ class Engine:
     def _end_window(self, t_end: int) -> None:
         """Requests mode: the window ends at t_end (ns); the load stops after the cooldown."""
         self.measure_end_ns = t_end
-        self.cpu_end = self._cpu_sample()
+        self.cpu_end = cpu_sample()
         self.count_target = None
         self.stop_ns = t_end + int(self.cooldown_s * G)
         if self.stopped_by is None:
@@ -390,7 +269,10 @@ class Engine:
         me = self.measure_end_ns
         phases = []
         add = phases.append
+        oks = []        # the phase of each ok closed-loop request: counted at the end, in C
+        ok = oks.append
         nb = self.n_by_phase
+        streak = self.streak_start
         counting = self.requests is not None and self.share is None
         for row in batch:
             res = row[5]
@@ -404,35 +286,40 @@ class Engine:
                     ph = "measure"
                 else:
                     ph = "cooldown"
-            elif me is None:  # shared count before its end (te <= safe), or a cancelled run
-                ph = "measure"
-            elif te <= me:
-                ph = "measure"
+            elif me is None or te <= me:  # me None: a shared count before its end (te <= safe),
+                ph = "measure"               # or a cancelled run
             else:
                 ph = "cooldown"
             add(ph)
+            if res[R_OK] and row[3] is None:   # the common case (connect records never are ok)
+                ok(ph)
+                streak = None
+                continue
             if res[R_OP] == CONNECT_OP:  # a failed reconnect attempt, not a request
                 self.connects_by_phase[ph] += 1
                 if ph == "measure":
                     et = res[R_ERR_TYPE]
                     self.connect_errors[et] = self.connect_errors.get(et, 0) + 1
-                if self.streak_start is None:
-                    self.streak_start = te
+                if streak is None:
+                    streak = te
                 continue
             if res[R_OK]:
                 nb[ph][0] += 1
-                self.streak_start = None
+                streak = None
             else:
                 nb[ph][1] += 1
                 et = res[R_ERR_TYPE]
                 self.errors_by_type[et] = self.errors_by_type.get(et, 0) + 1
-                if self.streak_start is None:
-                    self.streak_start = te
+                if streak is None:
+                    streak = te
             if row[3] is not None:
                 if ph == "measure":
                     self.sched_lags.append(row[4] - row[3])
                 if row[3] >= wu:
                     self.sched_times.append(row[3])
+        for ph, v in nb.items():
+            v[0] += oks.count(ph)
+        self.streak_start = streak
         return phases
 
     def _write(self, batch: list) -> None:
@@ -555,17 +442,12 @@ class Engine:
             if t2 >= self.warmup_end_ns and (self.measure_end_ns is None or t2 <= self.measure_end_ns):
                 self.lags.append(max(0, t2 - t - pns))
 
-    @staticmethod
-    def _cpu_sample() -> tuple:
-        ru = resource.getrusage(resource.RUSAGE_SELF)
-        return (now_ns(), time.process_time(), ru.ru_utime, ru.ru_stime)
-
     def _mark_window_start(self) -> None:
-        self.cpu_start = self._cpu_sample()
+        self.cpu_start = cpu_sample()
 
     def _mark_window_end(self) -> None:
         if self.cpu_end is None:
-            self.cpu_end = self._cpu_sample()
+            self.cpu_end = cpu_sample()
 
     # -- the run --------------------------------------------------------------------------
     async def run(self, stats_out: dict | None, t_load_start_ns: int | None = None) -> dict:
@@ -575,9 +457,10 @@ class Engine:
         # Everything allocated so far (modules, clients, pre-encoded commands) goes to the
         # permanent generation: full collections during the load then scan only what the load
         # allocates (measured: gen-2 pauses 5-9 ms -> < 1 ms at ~100k requests/s).
-        thawed = gc.get_freeze_count() == 0
+        thawed, gc_threshold = gc.get_freeze_count() == 0, gc.get_threshold()
         gc.collect()
         gc.freeze()
+        gc.set_threshold(GC_YOUNG, *gc_threshold[1:])
         if t_load_start_ns is not None:
             try:
                 wait = t_load_start_ns - now_ns() - 2_000_000
@@ -592,6 +475,7 @@ class Engine:
                 self.writer.close()
                 if thawed:
                     gc.unfreeze()
+                gc.set_threshold(*gc_threshold)
                 if stats_out is not None:
                     stats_out.update(self.stats(now_ns()))
                 raise
@@ -669,6 +553,7 @@ class Engine:
             self.writer.close()
             if thawed:
                 gc.unfreeze()
+            gc.set_threshold(*gc_threshold)
             self._mark_window_end()
             stats = self.stats(t_end)
             if stats_out is not None:
@@ -700,13 +585,6 @@ class Engine:
         window_ns = max(0, measure_end - self.warmup_end_ns)
         window_s = window_ns / G
         ok_m, err_m = self.n_by_phase["measure"]
-        cpu = None
-        if self.cpu_start and self.cpu_end and self.cpu_end[0] > self.cpu_start[0]:
-            wall = (self.cpu_end[0] - self.cpu_start[0]) / G
-            cpu_s = self.cpu_end[1] - self.cpu_start[1]
-            cpu = {"cpu_s": round(cpu_s, 6), "user_s": round(self.cpu_end[2] - self.cpu_start[2], 6),
-                   "sys_s": round(self.cpu_end[3] - self.cpu_start[3], 6),
-                   "wall_s": round(wall, 6), "util_of_one_core": round(cpu_s / wall, 4)}
         lags = sorted(self.lags)
         out = {
             "t_load_start": seconds(self.t_load_start - t0),
@@ -727,7 +605,7 @@ class Engine:
             "connect_attempts": {"by_phase": dict(self.connects_by_phase),
                                  "measure_errors_by_type": dict(sorted(self.connect_errors.items()))},
             "stopped_by": self.stopped_by,
-            "client_cpu": cpu,
+            "client_cpu": cpu_figures(self.cpu_start, self.cpu_end),
             "loop_lag_s": {"n": len(lags), "period_s": 0.01,
                            "p50": seconds(pct(lags, 0.5)), "p99": seconds(pct(lags, 0.99)),
                            "max": seconds(lags[-1] if lags else None)},

@@ -185,8 +185,9 @@ def validate(recipe: Any, source: str = "recipe") -> dict:
             if pipeline else "services: only a pipeline recipe (category: pipeline) has "
             "`services:`; a single-service recipe has `service:`"))
     errors = validation_errors(recipe, SCHEMA)
-    stage_rules = [r for r in recipe.get("slo") or [] if isinstance(r, str)
-                   and r.strip().startswith("stage.")]
+    slo = recipe.get("slo")   # not a list: the schema's error above says so
+    stage_rules = [r for r in slo if isinstance(r, str) and r.strip().startswith("stage.")
+                   ] if isinstance(slo, list) else []
     if pipeline:
         if not errors:
             errors += pipeline_errors(recipe)

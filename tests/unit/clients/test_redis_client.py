@@ -140,16 +140,21 @@ def _conn():
 @pytest.mark.parametrize("reply,ok,bytes_in", [
     (b"$5\r\nhello\r\n", True, 5),
     (b"$-1\r\n", True, 0),
+    (b"$0\r\n\r\n", True, 0),
     (b"$8\r\na\r\nb\r\n\r\n\r\n", True, 8),
     (b"+OK\r\n", True, 0),
     (b":12\r\n", True, 0),
     (b"*2\r\n$2\r\nab\r\n$-1\r\n", True, 2),
     (b"-ERR wrong password s3cret\r\n", False, None),
 ])
-def test_connection_fast_path_any_split(reply, ok, bytes_in):
+@pytest.mark.parametrize("value_size", [-1, 0, 5, 8])
+def test_connection_fast_path_any_split(reply, ok, bytes_in, value_size):
+    """Whatever value size the connection expects (expect_values: a whole reply of that size
+    skips the parser), every reply gives the parser's result, however it is split."""
     for chunk in (1, 2, 3, len(reply)):
         got = []
         c = _conn()
+        c.expect_values(value_size)
         c.op, c.bytes_out, c.cb = "get", 0, got.append
         for i in range(0, len(reply), chunk):
             assert not got

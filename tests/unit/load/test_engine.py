@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aifb.clock import RunClock, ns_to_s_text
+from aifb.clock import RunClock, now_ns, ns_to_s_text
 from aifb.load.engine import run_load, run_load_sync
 from aifb.errors import ServiceError
 from aifb.records import encode_row, encode_rows, iter_records, read_records
@@ -148,6 +148,52 @@ def test_unreachable_endpoint_fails_before_any_record(tmp_path):
     assert not path.exists()
 
 
+@pytest.mark.parametrize("conc", [4, 1])
+def test_closed_loop_sends_again_only_after_every_reply_of_a_poll_is_stamped(register_kind,
+                                                                              tmp_path, conc):
+    """Replies that one step of the event loop brings (one poll) are all stamped before any
+    connection sends again: a send (a system call of several us) made between them would
+    stamp the later replies' t_end late by its cost (issue 20). A single connection has no
+    other reply to wait for: it sends again at once, in the reply's own callback."""
+    events = []
+
+    class BatchClient(NoServerClient):
+        """Answers every in-flight request together, in one loop callback, like one poll."""
+
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            self.pending: dict = {}
+
+        def start(self, worker, done):
+            events.append(("send", worker))
+            if not self.pending:
+                asyncio.get_running_loop().call_later(0.001, self.reply_all)
+            self.pending[worker] = done
+
+        def reply_all(self):
+            pending, self.pending = self.pending, {}
+            events.append(("poll", len(pending)))
+            for worker, done in sorted(pending.items()):
+                events.append(("reply", worker))
+                done(("get", True, None, None, 0, 1, None, now_ns()))
+            events.append(("poll end",))
+
+        def abort(self, worker):
+            return "get" if self.pending.pop(worker, None) else None
+
+    kind = register_kind("batch_test", client=BatchClient)
+    stats = run_load_sync(kind=kind, endpoint="batch://", workload={},
+                          load=load(concurrency=conc, requests=200), seed=1,
+                          records_path=tmp_path / "b.jsonl", clock=RunClock(), log=quiet)
+    assert stats["measured"] == {"ok": 200, "errors": 0}
+    polls = [(i, e[1]) for i, e in enumerate(events) if e[0] == "poll"]
+    assert sum(n == conc for _, n in polls) >= 40
+    for i, n in polls:
+        assert [e[0] for e in events[i + 1:i + 1 + n]] == ["reply"] * n, events[i:i + 2 * n]
+        if conc == 1 and i + 3 < len(events):
+            assert events[i + 2:i + 4] == [("send", 0), ("poll end",)]   # in the reply's callback
+
+
 # --------------------------------------------------------------------------- records
 @settings(max_examples=300, deadline=None)
 @given(st.integers(0, 10**14), st.integers(0, 10**12), st.integers(0, 10**9),
@@ -164,6 +210,30 @@ def test_encoded_times_are_exact(t0, d_start, d_lat, d_sched, ok):
     assert f'"t_end":{ns_to_s_text(d_start + d_lat)},' in line
     assert rec["ok"] is ok and (rec["error"] is None) == ok
     assert validation_errors(rec, "request.schema.yaml") == []
+
+
+def test_fast_encoding_matches_the_general_one():
+    """encode_rows keeps the parts of common lines (per client and worker, per byte counts and
+    phase) between calls: every line must still be encode_row's, whatever mix comes."""
+    import random as _random
+
+    rng = _random.Random(5)
+    t0 = 10 ** 12
+    rows, phases = [], []
+    for i in range(3000):
+        te = t0 + rng.randint(0, 10 ** 11)
+        ok = rng.random() < 0.8
+        res = (rng.choice(["get", "set", "q\"uote"]), ok, None if ok else "Timeout",
+               None if ok else "late", rng.choice([0, 128, None, 7]), rng.choice([0, 128, 5, None]),
+               rng.choice([None, None, te - 5]), te)
+        ts = rng.choice([None, None, None, te - 99])
+        rows.append((rng.randrange(3), rng.randrange(40), i, ts, te - rng.randint(0, 10 ** 7), res))
+        phases.append(rng.choice(["warmup", "measure", "cooldown"]))
+    want = "".join(encode_row(r, p, t0) for r, p in zip(rows, phases))
+    got = "".join(encode_rows(rows[i:i + 97], phases[i:i + 97], t0) for i in range(0, 3000, 97))
+    assert got == want
+    assert encode_rows(rows, phases, t0 + 1) == "".join(encode_row(r, p, t0 + 1)
+                                                        for r, p in zip(rows, phases))
 
 
 def test_readers_drop_a_truncated_last_line_only(tmp_path):
