@@ -98,7 +98,7 @@ def _stages_json(stages: dict, t0_ns: int) -> str:
     return "{" + ",".join(out) + "}"
 
 
-# The common line (ok, no t_sched/t_first, byte counts, times after t0) is one %-format of the
+# The common line (ok, no t_sched/t_first, times after t0) is one %-format of the
 # numbers that change between the parts that rarely do, each built once and kept: its head up
 # to "seq": (per client and worker) and its tail from "ok" on (per byte counts and phase).
 # 1.9 -> 1.55 us a line (benchmarks/README.md); the text is encode_row's
@@ -129,8 +129,7 @@ def encode_rows(rows: list, phases: list, t0_ns: int) -> str:
             append(encode_row(row, phase, t0_ns))
             continue
         op, ok, et, em, bo, bi, tf, te = res
-        if (ok and ts is None and tf is None and bo is not None and bi is not None
-                and t_start >= t0_ns):
+        if ok and ts is None and tf is None and t_start >= t0_ns:
             try:   # subscripts, not .get(): no method call (a line is ~1 us in all)
                 head = heads[ci, wi]
             except KeyError:
@@ -139,7 +138,7 @@ def encode_rows(rows: list, phases: list, t0_ns: int) -> str:
                 tail = tails[bo, bi, phase]
             except KeyError:
                 tail = _cached(tails, (bo, bi, phase), f',"ok":true,"error":null,"bytes_out":'
-                               f'{int(bo)},"bytes_in":{int(bi)},"phase":"{phase}"}}\n')
+                               f'{_n(bo)},"bytes_in":{_n(bi)},"phase":"{phase}"}}\n')
             try:
                 opj = ops[op]
             except KeyError:
