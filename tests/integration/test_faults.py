@@ -213,8 +213,11 @@ def _benchmark_process(ws: Path) -> int | None:
     for p in Path("/proc").iterdir():
         if p.name.isdigit():
             try:
-                cmd = (p / "cmdline").read_bytes()
-                if b"run_benchmark.py" in cmd and str(ws).encode() in os.readlink(p / "cwd").encode():
+                # the Python of the step (python -m aifb.workflow.steps run_benchmark ...), not
+                # the shell around it, whose one -c argument names them too
+                argv = (p / "cmdline").read_bytes().split(b"\0")
+                if (b"aifb.workflow.steps" in argv and b"run_benchmark" in argv
+                        and str(ws).encode() in os.readlink(p / "cwd").encode()):
                     return int(p.name)
             except OSError:
                 continue
