@@ -3,6 +3,7 @@
 
 import functools
 import gc
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -30,16 +31,30 @@ validate(config, schema="../schemas/config.schema.yaml")
 WORKDIR = Path.cwd()
 
 
+def step_python():
+    """The interpreter running Snakemake, spelled one way: `<its bin>/python` when that is the
+    same file. Snakemake reruns a shell: job whose command text changed, and one interpreter has
+    several spellings (.venv/bin/python under `aifb run`, .venv/bin/python3 under the snakemake
+    script), so a plain `snakemake -n` after `aifb run` planned the benchmark again."""
+    exe = sys.executable
+    plain = os.path.join(os.path.dirname(exe), "python")
+    try:
+        return plain if os.path.samefile(plain, exe) else exe
+    except OSError:
+        return exe
+
+
 def step_command(step, *files):
     """The shell command of a per-benchmark rule: `python -m aifb.workflow.steps STEP ID LOG
     FILES...` (why shell: and not script: is in that module). The interpreter is the one running
-    Snakemake, where aifb is installed, as a `script:` rule would use; with --use-conda (--sdm
-    conda), the environment's own `python` (environment.yml installs aifb there). It is written
-    into the command here, at parse time, so the rules name no variable from outside."""
+    Snakemake, where aifb is installed, as a `script:` rule would use (step_python); with
+    --use-conda (--sdm conda), the environment's own `python` (environment.yml installs aifb
+    there). It is written into the command here, at parse time, so the rules name no variable
+    from outside."""
     if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
         python = "python"
     else:
-        python = shlex.quote(sys.executable).replace("{", "{{").replace("}", "}}")
+        python = shlex.quote(step_python()).replace("{", "{{").replace("}", "}}")
     return " ".join([python, "-m aifb.workflow.steps", step, "{wildcards.id} {log:q}", *files])
 
 
