@@ -67,7 +67,6 @@ import math
 
 from aifb.clients.base import R_ERR_TYPE, R_OK, R_OP, R_T_END
 from aifb.clock import now_ns
-from aifb.errors import ServiceError
 from aifb.load.arrivals import Arrivals
 from aifb.load.figures import G, cpu_figures, cpu_sample, open_loop_stats, pct, seconds
 from aifb.load.processes import run_load_processes
