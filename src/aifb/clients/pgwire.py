@@ -194,38 +194,43 @@ class PgConnection(asyncio.Protocol):
         n = len(data)
         pos = 0
         unpack = _I.unpack_from
-        while n - pos >= 5:
-            end = pos + 1 + unpack(data, pos + 1)[0]
-            if end > n:
-                break
-            t = data[pos]
-            if not self.ready:
-                self._startup_message(t, data[pos + 5:end])
-            elif t == 68:                      # D DataRow
-                self.rows += 1
-            elif t == 67:                      # C CommandComplete
-                self.tag = data[pos + 5:end - 1]
-            elif t == 90:                      # Z ReadyForQuery: the reply is complete
-                self.status = data[pos + 5:end]
-                self._complete()
-            elif t == 69:                      # E ErrorResponse
-                self.error = PgError(parse_fields(data[pos + 5:end]))
-            elif t not in _IGNORED:
-                self._protocol_error(f"unexpected message {chr(t)!r}")
-                return
-            pos = end
+        if not self.ready:                     # start-up: every message to the coroutine
+            while n - pos >= 5:
+                end = pos + 1 + unpack(data, pos + 1)[0]
+                if end > n:
+                    break
+                self._startup_message(data[pos], data[pos + 5:end])
+                pos = end
+        else:
+            while n - pos >= 5:
+                end = pos + 1 + unpack(data, pos + 1)[0]
+                if end > n:
+                    break
+                t = data[pos]
+                if t == 68:                        # D DataRow
+                    self.rows += 1
+                elif t == 50:                      # 2 BindComplete (every request)
+                    pass
+                elif t == 67:                      # C CommandComplete
+                    self.tag = data[pos + 5:end - 1]
+                elif t == 90:                      # Z ReadyForQuery: the reply is complete
+                    self.status = data[pos + 5:end]
+                    cb = self.cb
+                    rows, tag, error = self.rows, self.tag, self.error
+                    self.cb = None
+                    self.rows = 0
+                    self.tag = b""
+                    self.error = None
+                    if cb is not None:
+                        cb(rows, tag, error, now_ns())
+                elif t == 69:                      # E ErrorResponse
+                    self.error = PgError(parse_fields(data[pos + 5:end]))
+                elif t not in _IGNORED:
+                    self._protocol_error(f"unexpected message {chr(t)!r}")
+                    return
+                pos = end
         if pos < n:
             self.buf = data[pos:]
-
-    def _complete(self) -> None:
-        cb = self.cb
-        rows, tag, error = self.rows, self.tag, self.error
-        self.cb = None
-        self.rows = 0
-        self.tag = b""
-        self.error = None
-        if cb is not None:
-            cb(rows, tag, error, now_ns())
 
     def _startup_message(self, t: int, body: bytes) -> None:
         self.inbox.append((t, body))
