@@ -19,11 +19,17 @@ aifb's protocol (named prepared statements); --mode simple shows pgbench's defau
 
     .venv/bin/python benchmarks/postgres_vs_pgbench.py [--seconds 5] [--concurrency 1 4]
                                                        [--scale 1] [--repeat 1] [--check]
+                                                       [--floor] [--compare CHECKOUT]
 
 It also prints aifb's client CPU per query (µs: the client's CPU seconds over the measure
 window, getrusage, divided by the queries measured in it). --check exits 1 unless aifb reaches
 >= 0.9 of pgbench's tps at concurrency 1 and >= 0.8 at every higher one, and recorded no
 errors. The server is stopped at the end, also on error or Ctrl-C.
+
+--compare CHECKOUT (e.g. made with `git archive main | tar -x -C /tmp/before`) runs every aifb
+load in a fresh child process, alternating this checkout's aifb with the other's (imported from
+CHECKOUT/src) between the same pgbench runs, and prints both against pgbench: on a shared
+machine, whose speed drifts by ±10 % within minutes, the way to see a change of a few per cent.
 """
 
 from __future__ import annotations
@@ -46,7 +52,9 @@ from pathlib import Path
 from secrets import token_urlsafe
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
+# --compare runs each aifb load in a child of this script with AIFB_BENCH_SRC naming the src/ to
+# import aifb from (this checkout's or the other's)
+sys.path.insert(0, os.environ.get("AIFB_BENCH_SRC") or str(ROOT / "src"))
 
 from aifb.clock import RunClock  # noqa: E402
 from aifb.load.engine import run_load_sync  # noqa: E402
@@ -176,6 +184,17 @@ def aifb_run(endpoint: str, c: int, seconds: float, scale: int, workdir: Path, n
             "cpu_us_per_query": cpu["cpu_s"] * 1e6 / (len(lat) + n_err) if cpu and lat else None}
 
 
+def aifb_run_in(src: Path, endpoint: str, c: int, seconds: float, scale: int, workdir: Path,
+                n: int) -> dict:
+    """aifb_run in a fresh child importing aifb from `src` (the password: in the environment)."""
+    out = subprocess.run([sys.executable, __file__, "--one-run", json.dumps(
+        [endpoint, c, seconds, scale, str(workdir), n])], capture_output=True, text=True,
+        timeout=seconds + 300, env={**os.environ, "AIFB_BENCH_SRC": str(src)})
+    if out.returncode != 0:
+        raise RuntimeError(f"aifb from {src} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def target(c: int) -> float:
     """The least tps ratio aifb / pgbench that --check accepts at concurrency c."""
     return 0.9 if c == 1 else 0.8
@@ -195,7 +214,18 @@ def main() -> int:
     ap.add_argument("--floor", action="store_true",
                     help="also run the bare protocol loop (no engine, no records): the ceiling "
                          "of a Python event-loop client on this machine")
+    ap.add_argument("--compare", type=Path, metavar="CHECKOUT",
+                    help="also run aifb from another checkout (its src/), alternating with this "
+                         "one, each run in a fresh process")
+    ap.add_argument("--one-run", help=argparse.SUPPRESS)   # a child of --compare
     args = ap.parse_args()
+    if args.one_run:
+        endpoint, c, seconds, scale, workdir, n = json.loads(args.one_run)
+        print(json.dumps(aifb_run(endpoint, c, seconds, scale, Path(workdir), n)))
+        return 0
+    if args.compare and not (args.compare / "src" / "aifb").is_dir():
+        print(f"--compare {args.compare}: no src/aifb there", file=sys.stderr)
+        return 2
     pgb = pgbench_bin()
     if not pgb:
         print("pgbench not found (apt-get install postgresql-client-15)", file=sys.stderr)
@@ -228,13 +258,24 @@ def main() -> int:
         k = 0
         for c in args.concurrency:
             pgbench_run(pgb, port, db, c, 1, args.mode, workdir, k)  # warm the cache
-            pb, ours, floor = [], [], []
+            pb, ours, floor, theirs = [], [], [], []
+
+            def aifb_once():
+                nonlocal k
+                k += 1
+                if not args.compare:
+                    ours.append(aifb_run(endpoint, c, args.seconds, args.scale, workdir, k))
+                    return
+                # alternate which goes first, so that neither always follows pgbench
+                pair = [(ours, ROOT / "src"), (theirs, args.compare / "src")]
+                for runs, src in (pair if k % 2 else pair[::-1]):
+                    runs.append(aifb_run_in(src, endpoint, c, args.seconds, args.scale, workdir, k))
+
             for _ in range(args.repeat):
                 k += 1
                 pb.append(pgbench_run(pgb, port, db, c, args.seconds, args.mode, workdir, k))
-                ours.append(aifb_run(endpoint, c, args.seconds, args.scale, workdir, k))
-                k += 1
-                ours.append(aifb_run(endpoint, c, args.seconds, args.scale, workdir, k))
+                aifb_once()
+                aifb_once()
                 if args.floor:
                     floor.append(floor_run(port, db, c, args.seconds, args.scale * 100000))
                 pb.append(pgbench_run(pgb, port, db, c, args.seconds, args.mode, workdir, k))
@@ -248,6 +289,11 @@ def main() -> int:
                          "client_cpu": mean(ours, "client_cpu"),
                          "cpu_us_per_query": mean(ours, "cpu_us_per_query"), "runs": ours},
             }
+            if theirs:
+                results[c]["compare"] = {
+                    "tps": mean(theirs, "tps"), "p50_s": mean(theirs, "p50_s"),
+                    "p99_s": mean(theirs, "p99_s"), "errors": sum(x["errors"] for x in theirs),
+                    "cpu_us_per_query": mean(theirs, "cpu_us_per_query"), "runs": theirs}
             if floor:
                 results[c]["floor"] = {"tps": mean(floor, "tps"),
                                        "cpu_us_per_query": mean(floor, "cpu_us_per_query"),
@@ -276,6 +322,15 @@ def main() -> int:
             print(f"  floor c={c}: bare protocol loop {f['tps']:,.0f} tps "
                   f"({f['tps'] / r['pgbench']['tps']:.2f}x pgbench), {f['cpu_us_per_query']:.1f} "
                   "µs of CPU per query")
+    if args.compare:
+        print(f"\nthis checkout against {args.compare} (runs alternated, each in a fresh process)")
+        for c, r in results.items():
+            a, b, pb = r["aifb"], r["compare"], r["pgbench"]
+            print(f"  c={c}: tps {a['tps']:,.0f} ({a['tps'] / pb['tps']:.2f}x pgbench) vs "
+                  f"{b['tps']:,.0f} ({b['tps'] / pb['tps']:.2f}x); each run "
+                  f"{[round(x['tps']) for x in a['runs']]} vs {[round(x['tps']) for x in b['runs']]}"
+                  f"; CPU µs/query {a['cpu_us_per_query']:.1f} vs {b['cpu_us_per_query']:.1f}; "
+                  f"p50 {a['p50_s'] * 1e3:.3f} vs {b['p50_s'] * 1e3:.3f} ms")
     if args.json:
         args.json.write_text(json.dumps({str(k): v for k, v in results.items()}, indent=2))
     failures = [f"tps ratio at concurrency {c} is {r['aifb']['tps'] / r['pgbench']['tps']:.2f} "
