@@ -7,8 +7,8 @@ directly on asyncio.Protocol (run it under uvloop).
 
 Why not asyncpg for the requests: its per-query path is a coroutine awaited in a task, which
 on these machines costs more client CPU than the server spends on a point SELECT, so the
-client's own queueing showed in the latencies (`benchmarks/postgres_vs_pgbench.py`:
-docs/postgres.md, "The client"). Here a request is one `transport.write` of Bind + Execute +
+client's own queueing showed in the latencies (`benchmarks/postgres_vs_pgbench.py`;
+benchmarks/README.md, "PostgreSQL client"). Here a request is one `transport.write` of Bind + Execute +
 Sync for a statement prepared once per connection (as `pgbench -M prepared`), its reply is
 parsed in data_received and handed to a callback: no coroutine, task or future per request.
 asyncpg stays for everything off the hot path (loading tables with COPY, checks, probes).

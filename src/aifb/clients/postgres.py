@@ -4,9 +4,9 @@ The requests go over aifb.clients.pgwire, a small implementation of the protocol
 asyncio.Protocol: every statement of the hot path is prepared once per connection (Parse, sent
 with the connection's first request), then a request is one write of Bind/Execute/Sync and its
 reply is parsed in data_received - no coroutine, task or future per request, so the client's
-own cost stays below the server's (asyncpg's awaited fetchrow cost ~76 µs of client CPU per
-point SELECT on these machines, this ~40 µs; benchmarks/README.md, "PostgreSQL client", has
-the figures and the commands). The server's parser and planner are out of the
+own cost stays below the server's (asyncpg's awaited fetchrow cost ~72 µs of client CPU per
+point SELECT at one connection on these machines, this 31-33 µs; benchmarks/README.md,
+"PostgreSQL client", has the figures and the commands). The server's parser and planner are out of the
 measurement, as with `pgbench -M prepared`. asyncpg does the rest, off the hot path: the
 probe, the checks of existing tables, the server's settings, loading the tables with COPY.
 
