@@ -10,9 +10,9 @@ over the measure window / the requests measured in it) for each variant given:
 
     .venv/bin/python benchmarks/postgres_client_stub.py [--seconds 3] floor:1 aifb:1 floor:4 aifb:4
 
-`aifb:C` is the engine (closed loop, one client, C connections, records written to a temporary
-file); `floor:C` is the same protocol code with nothing else (benchmarks/postgres_vs_pgbench.py
---floor, on the fake). Caches stay hot here, so against a real server the same code costs
+`aifb:C` and `floor:C` are postgres_vs_pgbench.py's own runs, on the fake: its aifb_run (the
+engine, closed loop, one client, C connections, records to a temporary file) and its floor_run
+(`--floor`: the same protocol code with nothing else). Caches stay hot here, so against a real server the same code costs
 about twice as much (benchmarks/README.md, "PostgreSQL client"); what this isolates is the
 difference between the two, quickly and with little noise, for A-B work on the hot path.
 """
@@ -21,20 +21,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import random
+import os
 import struct
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
+import postgres_vs_pgbench as pvp   # this directory: its floor_run and aifb_run, on the fake
 
-import aifb.clients.pgwire as pgwire  # noqa: E402
+import aifb.clients.pgwire as pgwire  # noqa: E402 (src/ is on the path since the import above)
 import aifb.clients.postgres as postgres  # noqa: E402
-from aifb.clock import RunClock  # noqa: E402
-from aifb.load.engine import run_load_sync  # noqa: E402
 
 
 def message(tag: bytes, body: bytes) -> bytes:
@@ -74,52 +70,21 @@ async def no_validation(self) -> None:
     self._server_version = "15 (fake)"
 
 
-def aifb(c: int, seconds: float) -> tuple[float, int]:
+def use_the_fake() -> None:
+    """Every connection the engine's client or the bare loop opens is a fake one."""
     postgres.open_connection = fake_connection
+    pgwire.open_connection = fake_connection
     postgres.PostgresClient.validate = no_validation
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "requests.jsonl"
-        stats = run_load_sync(
-            kind="postgres", endpoint="postgresql://127.0.0.1:5432/fake",
-            workload={"ops": {"select": 1}, "scale": 1, "prepare": False},
-            load={"clients": 1, "concurrency": c, "rate": None, "arrival": "poisson",
-                  "duration_s": seconds, "requests": None, "warmup_s": 0.5, "cooldown_s": 0.0,
-                  "timeout_s": 10.0},
-            seed=42, records_path=path, clock=RunClock(), log=lambda m: None,
-            secrets={"password": "unused"})
-        with open(path) as fh:
-            n = sum(1 for line in fh if '"phase":"measure"' in line)
-    return stats["client_cpu"]["cpu_s"] * 1e6 / n, n
+    os.environ.setdefault(pvp.PASSWORD_ENV, "unused")
 
 
-def floor(c: int, seconds: float) -> tuple[float, int]:
-    import uvloop
-
-    async def main():
-        conns = [await fake_connection() for _ in range(c)]
-        st = pgwire.Statement("floor_select", "SELECT abalance FROM accounts WHERE aid = $1", 1)
-        done = asyncio.get_running_loop().create_future()
-        n = [0]
-        end = time.monotonic_ns() + int(seconds * 1e9)
-        rnd = random.Random(1).random
-
-        def sender(conn):
-            def cb(rows, tag, error, t_end):
-                n[0] += 1
-                if t_end < end:
-                    conn.send(st.bind(int(rnd() * 100000) + 1), cb)
-                elif not done.done() and all(x.cb is None for x in conns):
-                    done.set_result(None)
-            return cb
-
-        cpu0 = time.process_time()
-        for conn in conns:
-            conn.send(st.parse() + st.bind(1), sender(conn))
-        await done
-        return (time.process_time() - cpu0) * 1e6 / n[0], n[0]
-
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(main())
+def run(kind: str, c: int, seconds: float) -> tuple[float, int]:
+    if kind == "floor":
+        r = pvp.floor_run(0, "fake", c, seconds, 100_000)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            r = pvp.aifb_run("postgresql://127.0.0.1:5432/fake", c, seconds, 1, Path(tmp), 0)
+    return r["cpu_us_per_query"], r["n"]
 
 
 def main() -> int:
@@ -127,11 +92,12 @@ def main() -> int:
     ap.add_argument("variants", nargs="+", metavar="aifb:C|floor:C")
     ap.add_argument("--seconds", type=float, default=3.0, help="measure window (default 3)")
     args = ap.parse_args()
+    use_the_fake()
     for v in args.variants:
         kind, _, c = v.partition(":")
         if kind not in ("aifb", "floor") or not c.isdigit() or int(c) < 1:
             ap.error(f"{v!r}: give aifb:C or floor:C with C >= 1")
-        us, n = (aifb if kind == "aifb" else floor)(int(c), args.seconds)
+        us, n = run(kind, int(c), args.seconds)
         print(f"{v:>8}: {us:6.2f} µs CPU per request ({n:,} requests)", flush=True)
     return 0
 
